@@ -1,0 +1,4 @@
+//! `corq`: corq's toolbox.
+fn main() {
+    println!("corq {}", corq::VERSION);
+}

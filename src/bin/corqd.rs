@@ -1,0 +1,4 @@
+//! `corqd`: the corq server.
+fn main() {
+    println!("corqd {}", corq::VERSION);
+}

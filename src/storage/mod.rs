@@ -1,0 +1,1 @@
+//! storage (placeholder until its issue lands).

@@ -1,0 +1,1 @@
+//! timer (placeholder until its issue lands).

@@ -1,0 +1,2 @@
+//! corq's integration tests: one binary, one module per area.
+mod util;
