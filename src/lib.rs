@@ -8,15 +8,25 @@
 //! | [`timer`]    | the hashed timing wheel and the clocks that feed it |
 //! | [`protocol`] | NSQ TCP protocol V2: pure command decoding and frame encoding |
 //! | [`client`]   | a small blocking NSQ client used by the tools, the tests and the benches |
+//! | [`broker`]   | topics, channels, client sessions, RDY, in-flight, requeue, deferral |
+//! | [`reactor`]  | the `mio` event loop: listener, connections, the loop turn |
+//! | [`server`]   | the embedding API: `Server::bind`, `Server::run`, `Handle::shutdown` |
+//! | [`config`]   | every tunable, with nsqd's flag names and defaults |
 //!
-//! The reactor, broker and HTTP modules land with their issues; `docs/architecture.md` keeps the
-//! map of what exists today.
+//! `docs/architecture.md` describes the loop and the data flow.
 #![deny(missing_docs, missing_debug_implementations)]
 
+pub mod broker;
 pub mod client;
+pub mod config;
 pub mod protocol;
+pub mod reactor;
+pub mod server;
 pub mod storage;
 pub mod timer;
+
+pub use config::{Config, Options};
+pub use server::{Handle, Server};
 
 /// The crate version, as reported by `--version` and in IDENTIFY replies.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,343 @@
+//! A channel: a cursor into its topic's log plus the messages it has taken out of the log and
+//! not yet finished.
+//!
+//! nsqd copies every message into every channel's queue; corq does not. A channel owns:
+//!
+//! - `cursor`: the next log offset it has never looked at;
+//! - `requeued`: messages ready to go again (REQ 0, timed out, deferral due, restored at start);
+//! - `in_flight`: messages a client holds, each with its timeout timer;
+//! - `deferred`: messages waiting for a deadline (REQ with a delay, DPUB), each with its timer.
+//!
+//! A message is in at most one of those places, which is what makes FIN/REQ/TOUCH checks O(1)
+//! and keeps nsqd's "one ID cannot be in flight twice" for free. The channel never touches
+//! sockets or the wheel's internals: it is handed the wheel and gets `TimerId`s back.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::timer::{TimerId, Wheel};
+
+use super::client::ClientKey;
+use super::TimerEvent;
+
+/// A hasher for log offsets: they are dense integers, so one multiply spreads them well enough
+/// and FIN's map lookup costs a few ns instead of SipHash's ~20.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OffsetHasher(u64);
+
+impl Hasher for OffsetHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: the high bits of n × 2^64/φ are well mixed.
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A `HashMap` keyed by log offset.
+pub type OffsetMap<V> = HashMap<u64, V, BuildHasherDefault<OffsetHasher>>;
+
+/// A message a client holds.
+#[derive(Debug, Clone, Copy)]
+pub struct InFlight {
+    /// Who holds it; `None` once that client disconnected (nsqd lets it time out anyway).
+    pub client: Option<ClientKey>,
+    /// Its timeout.
+    pub timer: TimerId,
+    /// Deliveries so far, this one included.
+    pub attempts: u16,
+    /// Monotonic ms of this delivery: TOUCH may not push the timeout past it + max-msg-timeout.
+    pub delivered_ms: u64,
+}
+
+/// A message waiting for a deadline before it may be delivered.
+#[derive(Debug, Clone, Copy)]
+pub struct Deferred {
+    /// Fires when it is due.
+    pub timer: TimerId,
+    /// Deliveries so far.
+    pub attempts: u16,
+    /// Wall-clock due time in ns, kept so a checkpoint can carry the deadline over a restart.
+    pub due_wall_ns: i64,
+}
+
+/// A message ready to be delivered again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Requeued {
+    /// Its log offset.
+    pub offset: u64,
+    /// Deliveries so far.
+    pub attempts: u16,
+}
+
+/// Why a FIN, REQ or TOUCH was refused (both are nsqd's non-fatal `E_*_FAILED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckError {
+    /// Never delivered, already finished, requeued or timed out.
+    NotInFlight,
+    /// In flight to another client.
+    NotOwner,
+}
+
+impl AckError {
+    /// nsqd's wording, after `<CMD> <id> failed `.
+    pub fn reason(self) -> &'static str {
+        match self {
+            AckError::NotInFlight => "ID not in flight",
+            AckError::NotOwner => "client does not own message",
+        }
+    }
+}
+
+/// One channel of a topic.
+#[derive(Debug)]
+pub struct Channel {
+    /// The channel's name (valid per nsqd's rules).
+    pub name: String,
+    /// `#ephemeral`: deleted with its last consumer, never checkpointed.
+    pub ephemeral: bool,
+    /// A paused channel delivers nothing; its clients keep their RDY.
+    pub paused: bool,
+    /// The next log offset this channel has never taken.
+    pub cursor: u64,
+    /// Ready to go again, oldest first; delivered before anything new from the log.
+    pub requeued: VecDeque<Requeued>,
+    /// Held by clients.
+    pub in_flight: OffsetMap<InFlight>,
+    /// Waiting for a deadline.
+    pub deferred: OffsetMap<Deferred>,
+    /// Subscribed clients, in subscription order.
+    pub consumers: Vec<ClientKey>,
+    /// Where the round-robin pick of the next consumer resumes.
+    next_consumer: usize,
+    /// Messages this channel delivered for the first time or again.
+    pub message_count: u64,
+    /// REQs.
+    pub requeue_count: u64,
+    /// In-flight timeouts.
+    pub timeout_count: u64,
+    /// Whether the channel is already queued for the broker's delivery pass this turn.
+    pub pump_queued: bool,
+}
+
+impl Channel {
+    /// A channel that starts reading its topic's log at `cursor`.
+    pub fn new(name: &str, cursor: u64) -> Self {
+        Channel {
+            name: name.to_owned(),
+            ephemeral: crate::protocol::names::is_ephemeral(name),
+            paused: false,
+            cursor,
+            requeued: VecDeque::new(),
+            in_flight: OffsetMap::default(),
+            deferred: OffsetMap::default(),
+            consumers: Vec::new(),
+            next_consumer: 0,
+            message_count: 0,
+            requeue_count: 0,
+            timeout_count: 0,
+            pump_queued: false,
+        }
+    }
+
+    /// Picks the next consumer, round robin, for which `ready` holds.
+    pub fn pick_consumer(&mut self, mut ready: impl FnMut(ClientKey) -> bool) -> Option<ClientKey> {
+        let n = self.consumers.len();
+        for i in 0..n {
+            let idx = (self.next_consumer + i) % n;
+            let ck = self.consumers[idx];
+            if ready(ck) {
+                self.next_consumer = (idx + 1) % n;
+                return Some(ck);
+            }
+        }
+        None
+    }
+
+    /// Removes a consumer and lets its in-flight messages run out their timeouts unowned.
+    pub fn remove_consumer(&mut self, ck: ClientKey) {
+        self.consumers.retain(|&c| c != ck);
+        for entry in self.in_flight.values_mut() {
+            if entry.client == Some(ck) {
+                entry.client = None;
+            }
+        }
+    }
+
+    /// Checks that `offset` is in flight to `ck`.
+    fn owned(&self, offset: u64, ck: ClientKey) -> Result<InFlight, AckError> {
+        match self.in_flight.get(&offset) {
+            None => Err(AckError::NotInFlight),
+            Some(e) if e.client != Some(ck) => Err(AckError::NotOwner),
+            Some(e) => Ok(*e),
+        }
+    }
+
+    /// FIN: forgets the message. Returns its attempts.
+    pub fn fin(&mut self, offset: u64, ck: ClientKey, wheel: &mut Wheel<TimerEvent>) -> Result<u16, AckError> {
+        let entry = self.owned(offset, ck)?;
+        self.in_flight.remove(&offset);
+        wheel.cancel(entry.timer);
+        Ok(entry.attempts)
+    }
+
+    /// REQ: back to the queue now (`delay_ms == 0`) or after a delay.
+    pub fn req(&mut self, offset: u64, ck: ClientKey, delay_ms: u64, at: ReqAt, wheel: &mut Wheel<TimerEvent>) -> Result<(), AckError> {
+        let entry = self.owned(offset, ck)?;
+        self.in_flight.remove(&offset);
+        wheel.cancel(entry.timer);
+        self.requeue_count += 1;
+        if delay_ms == 0 {
+            self.requeued.push_back(Requeued { offset, attempts: entry.attempts });
+        } else {
+            let due_wall_ns = at.wall_ns.saturating_add(ms_to_ns(delay_ms));
+            self.defer(offset, entry.attempts, at.now_ms + delay_ms, due_wall_ns, at.event, wheel);
+        }
+        Ok(())
+    }
+
+    /// TOUCH: restarts the timeout, but never past delivery + `max_msg_timeout_ms`.
+    pub fn touch(&mut self, offset: u64, ck: ClientKey, now_ms: u64, msg_timeout_ms: u64, max_msg_timeout_ms: u64, wheel: &mut Wheel<TimerEvent>) -> Result<(), AckError> {
+        let entry = self.owned(offset, ck)?;
+        let cap = entry.delivered_ms.saturating_add(max_msg_timeout_ms);
+        let deadline = now_ms.saturating_add(msg_timeout_ms).min(cap);
+        wheel.reschedule(entry.timer, deadline);
+        Ok(())
+    }
+
+    /// Puts a message in the deferred set with a timer that fires `event` at `due_ms`.
+    pub fn defer(&mut self, offset: u64, attempts: u16, due_ms: u64, due_wall_ns: i64, event: TimerEvent, wheel: &mut Wheel<TimerEvent>) {
+        let timer = wheel.insert(due_ms, event);
+        self.deferred.insert(offset, Deferred { timer, attempts, due_wall_ns });
+    }
+
+    /// An in-flight timeout fired: requeue the message. Returns who held it, to fix their count.
+    pub fn timed_out(&mut self, offset: u64) -> Option<Option<ClientKey>> {
+        let entry = self.in_flight.remove(&offset)?;
+        self.timeout_count += 1;
+        self.requeued.push_back(Requeued { offset, attempts: entry.attempts });
+        Some(entry.client)
+    }
+
+    /// A deferral is due: the message is ready.
+    pub fn deferred_due(&mut self, offset: u64) -> bool {
+        match self.deferred.remove(&offset) {
+            Some(d) => {
+                self.requeued.push_back(Requeued { offset, attempts: d.attempts });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The lowest offset this channel still needs: everything below it is finished.
+    pub fn ack_floor(&self) -> u64 {
+        let held = self.in_flight.keys().chain(self.deferred.keys()).copied();
+        let queued = self.requeued.iter().map(|r| r.offset);
+        held.chain(queued).fold(self.cursor, u64::min)
+    }
+
+    /// Messages waiting to be delivered: the unread log plus the requeued ones.
+    pub fn depth(&self, log_tail: u64) -> u64 {
+        log_tail.saturating_sub(self.cursor) + self.requeued.len() as u64
+    }
+
+    /// Cancels every timer the channel owns (delete, empty, shutdown).
+    pub fn cancel_timers(&mut self, wheel: &mut Wheel<TimerEvent>) {
+        for e in self.in_flight.values() {
+            wheel.cancel(e.timer);
+        }
+        for d in self.deferred.values() {
+            wheel.cancel(d.timer);
+        }
+    }
+}
+
+/// The time and the timer payload a delayed REQ needs.
+#[derive(Debug, Clone, Copy)]
+pub struct ReqAt {
+    /// Monotonic ms now.
+    pub now_ms: u64,
+    /// Wall-clock ns now.
+    pub wall_ns: i64,
+    /// What the deferral timer fires.
+    pub event: TimerEvent,
+}
+
+/// Milliseconds to nanoseconds, saturating.
+pub fn ms_to_ns(ms: u64) -> i64 {
+    i64::try_from(ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> TimerEvent {
+        TimerEvent::Deferred { topic: 0, channel: 0, offset: 0 }
+    }
+
+    fn deliver(ch: &mut Channel, wheel: &mut Wheel<TimerEvent>, offset: u64, ck: ClientKey) {
+        let timer = wheel.insert(1000, event());
+        ch.in_flight.insert(offset, InFlight { client: Some(ck), timer, attempts: 1, delivered_ms: 0 });
+    }
+
+    #[test]
+    fn fin_checks_owner_and_presence() {
+        let mut wheel = Wheel::new(0);
+        let mut ch = Channel::new("c", 0);
+        deliver(&mut ch, &mut wheel, 5, 1);
+        assert_eq!(ch.fin(5, 2, &mut wheel), Err(AckError::NotOwner));
+        assert_eq!(ch.fin(5, 1, &mut wheel), Ok(1));
+        assert_eq!(ch.fin(5, 1, &mut wheel), Err(AckError::NotInFlight));
+        assert!(wheel.is_empty(), "FIN must cancel the timeout");
+    }
+
+    #[test]
+    fn req_requeues_or_defers_and_floor_follows() {
+        let mut wheel = Wheel::new(0);
+        let mut ch = Channel::new("c", 10);
+        deliver(&mut ch, &mut wheel, 3, 1);
+        deliver(&mut ch, &mut wheel, 7, 1);
+        assert_eq!(ch.ack_floor(), 3);
+        let at = ReqAt { now_ms: 0, wall_ns: 0, event: event() };
+        ch.req(3, 1, 0, at, &mut wheel).unwrap();
+        assert_eq!(ch.requeued.front(), Some(&Requeued { offset: 3, attempts: 1 }));
+        ch.req(7, 1, 500, at, &mut wheel).unwrap();
+        assert!(ch.deferred.contains_key(&7));
+        assert_eq!(ch.requeue_count, 2);
+        assert_eq!(ch.ack_floor(), 3);
+        assert!(ch.deferred_due(7));
+        assert_eq!(ch.requeued.len(), 2);
+        ch.requeued.clear();
+        assert_eq!(ch.ack_floor(), 10);
+    }
+
+    #[test]
+    fn timeout_of_a_departed_client_is_unowned() {
+        let mut wheel = Wheel::new(0);
+        let mut ch = Channel::new("c", 0);
+        ch.consumers.push(4);
+        deliver(&mut ch, &mut wheel, 0, 4);
+        ch.remove_consumer(4);
+        assert_eq!(ch.timed_out(0), Some(None));
+        assert_eq!(ch.timeout_count, 1);
+        assert_eq!(ch.requeued.len(), 1);
+    }
+
+    #[test]
+    fn round_robin_skips_unready() {
+        let mut ch = Channel::new("c", 0);
+        ch.consumers = vec![1, 2, 3];
+        assert_eq!(ch.pick_consumer(|c| c != 1), Some(2));
+        assert_eq!(ch.pick_consumer(|c| c != 1), Some(3));
+        assert_eq!(ch.pick_consumer(|c| c != 1), Some(2));
+        assert_eq!(ch.pick_consumer(|_| false), None);
+    }
+}

@@ -1,0 +1,145 @@
+//! One connected client's session state, as the broker sees it.
+//!
+//! The socket itself belongs to `reactor::Conn`; the two are linked by keys only (the conn's
+//! token here, the client's key there). What lives here is what nsqd keeps in `client_v2.go`:
+//! the state machine (`Init → Subscribed → Closing`), the negotiated IDENTIFY settings, the RDY
+//! and in-flight counts, the counters `/stats` shows, and the output buffer the broker writes
+//! frames into and the reactor drains.
+
+use std::net::SocketAddr;
+
+use crate::protocol::ConnState;
+use crate::timer::TimerId;
+
+/// A key into the broker's client slab.
+pub type ClientKey = usize;
+
+/// Bytes waiting to be written to one connection, drained from the front by the reactor.
+#[derive(Debug, Default)]
+pub struct OutBuf {
+    /// Frames, oldest first; `buf[pos..]` is still unwritten.
+    pub buf: Vec<u8>,
+    /// How much of `buf` the socket has taken so far.
+    pub pos: usize,
+}
+
+impl OutBuf {
+    /// The bytes not yet written.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Marks `n` more bytes as written; forgets everything once all of it is.
+    pub fn consume(&mut self, n: usize) {
+        self.pos += n;
+        if self.pos >= self.buf.len() {
+            // Keep the allocation: the next turn's frames reuse it.
+            self.buf.clear();
+            self.pos = 0;
+        }
+    }
+
+    /// Number of bytes not yet written.
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Whether everything has been written.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Settings a client negotiated with IDENTIFY (or the server defaults, before one).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Free text the client calls itself; nsqd shows the remote IP until an IDENTIFY.
+    pub client_id: String,
+    /// The client's host name, as it says.
+    pub hostname: String,
+    /// e.g. `pynsq/0.9.1`.
+    pub user_agent: String,
+    /// Heartbeat period; `None` when the client disabled heartbeats (it may then not SUB).
+    pub heartbeat_ms: Option<u64>,
+    /// How long a delivered message may stay un-FINished before it is requeued.
+    pub msg_timeout_ms: u64,
+    /// 0 disables sampling; 1..=99 keeps roughly that percentage of the channel's messages.
+    pub sample_rate: u32,
+    /// Reported in IDENTIFY and /stats. corq writes at the end of every loop turn, which is never
+    /// later than nsqd's buffered flush would be.
+    pub output_buffer_size: usize,
+    /// Reported in IDENTIFY and /stats; see `output_buffer_size`.
+    pub output_buffer_timeout_ms: u64,
+}
+
+/// One client session.
+#[derive(Debug)]
+pub struct Client {
+    /// The reactor's token of the connection this session speaks over.
+    pub token: usize,
+    /// Where the connection comes from.
+    pub remote: SocketAddr,
+    /// nsqd's state machine, as the decoder needs it.
+    pub state: ConnState,
+    /// Negotiated settings.
+    pub settings: Settings,
+    /// Whether an IDENTIFY has been applied; as nsqd, only the first one changes the heartbeat.
+    pub identified: bool,
+    /// The topic and channel this client consumes from, once subscribed.
+    pub sub: Option<(usize, usize)>,
+    /// The last RDY: a cap on `in_flight`, not a credit counter (nsqd semantics).
+    pub rdy: u64,
+    /// Messages delivered to this client and not yet FIN'd, REQ'd or timed out.
+    pub in_flight: u64,
+    /// Messages delivered to this client.
+    pub message_count: u64,
+    /// FINs from this client.
+    pub finish_count: u64,
+    /// REQs from this client.
+    pub requeue_count: u64,
+    /// Monotonic ms of the last command read, for the 2-missed-heartbeats close.
+    pub last_read_ms: u64,
+    /// Monotonic ms of the last heartbeat sent.
+    pub last_heartbeat_ms: u64,
+    /// The heartbeat timer, cancelled when the session ends.
+    pub heartbeat_timer: Option<TimerId>,
+    /// Frames waiting for the socket.
+    pub out: OutBuf,
+    /// Whether the client is already on the broker's dirty list this turn.
+    pub dirty: bool,
+    /// Set once the session must end; the reactor flushes what it can and closes the socket.
+    pub closing: bool,
+    /// Wall-clock ns at connect, for /stats.
+    pub connect_ts_ns: i64,
+}
+
+impl Client {
+    /// A fresh session with the server's default settings.
+    pub fn new(token: usize, remote: SocketAddr, defaults: Settings, now_ms: u64, wall_ns: i64) -> Self {
+        Client {
+            token,
+            remote,
+            state: ConnState::Init,
+            settings: defaults,
+            identified: false,
+            sub: None,
+            rdy: 0,
+            in_flight: 0,
+            message_count: 0,
+            finish_count: 0,
+            requeue_count: 0,
+            last_read_ms: now_ms,
+            last_heartbeat_ms: now_ms,
+            heartbeat_timer: None,
+            out: OutBuf::default(),
+            dirty: false,
+            closing: false,
+            connect_ts_ns: wall_ns,
+        }
+    }
+
+    /// nsqd's `IsReadyForMessages`: subscribed, not closing, and below its RDY cap.
+    pub fn is_ready(&self) -> bool {
+        self.state == ConnState::Subscribed && !self.closing && self.in_flight < self.rdy
+    }
+}

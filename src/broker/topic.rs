@@ -1,0 +1,110 @@
+//! A topic: one log that every message is written to once, and the channels reading it.
+//!
+//! The topic decides where a new channel starts (the first channel gets everything the topic
+//! buffered, later ones start at the tail, as in nsqd) and how far the log may be trimmed: a
+//! segment goes only when every channel's ack floor is past it (design invariant 3).
+
+use std::collections::HashMap;
+
+use slab::Slab;
+
+use crate::storage::Log;
+
+use super::channel::Channel;
+
+/// One topic.
+#[derive(Debug)]
+pub struct Topic {
+    /// The topic's name (valid per nsqd's rules).
+    pub name: String,
+    /// `#ephemeral`: deleted with its last channel, never checkpointed.
+    pub ephemeral: bool,
+    /// A paused topic hands nothing new to its channels; they still deliver what they hold.
+    pub paused: bool,
+    /// Every message of the topic, written once.
+    pub log: Log,
+    /// The topic's channels.
+    pub channels: Slab<Channel>,
+    /// Channel name → key in `channels`.
+    pub channel_index: HashMap<String, usize>,
+    /// Offsets below this were handed to channels that existed at the time. While the topic has
+    /// no channel, messages from here on are buffered for the first channel to come.
+    pub distributed: u64,
+    /// Messages published since start.
+    pub message_count: u64,
+    /// Bytes of message bodies published since start.
+    pub message_bytes: u64,
+}
+
+impl Topic {
+    /// A topic over an opened log; `distributed` comes from the checkpoint (0 for a new topic).
+    pub fn new(name: &str, log: Log, distributed: u64) -> Self {
+        Topic {
+            name: name.to_owned(),
+            ephemeral: crate::protocol::names::is_ephemeral(name),
+            paused: false,
+            log,
+            channels: Slab::new(),
+            channel_index: HashMap::new(),
+            distributed,
+            message_count: 0,
+            message_bytes: 0,
+        }
+    }
+
+    /// Where a channel created now starts: at the buffered backlog if it is the only channel,
+    /// else at the tail (it sees only what is published from now on).
+    pub fn start_offset_for_new_channel(&self) -> u64 {
+        if self.channels.is_empty() {
+            self.distributed.max(self.log.head())
+        } else {
+            self.log.tail()
+        }
+    }
+
+    /// Creates a channel (or returns the existing one's key).
+    pub fn channel_key(&mut self, name: &str) -> usize {
+        if let Some(&k) = self.channel_index.get(name) {
+            return k;
+        }
+        let start = self.start_offset_for_new_channel();
+        self.insert_channel(Channel::new(name, start))
+    }
+
+    /// Adds a fully built channel (new, or restored from a checkpoint).
+    pub fn insert_channel(&mut self, channel: Channel) -> usize {
+        let name = channel.name.clone();
+        let key = self.channels.insert(channel);
+        self.channel_index.insert(name, key);
+        key
+    }
+
+    /// Removes a channel, remembering how far it had read so a later first channel does not
+    /// see messages this one already consumed.
+    pub fn remove_channel(&mut self, key: usize) -> Option<Channel> {
+        let channel = self.channels.try_remove(key)?;
+        self.channel_index.remove(&channel.name);
+        self.distributed = self.distributed.max(channel.cursor);
+        Some(channel)
+    }
+
+    /// The lowest offset any channel (or the buffered backlog) still needs.
+    pub fn retention_floor(&self) -> u64 {
+        let floor = self.channels.iter().map(|(_, c)| c.ack_floor()).min();
+        floor.unwrap_or(self.distributed)
+    }
+
+    /// Messages the topic holds that no channel has taken yet (nsqd's topic depth): the whole
+    /// backlog while it has no channel; while paused, what its channels have not read (an
+    /// approximation of nsqd's "not yet copied", which corq never does); otherwise 0.
+    pub fn depth(&self) -> u64 {
+        if self.channels.is_empty() {
+            return self.log.tail().saturating_sub(self.distributed.max(self.log.head()));
+        }
+        if !self.paused {
+            return 0;
+        }
+        let furthest = self.channels.iter().map(|(_, c)| c.cursor).max().unwrap_or(0);
+        self.log.tail().saturating_sub(furthest)
+    }
+}

@@ -1,0 +1,270 @@
+//! Every tunable of the server, with nsqd's flag names and defaults, in one place.
+//!
+//! [`Options`] is what a user sets (the `corqd` flags parse straight into it, and an embedding
+//! program fills it in code); [`Options::validate`] checks it once and returns the immutable
+//! [`Config`] the server runs with. Durations are kept in milliseconds, the unit of the timing
+//! wheel; on the command line they take Go's duration syntax (`1m0s`, `250ms`, `1h`), as nsqd's do.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// A configuration value that is out of range, named by its flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The server's options: nsqd's flags (same names, defaults and duration syntax) plus corq's own.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "corqd", version, about = "corq: an NSQ-compatible message queue server on one thread")]
+pub struct Options {
+    /// <addr>:<port> to listen on for TCP clients
+    #[arg(long, default_value = "0.0.0.0:4150")]
+    pub tcp_address: SocketAddr,
+    /// <addr>:<port> to listen on for HTTP clients (served once the HTTP API lands; accepted now)
+    #[arg(long, default_value = "0.0.0.0:4151")]
+    pub http_address: String,
+    /// address that will be registered with lookupd and shown in /info (defaults to the hostname)
+    #[arg(long, default_value = "")]
+    pub broadcast_address: String,
+    /// path to store the topic logs and the checkpoint (defaults to the current directory)
+    #[arg(long, default_value = "")]
+    pub data_path: PathBuf,
+    /// maximum size in bytes of a single message
+    #[arg(long, default_value_t = 1_048_576)]
+    pub max_msg_size: u32,
+    /// maximum size in bytes of a single command body (IDENTIFY, AUTH, MPUB)
+    #[arg(long, default_value_t = 5_242_880)]
+    pub max_body_size: u32,
+    /// default in-flight timeout of a message
+    #[arg(long, default_value = "1m0s", value_parser = parse_duration_ms)]
+    pub msg_timeout: u64,
+    /// maximum msg_timeout a client may ask for, and the cap on TOUCH extensions
+    #[arg(long, default_value = "15m0s", value_parser = parse_duration_ms)]
+    pub max_msg_timeout: u64,
+    /// maximum requeue delay (REQ is clamped to it; DPUB above it is refused)
+    #[arg(long, default_value = "1h0m0s", value_parser = parse_duration_ms)]
+    pub max_req_timeout: u64,
+    /// maximum RDY count for a client
+    #[arg(long, default_value_t = 2500)]
+    pub max_rdy_count: u64,
+    /// maximum heartbeat interval a client may ask for
+    #[arg(long, default_value = "1m0s", value_parser = parse_duration_ms)]
+    pub max_heartbeat_interval: u64,
+    /// maximum output buffer size a client may ask for
+    #[arg(long, default_value_t = 65_536)]
+    pub max_output_buffer_size: u64,
+    /// maximum output buffer timeout a client may ask for
+    #[arg(long, default_value = "30s", value_parser = parse_duration_ms)]
+    pub max_output_buffer_timeout: u64,
+    /// minimum output buffer timeout a client may ask for
+    #[arg(long, default_value = "25ms", value_parser = parse_duration_ms)]
+    pub min_output_buffer_timeout: u64,
+    /// default output buffer timeout of a client
+    #[arg(long, default_value = "250ms", value_parser = parse_duration_ms)]
+    pub output_buffer_timeout: u64,
+    /// size in bytes of one log segment file
+    #[arg(long, default_value_t = 104_857_600)]
+    pub max_bytes_per_file: u64,
+    /// sync the log after this many records (1 = every publish waits for its sync)
+    #[arg(long, default_value_t = 2500)]
+    pub sync_every: u64,
+    /// sync the log (and checkpoint the channels) at least this often
+    #[arg(long, default_value = "2s", value_parser = parse_duration_ms)]
+    pub sync_timeout: u64,
+    /// maximum consumers per channel (0 = unlimited)
+    #[arg(long, default_value_t = 0)]
+    pub max_channel_consumers: usize,
+    /// log level: debug, info, warn, error (or trace)
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    /// pin the reactor thread to this CPU core (Linux)
+    #[arg(long)]
+    pub cpu: Option<usize>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        // cannot fail because: no arguments means every field takes its declared default.
+        Options::try_parse_from(["corqd"]).expect("the declared defaults parse")
+    }
+}
+
+/// The validated configuration the server runs with. Build it with [`Options::validate`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The options as given, every value in range.
+    pub opts: Options,
+}
+
+impl std::ops::Deref for Config {
+    type Target = Options;
+    fn deref(&self) -> &Options {
+        &self.opts
+    }
+}
+
+impl Options {
+    /// Checks every value against its range, naming the flag in the error.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first flag whose value is out of range.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let bad = |flag: &str, why: &str| Err(ConfigError(format!("--{flag} {why}")));
+        if self.max_msg_size == 0 {
+            return bad("max-msg-size", "must be > 0");
+        }
+        if self.max_body_size < self.max_msg_size {
+            return bad("max-body-size", "must be >= --max-msg-size");
+        }
+        if self.max_bytes_per_file < 64 * 1024 {
+            return bad("max-bytes-per-file", "must be at least 65536");
+        }
+        if u64::from(self.max_msg_size) + 1024 > self.max_bytes_per_file {
+            return bad("max-bytes-per-file", "must hold at least one --max-msg-size message");
+        }
+        if self.sync_every == 0 {
+            return bad("sync-every", "must be >= 1");
+        }
+        if self.sync_timeout == 0 {
+            return bad("sync-timeout", "must be > 0");
+        }
+        if self.msg_timeout == 0 || self.msg_timeout > self.max_msg_timeout {
+            return bad("msg-timeout", "must be > 0 and <= --max-msg-timeout");
+        }
+        if self.max_rdy_count == 0 {
+            return bad("max-rdy-count", "must be > 0");
+        }
+        if self.max_heartbeat_interval < 1000 {
+            return bad("max-heartbeat-interval", "must be at least 1s");
+        }
+        if self.min_output_buffer_timeout > self.max_output_buffer_timeout {
+            return bad(
+                "min-output-buffer-timeout",
+                "must be <= --max-output-buffer-timeout",
+            );
+        }
+        if parse_level(&self.log_level).is_none() {
+            return bad("log-level", "must be one of trace, debug, info, warn, error");
+        }
+        Ok(Config { opts: self })
+    }
+}
+
+/// Maps nsqd's log level names (case-insensitive; `fatal` counts as `error`) to `log`'s.
+pub fn parse_level(s: &str) -> Option<log::LevelFilter> {
+    match s.to_ascii_lowercase().as_str() {
+        "trace" => Some(log::LevelFilter::Trace),
+        "debug" => Some(log::LevelFilter::Debug),
+        "info" => Some(log::LevelFilter::Info),
+        "warn" | "warning" => Some(log::LevelFilter::Warn),
+        "error" | "fatal" => Some(log::LevelFilter::Error),
+        _ => None,
+    }
+}
+
+/// Parses a Go duration (`1h0m0s`, `250ms`, `1.5s`, `300us`, `0`) into whole milliseconds,
+/// rounding a sub-millisecond remainder up so a non-zero duration never becomes 0.
+///
+/// # Errors
+/// A message naming the text when it is not a Go duration or does not fit in u64 ms.
+pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let err = || format!("invalid duration {s:?} (use Go syntax, e.g. 250ms, 2s, 1m0s, 1h)");
+    if s == "0" {
+        return Ok(0);
+    }
+    let mut rest = s.as_bytes();
+    if rest.is_empty() {
+        return Err(err());
+    }
+    let mut total_ns: u128 = 0;
+    while !rest.is_empty() {
+        let num_len = rest
+            .iter()
+            .position(|b| !(b.is_ascii_digit() || *b == b'.'))
+            .ok_or_else(err)?;
+        let (num, tail) = rest.split_at(num_len);
+        let unit_len = tail
+            .iter()
+            .position(|b| b.is_ascii_digit() || *b == b'.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let unit_ns: u128 = match unit {
+            b"ns" => 1,
+            b"us" | "µs".as_bytes() => 1_000,
+            b"ms" => 1_000_000,
+            b"s" => 1_000_000_000,
+            b"m" => 60_000_000_000,
+            b"h" => 3_600_000_000_000,
+            _ => return Err(err()),
+        };
+        let num = std::str::from_utf8(num).map_err(|_| err())?;
+        let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+        if int.is_empty() && frac.is_empty() {
+            return Err(err());
+        }
+        let int: u128 = if int.is_empty() { 0 } else { int.parse().map_err(|_| err())? };
+        let mut part = int.checked_mul(unit_ns).ok_or_else(err)?;
+        // Fractions: each digit is worth a tenth of the previous one (Go allows "1.5h").
+        let mut scale = unit_ns;
+        for d in frac.bytes() {
+            scale /= 10;
+            part += u128::from(d - b'0') * scale;
+        }
+        total_ns = total_ns.checked_add(part).ok_or_else(err)?;
+        rest = tail;
+    }
+    let ms = total_ns.div_ceil(1_000_000);
+    u64::try_from(ms).map_err(|_| err())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_go() {
+        assert_eq!(parse_duration_ms("1m0s"), Ok(60_000));
+        assert_eq!(parse_duration_ms("15m0s"), Ok(900_000));
+        assert_eq!(parse_duration_ms("1h0m0s"), Ok(3_600_000));
+        assert_eq!(parse_duration_ms("250ms"), Ok(250));
+        assert_eq!(parse_duration_ms("1.5s"), Ok(1500));
+        assert_eq!(parse_duration_ms("300us"), Ok(1));
+        assert_eq!(parse_duration_ms("0"), Ok(0));
+        for bad in ["", "5", "1x", "ms", "-1s", "1..5s", "99999999999999999999999h"] {
+            assert!(parse_duration_ms(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn defaults_are_nsqds() {
+        let o = Options::default();
+        assert_eq!(o.tcp_address.to_string(), "0.0.0.0:4150");
+        assert_eq!(o.msg_timeout, 60_000);
+        assert_eq!(o.max_msg_timeout, 900_000);
+        assert_eq!(o.max_req_timeout, 3_600_000);
+        assert_eq!(o.max_rdy_count, 2500);
+        assert_eq!(o.max_bytes_per_file, 100 << 20);
+        assert_eq!(o.sync_every, 2500);
+        assert_eq!(o.sync_timeout, 2000);
+        assert!(o.validate().is_ok());
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        let o = Options { max_rdy_count: 0, ..Options::default() };
+        assert!(o.validate().unwrap_err().0.contains("--max-rdy-count"));
+        let o = Options { log_level: "loud".into(), ..Options::default() };
+        assert!(o.validate().unwrap_err().0.contains("--log-level"));
+        let parsed = Options::try_parse_from(["corqd", "--msg-timeout", "soon"]);
+        assert!(parsed.unwrap_err().to_string().contains("--msg-timeout"));
+    }
+}

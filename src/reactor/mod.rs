@@ -1,0 +1,351 @@
+//! The event loop: one `mio::Poll` on the calling thread, multiplexing every connection.
+//!
+//! It owns the listener, the slab of connections and the loop turn; it knows no NSQ semantics.
+//! It moves bytes: reads them, has `protocol::decode` turn them into commands, hands those to
+//! the broker, and writes back what the broker queued. One loop turn:
+//!
+//! 1. **Poll** with a timeout from the wheel's next deadline (0 if a connection still has
+//!    unread bytes from a capped read); retry on `EINTR`.
+//! 2. **I/O events:** the listener accepts until `WouldBlock`; a readable connection is read
+//!    until `WouldBlock` or its per-turn budget (then it goes on the still-readable list, since
+//!    mio is edge-triggered) and every complete command is decoded and applied; a writable one
+//!    gets its leftover output; the waker token means another thread wants our attention.
+//! 3. **Timers:** `now` is read once and the wheel fires what is due (timeouts, deferrals,
+//!    heartbeats, the periodic sync/retention/checkpoint step).
+//! 4. **Delivery:** the broker's pump hands messages to ready consumers of every channel that
+//!    something touched this turn.
+//! 5. **Before sleep:** each connection with pending output gets one write pass, registering
+//!    `WRITABLE` only for leftovers; conns marked closing are reaped, so a token is never reused
+//!    within one batch of events.
+//!
+//! `docs/architecture.md` states these phases too; keep the two in step.
+
+pub mod conn;
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use log::{debug, error, info, trace, warn};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::broker::{Broker, Now};
+use crate::protocol::{self, decode, DecodeError, MAX_LINE};
+use crate::timer::Clock;
+
+use conn::{Conn, Phase, ReadOutcome};
+
+/// The listener's token.
+const LISTENER: Token = Token(usize::MAX - 1);
+/// The waker's token.
+pub const WAKER: Token = Token(usize::MAX - 2);
+/// Bytes one connection may read in one turn before others get theirs.
+const READ_BUDGET: usize = 256 * 1024;
+/// Output a client may have waiting before we stop reading its commands (backpressure against
+/// a publisher that pipelines without reading its `OK`s).
+const OUTPUT_HIGH_WATER: usize = 4 * 1024 * 1024;
+/// Events taken per poll.
+const EVENTS_CAPACITY: usize = 1024;
+
+/// State shared with other threads: the stop flag and the waker.
+#[derive(Debug)]
+pub struct Shared {
+    /// Set to ask the loop to stop.
+    pub stop: AtomicBool,
+    /// Wakes the loop out of `poll`.
+    pub waker: Waker,
+}
+
+/// The event loop.
+#[derive(Debug)]
+pub struct EventLoop {
+    poll: Poll,
+    events: Events,
+    listener: Option<TcpListener>,
+    conns: Slab<Conn>,
+    broker: Broker,
+    clock: Box<dyn Clock + Send>,
+    shared: Arc<Shared>,
+    /// Conns whose last read was capped: read them again without waiting for an event.
+    still_readable: Vec<usize>,
+    /// Reused list of conns to close at the end of the turn.
+    to_close: Vec<usize>,
+    /// The largest undecoded input a conn may buffer: the longest command nsqd accepts.
+    max_buffered: usize,
+}
+
+impl EventLoop {
+    /// Builds the loop around a bound listener and an opened broker.
+    ///
+    /// # Errors
+    /// If the poll instance, the waker or the listener registration fail.
+    pub fn new(mut listener: TcpListener, broker: Broker, clock: Box<dyn Clock + Send>) -> io::Result<EventLoop> {
+        let poll = Poll::new()?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let limits = broker.limits();
+        let max_buffered = MAX_LINE + 8 + limits.max_body_size.max(limits.max_msg_size) as usize;
+        Ok(EventLoop {
+            poll,
+            events: Events::with_capacity(EVENTS_CAPACITY),
+            listener: Some(listener),
+            conns: Slab::new(),
+            broker,
+            clock,
+            shared: Arc::new(Shared { stop: AtomicBool::new(false), waker }),
+            still_readable: Vec::new(),
+            to_close: Vec::new(),
+            max_buffered,
+        })
+    }
+
+    /// The flag and waker other threads use to reach the loop.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    fn now(&self) -> Now {
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        Now { mono_ms: self.clock.now_ms(), wall_ns: i64::try_from(wall.as_nanos()).unwrap_or(i64::MAX) }
+    }
+
+    /// Runs until asked to stop, then shuts down cleanly: stop accepting, flush the logs,
+    /// checkpoint the channels, close the connections.
+    ///
+    /// # Errors
+    /// Only if `poll` itself fails; one connection's failure closes that connection alone.
+    pub fn run(&mut self) -> io::Result<()> {
+        while !self.shared.stop.load(Ordering::Acquire) {
+            self.turn()?;
+        }
+        info!("shutting down");
+        self.listener = None;
+        self.broker.shutdown();
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.flush_conn(key);
+            self.close(key);
+        }
+        Ok(())
+    }
+
+    /// One loop turn (see the module doc for the phases).
+    fn turn(&mut self) -> io::Result<()> {
+        let timeout = self.poll_timeout();
+        if let Err(e) = self.poll.poll(&mut self.events, timeout) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        let mut readable = std::mem::take(&mut self.still_readable);
+        for event in self.events.iter() {
+            match event.token() {
+                LISTENER => {}
+                WAKER => trace!("woken"),
+                Token(key) => {
+                    if event.is_writable() {
+                        self.flush_conn(key);
+                    }
+                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        readable.push(key);
+                    }
+                }
+            }
+        }
+        let accept = self.events.iter().any(|e| e.token() == LISTENER);
+        if accept {
+            self.accept_all();
+        }
+        let now = self.now();
+        for key in readable.drain(..) {
+            self.read_conn(key, now);
+        }
+        self.still_readable.append(&mut readable);
+        self.still_readable.sort_unstable();
+        self.still_readable.dedup();
+        let now = self.now();
+        self.broker.on_timers(now);
+        self.broker.pump(now);
+        self.broker.checkpoint_if_changed();
+        self.write_pending();
+        self.reap();
+        Ok(())
+    }
+
+    /// How long poll may sleep: until the next timer, not at all if input is waiting.
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.still_readable.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let deadline = self.broker.next_deadline()?;
+        Some(Duration::from_millis(deadline.saturating_sub(self.clock.now_ms())))
+    }
+
+    fn accept_all(&mut self) {
+        let Some(listener) = &self.listener else { return };
+        loop {
+            match listener.accept() {
+                Ok((mut stream, remote)) => {
+                    let entry = self.conns.vacant_entry();
+                    let token = Token(entry.key());
+                    if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE) {
+                        warn!("register {remote}: {e}");
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    entry.insert(Conn::new(stream, remote));
+                    debug!("accepted {remote} as conn {}", token.0);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: log, and try again on the next readiness event.
+                    error!("accept: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Reads a conn and runs every complete command in what it read.
+    fn read_conn(&mut self, key: usize, now: Now) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.closing {
+            return;
+        }
+        if let Phase::V2 { client } = conn.phase {
+            // Backpressure: don't take more commands while the client is not reading replies.
+            if self.broker.output(client).is_some_and(|o| o.len() > OUTPUT_HIGH_WATER) {
+                conn.throttled = true;
+                return;
+            }
+        }
+        let outcome = conn.read_some(READ_BUDGET, self.max_buffered);
+        self.decode_all(key, now);
+        match outcome {
+            ReadOutcome::Drained => {}
+            ReadOutcome::Budget => self.still_readable.push(key),
+            ReadOutcome::Closed => {
+                // Commands already read were applied above; their replies are best effort.
+                self.flush_conn(key);
+                self.mark_closing(key);
+            }
+        }
+    }
+
+    /// Decodes and applies every complete command in a conn's buffer.
+    fn decode_all(&mut self, key: usize, now: Now) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        loop {
+            let client = match conn.phase {
+                Phase::Magic => match protocol::decode_magic(conn.unread()) {
+                    Ok(None) => return,
+                    Ok(Some(n)) => {
+                        conn.rpos += n;
+                        let client = self.broker.connect(key, conn.remote, now);
+                        conn.phase = Phase::V2 { client };
+                        continue;
+                    }
+                    Err(e) => {
+                        // No session yet: write the bare error frame directly, then close.
+                        let mut frame = Vec::new();
+                        protocol::encode::encode_error(&mut frame, &e);
+                        let _ = conn.write_some(&frame);
+                        conn.closing = true;
+                        self.to_close.push(key);
+                        return;
+                    }
+                },
+                Phase::V2 { client } => client,
+            };
+            if self.broker.is_closing(client) {
+                return;
+            }
+            let ctx = self.broker.decode_ctx(client);
+            match decode::decode(&conn.rbuf[conn.rpos..], &ctx, self.broker.limits()) {
+                Ok(None) => return,
+                Ok(Some((cmd, used))) => {
+                    self.broker.apply(client, cmd, now);
+                    conn.rpos += used;
+                }
+                Err(DecodeError::Proto(e)) => return self.broker.fail(client, &e),
+                Err(DecodeError::CloseSilently) => return self.broker.close_silently(client),
+            }
+        }
+    }
+
+    /// Writes what the broker queued for every client that has output.
+    fn write_pending(&mut self) {
+        let dirty = self.broker.take_dirty();
+        for &client in &dirty {
+            let Some(token) = self.broker.client_token(client) else { continue };
+            self.flush_conn(token);
+            if self.broker.is_closing(client) {
+                self.mark_closing(token);
+            }
+        }
+        self.broker.return_dirty(dirty);
+    }
+
+    /// One write pass for a conn; WRITABLE interest only while output is left over.
+    fn flush_conn(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Phase::V2 { client } = conn.phase else { return };
+        let Some(out) = self.broker.output(client) else { return };
+        if !out.is_empty() {
+            match conn.write_some(out.pending()) {
+                Ok(n) => out.consume(n),
+                Err(e) => {
+                    debug!("conn {key}: write failed: {e}");
+                    conn.closing = true;
+                    self.to_close.push(key);
+                    return;
+                }
+            }
+        }
+        let want_writable = !out.is_empty();
+        let drained_below_high_water = out.len() <= OUTPUT_HIGH_WATER;
+        if want_writable != conn.writable_registered {
+            let interest = if want_writable { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            if let Err(e) = self.poll.registry().reregister(&mut conn.stream, Token(key), interest) {
+                warn!("conn {key}: reregister: {e}");
+            }
+            conn.writable_registered = want_writable;
+        }
+        // A conn paused by backpressure may have commands waiting in its buffer or socket.
+        if drained_below_high_water && conn.throttled {
+            conn.throttled = false;
+            self.still_readable.push(key);
+        }
+    }
+
+    fn mark_closing(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.closing {
+                conn.closing = true;
+                self.to_close.push(key);
+            }
+        }
+    }
+
+    /// Closes the conns marked this turn.
+    fn reap(&mut self) {
+        let mut to_close = std::mem::take(&mut self.to_close);
+        for key in to_close.drain(..) {
+            self.close(key);
+        }
+        self.to_close = to_close;
+    }
+
+    fn close(&mut self, key: usize) {
+        let Some(mut conn) = self.conns.try_remove(key) else { return };
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        if let Phase::V2 { client } = conn.phase {
+            self.broker.disconnect(client);
+        }
+        debug!("closed conn {key} ({})", conn.remote);
+    }
+}

@@ -1,0 +1,159 @@
+//! The embedding API: build a server from a [`Config`], run it on the calling thread, stop it
+//! from anywhere with a [`Handle`].
+//!
+//! ```no_run
+//! let cfg = corq::Options { tcp_address: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+//! let server = corq::Server::bind(cfg.validate().unwrap()).unwrap();
+//! let handle = server.handle();
+//! std::thread::spawn(move || server.run());
+//! handle.shutdown();
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use log::{info, warn};
+use mio::net::TcpListener;
+
+use crate::broker::{Broker, Now, StartError};
+use crate::config::Config;
+use crate::reactor::{EventLoop, Shared};
+use crate::timer::{Clock, MonotonicClock};
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub enum ServerError {
+    /// Binding the TCP listener failed.
+    Bind(SocketAddr, std::io::Error),
+    /// The data directory could not be opened.
+    Start(StartError),
+    /// The event loop could not be set up or failed.
+    Io(std::io::Error),
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerError::Bind(a, e) => write!(f, "--tcp-address {a}: cannot listen: {e}"),
+            ServerError::Start(e) => write!(f, "--data-path: {e}"),
+            ServerError::Io(e) => write!(f, "event loop: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+/// A bound, ready server. [`Server::run`] runs it on the calling thread.
+#[derive(Debug)]
+pub struct Server {
+    event_loop: EventLoop,
+    tcp_addr: SocketAddr,
+    cpu: Option<usize>,
+}
+
+/// Stops a running server from any thread.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Handle {
+    /// Asks the server to shut down cleanly; [`Server::run`] returns once it has.
+    pub fn shutdown(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Err(e) = self.shared.waker.wake() {
+            warn!("waking the event loop: {e}");
+        }
+    }
+}
+
+impl Server {
+    /// Opens the data directory (recovering every log) and binds the TCP listener.
+    ///
+    /// # Errors
+    /// A [`ServerError`] naming the flag whose value could not be used.
+    pub fn bind(cfg: Config) -> Result<Server, ServerError> {
+        Self::bind_with_clock(cfg, Box::new(MonotonicClock::new()))
+    }
+
+    /// As [`Server::bind`], with the monotonic clock supplied (tests drive time by hand).
+    ///
+    /// # Errors
+    /// As [`Server::bind`].
+    pub fn bind_with_clock(cfg: Config, clock: Box<dyn Clock + Send>) -> Result<Server, ServerError> {
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = Now { mono_ms: clock.now_ms(), wall_ns: i64::try_from(wall.as_nanos()).unwrap_or(i64::MAX) };
+        let cpu = cfg.cpu;
+        let addr = cfg.tcp_address;
+        let broker = Broker::open(cfg, now).map_err(ServerError::Start)?;
+        let listener = TcpListener::bind(addr).map_err(|e| ServerError::Bind(addr, e))?;
+        let tcp_addr = listener.local_addr().map_err(ServerError::Io)?;
+        let event_loop = EventLoop::new(listener, broker, clock).map_err(ServerError::Io)?;
+        info!("TCP: listening on {tcp_addr}");
+        Ok(Server { event_loop, tcp_addr, cpu })
+    }
+
+    /// The address the TCP listener is bound to (the real port when the flag asked for 0).
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp_addr
+    }
+
+    /// A handle that stops the server.
+    pub fn handle(&self) -> Handle {
+        Handle { shared: self.event_loop.shared() }
+    }
+
+    /// Runs the server on the calling thread until a [`Handle`] (or a signal, see
+    /// [`install_signal_handlers`]) stops it.
+    ///
+    /// # Errors
+    /// If the event loop itself fails.
+    pub fn run(mut self) -> Result<(), ServerError> {
+        if let Some(cpu) = self.cpu {
+            pin_to_cpu(cpu);
+        }
+        self.event_loop.run().map_err(ServerError::Io)
+    }
+}
+
+/// The handle SIGTERM and SIGINT stop; set once per process.
+static SIGNAL_HANDLE: OnceLock<Handle> = OnceLock::new();
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // Only async-signal-safe work here: an atomic store and an eventfd write.
+    if let Some(h) = SIGNAL_HANDLE.get() {
+        h.shared.stop.store(true, Ordering::Release);
+        let _ = h.shared.waker.wake();
+    }
+}
+
+/// Makes SIGTERM and SIGINT shut the server down cleanly (what `corqd` does).
+pub fn install_signal_handlers(handle: Handle) {
+    if SIGNAL_HANDLE.set(handle).is_err() {
+        warn!("signal handlers already installed");
+        return;
+    }
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only does async-signal-safe work (see on_signal).
+    unsafe {
+        libc::signal(libc::SIGTERM, handler);
+        libc::signal(libc::SIGINT, handler);
+    }
+}
+
+/// Pins the calling thread to one CPU core (`--cpu`); a failure is logged, not fatal.
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; CPU_SET bounds-checks against its size.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc == 0 {
+        info!("reactor pinned to CPU {cpu}");
+    } else {
+        warn!("--cpu {cpu}: sched_setaffinity failed: {}", std::io::Error::last_os_error());
+    }
+}
