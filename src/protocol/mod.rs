@@ -4,7 +4,7 @@
 //! | file | owns |
 //! |------|------|
 //! | `mod.rs`      | the shared types, error codes and limits |
-//! | `decode.rs`   | client → server: magic and command decoding ([`decode`], [`decode_magic`]) |
+//! | `decode.rs`   | client → server: magic and command decoding ([`decode()`], [`decode_magic`]) |
 //! | `encode.rs`   | server → client: response, error and message frames |
 //! | `identify.rs` | IDENTIFY's JSON body and JSON reply |
 //! | `names.rs`    | topic/channel name rules and `#ephemeral` |
