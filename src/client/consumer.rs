@@ -8,6 +8,9 @@ use std::collections::VecDeque;
 use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant};
 
+/// How long [`Consumer::connect`] waits for each handshake reply (IDENTIFY, SUB).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A subscribed connection.
 #[derive(Debug)]
 pub struct Consumer {
@@ -39,6 +42,8 @@ impl Consumer {
         identify: &serde_json::Value,
     ) -> Result<Consumer, ClientError> {
         let mut conn = Conn::connect(addr)?;
+        // A server that never answers must not hang the caller forever.
+        conn.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
         match conn.identify(identify)? {
             // JSON with feature_negotiation, `OK` without.
             Frame::Response(_) => {}
@@ -47,6 +52,7 @@ impl Consumer {
         conn.send_command(&format!("SUB {topic} {channel}"), None)?;
         conn.flush()?;
         conn.expect_response(b"OK")?;
+        conn.set_read_timeout(None)?;
         Ok(Consumer {
             conn,
             pending: VecDeque::new(),

@@ -167,8 +167,8 @@ pub fn parse_frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, ClientError> {
 }
 
 fn be_u32(buf: &[u8], at: usize) -> Option<u32> {
-    let b = buf.get(at..at + 4)?;
-    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    let b = buf.get(at..at.checked_add(4)?)?;
+    Some(u32::from_be_bytes(b.try_into().ok()?))
 }
 
 /// `[i64 BE ts][u16 BE attempts][16-byte id][body]`.

@@ -8,6 +8,7 @@
 //! | `encode.rs`   | server → client: response, error and message frames |
 //! | `identify.rs` | IDENTIFY's JSON body and JSON reply |
 //! | `names.rs`    | topic/channel name rules and `#ephemeral` |
+//! | `quote.rs`    | Go `%q` quoting for names echoed in error texts |
 //!
 //! Nothing here does I/O, reads a clock or touches broker state: the reactor feeds bytes in and
 //! the broker decides what a command means.
@@ -16,14 +17,16 @@ pub mod decode;
 pub mod encode;
 pub mod identify;
 pub mod names;
+pub mod quote;
 
-pub use decode::{decode, decode_magic, go_quote, DecodeError, MpubBodies};
+pub use decode::{decode, decode_magic, DecodeError, MpubBodies};
 pub use encode::{
     encode_error, encode_message, encode_message_header, encode_response, message_id_from_offset,
     offset_from_message_id, HEARTBEAT,
 };
 pub use identify::{identify_response, parse_identify, Identify, IdentifyLimits, ServerInfo};
 pub use names::{is_ephemeral, is_valid_channel_name, is_valid_topic_name};
+pub use quote::go_quote;
 
 use std::fmt;
 
