@@ -12,12 +12,11 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{info, warn};
 use mio::net::TcpListener;
 
-use crate::broker::{Broker, Now, StartError};
+use crate::broker::StartError;
 use crate::config::Config;
 use crate::reactor::{EventLoop, Shared};
 use crate::timer::{Clock, MonotonicClock};
@@ -83,14 +82,11 @@ impl Server {
     /// # Errors
     /// As [`Server::bind`].
     pub fn bind_with_clock(cfg: Config, clock: Box<dyn Clock + Send>) -> Result<Server, ServerError> {
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let now = Now { mono_ms: clock.now_ms(), wall_ns: i64::try_from(wall.as_nanos()).unwrap_or(i64::MAX) };
         let cpu = cfg.cpu;
         let addr = cfg.tcp_address;
-        let broker = Broker::open(cfg, now).map_err(ServerError::Start)?;
         let listener = TcpListener::bind(addr).map_err(|e| ServerError::Bind(addr, e))?;
         let tcp_addr = listener.local_addr().map_err(ServerError::Io)?;
-        let event_loop = EventLoop::new(listener, broker, clock).map_err(ServerError::Io)?;
+        let event_loop = EventLoop::new(listener, cfg, clock)?;
         info!("TCP: listening on {tcp_addr}");
         Ok(Server { event_loop, tcp_addr, cpu })
     }

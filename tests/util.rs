@@ -1,2 +1,291 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests: a server on 127.0.0.1:0 with its own data dir,
+//! a raw wire connection that speaks frames byte for byte, and a child `corqd` process for
+//! crash tests.
 #![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use corq::{Handle, Options, Server};
+
+/// How long any single read in a test may wait before the test fails.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A temporary directory removed on drop.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A fresh, empty directory under the system temp dir.
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("corq-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An in-process server on its own thread; stopped (cleanly) on drop.
+pub struct TestServer {
+    /// Where its TCP listener is.
+    pub addr: SocketAddr,
+    handle: Handle,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Options for a test server: loopback, port 0, the given data dir.
+pub fn test_options(dir: &Path) -> Options {
+    Options { tcp_address: "127.0.0.1:0".parse().unwrap(), data_path: dir.to_owned(), ..Options::default() }
+}
+
+impl TestServer {
+    /// Starts a server with these options.
+    pub fn start(opts: Options) -> TestServer {
+        let server = Server::bind(opts.validate().unwrap()).unwrap();
+        let addr = server.tcp_addr();
+        let handle = server.handle();
+        let thread = std::thread::spawn(move || server.run().unwrap());
+        TestServer { addr, handle, thread: Some(thread) }
+    }
+
+    /// Stops the server and waits for its clean shutdown (final checkpoint written).
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        self.handle.shutdown();
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+/// A server with default options on a fresh data dir (the dir lives as long as the tuple).
+pub fn start_server() -> (TestServer, TempDir) {
+    let dir = TempDir::new("srv");
+    (TestServer::start(test_options(dir.path())), dir)
+}
+
+/// Frame types on the wire.
+pub const FRAME_RESPONSE: u32 = 0;
+/// Error frame.
+pub const FRAME_ERROR: u32 = 1;
+/// Message frame.
+pub const FRAME_MESSAGE: u32 = 2;
+
+/// A raw protocol connection: the tests see exactly what the server writes.
+pub struct Raw {
+    pub stream: TcpStream,
+}
+
+impl Raw {
+    /// Connects and sends the V2 magic.
+    pub fn connect(addr: SocketAddr) -> Raw {
+        let mut raw = Raw::connect_no_magic(addr);
+        raw.send(b"  V2");
+        raw
+    }
+
+    /// Connects without sending anything.
+    pub fn connect_no_magic(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Raw { stream }
+    }
+
+    /// Sends raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Sends a command line (a `\n` is added) with an optional size-prefixed body.
+    pub fn cmd(&mut self, line: &str, body: Option<&[u8]>) {
+        let mut buf = format!("{line}\n").into_bytes();
+        if let Some(b) = body {
+            buf.extend_from_slice(&(b.len() as u32).to_be_bytes());
+            buf.extend_from_slice(b);
+        }
+        self.send(&buf);
+    }
+
+    /// Reads one frame: (type, data). Panics on EOF or timeout.
+    pub fn frame(&mut self) -> (u32, Vec<u8>) {
+        self.try_frame().expect("expected a frame, got EOF")
+    }
+
+    /// Reads one frame, or None at EOF.
+    pub fn try_frame(&mut self) -> Option<(u32, Vec<u8>)> {
+        let mut head = [0u8; 8];
+        match self.stream.read_exact(&mut head) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+            Err(e) => panic!("reading a frame: {e}"),
+        }
+        let size = u32::from_be_bytes(head[..4].try_into().unwrap()) as usize;
+        let ft = u32::from_be_bytes(head[4..].try_into().unwrap());
+        assert!((4..64 << 20).contains(&size), "bad frame size {size}");
+        let mut data = vec![0; size - 4];
+        self.stream.read_exact(&mut data).unwrap();
+        Some((ft, data))
+    }
+
+    /// Reads a frame, skipping heartbeats.
+    pub fn frame_skip_heartbeats(&mut self) -> (u32, Vec<u8>) {
+        loop {
+            let f = self.frame();
+            if f != (FRAME_RESPONSE, b"_heartbeat_".to_vec()) {
+                return f;
+            }
+        }
+    }
+
+    /// Expects a response frame with exactly this data.
+    pub fn expect_response(&mut self, data: &[u8]) {
+        let (ft, got) = self.frame_skip_heartbeats();
+        assert_eq!((ft, String::from_utf8_lossy(&got)), (FRAME_RESPONSE, String::from_utf8_lossy(data)));
+    }
+
+    /// Expects an error frame with exactly this data.
+    pub fn expect_error(&mut self, data: &str) {
+        let (ft, got) = self.frame_skip_heartbeats();
+        assert_eq!((ft, String::from_utf8_lossy(&got).into_owned()), (FRAME_ERROR, data.to_owned()));
+    }
+
+    /// Expects the server to close the connection (EOF) with nothing more sent.
+    pub fn expect_closed(&mut self) {
+        let mut rest = Vec::new();
+        let r = self.stream.read_to_end(&mut rest);
+        match r {
+            Ok(_) => assert!(rest.is_empty(), "expected EOF, got {} more bytes: {:?}", rest.len(), String::from_utf8_lossy(&rest)),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "expected EOF, got {e}"),
+        }
+    }
+
+    /// Expects a message frame; returns (timestamp, attempts, id, body).
+    pub fn expect_message(&mut self) -> (i64, u16, String, Vec<u8>) {
+        let (ft, data) = self.frame_skip_heartbeats();
+        assert_eq!(ft, FRAME_MESSAGE, "expected a message, got {:?}", String::from_utf8_lossy(&data));
+        let ts = i64::from_be_bytes(data[..8].try_into().unwrap());
+        let attempts = u16::from_be_bytes(data[8..10].try_into().unwrap());
+        let id = String::from_utf8(data[10..26].to_vec()).unwrap();
+        (ts, attempts, id, data[26..].to_vec())
+    }
+
+    /// Publishes and expects OK.
+    pub fn publish(&mut self, topic: &str, body: &[u8]) {
+        self.cmd(&format!("PUB {topic}"), Some(body));
+        self.expect_response(b"OK");
+    }
+
+    /// SUB and expects OK.
+    pub fn sub(&mut self, topic: &str, channel: &str) {
+        self.cmd(&format!("SUB {topic} {channel}"), None);
+        self.expect_response(b"OK");
+    }
+
+    /// IDENTIFY with a JSON body; returns the reply frame data.
+    pub fn identify(&mut self, json: &str) -> Vec<u8> {
+        self.cmd("IDENTIFY", Some(json.as_bytes()));
+        let (ft, data) = self.frame();
+        assert_eq!(ft, FRAME_RESPONSE, "IDENTIFY failed: {}", String::from_utf8_lossy(&data));
+        data
+    }
+
+    /// A round trip that proves every earlier command was processed and every frame the server
+    /// produced for them was sent: frames read before the reply are returned.
+    pub fn sync(&mut self) -> Vec<(u32, Vec<u8>)> {
+        self.cmd("PUB corq_test_sync", Some(b"x"));
+        let mut before = Vec::new();
+        loop {
+            let f = self.frame_skip_heartbeats();
+            if f == (FRAME_RESPONSE, b"OK".to_vec()) {
+                return before;
+            }
+            before.push(f);
+        }
+    }
+}
+
+/// A `corqd` child process (for crash tests): killed on drop.
+pub struct ChildServer {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl ChildServer {
+    /// Starts `corqd` on 127.0.0.1:0 with `dir` as data path and extra flags; waits for its
+    /// "listening" log line to learn the port.
+    pub fn start(dir: &Path, extra: &[&str]) -> ChildServer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_corqd"))
+            .args(["--tcp-address", "127.0.0.1:0", "--data-path"])
+            .arg(dir)
+            .args(extra)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(addr) = line.split("TCP: listening on ").nth(1) {
+                        let _ = tx.send(addr.trim().to_owned());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("corqd did not start").parse().unwrap();
+        ChildServer { child, addr }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, and the exit status must be success.
+    pub fn terminate(mut self) {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "corqd exited with {status}");
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,4 +1,104 @@
-//! `corq`: corq's toolbox.
-fn main() {
-    println!("corq {}", corq::VERSION);
+//! `corq`: corq's toolbox. `pub` turns stdin lines into messages (like NSQ's to_nsq), `tail`
+//! prints a topic's messages (like nsq_tail). Both speak plain NSQ, so they work with any nsqd.
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use corq::client::{Consumer, Producer};
+
+#[derive(Parser)]
+#[command(name = "corq", version, about = "corq's tools: publish and tail over the NSQ protocol")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Publish each line of stdin as a message (MPUB in batches)
+    Pub {
+        /// nsqd (or corqd) TCP address
+        #[arg(long, default_value = "127.0.0.1:4150")]
+        nsqd_tcp_address: SocketAddr,
+        /// lines per MPUB (1 = plain PUB)
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// topic to publish to
+        topic: String,
+    },
+    /// Print a topic's messages to stdout, one per line
+    Tail {
+        /// nsqd (or corqd) TCP address
+        #[arg(long, default_value = "127.0.0.1:4150")]
+        nsqd_tcp_address: SocketAddr,
+        /// channel to consume (default: an ephemeral one, as nsq_tail)
+        #[arg(long)]
+        channel: Option<String>,
+        /// exit after this many messages (0 = run forever)
+        #[arg(short = 'n', long, default_value_t = 0)]
+        count: u64,
+        /// topic to tail
+        topic: String,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::new().filter_level(log::LevelFilter::Warn).parse_env("CORQ_LOG").init();
+    let result = match Cli::parse().cmd {
+        Cmd::Pub { nsqd_tcp_address, batch, topic } => publish(nsqd_tcp_address, batch.max(1), &topic),
+        Cmd::Tail { nsqd_tcp_address, channel, count, topic } => tail(nsqd_tcp_address, channel, count, &topic),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corq: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn publish(addr: SocketAddr, batch: usize, topic: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let mut producer = Producer::connect(addr)?;
+    let mut lines: Vec<Vec<u8>> = Vec::with_capacity(batch);
+    let send = |p: &mut Producer, lines: &mut Vec<Vec<u8>>| -> Result<(), corq::client::ClientError> {
+        match lines.len() {
+            0 => Ok(()),
+            1 => p.publish(topic, &lines[0]),
+            _ => p.mpub(topic, &lines.iter().map(Vec::as_slice).collect::<Vec<_>>()),
+        }?;
+        lines.clear();
+        Ok(())
+    };
+    for line in std::io::stdin().lock().split(b'\n') {
+        let line = line?;
+        // Empty lines are skipped: NSQ refuses empty messages.
+        if !line.is_empty() {
+            lines.push(line);
+        }
+        if lines.len() >= batch {
+            send(&mut producer, &mut lines)?;
+        }
+    }
+    send(&mut producer, &mut lines)?;
+    Ok(())
+}
+
+fn tail(addr: SocketAddr, channel: Option<String>, count: u64, topic: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let channel = channel.unwrap_or_else(|| format!("tail{:06}#ephemeral", std::process::id() % 1_000_000));
+    let mut consumer = Consumer::connect(addr, topic, &channel)?;
+    consumer.rdy(200)?;
+    let mut out = std::io::stdout().lock();
+    let mut seen = 0;
+    while count == 0 || seen < count {
+        if let Some(m) = consumer.next_message(Duration::from_secs(1))? {
+            out.write_all(&m.body)?;
+            out.write_all(b"\n")?;
+            out.flush()?;
+            consumer.fin(&m.id)?;
+            seen += 1;
+        }
+    }
+    Ok(())
 }

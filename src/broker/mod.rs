@@ -25,7 +25,7 @@ use slab::Slab;
 use crate::config::Config;
 use crate::protocol::identify::{self, IdentifyLimits, ServerInfo};
 use crate::protocol::{self, encode, names, Command, ConnState, DecodeCtx, Limits, MessageId, ProtoError};
-use crate::storage::{Log, LogConfig, NewRecord, StorageError};
+use crate::storage::{Log, LogConfig, NewRecord, StorageError, StorageWorker};
 use crate::storage::checkpoint::Checkpointer;
 use crate::timer::Wheel;
 
@@ -123,6 +123,8 @@ pub struct Broker {
     pump_queue: Vec<(usize, usize)>,
     /// Writes checkpoints off the reactor thread.
     checkpointer: Checkpointer,
+    /// Runs the logs' blocking work (fsync, segment creation) off the reactor thread.
+    worker: StorageWorker,
     /// Whether topics or channels changed since the last checkpoint (checkpoint sooner).
     topology_changed: bool,
     /// xorshift state for sample_rate.
@@ -146,7 +148,9 @@ impl Broker {
     ///
     /// # Errors
     /// [`StartError`] naming the file that could not be read.
-    pub fn open(cfg: Config, now: Now) -> Result<Broker, StartError> {
+    /// `notify` is called from the storage helper thread whenever a job finishes; the reactor
+    /// passes a closure that wakes its poll.
+    pub fn open(cfg: Config, now: Now, notify: Box<dyn Fn() + Send>) -> Result<Broker, StartError> {
         let data_dir = if cfg.data_path.as_os_str().is_empty() { PathBuf::from(".") } else { cfg.data_path.clone() };
         let limits = Limits {
             max_msg_size: cfg.max_msg_size,
@@ -172,6 +176,7 @@ impl Broker {
             auth_required: false,
         };
         let checkpointer = Checkpointer::spawn(data_dir.join(CHECKPOINT_FILE)).map_err(|e| StartError::Io(data_dir.clone(), e))?;
+        let worker = StorageWorker::spawn(notify).map_err(|e| StartError::Io(data_dir.clone(), e))?;
         let mut broker = Broker {
             cfg,
             limits,
@@ -186,6 +191,7 @@ impl Broker {
             dirty: Vec::new(),
             pump_queue: Vec::new(),
             checkpointer,
+            worker,
             topology_changed: false,
             rng: 0x2545_F491_4F6C_DD1D ^ now.wall_ns as u64,
         };
@@ -630,9 +636,26 @@ impl Broker {
 
     // ----- timers -------------------------------------------------------------------------
 
-    /// The earliest time (monotonic ms) at which a timer may fire.
+    /// The earliest time (monotonic ms) at which a timer may fire or a log's sync falls due.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.wheel.next_deadline()
+        let syncs = self.topics.iter().filter_map(|(_, t)| t.log.next_sync_deadline_ms());
+        syncs.chain(self.wheel.next_deadline()).min()
+    }
+
+    /// The storage step of the loop turn: apply what the helper thread finished, and hand it
+    /// the syncs and segment pre-creations that are due.
+    pub fn storage_step(&mut self, now: Now) {
+        while let Some((key, done)) = self.worker.try_recv() {
+            // A result for a deleted topic (or a reused key) is ignored by the log itself.
+            if let Some(topic) = usize::try_from(key).ok().and_then(|k| self.topics.get_mut(k)) {
+                topic.log.apply(done);
+            }
+        }
+        for (tk, topic) in self.topics.iter_mut() {
+            for job in topic.log.poll_jobs(now.mono_ms) {
+                self.worker.submit(tk as u64, job);
+            }
+        }
     }
 
     /// Fires every timer due at `now`.
@@ -723,8 +746,8 @@ impl Broker {
     /// Clean shutdown: write the final checkpoint and wait for it to be on disk.
     pub fn shutdown(&mut self) {
         for (_, topic) in self.topics.iter_mut() {
-            if let Err(e) = topic.log.flush() {
-                warn!("topic {}: final flush failed: {e}", topic.name);
+            if let Err(e) = topic.log.sync_blocking() {
+                warn!("topic {}: final sync failed: {e}", topic.name);
             }
         }
         let snapshot = self.snapshot();

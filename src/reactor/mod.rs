@@ -33,6 +33,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::broker::{Broker, Now};
+use crate::config::Config;
+use crate::server::ServerError;
 use crate::protocol::{self, decode, DecodeError, MAX_LINE};
 use crate::timer::Clock;
 
@@ -56,7 +58,13 @@ pub struct Shared {
     /// Set to ask the loop to stop.
     pub stop: AtomicBool,
     /// Wakes the loop out of `poll`.
-    pub waker: Waker,
+    pub waker: Arc<Waker>,
+}
+
+/// Reads both clocks.
+fn now(clock: &dyn Clock) -> Now {
+    let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    Now { mono_ms: clock.now_ms(), wall_ns: i64::try_from(wall.as_nanos()).unwrap_or(i64::MAX) }
 }
 
 /// The event loop.
@@ -78,14 +86,21 @@ pub struct EventLoop {
 }
 
 impl EventLoop {
-    /// Builds the loop around a bound listener and an opened broker.
+    /// Builds the loop around a bound listener, opening the broker (and so the data directory)
+    /// with a storage helper that wakes this loop.
     ///
     /// # Errors
-    /// If the poll instance, the waker or the listener registration fail.
-    pub fn new(mut listener: TcpListener, broker: Broker, clock: Box<dyn Clock + Send>) -> io::Result<EventLoop> {
-        let poll = Poll::new()?;
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        let waker = Waker::new(poll.registry(), WAKER)?;
+    /// If the poll instance, the waker, the listener registration or the broker fail.
+    pub fn new(mut listener: TcpListener, cfg: Config, clock: Box<dyn Clock + Send>) -> Result<EventLoop, ServerError> {
+        let poll = Poll::new().map_err(ServerError::Io)?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE).map_err(ServerError::Io)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(ServerError::Io)?);
+        let notify_waker = waker.clone();
+        let notify = Box::new(move || {
+            // A failed wake only delays the result to the next turn.
+            let _ = notify_waker.wake();
+        });
+        let broker = Broker::open(cfg, now(&*clock), notify).map_err(ServerError::Start)?;
         let limits = broker.limits();
         let max_buffered = MAX_LINE + 8 + limits.max_body_size.max(limits.max_msg_size) as usize;
         Ok(EventLoop {
@@ -108,8 +123,7 @@ impl EventLoop {
     }
 
     fn now(&self) -> Now {
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        Now { mono_ms: self.clock.now_ms(), wall_ns: i64::try_from(wall.as_nanos()).unwrap_or(i64::MAX) }
+        now(&*self.clock)
     }
 
     /// Runs until asked to stop, then shuts down cleanly: stop accepting, flush the logs,
@@ -168,6 +182,7 @@ impl EventLoop {
         self.still_readable.dedup();
         let now = self.now();
         self.broker.on_timers(now);
+        self.broker.storage_step(now);
         self.broker.pump(now);
         self.broker.checkpoint_if_changed();
         self.write_pending();
