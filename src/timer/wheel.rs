@@ -295,6 +295,19 @@ impl<T> Wheel<T> {
         if self.lookup(id).is_none() {
             return false;
         }
+        let entry = &self.entries[id.key as usize];
+        let (home, old_deadline) = (entry.home, entry.deadline);
+        if (home, self.slot_of(home, old_deadline)) == self.home_for(deadline_ms) {
+            // Same list (a TOUCH that stays within its slot): only the deadline changes. The
+            // ready/overflow lower bounds must still cover the new deadline.
+            match home {
+                Home::Ready => self.ready_min = self.ready_min.min(deadline_ms),
+                Home::Overflow => self.overflow_min = self.overflow_min.min(deadline_ms),
+                _ => {}
+            }
+            self.entries[id.key as usize].deadline = deadline_ms;
+            return true;
+        }
         self.unlink(id.key);
         self.entries[id.key as usize].deadline = deadline_ms;
         self.link(id.key);
@@ -764,6 +777,10 @@ mod tests {
         // TOUCH: push it out again, from the new time.
         assert!(w.reschedule(late, 260_000));
         *w.get_mut(late).unwrap() = 3;
+        // Within the same slot (fast path), later then earlier.
+        assert!(w.reschedule(late, 260_001));
+        assert!(w.reschedule(late, 260_000));
+        assert_eq!(w.deadline(late), Some(260_000));
         assert!(polled(&mut w, 259_999).is_empty());
         // Reschedule into the past fires on the next poll.
         assert!(w.reschedule(late, 1));
