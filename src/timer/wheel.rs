@@ -216,7 +216,10 @@ impl<T> fmt::Debug for Wheel<T> {
 ///
 /// Requires `deadline > elapsed`.
 fn level_for(elapsed: u64, deadline: u64) -> Option<usize> {
-    debug_assert!(deadline > elapsed, "deadline {deadline} <= elapsed {elapsed}");
+    debug_assert!(
+        deadline > elapsed,
+        "deadline {deadline} <= elapsed {elapsed}"
+    );
     let masked = (elapsed ^ deadline) | (SLOTS as u64 - 1);
     if masked >= WHEEL_SPAN {
         return None;
@@ -690,7 +693,13 @@ mod tests {
     #[test]
     fn deadlines_beyond_the_top_level() {
         let mut w = Wheel::new(0);
-        let far = [WHEEL_SPAN, 3 * WHEEL_SPAN + 17, 1 << 50, u64::MAX - 1, u64::MAX];
+        let far = [
+            WHEEL_SPAN,
+            3 * WHEEL_SPAN + 17,
+            1 << 50,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
         for &d in &far {
             w.insert(d, d);
         }
