@@ -100,9 +100,9 @@ pub(crate) const SLOTS: usize = 1 << LEVEL_BITS;
 pub(crate) const NUM_LEVELS: usize = 6;
 /// How much time the six levels cover: deadlines this far ahead of the current epoch overflow.
 const WHEEL_SPAN: u64 = 1 << (LEVEL_BITS as usize * NUM_LEVELS);
-/// The "no entry" link. Slab keys are stored as `u32` to keep entries small, so the wheel holds
-/// at most `u32::MAX` timers.
-const NIL: u32 = u32::MAX;
+/// Slab keys and list positions are stored as `u32` to keep entries small, so the wheel holds
+/// fewer than `MAX_TIMERS` timers.
+const MAX_TIMERS: usize = u32::MAX as usize;
 
 /// A handle to a pending timer: a slab key plus a generation, so a stale handle is harmless.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -156,10 +156,8 @@ struct Entry<T> {
     deadline: u64,
     /// Copy of the owning `TimerId`'s generation, to reject stale ids.
     gen: u64,
-    /// Previous entry in the same list, or `NIL` at the head; makes unlink O(1).
-    prev: u32,
-    /// Next entry in the same list, or `NIL` at the tail.
-    next: u32,
+    /// Index of this entry's key in its list's vector; makes unlink an O(1) `swap_remove`.
+    pos: u32,
     /// The list this entry is linked into.
     home: Home,
 }
@@ -179,18 +177,20 @@ struct Expiration {
 pub struct Wheel<T> {
     /// Owns the entries; list links are keys into it.
     entries: Slab<Entry<T>>,
-    /// Head of each slot's doubly linked list, or `NIL`.
-    heads: [[u32; SLOTS]; NUM_LEVELS],
-    /// Bit `s` of `occupied[l]` is set iff `heads[l][s] != NIL`: finds the next slot without
-    /// scanning empty ones.
+    /// The keys filed in each slot, indexed `level * SLOTS + slot`. Vectors rather than
+    /// intrusive lists so a cascade reads keys sequentially and the CPU can overlap the cache
+    /// misses on their entries; drained vectors keep their allocation for reuse.
+    slots: Vec<Vec<u32>>,
+    /// Bit `s` of `occupied[l]` is set iff slot `s` of level `l` is non-empty: finds the next
+    /// slot without scanning empty ones.
     occupied: [u64; NUM_LEVELS],
-    /// Head of the list of entries too far ahead for the levels.
-    overflow: u32,
+    /// Keys of entries too far ahead for the levels.
+    overflow: Vec<u32>,
     /// Lower bound on the overflow list's deadlines (not raised on cancel), `u64::MAX` if it
     /// was empty when last scanned. Lets a huge jump skip straight to the right epoch.
     overflow_min: u64,
-    /// Head of the list of entries filed with a deadline `<= elapsed`.
-    ready: u32,
+    /// Keys of entries filed with a deadline `<= elapsed`.
+    ready: Vec<u32>,
     /// Lower bound on the ready list's deadlines, for `next_deadline`.
     ready_min: u64,
     /// The wheel's time: everything due at or before it has been handed out or is on `ready`.
@@ -206,8 +206,8 @@ impl<T> fmt::Debug for Wheel<T> {
             .field("len", &self.entries.len())
             .field("elapsed", &self.elapsed)
             .field("occupied", &self.occupied)
-            .field("overflow", &(self.overflow != NIL))
-            .field("ready", &(self.ready != NIL))
+            .field("overflow", &self.overflow.len())
+            .field("ready", &self.ready.len())
             .finish()
     }
 }
@@ -243,11 +243,11 @@ impl<T> Wheel<T> {
     pub fn with_capacity(now_ms: u64, capacity: usize) -> Self {
         Wheel {
             entries: Slab::with_capacity(capacity),
-            heads: [[NIL; SLOTS]; NUM_LEVELS],
+            slots: (0..NUM_LEVELS * SLOTS).map(|_| Vec::new()).collect(),
             occupied: [0; NUM_LEVELS],
-            overflow: NIL,
+            overflow: Vec::new(),
             overflow_min: u64::MAX,
-            ready: NIL,
+            ready: Vec::new(),
             ready_min: u64::MAX,
             elapsed: now_ms,
             next_gen: 0,
@@ -260,11 +260,11 @@ impl<T> Wheel<T> {
     ///
     /// # Panics
     ///
-    /// If `u32::MAX - 1` timers are already pending (slab keys are stored as `u32`).
+    /// If `u32::MAX` timers are already pending (slab keys are stored as `u32`).
     pub fn insert(&mut self, deadline_ms: u64, payload: T) -> TimerId {
         let key = self.entries.vacant_key();
         assert!(
-            key < NIL as usize,
+            key < MAX_TIMERS,
             "timer wheel full: {} pending timers",
             self.entries.len()
         );
@@ -274,11 +274,10 @@ impl<T> Wheel<T> {
             payload,
             deadline: deadline_ms,
             gen,
-            prev: NIL,
-            next: NIL,
+            pos: 0,
             home: Home::Ready,
         });
-        // Checked against NIL above, so it fits.
+        // Checked against MAX_TIMERS above, so it fits.
         let key = key as u32;
         self.link(key);
         TimerId { key, gen }
@@ -355,7 +354,7 @@ impl<T> Wheel<T> {
     /// cancelled timer). May be at or before the last polled time when a timer was inserted in
     /// the past. `None` when the wheel is empty.
     pub fn next_deadline(&self) -> Option<u64> {
-        if self.ready != NIL {
+        if !self.ready.is_empty() {
             return Some(self.ready_min);
         }
         self.next_expiration().map(|e| e.deadline)
@@ -374,8 +373,10 @@ impl<T> Wheel<T> {
             self.fire_list(Home::Ready, 0, now_ms, out);
             return;
         }
-        // Everything on the ready list is due at or before `elapsed <= now_ms`.
-        self.fire_list(Home::Ready, 0, now_ms, out);
+        if !self.ready.is_empty() {
+            // Everything on the ready list is due at or before `elapsed <= now_ms`.
+            self.fire_list(Home::Ready, 0, now_ms, out);
+        }
         while let Some(exp) = self.next_expiration() {
             if exp.deadline > now_ms {
                 break;
@@ -415,7 +416,7 @@ impl<T> Wheel<T> {
                 slot,
             });
         }
-        if self.overflow == NIL {
+        if self.overflow.is_empty() {
             return None;
         }
         // Overflow entries all lie in later epochs than `elapsed`, and none before the epoch of
@@ -429,29 +430,12 @@ impl<T> Wheel<T> {
         })
     }
 
-    /// The head of list `home` (`slot` matters for levels only).
-    fn head(&self, home: Home, slot: usize) -> u32 {
+    /// The key vector of list `home` (`slot` matters for levels only).
+    fn list_mut(&mut self, home: Home, slot: usize) -> &mut Vec<u32> {
         match home {
-            Home::Ready => self.ready,
-            Home::Overflow => self.overflow,
-            level => self.heads[level as usize][slot],
-        }
-    }
-
-    /// Sets the head of list `home`, keeping the level's occupied bit in step.
-    fn set_head(&mut self, home: Home, slot: usize, key: u32) {
-        match home {
-            Home::Ready => self.ready = key,
-            Home::Overflow => self.overflow = key,
-            level => {
-                let level = level as usize;
-                self.heads[level][slot] = key;
-                if key == NIL {
-                    self.occupied[level] &= !(1 << slot);
-                } else {
-                    self.occupied[level] |= 1 << slot;
-                }
-            }
+            Home::Ready => &mut self.ready,
+            Home::Overflow => &mut self.overflow,
+            level => &mut self.slots[level as usize * SLOTS + slot],
         }
     }
 
@@ -474,61 +458,78 @@ impl<T> Wheel<T> {
         }
     }
 
-    /// Files entry `key` (currently unlinked) by its deadline: pushes it on its list's front.
+    /// Files entry `key` (currently in no list) by its deadline: appends it to its list.
     fn link(&mut self, key: u32) {
         let deadline = self.entries[key as usize].deadline;
         let (home, slot) = self.home_for(deadline);
         match home {
             Home::Ready => self.ready_min = self.ready_min.min(deadline),
             Home::Overflow => self.overflow_min = self.overflow_min.min(deadline),
-            _ => {}
+            level => self.occupied[level as usize] |= 1 << slot,
         }
-        let old = self.head(home, slot);
+        let list = self.list_mut(home, slot);
+        // A list never holds more keys than the slab, which is capped below u32::MAX.
+        let pos = list.len() as u32;
+        list.push(key);
         let entry = &mut self.entries[key as usize];
         entry.home = home;
-        entry.prev = NIL;
-        entry.next = old;
-        if old != NIL {
-            self.entries[old as usize].prev = key;
-        }
-        self.set_head(home, slot, key);
+        entry.pos = pos;
     }
 
-    /// Takes entry `key` out of its list in O(1). The entry stays in the slab.
+    /// Takes entry `key` out of its list in O(1): the list's last key moves into its place.
+    /// The entry stays in the slab.
     fn unlink(&mut self, key: u32) {
         let e = &self.entries[key as usize];
-        let (prev, next, home, deadline) = (e.prev, e.next, e.home, e.deadline);
-        if prev == NIL {
-            let slot = self.slot_of(home, deadline);
-            self.set_head(home, slot, next);
-        } else {
-            self.entries[prev as usize].next = next;
+        let (home, pos, deadline) = (e.home, e.pos as usize, e.deadline);
+        let slot = self.slot_of(home, deadline);
+        let list = self.list_mut(home, slot);
+        debug_assert_eq!(list[pos], key, "entry {key} not at its recorded position {pos}");
+        list.swap_remove(pos);
+        let moved = list.get(pos).copied();
+        let now_empty = list.is_empty();
+        if let Some(moved) = moved {
+            self.entries[moved as usize].pos = pos as u32;
         }
-        if next != NIL {
-            self.entries[next as usize].prev = prev;
+        if now_empty {
+            if let Some(level) = Self::level_index(home) {
+                self.occupied[level] &= !(1 << slot);
+            }
+        }
+    }
+
+    /// The level number of `home`, `None` for the ready and overflow lists.
+    fn level_index(home: Home) -> Option<usize> {
+        match home {
+            Home::Ready | Home::Overflow => None,
+            level => Some(level as usize),
         }
     }
 
     /// Empties list `home`/`slot`: entries due by `now` go to `out`, the rest are refiled from
     /// the current `elapsed` (a lower level, or back onto the ready/overflow list).
     fn fire_list(&mut self, home: Home, slot: usize, now: u64, out: &mut Vec<T>) {
-        let mut key = self.head(home, slot);
-        self.set_head(home, slot, NIL);
-        // The list's lower bound is rebuilt by `link` from whatever stays on it.
+        let mut keys = std::mem::take(self.list_mut(home, slot));
         match home {
+            // The list's lower bound is rebuilt by `link` from whatever goes back on it.
             Home::Ready => self.ready_min = u64::MAX,
             Home::Overflow => self.overflow_min = u64::MAX,
-            _ => {}
+            level => self.occupied[level as usize] &= !(1 << slot),
         }
-        while key != NIL {
+        for &key in &keys {
             let entry = &self.entries[key as usize];
-            let next = entry.next;
             if entry.deadline <= now {
                 out.push(self.entries.remove(key as usize).payload);
             } else {
+                // Never back into this level slot: the entry moves to a lower level.
                 self.link(key);
             }
-            key = next;
+        }
+        keys.clear();
+        // Hand the allocation back so the steady state does not allocate. Only the ready and
+        // overflow lists can have been refilled meanwhile; then the old buffer is dropped.
+        let list = self.list_mut(home, slot);
+        if list.is_empty() {
+            *list = keys;
         }
     }
 }
@@ -606,9 +607,9 @@ mod tests {
     fn entry_is_small() {
         // The slab stores `enum { Vacant(usize), Occupied(Entry<T>) }`; `Home`'s niche keeps it
         // at the entry's size. 32 bytes of bookkeeping for a u64 payload.
-        assert_eq!(std::mem::size_of::<Entry<u64>>(), 40);
-        assert_eq!(std::mem::size_of::<Option<Entry<u64>>>(), 40);
-        assert_eq!(std::mem::size_of::<Entry<()>>(), 32);
+        assert_eq!(std::mem::size_of::<Entry<u64>>(), 32);
+        assert_eq!(std::mem::size_of::<Option<Entry<u64>>>(), 32);
+        assert_eq!(std::mem::size_of::<Entry<()>>(), 24);
         assert_eq!(std::mem::size_of::<TimerId>(), 16);
     }
 
