@@ -1,0 +1,998 @@
+//! A hierarchical hashed timing wheel over `u64` millisecond ticks (Varghese & Lauck, 1987).
+//!
+//! It owns every pending deadline in corq: DPUB deferrals, REQ delays, in-flight timeouts,
+//! heartbeats and flushes. It never reads the clock (time is the `now_ms` argument of
+//! [`Wheel::poll`]) and never calls back into the broker: expired payloads are handed back in a
+//! `Vec`, and the caller decides what they mean.
+//!
+//! # Levels
+//!
+//! The wheel has [`NUM_LEVELS`] = 6 levels of [`SLOTS`] = 64 slots. A slot on level `L` covers
+//! `64^L` ms, so a whole level covers `64^(L+1)` ms:
+//!
+//! | level | one slot covers     | whole level covers        | bits of the deadline used as slot |
+//! |-------|---------------------|---------------------------|-----------------------------------|
+//! | 0     | 1 ms                | 64 ms                     | 0..6                              |
+//! | 1     | 64 ms               | 4.096 s                   | 6..12                             |
+//! | 2     | 4.096 s             | 262.144 s (4.4 min)       | 12..18                            |
+//! | 3     | 262.144 s (4.4 min) | 16 777 s (4.66 h)         | 18..24                            |
+//! | 4     | 4.66 h              | 298 h (12.4 days)         | 24..30                            |
+//! | 5     | 12.4 days           | 2^36 ms (795 days)        | 30..36                            |
+//! | overflow list | -           | everything further away   | -                                 |
+//!
+//! One hour (nsqd's `--max-req-timeout`) lands on level 3. Deadlines 2^36 ms (2.2 years) or
+//! more past the wheel's epoch go to an unsorted overflow list that is re-examined when the
+//! wheel's time reaches the epoch of the earliest of them, so any `u64` deadline fires correctly.
+//!
+//! # Slot math
+//!
+//! `elapsed` is the wheel's time: every entry with `deadline <= elapsed` has been handed out
+//! (or sits on the *ready* list, see below). An entry with `deadline > elapsed` is filed by the
+//! highest bit in which the two differ (tokio's `level_for`):
+//!
+//! ```text
+//! level = msb((elapsed ^ deadline) | 63) / 6          (>= 6 means the overflow list)
+//! slot  = (deadline >> (6 * level)) % 64
+//! ```
+//!
+//! # Invariants
+//!
+//! * An entry on level `L` shares every bit above `6 * (L + 1)` with `elapsed`, and its level-`L`
+//!   slot is *strictly after* `elapsed`'s. So on each level all occupied slots lie ahead of the
+//!   current position: the first set bit of the level's 64-bit `occupied` bitmap is the next
+//!   slot due, and the slot's start time is `(elapsed with the low 6 * (L + 1) bits cleared) +
+//!   slot * 64^L`, which is always `> elapsed`.
+//! * Every slot on level `L` starts later than every entry on levels below `L` (those all lie in
+//!   `elapsed`'s own level-`L` slot). So the next slot due is the first occupied slot of the
+//!   *lowest* non-empty level: finding it costs at most 6 `trailing_zeros`.
+//! * A deadline at or before `elapsed` (inserted "in the past") goes on the ready list and
+//!   fires on the next poll.
+//!
+//! # Cascading
+//!
+//! [`Wheel::poll`]`(now)` repeatedly takes the next slot due while its start is `<= now`, moves
+//! `elapsed` to that start and empties the slot: entries with `deadline <= now` are handed out;
+//! the rest are refiled with the new `elapsed`, which puts them on a strictly lower level
+//! (their level-`L` bits now equal `elapsed`'s). Finally `elapsed = now`. Empty time costs
+//! nothing: a jump of 10 hours touches only the occupied slots in between, never each tick.
+//!
+//! # Complexity
+//!
+//! * `insert`, `cancel`, `reschedule`: O(1). An XOR, a `leading_zeros`, and a push-front or an
+//!   unlink on the slot's doubly linked list, whose links are slab keys stored in the entries.
+//! * `next_deadline`: O(levels), at most 6 bitmap scans.
+//! * `poll`: O(levels) per slot visited plus O(1) per entry handed out or refiled. An entry moves
+//!   down at most 5 times in its life (it only ever moves to a lower level), and an overflow
+//!   entry is revisited once per 2^36 ms epoch, so expiry is amortised O(1) per timer.
+//! * Memory: one slab entry per pending timer (payload, deadline, generation, two `u32` links
+//!   and a one-byte home, 32 bytes + payload rounded to alignment) plus a fixed
+//!   6 × 64 × 4 B table of list heads. No allocation per insert once the slab has grown.
+//!
+//! # Worked example
+//!
+//! `elapsed = 1 000`, and a message goes in flight with a 60 s timeout: `deadline = 61 000`.
+//!
+//! 1. `1 000 ^ 61 000 = 60 832`, whose highest bit is 15, so the level is `15 / 6 = 2`, and the
+//!    slot is `(61 000 >> 12) % 64 = 14`. `next_deadline()` says `14 × 4 096 = 57 344`: a
+//!    cascade point, earlier than the deadline, which is allowed.
+//! 2. `poll(57 344)` reaches that slot: `elapsed = 57 344`, the entry is not due, and
+//!    `57 344 ^ 61 000 = 3 656` (bit 11) refiles it on level 1, slot `(61 000 >> 6) % 64 = 57`,
+//!    which starts at `57 344 + 57 × 64 = 60 992`.
+//! 3. `poll(60 992)`: `60 992 ^ 61 000 = 8`, level 0, slot `61 000 % 64 = 8`, starting at
+//!    exactly 61 000.
+//! 4. `poll(61 000)` hands the payload out: on time to the millisecond. A TOUCH in between
+//!    would have been a `reschedule`: unlink (O(1)) and refile from the current `elapsed`.
+//!
+//! # Stale handles
+//!
+//! A [`TimerId`] is a slab key plus a generation drawn from a wheel-wide `u64` counter. A slot
+//! reused by a later timer carries a different generation, so an old id (fired, cancelled) can
+//! never touch someone else's timer.
+
+use slab::Slab;
+use std::fmt;
+
+/// Bits of the deadline each level consumes: 64 slots fit one `u64` occupied bitmap.
+const LEVEL_BITS: u32 = 6;
+/// Slots per level.
+pub(crate) const SLOTS: usize = 1 << LEVEL_BITS;
+/// Number of levels; 6 × 6 bits cover 2^36 ms (2.2 years), like tokio's wheel.
+pub(crate) const NUM_LEVELS: usize = 6;
+/// How much time the six levels cover: deadlines this far ahead of the current epoch overflow.
+const WHEEL_SPAN: u64 = 1 << (LEVEL_BITS as usize * NUM_LEVELS);
+/// Slab keys and list positions are stored as `u32` to keep entries small, so the wheel holds
+/// fewer than `MAX_TIMERS` timers.
+const MAX_TIMERS: usize = u32::MAX as usize;
+
+/// A handle to a pending timer: a slab key plus a generation, so a stale handle is harmless.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TimerId {
+    /// Index of the entry in the wheel's slab.
+    key: u32,
+    /// Must match the entry's generation; differs once the timer fired or was cancelled and
+    /// the slot was reused.
+    gen: u64,
+}
+
+/// Which list an entry is linked into. The slot within a level follows from the deadline.
+///
+/// A fieldless enum (rather than a `u8`) gives the compiler a niche, so `Slab`'s internal
+/// vacant/occupied enum costs no extra tag word.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Home {
+    L0 = 0,
+    L1 = 1,
+    L2 = 2,
+    L3 = 3,
+    L4 = 4,
+    L5 = 5,
+    /// Beyond the top level's range.
+    Overflow = 6,
+    /// Deadline already passed when filed: fires on the next poll.
+    Ready = 7,
+}
+
+impl Home {
+    /// The home for wheel level `level` (< NUM_LEVELS).
+    fn level(level: usize) -> Home {
+        match level {
+            0 => Home::L0,
+            1 => Home::L1,
+            2 => Home::L2,
+            3 => Home::L3,
+            4 => Home::L4,
+            5 => Home::L5,
+            _ => unreachable!("level {level} >= NUM_LEVELS"),
+        }
+    }
+}
+
+/// One pending timer, stored in the slab.
+struct Entry<T> {
+    /// The caller's value, handed back by `poll` or `cancel`.
+    payload: T,
+    /// When it fires (ms); decides the level and slot.
+    deadline: u64,
+    /// Copy of the owning `TimerId`'s generation, to reject stale ids.
+    gen: u64,
+    /// Index of this entry's key in its list's vector; makes unlink an O(1) `swap_remove`.
+    pos: u32,
+    /// The list this entry is linked into.
+    home: Home,
+}
+
+/// The next slot `poll` will visit.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct Expiration {
+    /// When the slot starts: `poll(now)` visits it once `now >= deadline`.
+    deadline: u64,
+    /// The level (`Home::L0..L5`) or `Home::Overflow`.
+    home: Home,
+    /// The slot within the level (0 for the overflow list).
+    slot: usize,
+}
+
+/// A hierarchical hashed timing wheel: see the module documentation.
+pub struct Wheel<T> {
+    /// Owns the entries; list links are keys into it.
+    entries: Slab<Entry<T>>,
+    /// The keys filed in each slot, indexed `level * SLOTS + slot`. Vectors rather than
+    /// intrusive lists so a cascade reads keys sequentially and the CPU can overlap the cache
+    /// misses on their entries; drained vectors keep their allocation for reuse.
+    slots: Vec<Vec<u32>>,
+    /// Bit `s` of `occupied[l]` is set iff slot `s` of level `l` is non-empty: finds the next
+    /// slot without scanning empty ones.
+    occupied: [u64; NUM_LEVELS],
+    /// Keys of entries too far ahead for the levels.
+    overflow: Vec<u32>,
+    /// Lower bound on the overflow list's deadlines (not raised on cancel), `u64::MAX` if it
+    /// was empty when last scanned. Lets a huge jump skip straight to the right epoch.
+    overflow_min: u64,
+    /// Keys of entries filed with a deadline `<= elapsed`.
+    ready: Vec<u32>,
+    /// Lower bound on the ready list's deadlines, for `next_deadline`.
+    ready_min: u64,
+    /// The wheel's time: everything due at or before it has been handed out or is on `ready`.
+    elapsed: u64,
+    /// Generation for the next insert; never reused, so ids are unique for the wheel's life.
+    next_gen: u64,
+}
+
+impl<T> fmt::Debug for Wheel<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Payloads are not required to be Debug; show the shape instead.
+        f.debug_struct("Wheel")
+            .field("len", &self.entries.len())
+            .field("elapsed", &self.elapsed)
+            .field("occupied", &self.occupied)
+            .field("overflow", &self.overflow.len())
+            .field("ready", &self.ready.len())
+            .finish()
+    }
+}
+
+/// The level for `deadline` seen from `elapsed`, or `None` for the overflow list.
+///
+/// Requires `deadline > elapsed`.
+fn level_for(elapsed: u64, deadline: u64) -> Option<usize> {
+    debug_assert!(
+        deadline > elapsed,
+        "deadline {deadline} <= elapsed {elapsed}"
+    );
+    let masked = (elapsed ^ deadline) | (SLOTS as u64 - 1);
+    if masked >= WHEEL_SPAN {
+        return None;
+    }
+    let significant = 63 - masked.leading_zeros() as usize;
+    Some(significant / LEVEL_BITS as usize)
+}
+
+/// The slot of `deadline` on `level`.
+fn slot_for(deadline: u64, level: usize) -> usize {
+    ((deadline >> (level * LEVEL_BITS as usize)) as usize) & (SLOTS - 1)
+}
+
+impl<T> Wheel<T> {
+    /// An empty wheel whose time starts at `now_ms`.
+    pub fn new(now_ms: u64) -> Self {
+        Self::with_capacity(now_ms, 0)
+    }
+
+    /// An empty wheel with room for `capacity` timers before the slab reallocates.
+    pub fn with_capacity(now_ms: u64, capacity: usize) -> Self {
+        Wheel {
+            entries: Slab::with_capacity(capacity),
+            slots: (0..NUM_LEVELS * SLOTS).map(|_| Vec::new()).collect(),
+            occupied: [0; NUM_LEVELS],
+            overflow: Vec::new(),
+            overflow_min: u64::MAX,
+            ready: Vec::new(),
+            ready_min: u64::MAX,
+            elapsed: now_ms,
+            next_gen: 0,
+        }
+    }
+
+    /// Schedules `payload` to be handed out by the first `poll(now)` with `now >= deadline_ms`.
+    ///
+    /// A deadline at or before the wheel's current time fires on the next poll.
+    ///
+    /// # Panics
+    ///
+    /// If `u32::MAX` timers are already pending (slab keys are stored as `u32`).
+    pub fn insert(&mut self, deadline_ms: u64, payload: T) -> TimerId {
+        let key = self.entries.vacant_key();
+        assert!(
+            key < MAX_TIMERS,
+            "timer wheel full: {} pending timers",
+            self.entries.len()
+        );
+        let gen = self.next_gen;
+        self.next_gen += 1;
+        self.entries.insert(Entry {
+            payload,
+            deadline: deadline_ms,
+            gen,
+            pos: 0,
+            home: Home::Ready,
+        });
+        // Checked against MAX_TIMERS above, so it fits.
+        let key = key as u32;
+        self.link(key);
+        TimerId { key, gen }
+    }
+
+    /// Removes a pending timer and returns its payload; `None` (touching nothing) if `id` has
+    /// already fired or been cancelled.
+    pub fn cancel(&mut self, id: TimerId) -> Option<T> {
+        self.lookup(id)?;
+        self.unlink(id.key);
+        Some(self.entries.remove(id.key as usize).payload)
+    }
+
+    /// Moves a pending timer to `deadline_ms` (earlier or later), keeping its id. Returns
+    /// `false` (touching nothing) if `id` has already fired or been cancelled.
+    pub fn reschedule(&mut self, id: TimerId, deadline_ms: u64) -> bool {
+        if self.lookup(id).is_none() {
+            return false;
+        }
+        let entry = &self.entries[id.key as usize];
+        let (home, old_deadline) = (entry.home, entry.deadline);
+        if (home, self.slot_of(home, old_deadline)) == self.home_for(deadline_ms) {
+            // Same list (a TOUCH that stays within its slot): only the deadline changes. The
+            // ready/overflow lower bounds must still cover the new deadline.
+            match home {
+                Home::Ready => self.ready_min = self.ready_min.min(deadline_ms),
+                Home::Overflow => self.overflow_min = self.overflow_min.min(deadline_ms),
+                _ => {}
+            }
+            self.entries[id.key as usize].deadline = deadline_ms;
+            return true;
+        }
+        self.unlink(id.key);
+        self.entries[id.key as usize].deadline = deadline_ms;
+        self.link(id.key);
+        true
+    }
+
+    /// The deadline of a pending timer, `None` if `id` is stale.
+    pub fn deadline(&self, id: TimerId) -> Option<u64> {
+        self.lookup(id).map(|e| e.deadline)
+    }
+
+    /// The payload of a pending timer, `None` if `id` is stale.
+    pub fn get(&self, id: TimerId) -> Option<&T> {
+        self.lookup(id).map(|e| &e.payload)
+    }
+
+    /// The payload of a pending timer, mutably; `None` if `id` is stale.
+    pub fn get_mut(&mut self, id: TimerId) -> Option<&mut T> {
+        match self.entries.get_mut(id.key as usize) {
+            Some(e) if e.gen == id.gen => Some(&mut e.payload),
+            _ => None,
+        }
+    }
+
+    /// Number of pending timers.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no timer is pending.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Slots allocated in the slab (pending timers plus free slots), for memory accounting.
+    pub fn capacity(&self) -> usize {
+        self.entries.capacity()
+    }
+
+    /// The earliest time at which `poll` may hand something out: never later than the earliest
+    /// pending deadline, but possibly earlier (a cascade point, or a lower bound left by a
+    /// cancelled timer). May be at or before the last polled time when a timer was inserted in
+    /// the past. `None` when the wheel is empty.
+    pub fn next_deadline(&self) -> Option<u64> {
+        if !self.ready.is_empty() {
+            return Some(self.ready_min);
+        }
+        self.next_expiration().map(|e| e.deadline)
+    }
+
+    /// Appends to `out` the payload of every pending timer whose deadline is `<= now_ms`, and
+    /// none other. The order within one call is unspecified.
+    ///
+    /// Time going backwards (`now_ms` below an earlier poll's) does not move the wheel back;
+    /// such a call only hands out timers inserted in the past with a deadline `<= now_ms`.
+    pub fn poll(&mut self, now_ms: u64, out: &mut Vec<T>) {
+        if now_ms < self.elapsed {
+            // A monotonic clock never gets here; scanning the ready list keeps the contract
+            // ("every deadline <= now, none early") exact anyway. Wheel entries are all due
+            // after `elapsed > now_ms`, so none of them can be due.
+            self.fire_list(Home::Ready, 0, now_ms, out);
+            return;
+        }
+        if !self.ready.is_empty() {
+            // Everything on the ready list is due at or before `elapsed <= now_ms`.
+            self.fire_list(Home::Ready, 0, now_ms, out);
+        }
+        while let Some(exp) = self.next_expiration() {
+            if exp.deadline > now_ms {
+                break;
+            }
+            // Invariant: slot starts are always ahead of `elapsed`, so time only moves forward.
+            debug_assert!(
+                exp.deadline > self.elapsed,
+                "expiration {exp:?} not after elapsed {}",
+                self.elapsed
+            );
+            self.elapsed = exp.deadline;
+            self.fire_list(exp.home, exp.slot, now_ms, out);
+        }
+        self.elapsed = now_ms;
+    }
+
+    /// The entry for `id`, if it is still pending.
+    fn lookup(&self, id: TimerId) -> Option<&Entry<T>> {
+        self.entries
+            .get(id.key as usize)
+            .filter(|e| e.gen == id.gen)
+    }
+
+    /// The next slot (or overflow epoch) `poll` must visit; see the module doc's invariants.
+    fn next_expiration(&self) -> Option<Expiration> {
+        for (level, &occupied) in self.occupied.iter().enumerate() {
+            if occupied == 0 {
+                continue;
+            }
+            let slot = occupied.trailing_zeros() as usize;
+            let shift = level * LEVEL_BITS as usize;
+            let level_span = 1u64 << (shift + LEVEL_BITS as usize);
+            let deadline = (self.elapsed & !(level_span - 1)) + ((slot as u64) << shift);
+            return Some(Expiration {
+                deadline,
+                home: Home::level(level),
+                slot,
+            });
+        }
+        if self.overflow.is_empty() {
+            return None;
+        }
+        // Overflow entries all lie in later epochs than `elapsed`, and none before the epoch of
+        // `overflow_min`. Saturating: a deadline in the last epoch never overflows.
+        let next_epoch = (self.elapsed | (WHEEL_SPAN - 1)).saturating_add(1);
+        let min_epoch = self.overflow_min & !(WHEEL_SPAN - 1);
+        Some(Expiration {
+            deadline: next_epoch.max(min_epoch),
+            home: Home::Overflow,
+            slot: 0,
+        })
+    }
+
+    /// The key vector of list `home` (`slot` matters for levels only).
+    fn list_mut(&mut self, home: Home, slot: usize) -> &mut Vec<u32> {
+        match home {
+            Home::Ready => &mut self.ready,
+            Home::Overflow => &mut self.overflow,
+            level => &mut self.slots[level as usize * SLOTS + slot],
+        }
+    }
+
+    /// The list and slot an entry with `deadline` belongs to, given the current `elapsed`.
+    fn home_for(&self, deadline: u64) -> (Home, usize) {
+        if deadline <= self.elapsed {
+            return (Home::Ready, 0);
+        }
+        match level_for(self.elapsed, deadline) {
+            Some(level) => (Home::level(level), slot_for(deadline, level)),
+            None => (Home::Overflow, 0),
+        }
+    }
+
+    /// The slot an already-linked entry sits in (its deadline has not changed since linking).
+    fn slot_of(&self, home: Home, deadline: u64) -> usize {
+        match home {
+            Home::Ready | Home::Overflow => 0,
+            level => slot_for(deadline, level as usize),
+        }
+    }
+
+    /// Files entry `key` (currently in no list) by its deadline: appends it to its list.
+    fn link(&mut self, key: u32) {
+        let deadline = self.entries[key as usize].deadline;
+        let (home, slot) = self.home_for(deadline);
+        match home {
+            Home::Ready => self.ready_min = self.ready_min.min(deadline),
+            Home::Overflow => self.overflow_min = self.overflow_min.min(deadline),
+            level => self.occupied[level as usize] |= 1 << slot,
+        }
+        let list = self.list_mut(home, slot);
+        // A list never holds more keys than the slab, which is capped below u32::MAX.
+        let pos = list.len() as u32;
+        list.push(key);
+        let entry = &mut self.entries[key as usize];
+        entry.home = home;
+        entry.pos = pos;
+    }
+
+    /// Takes entry `key` out of its list in O(1): the list's last key moves into its place.
+    /// The entry stays in the slab.
+    fn unlink(&mut self, key: u32) {
+        let e = &self.entries[key as usize];
+        let (home, pos, deadline) = (e.home, e.pos as usize, e.deadline);
+        let slot = self.slot_of(home, deadline);
+        let list = self.list_mut(home, slot);
+        debug_assert_eq!(list[pos], key, "entry {key} not at its recorded position {pos}");
+        list.swap_remove(pos);
+        let moved = list.get(pos).copied();
+        let now_empty = list.is_empty();
+        if let Some(moved) = moved {
+            self.entries[moved as usize].pos = pos as u32;
+        }
+        if now_empty {
+            if let Some(level) = Self::level_index(home) {
+                self.occupied[level] &= !(1 << slot);
+            }
+        }
+    }
+
+    /// The level number of `home`, `None` for the ready and overflow lists.
+    fn level_index(home: Home) -> Option<usize> {
+        match home {
+            Home::Ready | Home::Overflow => None,
+            level => Some(level as usize),
+        }
+    }
+
+    /// Empties list `home`/`slot`: entries due by `now` go to `out`, the rest are refiled from
+    /// the current `elapsed` (a lower level, or back onto the ready/overflow list).
+    fn fire_list(&mut self, home: Home, slot: usize, now: u64, out: &mut Vec<T>) {
+        let mut keys = std::mem::take(self.list_mut(home, slot));
+        match home {
+            // The list's lower bound is rebuilt by `link` from whatever goes back on it.
+            Home::Ready => self.ready_min = u64::MAX,
+            Home::Overflow => self.overflow_min = u64::MAX,
+            level => self.occupied[level as usize] &= !(1 << slot),
+        }
+        for &key in &keys {
+            let entry = &self.entries[key as usize];
+            if entry.deadline <= now {
+                out.push(self.entries.remove(key as usize).payload);
+            } else {
+                // Never back into this level slot: the entry moves to a lower level.
+                self.link(key);
+            }
+        }
+        keys.clear();
+        // Hand the allocation back so the steady state does not allocate. Only the ready and
+        // overflow lists can have been refilled meanwhile; then the old buffer is dropped.
+        let list = self.list_mut(home, slot);
+        if list.is_empty() {
+            *list = keys;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cmp::Reverse;
+    use std::collections::{BinaryHeap, HashMap};
+
+    /// SplitMix64: a tiny seeded PRNG so property tests are reproducible without a dependency.
+    struct SplitMix(u64);
+
+    impl SplitMix {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+
+        /// Uniform-ish in `0..n` (n > 0).
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    fn polled<T>(w: &mut Wheel<T>, now: u64) -> Vec<T> {
+        let mut out = Vec::new();
+        w.poll(now, &mut out);
+        out
+    }
+
+    #[test]
+    fn level_and_slot_math() {
+        // (elapsed, deadline, level)
+        let cases = [
+            (0, 1, Some(0)),
+            (0, 63, Some(0)),
+            (0, 64, Some(1)),
+            (63, 64, Some(1)),
+            (0, 4095, Some(1)),
+            (0, 4096, Some(2)),
+            (0, (1 << 18) - 1, Some(2)),
+            (0, 1 << 18, Some(3)),
+            (0, 3_600_000, Some(3)),
+            (0, 1 << 24, Some(4)),
+            (0, 1 << 30, Some(5)),
+            (0, WHEEL_SPAN - 1, Some(5)),
+            (0, WHEEL_SPAN, None),
+            (WHEEL_SPAN - 1, WHEEL_SPAN, None),
+            (WHEEL_SPAN, WHEEL_SPAN + 1, Some(0)),
+            (0, u64::MAX, None),
+            (u64::MAX - 1, u64::MAX, Some(0)),
+        ];
+        for (elapsed, deadline, level) in cases {
+            assert_eq!(
+                level_for(elapsed, deadline),
+                level,
+                "level_for({elapsed}, {deadline})"
+            );
+        }
+        for level in 0..NUM_LEVELS {
+            let shift = level * LEVEL_BITS as usize;
+            for slot in 0..SLOTS {
+                let deadline = (slot as u64) << shift;
+                assert_eq!(slot_for(deadline, level), slot, "level {level} slot {slot}");
+                assert_eq!(slot_for(deadline | ((1 << shift) - 1), level), slot);
+            }
+        }
+    }
+
+    #[test]
+    fn entry_is_small() {
+        // The slab stores `enum { Vacant(usize), Occupied(Entry<T>) }`; `Home`'s niche keeps it
+        // at the entry's size. 32 bytes of bookkeeping for a u64 payload.
+        assert_eq!(std::mem::size_of::<Entry<u64>>(), 32);
+        assert_eq!(std::mem::size_of::<Option<Entry<u64>>>(), 32);
+        assert_eq!(std::mem::size_of::<Entry<()>>(), 24);
+        assert_eq!(std::mem::size_of::<TimerId>(), 16);
+    }
+
+    #[test]
+    fn worked_example_from_module_doc() {
+        let mut w = Wheel::new(1_000);
+        let id = w.insert(61_000, "msg");
+        assert_eq!(w.next_deadline(), Some(57_344));
+        assert!(polled(&mut w, 57_344).is_empty());
+        assert_eq!(w.next_deadline(), Some(60_992));
+        assert!(polled(&mut w, 60_992).is_empty());
+        assert_eq!(w.next_deadline(), Some(61_000));
+        assert!(polled(&mut w, 60_999).is_empty());
+        assert_eq!(w.deadline(id), Some(61_000));
+        assert_eq!(polled(&mut w, 61_000), vec!["msg"]);
+        assert!(w.is_empty());
+        assert_eq!(w.next_deadline(), None);
+    }
+
+    #[test]
+    fn zero_delay_and_past_deadlines_fire_on_next_poll() {
+        let mut w = Wheel::new(100);
+        w.insert(100, 'a');
+        w.insert(5, 'b');
+        w.insert(0, 'c');
+        assert_eq!(w.len(), 3);
+        // Lower bound, never later than the earliest deadline.
+        assert_eq!(w.next_deadline(), Some(0));
+        let mut got = polled(&mut w, 100);
+        got.sort();
+        assert_eq!(got, vec!['a', 'b', 'c']);
+        assert!(w.is_empty());
+        // Zero delay after time has moved.
+        w.insert(100, 'd');
+        assert_eq!(polled(&mut w, 100), vec!['d']);
+        assert_eq!(w.next_deadline(), None);
+    }
+
+    #[test]
+    fn boundaries_fire_exactly_on_time() {
+        let deadlines = [
+            1,
+            63,
+            64,
+            65,
+            4_095,
+            4_096,
+            (1 << 18) - 1,
+            1 << 18,
+            3_600_000,
+            (1 << 24) - 1,
+            1 << 24,
+            (1 << 30) - 1,
+            1 << 30,
+            WHEEL_SPAN - 1,
+            WHEEL_SPAN,
+            WHEEL_SPAN + 1,
+        ];
+        for start in [0u64, 1, 63, 64, 1_000_000, WHEEL_SPAN - 1] {
+            for &delta in &deadlines {
+                let deadline = start + delta;
+                let mut w = Wheel::new(start);
+                w.insert(deadline, deadline);
+                // Walk by next_deadline: each step is no later than the deadline.
+                let mut steps = 0;
+                loop {
+                    let next = w.next_deadline().unwrap();
+                    assert!(next <= deadline, "next {next} > deadline {deadline}");
+                    if next == deadline {
+                        break;
+                    }
+                    assert!(polled(&mut w, next).is_empty(), "fired early at {next}");
+                    steps += 1;
+                    assert!(steps <= NUM_LEVELS + 1, "too many cascades for {deadline}");
+                }
+                assert!(polled(&mut w, deadline - 1).is_empty());
+                assert_eq!(polled(&mut w, deadline), vec![deadline]);
+            }
+        }
+    }
+
+    #[test]
+    fn deadlines_beyond_the_top_level() {
+        let mut w = Wheel::new(0);
+        let far = [
+            WHEEL_SPAN,
+            3 * WHEEL_SPAN + 17,
+            1 << 50,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        for &d in &far {
+            w.insert(d, d);
+        }
+        let near = w.insert(10, 10);
+        assert_eq!(w.next_deadline(), Some(10));
+        assert_eq!(polled(&mut w, 10), vec![10]);
+        assert!(w.cancel(near).is_none());
+        for &d in &far {
+            let next = w.next_deadline().unwrap();
+            assert!(next <= d, "next {next} > {d}");
+            assert!(polled(&mut w, d - 1).is_empty(), "fired before {d}");
+            assert_eq!(polled(&mut w, d), vec![d]);
+        }
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn huge_jump_does_not_walk_ticks() {
+        // Stepping tick by tick through 2^60 ms would never finish.
+        let mut w = Wheel::new(0);
+        w.insert(1 << 60, 1);
+        w.insert(10 * 3_600_000, 2);
+        w.insert(5, 3);
+        let mut got = polled(&mut w, 1 << 61);
+        got.sort();
+        assert_eq!(got, vec![1, 2, 3]);
+        // Ten hours at once with a spread of timers.
+        let mut w = Wheel::new(0);
+        for i in 0..1_000u64 {
+            w.insert(i * 36_000, i);
+        }
+        assert_eq!(polled(&mut w, 10 * 3_600_000).len(), 1_000);
+    }
+
+    #[test]
+    fn time_going_backwards_is_harmless() {
+        let mut w = Wheel::new(1_000);
+        w.insert(1_500, 'w');
+        assert!(polled(&mut w, 500).is_empty());
+        // A past insert that is not due even at the earlier time stays pending.
+        w.insert(900, 'p');
+        w.insert(400, 'q');
+        assert_eq!(polled(&mut w, 500), vec!['q']);
+        assert_eq!(w.len(), 2);
+        assert!(polled(&mut w, 1_499).contains(&'p'));
+        assert_eq!(polled(&mut w, 1_500), vec!['w']);
+    }
+
+    #[test]
+    fn cancel_after_fire_twice_and_stale_reuse() {
+        let mut w = Wheel::new(0);
+        let a = w.insert(10, "a");
+        assert_eq!(polled(&mut w, 10), vec!["a"]);
+        assert_eq!(w.cancel(a), None, "cancel after fire");
+        let b = w.insert(20, "b");
+        assert_eq!(w.cancel(b), Some("b"));
+        assert_eq!(w.cancel(b), None, "cancel twice");
+        // The slot is reused; the old ids must not reach the new timer.
+        let c = w.insert(30, "c");
+        assert_eq!(c.key, b.key, "test expects slab slot reuse");
+        assert_eq!(w.cancel(b), None);
+        assert_eq!(w.cancel(a), None);
+        assert!(!w.reschedule(b, 5));
+        assert_eq!(w.get(b), None);
+        assert_eq!(w.get_mut(a), None);
+        assert_eq!(w.deadline(b), None);
+        assert_eq!(w.get(c), Some(&"c"));
+        assert_eq!(w.deadline(c), Some(30));
+        assert_eq!(polled(&mut w, 30), vec!["c"]);
+    }
+
+    #[test]
+    fn reschedule_earlier_and_later() {
+        let mut w = Wheel::new(0);
+        let early = w.insert(3_600_000, 1);
+        let late = w.insert(100, 2);
+        assert!(w.reschedule(early, 50));
+        assert!(w.reschedule(late, 200_000));
+        assert_eq!(w.deadline(early), Some(50));
+        assert_eq!(w.next_deadline(), Some(50));
+        assert!(polled(&mut w, 49).is_empty());
+        assert_eq!(polled(&mut w, 50), vec![1]);
+        assert!(polled(&mut w, 199_999).is_empty());
+        // TOUCH: push it out again, from the new time.
+        assert!(w.reschedule(late, 260_000));
+        *w.get_mut(late).unwrap() = 3;
+        // Within the same slot (fast path), later then earlier.
+        assert!(w.reschedule(late, 260_001));
+        assert!(w.reschedule(late, 260_000));
+        assert_eq!(w.deadline(late), Some(260_000));
+        assert!(polled(&mut w, 259_999).is_empty());
+        // Reschedule into the past fires on the next poll.
+        assert!(w.reschedule(late, 1));
+        assert_eq!(polled(&mut w, 259_999), vec![3]);
+        assert!(!w.reschedule(late, 5), "stale after firing");
+    }
+
+    #[test]
+    fn a_million_timers_with_the_same_deadline() {
+        const N: u32 = 1_000_000;
+        let mut w = Wheel::with_capacity(0, N as usize);
+        for i in 0..N {
+            w.insert(5_000, i);
+        }
+        assert_eq!(w.len(), N as usize);
+        // Cascade once through a lower level, then fire all at once.
+        assert_eq!(w.next_deadline(), Some(4_096));
+        let mut out = Vec::with_capacity(N as usize);
+        w.poll(4_999, &mut out);
+        assert!(out.is_empty());
+        w.poll(5_000, &mut out);
+        assert_eq!(out.len(), N as usize);
+        out.sort_unstable();
+        assert!(out.iter().copied().eq(0..N));
+        assert!(w.is_empty());
+    }
+
+    /// Reference model: a `BinaryHeap` with lazy deletion. Each live timer has a version; heap
+    /// items whose version is stale (cancelled or rescheduled) are skipped when popped.
+    #[derive(Default)]
+    struct Model {
+        heap: BinaryHeap<Reverse<(u64, u64, u64)>>,
+        /// payload -> (deadline, version, id)
+        live: HashMap<u64, (u64, u64, TimerId)>,
+        version: u64,
+    }
+
+    impl Model {
+        fn push(&mut self, payload: u64, deadline: u64, id: TimerId) {
+            self.version += 1;
+            self.live.insert(payload, (deadline, self.version, id));
+            self.heap.push(Reverse((deadline, payload, self.version)));
+        }
+
+        fn poll(&mut self, now: u64) -> Vec<u64> {
+            let mut fired = Vec::new();
+            while let Some(&Reverse((deadline, payload, version))) = self.heap.peek() {
+                if deadline > now {
+                    break;
+                }
+                self.heap.pop();
+                match self.live.get(&payload) {
+                    Some(&(_, v, _)) if v == version => {
+                        self.live.remove(&payload);
+                        fired.push(payload);
+                    }
+                    _ => {}
+                }
+            }
+            fired.sort_unstable();
+            fired
+        }
+
+        fn min_deadline(&self) -> Option<u64> {
+            self.live.values().map(|&(d, _, _)| d).min()
+        }
+    }
+
+    /// Random inserts, cancels, reschedules and polls, checked against the model after every
+    /// step: the same set fires at every poll (so none early and none late), and
+    /// `next_deadline` is never later than the true earliest deadline.
+    fn property_run(seed: u64, steps: usize) {
+        let mut rng = SplitMix(seed);
+        let mut now = rng.below(1 << 40);
+        let mut w: Wheel<u64> = Wheel::new(now);
+        let mut model = Model::default();
+        let mut ids: Vec<TimerId> = Vec::new();
+        let mut dead: Vec<TimerId> = Vec::new();
+        let mut next_payload = 0u64;
+        let spread = |rng: &mut SplitMix| -> u64 {
+            match rng.below(8) {
+                0 => rng.below(4),
+                1 => rng.below(64),
+                2 => rng.below(4_096),
+                3 => rng.below(3_600_000),
+                4 => rng.below(1 << 30),
+                5 => rng.below(1 << 40),
+                6 => 64u64.pow(rng.below(7) as u32) - rng.below(2),
+                _ => rng.below(300),
+            }
+        };
+        for step in 0..steps {
+            match rng.below(10) {
+                0..=3 => {
+                    let deadline = if rng.below(10) == 0 {
+                        now.saturating_sub(rng.below(100))
+                    } else {
+                        now.saturating_add(spread(&mut rng))
+                    };
+                    let payload = next_payload;
+                    next_payload += 1;
+                    let id = w.insert(deadline, payload);
+                    model.push(payload, deadline, id);
+                    ids.push(id);
+                }
+                4 if !ids.is_empty() => {
+                    let i = rng.below(ids.len() as u64) as usize;
+                    let id = ids.swap_remove(i);
+                    let got = w.cancel(id);
+                    let want = w_model_cancel(&mut model, id);
+                    assert_eq!(got, want, "seed {seed} step {step}: cancel {id:?}");
+                    dead.push(id);
+                }
+                5 if !ids.is_empty() => {
+                    let id = ids[rng.below(ids.len() as u64) as usize];
+                    let deadline = now.saturating_add(spread(&mut rng)).saturating_sub(50);
+                    let payload = *w.get(id).unwrap_or(&u64::MAX);
+                    let ok = w.reschedule(id, deadline);
+                    let live = model.live.get(&payload).map(|e| e.2) == Some(id);
+                    assert_eq!(ok, live, "seed {seed} step {step}: reschedule {id:?}");
+                    if ok {
+                        model.push(payload, deadline, id);
+                    }
+                }
+                6 if !dead.is_empty() => {
+                    // Stale ids (cancelled or fired) must touch nothing.
+                    let id = dead[rng.below(dead.len() as u64) as usize];
+                    assert_eq!(w.cancel(id), None, "seed {seed} step {step}");
+                    assert!(!w.reschedule(id, now), "seed {seed} step {step}");
+                }
+                _ => {
+                    let advance = match rng.below(10) {
+                        0 => rng.below(1 << 38),
+                        1 => rng.below(3_600_000),
+                        2 => 0,
+                        _ => rng.below(200),
+                    };
+                    now = now.saturating_add(advance);
+                    if rng.below(4) == 0 {
+                        // Poll exactly at the wheel's own hint, like the reactor does.
+                        if let Some(next) = w.next_deadline() {
+                            now = now.max(next);
+                        }
+                    }
+                    let mut got = Vec::new();
+                    w.poll(now, &mut got);
+                    got.sort_unstable();
+                    let want = model.poll(now);
+                    assert_eq!(got, want, "seed {seed} step {step}: poll({now})");
+                    // Move fired ids to the stale list.
+                    let (live, fired): (Vec<_>, Vec<_>) =
+                        ids.iter().partition(|id| w.get(**id).is_some());
+                    ids = live;
+                    dead.extend(fired);
+                }
+            }
+            assert_eq!(w.len(), model.live.len(), "seed {seed} step {step}: len");
+            match (w.next_deadline(), model.min_deadline()) {
+                (None, None) => {}
+                (Some(hint), Some(min)) => {
+                    assert!(hint <= min, "seed {seed} step {step}: hint {hint} > {min}")
+                }
+                other => panic!("seed {seed} step {step}: next_deadline {other:?}"),
+            }
+        }
+    }
+
+    fn w_model_cancel(model: &mut Model, id: TimerId) -> Option<u64> {
+        let payload = model
+            .live
+            .iter()
+            .find(|(_, &(_, _, i))| i == id)
+            .map(|(&p, _)| p)?;
+        model.live.remove(&payload);
+        Some(payload)
+    }
+
+    #[test]
+    fn property_matches_binary_heap_model() {
+        for seed in 0..40 {
+            property_run(seed, 2_000);
+        }
+    }
+
+    #[test]
+    fn draining_by_next_deadline_terminates_in_order() {
+        let mut rng = SplitMix(7);
+        let mut w = Wheel::new(0);
+        for _ in 0..5_000 {
+            let d = 1 + rng.below(3_600_000);
+            w.insert(d, d);
+        }
+        let mut polls = 0;
+        let mut last = 0;
+        while let Some(next) = w.next_deadline() {
+            polls += 1;
+            assert!(polls <= 5_000 * NUM_LEVELS, "no progress");
+            for d in polled(&mut w, next) {
+                assert_eq!(d, next, "fired at {next}, deadline {d}");
+                assert!(d >= last);
+                last = d;
+            }
+        }
+    }
+}
