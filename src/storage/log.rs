@@ -583,3 +583,645 @@ impl<'a> Iterator for LogIter<'a> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::segment::segment_file_name;
+    use crate::storage::testutil::{Rng, TempDir};
+    use crate::storage::StorageWorker;
+    use std::io::{Seek, SeekFrom, Write};
+
+    const SEG: u64 = 64 * 1024;
+
+    fn cfg() -> LogConfig {
+        LogConfig {
+            max_bytes_per_file: SEG,
+            max_msg_size: 8 * 1024,
+            ..LogConfig::default()
+        }
+    }
+
+    fn body_for(offset: u64, len: usize) -> Vec<u8> {
+        (0..len).map(|i| (offset as usize * 31 + i) as u8).collect()
+    }
+
+    fn new_rec(body: &[u8], offset: u64) -> NewRecord<'_> {
+        NewRecord {
+            timestamp_ns: offset as i64 * 10,
+            deliver_at_ns: offset as i64,
+            attempts: 1,
+            body,
+        }
+    }
+
+    /// Appends `n` records with pseudo-random sizes; returns their body lengths.
+    fn fill(log: &mut Log, rng: &mut Rng, n: usize, max_len: u64) -> Vec<usize> {
+        let mut lens = Vec::new();
+        for _ in 0..n {
+            let len = rng.below(max_len) as usize;
+            let off = log.tail();
+            let body = body_for(off, len);
+            assert_eq!(log.append(&new_rec(&body, off)).unwrap(), off);
+            lens.push(len);
+        }
+        lens
+    }
+
+    fn check_record(r: &Record<'_>, len: usize) {
+        assert_eq!(r.body, &body_for(r.offset, len)[..], "body of {}", r.offset);
+        assert_eq!(
+            (r.timestamp_ns, r.deliver_at_ns, r.attempts),
+            (r.offset as i64 * 10, r.offset as i64, 1)
+        );
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn round_trip_across_many_segments_and_reopen() {
+        let tmp = TempDir::new("roundtrip");
+        let mut rng = Rng::new(1);
+        let mut lens = {
+            let mut log = Log::open(tmp.path(), cfg()).unwrap();
+            let lens = fill(&mut log, &mut rng, 3000, 400);
+            assert!(
+                log.segment_count() > 5,
+                "only {} segments",
+                log.segment_count()
+            );
+            for (i, r) in log.iter_from(0).enumerate() {
+                assert_eq!(r.offset, i as u64);
+                check_record(&r, lens[i]);
+            }
+            lens
+        };
+        let mut log = Log::open(tmp.path(), cfg()).unwrap();
+        assert_eq!(
+            (log.head(), log.tail(), log.corrupt_records()),
+            (0, 3000, 0)
+        );
+        lens.extend(fill(&mut log, &mut rng, 1000, 400));
+        let offsets: Vec<u64> = log.iter_from(0).map(|r| r.offset).collect();
+        assert_eq!(offsets, (0..4000).collect::<Vec<_>>());
+        for o in [0u64, 1, 2999, 3000, 3999] {
+            check_record(&log.read(o).unwrap(), lens[o as usize]);
+        }
+        assert_eq!(log.iter_from(3990).count(), 10);
+        assert!(matches!(
+            log.read(4000),
+            Err(StorageError::NotFound { offset: 4000 })
+        ));
+        // File names are the bases, zero padded.
+        let names = files(tmp.path());
+        assert_eq!(names[0], segment_file_name(0));
+        assert!(
+            names.iter().all(|n| n.len() == 24 && n.ends_with(".log")),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn batch_spans_segments_and_validates_first() {
+        let tmp = TempDir::new("batch");
+        let mut log = Log::open(tmp.path(), cfg()).unwrap();
+        let bodies: Vec<Vec<u8>> = (0..500).map(|i| body_for(i, 300)).collect();
+        let recs: Vec<NewRecord<'_>> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| new_rec(b, i as u64))
+            .collect();
+        assert_eq!(log.append_batch(&recs).unwrap(), 0..500);
+        assert!(log.segment_count() >= 3);
+        for r in log.iter_from(0) {
+            check_record(&r, 300);
+        }
+        let big = vec![0u8; 8 * 1024 + 1];
+        let mut bad = recs[..3].to_vec();
+        bad.push(new_rec(&big, 0));
+        assert!(matches!(
+            log.append_batch(&bad),
+            Err(StorageError::TooLarge {
+                len: 8193,
+                max: 8192
+            })
+        ));
+        assert_eq!(log.tail(), 500);
+    }
+
+    #[test]
+    fn too_large_records_are_errors() {
+        let tmp = TempDir::new("large");
+        let c = LogConfig {
+            max_bytes_per_file: 4096,
+            max_msg_size: 1 << 20,
+            ..LogConfig::default()
+        };
+        let mut log = Log::open(tmp.path(), c).unwrap();
+        let max = log.max_body();
+        assert_eq!(max, 4096 - 32 - 36);
+        assert!(log.append(&new_rec(&vec![1u8; max], 0)).is_ok());
+        let e = log.append(&new_rec(&vec![1u8; max + 1], 0)).unwrap_err();
+        assert!(matches!(e, StorageError::TooLarge { .. }));
+        assert_eq!(log.tail(), 1);
+        assert!(Log::open(
+            tmp.path(),
+            LogConfig {
+                max_bytes_per_file: 10,
+                ..LogConfig::default()
+            }
+        )
+        .is_err());
+    }
+
+    /// Writes a log of `n` records into one segment and returns the segment bytes with the
+    /// end position (len, padding excluded) of each record.
+    fn one_segment(rng: &mut Rng, n: usize) -> (Vec<u8>, Vec<usize>) {
+        let tmp = TempDir::new("proto");
+        let mut log = Log::open(tmp.path(), cfg()).unwrap();
+        let mut ends = Vec::new();
+        let mut pos = SEGMENT_HEADER_LEN;
+        for len in fill(&mut log, rng, n, 200) {
+            ends.push(pos + RECORD_HEADER_LEN + len);
+            pos += record::encoded_len(len).unwrap();
+        }
+        drop(log);
+        (
+            std::fs::read(tmp.path().join(segment_file_name(0))).unwrap(),
+            ends,
+        )
+    }
+
+    #[test]
+    fn truncation_at_every_byte_keeps_exactly_the_intact_prefix() {
+        for seed in 1..=2 {
+            let mut rng = Rng::new(seed);
+            let (bytes, ends) = one_segment(&mut rng, 12);
+            let first = ends[ends.len() - 4] - 60;
+            let last = *ends.last().unwrap();
+            for cut in first..=last {
+                for zero_fill in [false, true] {
+                    let tmp = TempDir::new("trunc");
+                    let path = tmp.path().join(segment_file_name(0));
+                    if zero_fill {
+                        let mut b = bytes.clone();
+                        b[cut..].fill(0);
+                        std::fs::write(&path, &b).unwrap();
+                    } else {
+                        std::fs::write(&path, &bytes[..cut]).unwrap();
+                    }
+                    let expect = ends.iter().filter(|&&e| e <= cut).count() as u64;
+                    let mut log = Log::open(tmp.path(), cfg()).unwrap();
+                    assert_eq!(
+                        log.tail(),
+                        expect,
+                        "seed {seed} cut {cut} zero_fill {zero_fill}"
+                    );
+                    assert_eq!(log.iter_from(0).count() as u64, expect);
+                    // The log continues densely from what was kept, and survives a reopen.
+                    let b = body_for(expect, 5);
+                    assert_eq!(log.append(&new_rec(&b, expect)).unwrap(), expect);
+                    drop(log);
+                    let log = Log::open(tmp.path(), cfg()).unwrap();
+                    assert_eq!((log.tail(), log.corrupt_records()), (expect + 1, 0));
+                }
+            }
+        }
+    }
+
+    fn flip(path: &Path, pos: u64, mask: u8) {
+        let mut b = [0u8];
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        f.seek(SeekFrom::Start(pos)).unwrap();
+        std::io::Read::read_exact(&mut f, &mut b).unwrap();
+        f.seek(SeekFrom::Start(pos)).unwrap();
+        f.write_all(&[b[0] ^ mask]).unwrap();
+    }
+
+    #[test]
+    fn bit_flips_are_never_returned_live_or_after_recovery() {
+        let mut rng = Rng::new(7);
+        let tmp = TempDir::new("flip");
+        let mut log = Log::open(tmp.path(), cfg()).unwrap();
+        let lens = fill(&mut log, &mut rng, 10, 100);
+        let path = tmp.path().join(segment_file_name(0));
+        let start5 = SEGMENT_HEADER_LEN
+            + lens[..5]
+                .iter()
+                .map(|&l| record::encoded_len(l).unwrap())
+                .sum::<usize>();
+        let end5 = start5 + RECORD_HEADER_LEN + lens[5];
+        let mut flips = 0;
+        for pos in start5..end5 {
+            let mask = 1u8 << rng.below(8);
+            flip(&path, pos as u64, mask);
+            // Live: the shared map sees the flip at once.
+            assert!(
+                matches!(log.read(5), Err(StorageError::Corruption { offset: 5, .. })),
+                "pos {pos}"
+            );
+            let got: Vec<u64> = log.iter_from(0).map(|r| r.offset).collect();
+            assert_eq!(got, vec![0, 1, 2, 3, 4, 6, 7, 8, 9]);
+            // After recovery the last segment is cut at the bad record: never returned either.
+            let copy = TempDir::new("flipcopy");
+            std::fs::copy(&path, copy.path().join(segment_file_name(0))).unwrap();
+            let re = Log::open(copy.path(), cfg()).unwrap();
+            for r in re.iter_from(0) {
+                assert!(
+                    r.offset < 5,
+                    "offset {} returned after flip at {pos}",
+                    r.offset
+                );
+                check_record(&r, lens[r.offset as usize]);
+            }
+            assert_eq!(re.corrupt_records(), 1);
+            flip(&path, pos as u64, mask);
+            flips += 1;
+            assert!(log.read(5).is_ok());
+        }
+        assert_eq!(flips, end5 - start5);
+        assert_eq!(log.corrupt_records(), 1, "one bad offset, counted once");
+    }
+
+    #[test]
+    fn flip_in_sealed_segment_keeps_later_records() {
+        let mut rng = Rng::new(3);
+        let tmp = TempDir::new("sealed");
+        let mut log = Log::open(tmp.path(), cfg()).unwrap();
+        let lens = fill(&mut log, &mut rng, 2000, 200);
+        assert!(log.segment_count() > 2);
+        let tail = log.tail();
+        drop(log);
+        // Flip a body byte of record 3 (first segment, sealed).
+        let pos = SEGMENT_HEADER_LEN
+            + lens[..3]
+                .iter()
+                .map(|&l| record::encoded_len(l).unwrap())
+                .sum::<usize>();
+        flip(
+            &tmp.path().join(segment_file_name(0)),
+            (pos + RECORD_HEADER_LEN) as u64,
+            0x80,
+        );
+        let log = Log::open(tmp.path(), cfg()).unwrap();
+        assert_eq!(log.tail(), tail);
+        assert!(matches!(
+            log.read(3),
+            Err(StorageError::Corruption { offset: 3, .. })
+        ));
+        assert_eq!(log.corrupt_records(), 1);
+        assert_eq!(log.iter_from(0).count() as u64, tail - 1);
+        check_record(&log.read(4).unwrap(), lens[4]);
+    }
+
+    #[test]
+    fn full_disk_seam_fails_the_append_and_leaves_the_log_usable() {
+        let tmp = TempDir::new("enospc");
+        let mut log = Log::open(tmp.path(), cfg()).unwrap();
+        let fault = Arc::new(AtomicBool::new(true));
+        log.set_alloc_fault(Some(Arc::clone(&fault)));
+        let body = vec![7u8; 1000];
+        let err = loop {
+            let off = log.tail();
+            match log.append(&new_rec(&body, off)) {
+                Ok(_) => log.run_jobs_inline(0), // pre-creation fails too, and is retried later
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(&err, StorageError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC))
+        );
+        assert!(err.to_string().contains(".prealloc"), "{err}");
+        let tail = log.tail();
+        assert_eq!(log.segment_count(), 1);
+        assert_eq!(log.iter_from(0).count() as u64, tail);
+        assert!(log.read(tail - 1).is_ok());
+        let recs = [new_rec(&body, 0)];
+        assert!(log.append_batch(&recs).is_err());
+        assert_eq!(log.tail(), tail, "a failed batch appends nothing");
+        fault.store(false, Ordering::Relaxed);
+        assert_eq!(log.append(&new_rec(&body, tail)).unwrap(), tail);
+        assert_eq!(log.segment_count(), 2);
+        assert!(files(tmp.path()).iter().all(|n| n.ends_with(".log")));
+    }
+
+    #[test]
+    fn tiny_tmpfs_fills_up_with_an_error_not_a_crash() {
+        struct Unmount(PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg(&self.0).status();
+            }
+        }
+        let tmp = TempDir::new("tmpfs");
+        let mnt = tmp.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .arg(&mnt)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipping tiny_tmpfs test: cannot mount a tmpfs (not root?)");
+            return;
+        }
+        let _unmount = Unmount(mnt.clone());
+        let c = LogConfig {
+            max_bytes_per_file: 1 << 20,
+            ..cfg()
+        };
+        let mut log = Log::open(&mnt.join("topic"), c).unwrap();
+        let body = vec![3u8; 4000];
+        let err = (0..10_000)
+            .find_map(|_| {
+                let off = log.tail();
+                let r = log.append(&new_rec(&body, off)).err();
+                log.run_jobs_inline(0);
+                r
+            })
+            .expect("a 4 MiB filesystem fills up");
+        assert!(
+            matches!(&err, StorageError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC)),
+            "{err}"
+        );
+        let tail = log.tail();
+        assert!(tail > 500);
+        assert_eq!(log.iter_from(0).count() as u64, tail);
+        // Free space by retention, then appends work again.
+        assert!(log.delete_below(tail).unwrap() >= 2);
+        assert_eq!(log.append(&new_rec(&body, tail)).unwrap(), tail);
+        drop(log);
+        let log = Log::open(
+            &mnt.join("topic"),
+            LogConfig {
+                max_bytes_per_file: 1 << 20,
+                ..cfg()
+            },
+        )
+        .unwrap();
+        assert_eq!(log.tail(), tail + 1);
+    }
+
+    #[test]
+    fn retention_deletes_exactly_the_segments_wholly_below() {
+        let tmp = TempDir::new("retention");
+        let mut log = Log::open(tmp.path(), cfg()).unwrap();
+        let mut rng = Rng::new(5);
+        fill(&mut log, &mut rng, 3000, 300);
+        let bases: Vec<u64> = log.segments.iter().map(|s| s.base).collect();
+        assert!(bases.len() > 4);
+        // Exactly at the second segment's base: only the first goes.
+        assert_eq!(log.delete_below(bases[1]).unwrap(), 1);
+        // One short of the third base: the second still holds offset bases[2]-1.
+        assert_eq!(log.delete_below(bases[2] - 1).unwrap(), 0);
+        assert_eq!(log.delete_below(bases[3]).unwrap(), 2);
+        let want: Vec<String> = bases[3..].iter().map(|&b| segment_file_name(b)).collect();
+        assert_eq!(files(tmp.path()), want);
+        assert_eq!(log.head(), bases[3]);
+        assert!(matches!(
+            log.read(bases[3] - 1),
+            Err(StorageError::NotFound { .. })
+        ));
+        assert_eq!(log.iter_from(0).next().unwrap().offset, bases[3]);
+        // Never the active segment, even when everything is below.
+        let n = bases.len() - 4;
+        assert_eq!(log.delete_below(u64::MAX).unwrap(), n);
+        assert_eq!(log.segment_count(), 1);
+        drop(log);
+        let log = Log::open(tmp.path(), cfg()).unwrap();
+        assert_eq!((log.head(), log.tail()), (*bases.last().unwrap(), 3000));
+    }
+
+    #[test]
+    fn strict_mode_group_commit() {
+        let tmp = TempDir::new("strict");
+        let mut log = Log::open(
+            tmp.path(),
+            LogConfig {
+                sync_every: 1,
+                ..cfg()
+            },
+        )
+        .unwrap();
+        log.run_jobs_inline(0); // initial sync (directory)
+        for i in 0..3 {
+            log.append(&new_rec(b"x", i)).unwrap();
+        }
+        let jobs: Vec<Job> = log.poll_jobs(0).collect();
+        assert_eq!(jobs.len(), 1);
+        assert!(jobs[0].is_sync());
+        for i in 3..5 {
+            log.append(&new_rec(b"x", i)).unwrap();
+        }
+        assert_eq!(log.poll_jobs(0).count(), 0, "one sync in flight at a time");
+        assert_eq!(log.durable_offset(), 0);
+        for j in jobs {
+            log.apply(j.run());
+        }
+        assert_eq!(
+            log.durable_offset(),
+            3,
+            "the sync covers appends made before it started"
+        );
+        log.run_jobs_inline(0);
+        assert_eq!(log.durable_offset(), 5);
+        assert_eq!(log.poll_jobs(0).count(), 0);
+    }
+
+    #[test]
+    fn interval_mode_syncs_by_count_or_time() {
+        let tmp = TempDir::new("interval");
+        let mut log = Log::open(
+            tmp.path(),
+            LogConfig {
+                sync_every: 10,
+                sync_timeout_ms: 2000,
+                ..cfg()
+            },
+        )
+        .unwrap();
+        // The directory is dirty from creating the first segment: the clock starts at this poll.
+        log.run_jobs_inline(0);
+        assert_eq!(log.durable_offset(), 0);
+        for i in 0..9 {
+            log.append(&new_rec(b"x", i)).unwrap();
+        }
+        assert_eq!(log.poll_jobs(100).count(), 0);
+        assert_eq!(log.next_sync_deadline_ms(), Some(2000));
+        log.append(&new_rec(b"x", 9)).unwrap();
+        log.run_jobs_inline(200);
+        assert_eq!(log.durable_offset(), 10);
+        log.append(&new_rec(b"x", 10)).unwrap();
+        log.run_jobs_inline(1000);
+        assert_eq!(log.durable_offset(), 10);
+        log.run_jobs_inline(2999);
+        assert_eq!(log.durable_offset(), 10);
+        log.run_jobs_inline(3000);
+        assert_eq!(log.durable_offset(), 11);
+    }
+
+    #[test]
+    fn failed_sync_poisons_appends_but_not_reads() {
+        let tmp = TempDir::new("poison");
+        let mut log = Log::open(tmp.path(), cfg()).unwrap();
+        log.append(&new_rec(b"x", 0)).unwrap();
+        log.apply(JobDone::failed_sync_for_test(log.id, 1));
+        assert!(matches!(
+            log.append(&new_rec(b"y", 1)),
+            Err(StorageError::Failed(_))
+        ));
+        assert!(matches!(
+            log.append_batch(&[new_rec(b"y", 1)]),
+            Err(StorageError::Failed(_))
+        ));
+        assert_eq!(log.read(0).unwrap().body, b"x");
+        assert_eq!(log.durable_offset(), 0);
+        assert_eq!(log.poll_jobs(10_000).filter(Job::is_sync).count(), 0);
+        // A result made for another log instance is ignored.
+        let mut other = Log::open(TempDir::new("other").path(), cfg()).unwrap();
+        other.apply(JobDone::failed_sync_for_test(log.id, 1));
+        assert!(other.failure().is_none());
+    }
+
+    #[test]
+    fn worker_runs_syncs_and_precreates_segments_off_thread() {
+        let tmp = TempDir::new("worker");
+        let woken = Arc::new(AtomicU64::new(0));
+        let w = Arc::clone(&woken);
+        let worker = StorageWorker::spawn(Box::new(move || {
+            w.fetch_add(1, Ordering::Relaxed);
+        }))
+        .unwrap();
+        let mut log = Log::open(
+            tmp.path(),
+            LogConfig {
+                sync_every: 1,
+                ..cfg()
+            },
+        )
+        .unwrap();
+        let body = vec![1u8; 500];
+        let mut submitted = 0;
+        for i in 0..400u64 {
+            log.append(&new_rec(&body, i)).unwrap();
+            for job in log.poll_jobs(i) {
+                worker.submit(42, job);
+                submitted += 1;
+            }
+            while let Some((key, done)) = worker.try_recv() {
+                assert_eq!(key, 42);
+                log.apply(done);
+            }
+        }
+        // Drain: wait for everything in flight.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while log.durable_offset() < 400 && std::time::Instant::now() < deadline {
+            while let Some((_, done)) = worker.try_recv() {
+                log.apply(done);
+            }
+            for job in log.poll_jobs(1000) {
+                worker.submit(42, job);
+                submitted += 1;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(log.durable_offset(), 400);
+        assert!(log.segment_count() >= 3);
+        drop(worker);
+        assert_eq!(woken.load(Ordering::Relaxed), submitted);
+    }
+
+    #[test]
+    fn stray_files_are_reported_not_fatal() {
+        let tmp = TempDir::new("stray");
+        {
+            let mut log = Log::open(tmp.path(), cfg()).unwrap();
+            log.append(&new_rec(b"a", 0)).unwrap();
+        }
+        for name in [
+            "junk.txt",
+            "123.log",
+            "0000000000000000000x.log",
+            "99999999999999999999.log",
+        ] {
+            std::fs::write(tmp.path().join(name), b"garbage").unwrap();
+        }
+        std::fs::create_dir(tmp.path().join("00000000000000000005.log")).unwrap();
+        std::fs::write(tmp.path().join("00000000000000000009.prealloc"), b"").unwrap();
+        let log = Log::open(tmp.path(), cfg()).unwrap();
+        assert_eq!((log.tail(), log.segment_count()), (1, 1));
+        assert!(tmp.path().join("junk.txt").exists());
+        assert!(!tmp.path().join("00000000000000000009.prealloc").exists());
+    }
+
+    #[test]
+    fn garbage_or_misnamed_segment_is_rejected_naming_the_file() {
+        let tmp = TempDir::new("garbage");
+        let bad = tmp.path().join(segment_file_name(0));
+        std::fs::write(&bad, vec![0xAB; 4096]).unwrap();
+        let e = Log::open(tmp.path(), cfg()).unwrap_err();
+        assert!(matches!(e, StorageError::Corruption { .. }));
+        assert!(e.to_string().contains("00000000000000000000.log"), "{e}");
+        // A valid segment under the wrong name.
+        let tmp2 = TempDir::new("misnamed");
+        drop(Log::open(tmp2.path(), cfg()).unwrap());
+        std::fs::rename(
+            tmp2.path().join(segment_file_name(0)),
+            tmp2.path().join(segment_file_name(7)),
+        )
+        .unwrap();
+        let e = Log::open(tmp2.path(), cfg()).unwrap_err();
+        assert!(e.to_string().contains("00000000000000000007.log"), "{e}");
+    }
+
+    #[test]
+    fn zeroed_header_is_rewritten_from_the_name() {
+        let tmp = TempDir::new("zerohdr");
+        {
+            let mut log = Log::open(tmp.path(), cfg()).unwrap();
+            log.append(&new_rec(b"a", 0)).unwrap();
+        }
+        let path = tmp.path().join(segment_file_name(0));
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all(&[0u8; SEGMENT_HEADER_LEN]).unwrap();
+        drop(f);
+        let log = Log::open(tmp.path(), cfg()).unwrap();
+        assert_eq!(log.read(0).unwrap().body, b"a");
+    }
+
+    #[test]
+    fn reads_outside_the_log_are_not_found_and_destroy_removes_everything() {
+        let tmp = TempDir::new("destroy");
+        let dir = tmp.path().join("topic");
+        let mut log = Log::open(&dir, cfg()).unwrap();
+        assert!(matches!(
+            log.read(0),
+            Err(StorageError::NotFound { offset: 0 })
+        ));
+        log.append(&new_rec(b"a", 0)).unwrap();
+        assert!(matches!(
+            log.read(1),
+            Err(StorageError::NotFound { offset: 1 })
+        ));
+        assert!(matches!(
+            log.read(u64::MAX),
+            Err(StorageError::NotFound { .. })
+        ));
+        assert_eq!(log.iter_from(u64::MAX).count(), 0);
+        assert_eq!(log.disk_bytes(), SEG);
+        log.destroy().unwrap();
+        assert!(!dir.exists());
+    }
+}
