@@ -1,1 +1,96 @@
-//! storage (placeholder until its issue lands).
+//! storage: a topic's memory-mapped, segmented, CRC-checked log.
+//!
+//! This module owns everything on disk for a topic: segment files, the record format, the
+//! open-time recovery scan, retention (deleting old segments) and the sync (durability) policy.
+//! It knows nothing about NSQ clients: the broker appends records, reads them back by offset,
+//! and deletes segments every channel has passed.
+//!
+//! # Files
+//!
+//! | file            | owns |
+//! |-----------------|------|
+//! | `mod.rs`        | the public value types ([`LogConfig`], [`NewRecord`], [`Record`]) and this map |
+//! | `error.rs`      | [`StorageError`] |
+//! | `record.rs`     | the record byte layout, pure encode/decode with CRC |
+//! | `segment.rs`    | one mmapped segment file: header layout, naming, allocation, append/read |
+//! | `recovery.rs`   | the open-time scan: rebuild indexes, cut torn tails, report stray files |
+//! | `log.rs`        | [`Log`]: append/read/iterate/retention and the sync/pre-create job state |
+//! | `worker.rs`     | [`StorageWorker`]: the helper thread that runs [`Job`]s (fsync, file creation) |
+//!
+//! # Threads
+//!
+//! A [`Log`] lives on one thread (the reactor). Anything that can block for long (fsync,
+//! creating and `fallocate`-ing a segment) is packaged as a [`Job`] by [`Log::poll_jobs`], run by
+//! a [`StorageWorker`] (or inline by [`Log::run_jobs_inline`] when there is no worker) and its
+//! [`JobDone`] handed back with [`Log::apply`].
+//!
+//! The on-disk format and the recovery policy are described in `docs/storage-format.md`.
+
+mod error;
+mod log;
+mod record;
+mod recovery;
+mod segment;
+mod worker;
+
+#[cfg(test)]
+mod testutil;
+
+pub use self::error::StorageError;
+pub use self::log::{Log, LogIter};
+pub use self::worker::{Job, JobDone, StorageWorker};
+
+/// Tunables of one log. Defaults follow nsqd's flags of the same names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Segment size, header included (nsqd `--max-bytes-per-file`); default 100 MiB. Every
+    /// segment is allocated to this size up front. Must fit in a u32 (the index stores u32s).
+    pub max_bytes_per_file: u64,
+    /// Largest body accepted (nsqd `--max-msg-size`); default 1 MiB.
+    pub max_msg_size: u32,
+    /// Interval policy: sync after this many records (nsqd `--sync-every`, default 2500).
+    /// `1` selects strict mode: a sync is started whenever appends are unsynced and none is in
+    /// flight, and every append made before it starts shares it (group commit).
+    pub sync_every: u64,
+    /// ... or when the oldest unsynced append is this old (nsqd `--sync-timeout`, 2000 ms).
+    pub sync_timeout_ms: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            max_bytes_per_file: 100 * 1024 * 1024,
+            max_msg_size: 1024 * 1024,
+            sync_every: 2500,
+            sync_timeout_ms: 2000,
+        }
+    }
+}
+
+/// A record to append. The offset is assigned by the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewRecord<'a> {
+    /// Publish time, ns since the Unix epoch.
+    pub timestamp_ns: i64,
+    /// Earliest delivery time for deferred messages (DPUB), ns; 0 = immediately.
+    pub deliver_at_ns: i64,
+    /// Delivery attempts so far (0 for a fresh publish).
+    pub attempts: u16,
+    /// The message body.
+    pub body: &'a [u8],
+}
+
+/// A record read back from the log. `body` borrows the memory map: no copy is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// The record's offset: dense per log, stable across restarts.
+    pub offset: u64,
+    /// Publish time, ns since the Unix epoch.
+    pub timestamp_ns: i64,
+    /// Earliest delivery time, ns; 0 = immediately.
+    pub deliver_at_ns: i64,
+    /// Delivery attempts recorded at append time.
+    pub attempts: u16,
+    /// The body, borrowed from the segment's map.
+    pub body: &'a [u8],
+}

@@ -1,0 +1,1227 @@
+//! [`Log`]: one topic's segmented log. Owns the segment list, offset assignment, reads by
+//! offset, iteration, retention, and the state machine of background jobs (sync policy and
+//! segment pre-creation). Blocking work is never done here on the hot path: it is handed out
+//! as [`Job`]s (see `worker.rs`), except for the documented inline fallbacks.
+//!
+//! # Durability
+//!
+//! - Interval (`sync_every > 1`): a sync job is produced once `sync_every` records are
+//!   unsynced, or once unsynced records have waited `sync_timeout_ms` (measured from the first
+//!   `poll_jobs` call that saw them), whichever comes first.
+//! - Strict (`sync_every == 1`): a sync job is produced whenever records are unsynced and no
+//!   sync is in flight; it covers every append made before it was produced (group commit).
+//!   [`Log::durable_offset`] tells which offsets are on stable storage.
+//! - A failed sync poisons the log: appends return [`StorageError::Failed`]; reads still work.
+
+use super::record::{self, RECORD_ALIGN, RECORD_HEADER_LEN};
+use super::recovery;
+use super::segment::{PreparedSegment, Segment, PREALLOC_SUFFIX, SEGMENT_HEADER_LEN};
+use super::worker::{DoneKind, Job, JobDone, JobKind};
+use super::{LogConfig, NewRecord, Record, StorageError};
+use ::log::{debug, error, info, warn};
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Source of [`Log`] instance ids, so a job result is never applied to the wrong log.
+static NEXT_LOG_ID: AtomicU64 = AtomicU64::new(1);
+/// After a failed pre-creation (e.g. disk full), wait this long before trying again.
+const PREPARE_RETRY_MS: u64 = 1000;
+
+/// A topic's log. See the module docs of `storage` for the file map and `docs/storage-format.md`.
+pub struct Log {
+    dir: PathBuf,
+    /// Kept open so a sync job can fsync the directory after segment installs.
+    dir_file: Arc<File>,
+    cfg: LogConfig,
+    id: u64,
+    /// In offset order; never empty; the last one is the active (appended-to) segment.
+    segments: Vec<Segment>,
+    /// Next offset to assign.
+    tail: u64,
+    /// Every offset below this is on stable storage.
+    durable: u64,
+    /// Target of the sync job in flight, if any.
+    sync_in_flight: Option<u64>,
+    /// When `poll_jobs` first saw the current unsynced records (for `sync_timeout_ms`).
+    unsynced_since_ms: Option<u64>,
+    /// A segment was installed (renamed) since the last sync: fsync the directory too.
+    dir_dirty: bool,
+    /// Pre-created segments waiting to be installed.
+    ready: Vec<PreparedSegment>,
+    prepare_in_flight: bool,
+    /// Set by a failed pre-creation; `poll_jobs` turns it into a retry time.
+    prepare_failed: bool,
+    prepare_retry_at_ms: u64,
+    /// Counter for unique `.prealloc` names.
+    prealloc_seq: u64,
+    /// Why the log is poisoned, if it is.
+    failed: Option<String>,
+    /// Records lost to recovery cuts.
+    recovery_lost: u64,
+    /// Offsets seen failing verification (holes found at recovery, CRC failures on read), so
+    /// each is counted and logged once however often it is read.
+    bad: RefCell<BTreeSet<u64>>,
+    /// Test seam: when set, segment allocation fails with ENOSPC.
+    alloc_fault: Option<Arc<AtomicBool>>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.dir)
+            .field("head", &self.head())
+            .field("tail", &self.tail)
+            .field("durable", &self.durable)
+            .field("segments", &self.segments.len())
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+fn validate(cfg: &LogConfig) -> Result<(), StorageError> {
+    let min = (SEGMENT_HEADER_LEN + record::encoded_len(0).unwrap_or(0)) as u64;
+    if cfg.max_bytes_per_file < min || cfg.max_bytes_per_file > u64::from(u32::MAX) {
+        let got = cfg.max_bytes_per_file;
+        return Err(StorageError::Config(format!(
+            "--max-bytes-per-file {got} must be in {min}..={}",
+            u32::MAX
+        )));
+    }
+    if cfg.sync_every == 0 {
+        return Err(StorageError::Config(
+            "--sync-every must be at least 1".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl Log {
+    /// Opens (creating it if missing) the log in `dir` and recovers it: see `recovery.rs` for
+    /// the policy. Blocks (directory scan, CRC of every record, possibly a segment creation).
+    ///
+    /// # Errors
+    /// `Config` for out-of-range settings, `Io` naming the path, `Corruption` for a garbage
+    /// segment header or overlapping segments.
+    pub fn open(dir: &Path, cfg: LogConfig) -> Result<Log, StorageError> {
+        validate(&cfg)?;
+        std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, "create_dir", e))?;
+        let rec = recovery::recover(dir, cfg.max_bytes_per_file)?;
+        let dir_file = File::open(dir).map_err(|e| StorageError::io(dir, "open", e))?;
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            dir_file: Arc::new(dir_file),
+            cfg,
+            id: NEXT_LOG_ID.fetch_add(1, Ordering::Relaxed),
+            segments: rec.segments,
+            tail: 0,
+            durable: 0,
+            sync_in_flight: None,
+            unsynced_since_ms: None,
+            dir_dirty: false,
+            ready: Vec::new(),
+            prepare_in_flight: false,
+            prepare_failed: false,
+            prepare_retry_at_ms: 0,
+            prealloc_seq: 0,
+            failed: None,
+            recovery_lost: rec.corrupt,
+            bad: RefCell::new(rec.holes.into_iter().collect()),
+            alloc_fault: None,
+        };
+        if log.segments.is_empty() {
+            let prep = log.create_prepared()?;
+            log.segments.push(Segment::install(prep, dir, 0)?);
+            log.dir_dirty = true;
+        }
+        log.tail = log.active().end();
+        // Nothing is known durable until our first sync (it covers every segment).
+        log.durable = log.head();
+        info!(
+            "opened log {} at offsets {}..{}",
+            dir.display(),
+            log.head(),
+            log.tail
+        );
+        Ok(log)
+    }
+
+    fn active(&self) -> &Segment {
+        // cannot fail: `segments` is never empty after open (invariant).
+        self.segments.last().expect("log has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        // cannot fail: as above.
+        self.segments.last_mut().expect("log has an active segment")
+    }
+
+    /// The largest body an append accepts: the configured max, or what fits a segment.
+    pub fn max_body(&self) -> usize {
+        let room =
+            (self.cfg.max_bytes_per_file as usize - SEGMENT_HEADER_LEN) & !(RECORD_ALIGN - 1);
+        (self.cfg.max_msg_size as usize).min(room - RECORD_HEADER_LEN)
+    }
+
+    /// Validates a body length and returns the record's span.
+    fn span_of(&self, len: usize) -> Result<usize, StorageError> {
+        let max = self.max_body();
+        match record::encoded_len(len) {
+            Some(span) if len <= max => Ok(span),
+            _ => Err(StorageError::TooLarge { len, max }),
+        }
+    }
+
+    fn check_writable(&self) -> Result<(), StorageError> {
+        match &self.failed {
+            Some(why) => Err(StorageError::Failed(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Appends one record and returns its offset. The bytes go straight into the map; nothing
+    /// is allocated, unless the segment is full and no pre-created one is ready (then one is
+    /// created inline, with a `debug!`).
+    ///
+    /// # Errors
+    /// `TooLarge`, `Failed` (poisoned), `Io` if a needed segment cannot be created (disk full):
+    /// the log stays usable and nothing was appended.
+    pub fn append(&mut self, rec: &NewRecord<'_>) -> Result<u64, StorageError> {
+        self.check_writable()?;
+        let span = self.span_of(rec.body.len())?;
+        self.make_room(span)?;
+        let offset = self.active_mut().append(rec, span);
+        self.tail = offset + 1;
+        Ok(offset)
+    }
+
+    /// Appends a batch (MPUB) and returns its offsets. Every size is validated, and every
+    /// segment the batch needs is allocated, before the first record is written: a bad record
+    /// or a full disk appends none. (Only a failed `rename` while installing a segment, which
+    /// needs no space, could leave a prefix appended; the error says so.)
+    pub fn append_batch(&mut self, recs: &[NewRecord<'_>]) -> Result<Range<u64>, StorageError> {
+        self.check_writable()?;
+        for r in recs {
+            self.span_of(r.body.len())?;
+        }
+        let rolls = self.rolls_needed(recs);
+        while self.ready.len() < rolls {
+            debug!(
+                "{}: creating a segment inline for a batch",
+                self.dir.display()
+            );
+            let prep = self.create_prepared()?;
+            self.ready.push(prep);
+        }
+        let start = self.tail;
+        for r in recs {
+            // cannot fail: validated above.
+            let span = self.span_of(r.body.len())?;
+            self.make_room(span)
+                .inspect_err(|e| error!("batch partly appended ({start}..{}): {e}", self.tail))?;
+            self.tail = self.active_mut().append(r, span) + 1;
+        }
+        Ok(start..self.tail)
+    }
+
+    /// How many new segments writing `recs` takes.
+    fn rolls_needed(&self, recs: &[NewRecord<'_>]) -> usize {
+        let fresh = self.cfg.max_bytes_per_file as usize - SEGMENT_HEADER_LEN;
+        let mut room = self.active().capacity() - self.active().used();
+        let mut rolls = 0;
+        for r in recs {
+            let span = record::encoded_len(r.body.len()).unwrap_or(usize::MAX);
+            if span > room {
+                rolls += 1;
+                room = fresh;
+            }
+            room = room.saturating_sub(span);
+        }
+        rolls
+    }
+
+    fn make_room(&mut self, span: usize) -> Result<(), StorageError> {
+        if self.active().has_room(span) {
+            return Ok(());
+        }
+        let prep = match self.ready.pop() {
+            Some(p) => p,
+            None => {
+                debug!(
+                    "{}: no pre-created segment ready; creating one inline",
+                    self.dir.display()
+                );
+                self.create_prepared()?
+            }
+        };
+        let seg = Segment::install(prep, &self.dir, self.tail)?;
+        info!(
+            "rolled {} to segment {}",
+            self.dir.display(),
+            seg.path.display()
+        );
+        self.active_mut().seal();
+        self.segments.push(seg);
+        self.dir_dirty = true;
+        Ok(())
+    }
+
+    fn next_prealloc_path(&mut self) -> PathBuf {
+        self.prealloc_seq += 1;
+        self.dir
+            .join(format!("{:020}{PREALLOC_SUFFIX}", self.prealloc_seq))
+    }
+
+    fn create_prepared(&mut self) -> Result<PreparedSegment, StorageError> {
+        let path = self.next_prealloc_path();
+        PreparedSegment::create(
+            path,
+            self.cfg.max_bytes_per_file,
+            self.alloc_fault.as_deref(),
+        )
+    }
+
+    /// The segment that would hold `offset`, by base (it may not actually hold it: a gap).
+    fn segment_for(&self, offset: u64) -> Option<usize> {
+        self.segments
+            .partition_point(|s| s.base <= offset)
+            .checked_sub(1)
+    }
+
+    /// Reads the record at `offset`, borrowing its body from the map. The CRC is verified.
+    ///
+    /// # Errors
+    /// `NotFound` below the head, at or past the tail, or in a recovery gap; `Corruption` if
+    /// the bytes fail verification (counted and logged once per offset).
+    pub fn read(&self, offset: u64) -> Result<Record<'_>, StorageError> {
+        let not_found = StorageError::NotFound { offset };
+        if offset >= self.tail {
+            return Err(not_found);
+        }
+        let seg = &self.segments[self.segment_for(offset).ok_or(not_found)?];
+        match seg.read(offset) {
+            None => Err(StorageError::NotFound { offset }),
+            Some(Ok(r)) => Ok(r),
+            Some(Err(why)) => {
+                self.note_corrupt(seg, offset, &why);
+                Err(StorageError::Corruption {
+                    path: seg.path.clone(),
+                    offset,
+                    reason: why.to_string(),
+                })
+            }
+        }
+    }
+
+    fn note_corrupt(&self, seg: &Segment, offset: u64, why: &dyn std::fmt::Display) {
+        if self.bad.borrow_mut().insert(offset) {
+            warn!(
+                "{}: skipping corrupt record at offset {offset}: {why}",
+                seg.path.display()
+            );
+        }
+    }
+
+    /// Iterates records from `offset` (or the head, if lower) to the tail, skipping corrupt
+    /// records (counted and logged) and gaps.
+    pub fn iter_from(&self, offset: u64) -> LogIter<'_> {
+        let next = offset.max(self.head());
+        LogIter {
+            log: self,
+            seg: self.segment_for(next).unwrap_or(0),
+            next,
+        }
+    }
+
+    /// Oldest retained offset.
+    pub fn head(&self) -> u64 {
+        self.segments.first().map_or(self.tail, |s| s.base)
+    }
+
+    /// Next offset to be assigned.
+    pub fn tail(&self) -> u64 {
+        self.tail
+    }
+
+    /// Every offset below this is known to be on stable storage.
+    pub fn durable_offset(&self) -> u64 {
+        self.durable
+    }
+
+    /// Records skipped as corrupt since open, recovery included (each offset counted once).
+    pub fn corrupt_records(&self) -> u64 {
+        self.recovery_lost + self.bad.borrow().len() as u64
+    }
+
+    /// Bytes allocated on disk: segments plus pre-created ones.
+    pub fn disk_bytes(&self) -> u64 {
+        let segs: usize = self.segments.iter().map(Segment::capacity).sum();
+        let ready: usize = self.ready.iter().map(PreparedSegment::len).sum();
+        (segs + ready) as u64
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Number of segment files (the active one included).
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Why the log refuses appends, if it does.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    /// Deletes the segments whose records are all below `offset`, never the active one.
+    /// Returns how many were deleted. (Unlinking is done inline; it does not fsync.)
+    pub fn delete_below(&mut self, offset: u64) -> Result<usize, StorageError> {
+        let mut n = 0;
+        while self.segments.len() > 1 && self.segments[1].base <= offset {
+            let path = self.segments[0].path.clone();
+            std::fs::remove_file(&path).map_err(|e| StorageError::io(&path, "remove", e))?;
+            info!("retention: deleted segment {}", path.display());
+            self.segments.remove(0);
+            n += 1;
+        }
+        self.durable = self.durable.max(self.head());
+        Ok(n)
+    }
+
+    /// Removes every file and the directory (topic delete).
+    pub fn destroy(self) -> Result<(), StorageError> {
+        let dir = self.dir.clone();
+        drop(self);
+        std::fs::remove_dir_all(&dir).map_err(|e| StorageError::io(&dir, "remove_dir_all", e))
+    }
+
+    /// Test seam: while `flag` is set, segment allocation fails with ENOSPC.
+    #[doc(hidden)]
+    pub fn set_alloc_fault(&mut self, flag: Option<Arc<AtomicBool>>) {
+        self.alloc_fault = flag;
+    }
+
+    /// Pre-created segments waiting (for tests and stats).
+    #[doc(hidden)]
+    pub fn ready_segments(&self) -> usize {
+        self.ready.len()
+    }
+}
+
+/// Background jobs: see the module docs for the policy.
+impl Log {
+    /// The jobs due at `now_ms` (a monotonic ms clock of the caller's choosing): at most one
+    /// sync and one segment pre-creation. Submit them to a [`StorageWorker`](super::StorageWorker)
+    /// and pass the results to [`Log::apply`].
+    pub fn poll_jobs(&mut self, now_ms: u64) -> impl Iterator<Item = Job> + 'static {
+        let sync = self.sync_job(now_ms);
+        let prepare = self.prepare_job(now_ms);
+        sync.into_iter().chain(prepare)
+    }
+
+    /// When the caller should next call `poll_jobs` for the sync timeout, if anything waits.
+    pub fn next_sync_deadline_ms(&self) -> Option<u64> {
+        match (self.sync_in_flight, self.unsynced_since_ms) {
+            (None, Some(since)) => Some(since.saturating_add(self.cfg.sync_timeout_ms)),
+            _ => None,
+        }
+    }
+
+    fn sync_job(&mut self, now_ms: u64) -> Option<Job> {
+        if self.failed.is_some() || self.sync_in_flight.is_some() {
+            return None;
+        }
+        let pending = self.tail - self.durable;
+        if pending == 0 && !self.dir_dirty {
+            self.unsynced_since_ms = None;
+            return None;
+        }
+        let since = *self.unsynced_since_ms.get_or_insert(now_ms);
+        let due = self.cfg.sync_every == 1
+            || pending >= self.cfg.sync_every
+            || now_ms.saturating_sub(since) >= self.cfg.sync_timeout_ms;
+        if !due {
+            return None;
+        }
+        // Segments holding offsets in [durable, tail): from the one containing `durable` on.
+        let first = self.segment_for(self.durable).unwrap_or(0);
+        let files = self.segments[first..]
+            .iter()
+            .map(|s| (s.path.clone(), Arc::clone(&s.file)))
+            .collect();
+        let dir = self
+            .dir_dirty
+            .then(|| (self.dir.clone(), Arc::clone(&self.dir_file)));
+        self.dir_dirty = false;
+        self.sync_in_flight = Some(self.tail);
+        self.unsynced_since_ms = None;
+        Some(Job {
+            log_id: self.id,
+            kind: JobKind::Sync {
+                target: self.tail,
+                files,
+                dir,
+            },
+        })
+    }
+
+    fn prepare_job(&mut self, now_ms: u64) -> Option<Job> {
+        if std::mem::take(&mut self.prepare_failed) {
+            self.prepare_retry_at_ms = now_ms.saturating_add(PREPARE_RETRY_MS);
+        }
+        let active = self.active();
+        // Pre-create once the active segment is half full, so it is ready long before needed.
+        let half_full = active.used() * 2 >= active.capacity();
+        if !half_full
+            || !self.ready.is_empty()
+            || self.prepare_in_flight
+            || now_ms < self.prepare_retry_at_ms
+        {
+            return None;
+        }
+        self.prepare_in_flight = true;
+        let path = self.next_prealloc_path();
+        let kind = JobKind::Prepare {
+            path,
+            size: self.cfg.max_bytes_per_file,
+            fault: self.alloc_fault.clone(),
+        };
+        Some(Job {
+            log_id: self.id,
+            kind,
+        })
+    }
+
+    /// Applies a finished job's result. Results made for another `Log` instance are ignored.
+    pub fn apply(&mut self, done: JobDone) {
+        if done.log_id != self.id {
+            debug!(
+                "{}: ignoring a job result for another log instance",
+                self.dir.display()
+            );
+            return;
+        }
+        match done.kind {
+            DoneKind::Synced { target, result } => {
+                self.sync_in_flight = None;
+                match result {
+                    Ok(()) => self.durable = self.durable.max(target),
+                    Err(e) => {
+                        error!(
+                            "{}: sync failed, refusing further appends: {e}",
+                            self.dir.display()
+                        );
+                        self.failed = Some(e.to_string());
+                    }
+                }
+            }
+            DoneKind::Prepared(result) => {
+                self.prepare_in_flight = false;
+                match result {
+                    Ok(prep) => self.ready.push(prep),
+                    Err(e) => {
+                        warn!(
+                            "{}: pre-creating the next segment failed: {e}",
+                            self.dir.display()
+                        );
+                        self.prepare_failed = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the due jobs synchronously (no worker: tests, benches, tools).
+    pub fn run_jobs_inline(&mut self, now_ms: u64) {
+        let jobs: Vec<Job> = self.poll_jobs(now_ms).collect();
+        for job in jobs {
+            let done = job.run();
+            self.apply(done);
+        }
+    }
+}
+
+/// Iterator over a log's records; see [`Log::iter_from`].
+#[derive(Debug)]
+pub struct LogIter<'a> {
+    log: &'a Log,
+    /// Index of the segment `next` is looked up in (cached: no search per record).
+    seg: usize,
+    next: u64,
+}
+
+impl<'a> Iterator for LogIter<'a> {
+    type Item = Record<'a>;
+
+    fn next(&mut self) -> Option<Record<'a>> {
+        let log = self.log;
+        while self.next < log.tail {
+            let seg = log.segments.get(self.seg)?;
+            if self.next >= seg.end() {
+                // Past this segment's records (possibly into a gap): move to the next segment.
+                self.seg += 1;
+                self.next = log
+                    .segments
+                    .get(self.seg)
+                    .map_or(log.tail, |s| s.base.max(self.next));
+                continue;
+            }
+            let offset = self.next;
+            self.next += 1;
+            match seg.read(offset) {
+                Some(Ok(r)) => return Some(r),
+                Some(Err(why)) => log.note_corrupt(seg, offset, &why),
+                None => {}
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::segment::segment_file_name;
+    use crate::storage::testutil::{Rng, TempDir};
+    use crate::storage::StorageWorker;
+    use std::io::{Seek, SeekFrom, Write};
+
+    const SEG: u64 = 64 * 1024;
+
+    fn cfg() -> LogConfig {
+        LogConfig {
+            max_bytes_per_file: SEG,
+            max_msg_size: 8 * 1024,
+            ..LogConfig::default()
+        }
+    }
+
+    fn body_for(offset: u64, len: usize) -> Vec<u8> {
+        (0..len).map(|i| (offset as usize * 31 + i) as u8).collect()
+    }
+
+    fn new_rec(body: &[u8], offset: u64) -> NewRecord<'_> {
+        NewRecord {
+            timestamp_ns: offset as i64 * 10,
+            deliver_at_ns: offset as i64,
+            attempts: 1,
+            body,
+        }
+    }
+
+    /// Appends `n` records with pseudo-random sizes; returns their body lengths.
+    fn fill(log: &mut Log, rng: &mut Rng, n: usize, max_len: u64) -> Vec<usize> {
+        let mut lens = Vec::new();
+        for _ in 0..n {
+            let len = rng.below(max_len) as usize;
+            let off = log.tail();
+            let body = body_for(off, len);
+            assert_eq!(log.append(&new_rec(&body, off)).unwrap(), off);
+            lens.push(len);
+        }
+        lens
+    }
+
+    fn check_record(r: &Record<'_>, len: usize) {
+        assert_eq!(r.body, &body_for(r.offset, len)[..], "body of {}", r.offset);
+        assert_eq!(
+            (r.timestamp_ns, r.deliver_at_ns, r.attempts),
+            (r.offset as i64 * 10, r.offset as i64, 1)
+        );
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn round_trip_across_many_segments_and_reopen() {
+        let tmp = TempDir::new("roundtrip");
+        let mut rng = Rng::new(1);
+        let mut lens = {
+            let mut log = Log::open(tmp.path(), cfg()).unwrap();
+            let lens = fill(&mut log, &mut rng, 3000, 400);
+            assert!(
+                log.segment_count() > 5,
+                "only {} segments",
+                log.segment_count()
+            );
+            for (i, r) in log.iter_from(0).enumerate() {
+                assert_eq!(r.offset, i as u64);
+                check_record(&r, lens[i]);
+            }
+            lens
+        };
+        let mut log = Log::open(tmp.path(), cfg()).unwrap();
+        assert_eq!(
+            (log.head(), log.tail(), log.corrupt_records()),
+            (0, 3000, 0)
+        );
+        lens.extend(fill(&mut log, &mut rng, 1000, 400));
+        let offsets: Vec<u64> = log.iter_from(0).map(|r| r.offset).collect();
+        assert_eq!(offsets, (0..4000).collect::<Vec<_>>());
+        for o in [0u64, 1, 2999, 3000, 3999] {
+            check_record(&log.read(o).unwrap(), lens[o as usize]);
+        }
+        assert_eq!(log.iter_from(3990).count(), 10);
+        assert!(matches!(
+            log.read(4000),
+            Err(StorageError::NotFound { offset: 4000 })
+        ));
+        // File names are the bases, zero padded.
+        let names = files(tmp.path());
+        assert_eq!(names[0], segment_file_name(0));
+        assert!(
+            names.iter().all(|n| n.len() == 24 && n.ends_with(".log")),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn batch_spans_segments_and_validates_first() {
+        let tmp = TempDir::new("batch");
+        let mut log = Log::open(tmp.path(), cfg()).unwrap();
+        let bodies: Vec<Vec<u8>> = (0..500).map(|i| body_for(i, 300)).collect();
+        let recs: Vec<NewRecord<'_>> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| new_rec(b, i as u64))
+            .collect();
+        assert_eq!(log.append_batch(&recs).unwrap(), 0..500);
+        assert!(log.segment_count() >= 3);
+        for r in log.iter_from(0) {
+            check_record(&r, 300);
+        }
+        let big = vec![0u8; 8 * 1024 + 1];
+        let mut bad = recs[..3].to_vec();
+        bad.push(new_rec(&big, 0));
+        assert!(matches!(
+            log.append_batch(&bad),
+            Err(StorageError::TooLarge {
+                len: 8193,
+                max: 8192
+            })
+        ));
+        assert_eq!(log.tail(), 500);
+    }
+
+    #[test]
+    fn too_large_records_are_errors() {
+        let tmp = TempDir::new("large");
+        let c = LogConfig {
+            max_bytes_per_file: 4096,
+            max_msg_size: 1 << 20,
+            ..LogConfig::default()
+        };
+        let mut log = Log::open(tmp.path(), c).unwrap();
+        let max = log.max_body();
+        assert_eq!(max, 4096 - 32 - 36);
+        assert!(log.append(&new_rec(&vec![1u8; max], 0)).is_ok());
+        let e = log.append(&new_rec(&vec![1u8; max + 1], 0)).unwrap_err();
+        assert!(matches!(e, StorageError::TooLarge { .. }));
+        assert_eq!(log.tail(), 1);
+        assert!(Log::open(
+            tmp.path(),
+            LogConfig {
+                max_bytes_per_file: 10,
+                ..LogConfig::default()
+            }
+        )
+        .is_err());
+    }
+
+    /// Writes a log of `n` records into one segment and returns the segment bytes with the
+    /// end position (len, padding excluded) of each record.
+    fn one_segment(rng: &mut Rng, n: usize) -> (Vec<u8>, Vec<usize>) {
+        let tmp = TempDir::new("proto");
+        let mut log = Log::open(tmp.path(), cfg()).unwrap();
+        let mut ends = Vec::new();
+        let mut pos = SEGMENT_HEADER_LEN;
+        for len in fill(&mut log, rng, n, 200) {
+            ends.push(pos + RECORD_HEADER_LEN + len);
+            pos += record::encoded_len(len).unwrap();
+        }
+        drop(log);
+        (
+            std::fs::read(tmp.path().join(segment_file_name(0))).unwrap(),
+            ends,
+        )
+    }
+
+    #[test]
+    fn truncation_at_every_byte_keeps_exactly_the_intact_prefix() {
+        for seed in 1..=2 {
+            let mut rng = Rng::new(seed);
+            let (bytes, ends) = one_segment(&mut rng, 12);
+            let first = ends[ends.len() - 4] - 60;
+            let last = *ends.last().unwrap();
+            for cut in first..=last {
+                for zero_fill in [false, true] {
+                    let tmp = TempDir::new("trunc");
+                    let path = tmp.path().join(segment_file_name(0));
+                    if zero_fill {
+                        let mut b = bytes.clone();
+                        b[cut..].fill(0);
+                        std::fs::write(&path, &b).unwrap();
+                    } else {
+                        std::fs::write(&path, &bytes[..cut]).unwrap();
+                    }
+                    let expect = ends.iter().filter(|&&e| e <= cut).count() as u64;
+                    let mut log = Log::open(tmp.path(), cfg()).unwrap();
+                    assert_eq!(
+                        log.tail(),
+                        expect,
+                        "seed {seed} cut {cut} zero_fill {zero_fill}"
+                    );
+                    assert_eq!(log.iter_from(0).count() as u64, expect);
+                    // The log continues densely from what was kept, and survives a reopen.
+                    let b = body_for(expect, 5);
+                    assert_eq!(log.append(&new_rec(&b, expect)).unwrap(), expect);
+                    drop(log);
+                    let log = Log::open(tmp.path(), cfg()).unwrap();
+                    assert_eq!((log.tail(), log.corrupt_records()), (expect + 1, 0));
+                }
+            }
+        }
+    }
+
+    fn flip(path: &Path, pos: u64, mask: u8) {
+        let mut b = [0u8];
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        f.seek(SeekFrom::Start(pos)).unwrap();
+        std::io::Read::read_exact(&mut f, &mut b).unwrap();
+        f.seek(SeekFrom::Start(pos)).unwrap();
+        f.write_all(&[b[0] ^ mask]).unwrap();
+    }
+
+    #[test]
+    fn bit_flips_are_never_returned_live_or_after_recovery() {
+        let mut rng = Rng::new(7);
+        let tmp = TempDir::new("flip");
+        let mut log = Log::open(tmp.path(), cfg()).unwrap();
+        let lens = fill(&mut log, &mut rng, 10, 100);
+        let path = tmp.path().join(segment_file_name(0));
+        let start5 = SEGMENT_HEADER_LEN
+            + lens[..5]
+                .iter()
+                .map(|&l| record::encoded_len(l).unwrap())
+                .sum::<usize>();
+        let end5 = start5 + RECORD_HEADER_LEN + lens[5];
+        let mut flips = 0;
+        for pos in start5..end5 {
+            let mask = 1u8 << rng.below(8);
+            flip(&path, pos as u64, mask);
+            // Live: the shared map sees the flip at once.
+            assert!(
+                matches!(log.read(5), Err(StorageError::Corruption { offset: 5, .. })),
+                "pos {pos}"
+            );
+            let got: Vec<u64> = log.iter_from(0).map(|r| r.offset).collect();
+            assert_eq!(got, vec![0, 1, 2, 3, 4, 6, 7, 8, 9]);
+            // After recovery the last segment is cut at the bad record: never returned either.
+            let copy = TempDir::new("flipcopy");
+            std::fs::copy(&path, copy.path().join(segment_file_name(0))).unwrap();
+            let re = Log::open(copy.path(), cfg()).unwrap();
+            for r in re.iter_from(0) {
+                assert!(
+                    r.offset < 5,
+                    "offset {} returned after flip at {pos}",
+                    r.offset
+                );
+                check_record(&r, lens[r.offset as usize]);
+            }
+            assert_eq!(re.corrupt_records(), 1);
+            flip(&path, pos as u64, mask);
+            flips += 1;
+            assert!(log.read(5).is_ok());
+        }
+        assert_eq!(flips, end5 - start5);
+        assert_eq!(log.corrupt_records(), 1, "one bad offset, counted once");
+    }
+
+    #[test]
+    fn flip_in_sealed_segment_keeps_later_records() {
+        let mut rng = Rng::new(3);
+        let tmp = TempDir::new("sealed");
+        let mut log = Log::open(tmp.path(), cfg()).unwrap();
+        let lens = fill(&mut log, &mut rng, 2000, 200);
+        assert!(log.segment_count() > 2);
+        let tail = log.tail();
+        drop(log);
+        // Flip a body byte of record 3 (first segment, sealed).
+        let pos = SEGMENT_HEADER_LEN
+            + lens[..3]
+                .iter()
+                .map(|&l| record::encoded_len(l).unwrap())
+                .sum::<usize>();
+        flip(
+            &tmp.path().join(segment_file_name(0)),
+            (pos + RECORD_HEADER_LEN) as u64,
+            0x80,
+        );
+        let log = Log::open(tmp.path(), cfg()).unwrap();
+        assert_eq!(log.tail(), tail);
+        assert!(matches!(
+            log.read(3),
+            Err(StorageError::Corruption { offset: 3, .. })
+        ));
+        assert_eq!(log.corrupt_records(), 1);
+        assert_eq!(log.iter_from(0).count() as u64, tail - 1);
+        check_record(&log.read(4).unwrap(), lens[4]);
+    }
+
+    #[test]
+    fn full_disk_seam_fails_the_append_and_leaves_the_log_usable() {
+        let tmp = TempDir::new("enospc");
+        let mut log = Log::open(tmp.path(), cfg()).unwrap();
+        let fault = Arc::new(AtomicBool::new(true));
+        log.set_alloc_fault(Some(Arc::clone(&fault)));
+        let body = vec![7u8; 1000];
+        let err = loop {
+            let off = log.tail();
+            match log.append(&new_rec(&body, off)) {
+                Ok(_) => log.run_jobs_inline(0), // pre-creation fails too, and is retried later
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(&err, StorageError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC))
+        );
+        assert!(err.to_string().contains(".prealloc"), "{err}");
+        let tail = log.tail();
+        assert_eq!(log.segment_count(), 1);
+        assert_eq!(log.iter_from(0).count() as u64, tail);
+        assert!(log.read(tail - 1).is_ok());
+        let recs = [new_rec(&body, 0)];
+        assert!(log.append_batch(&recs).is_err());
+        assert_eq!(log.tail(), tail, "a failed batch appends nothing");
+        fault.store(false, Ordering::Relaxed);
+        assert_eq!(log.append(&new_rec(&body, tail)).unwrap(), tail);
+        assert_eq!(log.segment_count(), 2);
+        assert!(files(tmp.path()).iter().all(|n| n.ends_with(".log")));
+    }
+
+    #[test]
+    fn tiny_tmpfs_fills_up_with_an_error_not_a_crash() {
+        struct Unmount(PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg(&self.0).status();
+            }
+        }
+        let tmp = TempDir::new("tmpfs");
+        let mnt = tmp.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .arg(&mnt)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipping tiny_tmpfs test: cannot mount a tmpfs (not root?)");
+            return;
+        }
+        let _unmount = Unmount(mnt.clone());
+        let c = LogConfig {
+            max_bytes_per_file: 1 << 20,
+            ..cfg()
+        };
+        let mut log = Log::open(&mnt.join("topic"), c).unwrap();
+        let body = vec![3u8; 4000];
+        let err = (0..10_000)
+            .find_map(|_| {
+                let off = log.tail();
+                let r = log.append(&new_rec(&body, off)).err();
+                log.run_jobs_inline(0);
+                r
+            })
+            .expect("a 4 MiB filesystem fills up");
+        assert!(
+            matches!(&err, StorageError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC)),
+            "{err}"
+        );
+        let tail = log.tail();
+        assert!(tail > 500);
+        assert_eq!(log.iter_from(0).count() as u64, tail);
+        // Free space by retention, then appends work again.
+        assert!(log.delete_below(tail).unwrap() >= 2);
+        assert_eq!(log.append(&new_rec(&body, tail)).unwrap(), tail);
+        drop(log);
+        let log = Log::open(
+            &mnt.join("topic"),
+            LogConfig {
+                max_bytes_per_file: 1 << 20,
+                ..cfg()
+            },
+        )
+        .unwrap();
+        assert_eq!(log.tail(), tail + 1);
+    }
+
+    #[test]
+    fn retention_deletes_exactly_the_segments_wholly_below() {
+        let tmp = TempDir::new("retention");
+        let mut log = Log::open(tmp.path(), cfg()).unwrap();
+        let mut rng = Rng::new(5);
+        fill(&mut log, &mut rng, 3000, 300);
+        let bases: Vec<u64> = log.segments.iter().map(|s| s.base).collect();
+        assert!(bases.len() > 4);
+        // Exactly at the second segment's base: only the first goes.
+        assert_eq!(log.delete_below(bases[1]).unwrap(), 1);
+        // One short of the third base: the second still holds offset bases[2]-1.
+        assert_eq!(log.delete_below(bases[2] - 1).unwrap(), 0);
+        assert_eq!(log.delete_below(bases[3]).unwrap(), 2);
+        let want: Vec<String> = bases[3..].iter().map(|&b| segment_file_name(b)).collect();
+        assert_eq!(files(tmp.path()), want);
+        assert_eq!(log.head(), bases[3]);
+        assert!(matches!(
+            log.read(bases[3] - 1),
+            Err(StorageError::NotFound { .. })
+        ));
+        assert_eq!(log.iter_from(0).next().unwrap().offset, bases[3]);
+        // Never the active segment, even when everything is below.
+        let n = bases.len() - 4;
+        assert_eq!(log.delete_below(u64::MAX).unwrap(), n);
+        assert_eq!(log.segment_count(), 1);
+        drop(log);
+        let log = Log::open(tmp.path(), cfg()).unwrap();
+        assert_eq!((log.head(), log.tail()), (*bases.last().unwrap(), 3000));
+    }
+
+    #[test]
+    fn strict_mode_group_commit() {
+        let tmp = TempDir::new("strict");
+        let mut log = Log::open(
+            tmp.path(),
+            LogConfig {
+                sync_every: 1,
+                ..cfg()
+            },
+        )
+        .unwrap();
+        log.run_jobs_inline(0); // initial sync (directory)
+        for i in 0..3 {
+            log.append(&new_rec(b"x", i)).unwrap();
+        }
+        let jobs: Vec<Job> = log.poll_jobs(0).collect();
+        assert_eq!(jobs.len(), 1);
+        assert!(jobs[0].is_sync());
+        for i in 3..5 {
+            log.append(&new_rec(b"x", i)).unwrap();
+        }
+        assert_eq!(log.poll_jobs(0).count(), 0, "one sync in flight at a time");
+        assert_eq!(log.durable_offset(), 0);
+        for j in jobs {
+            log.apply(j.run());
+        }
+        assert_eq!(
+            log.durable_offset(),
+            3,
+            "the sync covers appends made before it started"
+        );
+        log.run_jobs_inline(0);
+        assert_eq!(log.durable_offset(), 5);
+        assert_eq!(log.poll_jobs(0).count(), 0);
+    }
+
+    #[test]
+    fn interval_mode_syncs_by_count_or_time() {
+        let tmp = TempDir::new("interval");
+        let mut log = Log::open(
+            tmp.path(),
+            LogConfig {
+                sync_every: 10,
+                sync_timeout_ms: 2000,
+                ..cfg()
+            },
+        )
+        .unwrap();
+        // The directory is dirty from creating the first segment: the clock starts at this poll.
+        log.run_jobs_inline(0);
+        assert_eq!(log.durable_offset(), 0);
+        for i in 0..9 {
+            log.append(&new_rec(b"x", i)).unwrap();
+        }
+        assert_eq!(log.poll_jobs(100).count(), 0);
+        assert_eq!(log.next_sync_deadline_ms(), Some(2000));
+        log.append(&new_rec(b"x", 9)).unwrap();
+        log.run_jobs_inline(200);
+        assert_eq!(log.durable_offset(), 10);
+        log.append(&new_rec(b"x", 10)).unwrap();
+        log.run_jobs_inline(1000);
+        assert_eq!(log.durable_offset(), 10);
+        log.run_jobs_inline(2999);
+        assert_eq!(log.durable_offset(), 10);
+        log.run_jobs_inline(3000);
+        assert_eq!(log.durable_offset(), 11);
+    }
+
+    #[test]
+    fn failed_sync_poisons_appends_but_not_reads() {
+        let tmp = TempDir::new("poison");
+        let mut log = Log::open(tmp.path(), cfg()).unwrap();
+        log.append(&new_rec(b"x", 0)).unwrap();
+        log.apply(JobDone::failed_sync_for_test(log.id, 1));
+        assert!(matches!(
+            log.append(&new_rec(b"y", 1)),
+            Err(StorageError::Failed(_))
+        ));
+        assert!(matches!(
+            log.append_batch(&[new_rec(b"y", 1)]),
+            Err(StorageError::Failed(_))
+        ));
+        assert_eq!(log.read(0).unwrap().body, b"x");
+        assert_eq!(log.durable_offset(), 0);
+        assert_eq!(log.poll_jobs(10_000).filter(Job::is_sync).count(), 0);
+        // A result made for another log instance is ignored.
+        let mut other = Log::open(TempDir::new("other").path(), cfg()).unwrap();
+        other.apply(JobDone::failed_sync_for_test(log.id, 1));
+        assert!(other.failure().is_none());
+    }
+
+    #[test]
+    fn worker_runs_syncs_and_precreates_segments_off_thread() {
+        let tmp = TempDir::new("worker");
+        let woken = Arc::new(AtomicU64::new(0));
+        let w = Arc::clone(&woken);
+        let worker = StorageWorker::spawn(Box::new(move || {
+            w.fetch_add(1, Ordering::Relaxed);
+        }))
+        .unwrap();
+        let mut log = Log::open(
+            tmp.path(),
+            LogConfig {
+                sync_every: 1,
+                ..cfg()
+            },
+        )
+        .unwrap();
+        let body = vec![1u8; 500];
+        let mut submitted = 0;
+        for i in 0..400u64 {
+            log.append(&new_rec(&body, i)).unwrap();
+            for job in log.poll_jobs(i) {
+                worker.submit(42, job);
+                submitted += 1;
+            }
+            while let Some((key, done)) = worker.try_recv() {
+                assert_eq!(key, 42);
+                log.apply(done);
+            }
+        }
+        // Drain: wait for everything in flight.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while log.durable_offset() < 400 && std::time::Instant::now() < deadline {
+            while let Some((_, done)) = worker.try_recv() {
+                log.apply(done);
+            }
+            for job in log.poll_jobs(1000) {
+                worker.submit(42, job);
+                submitted += 1;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(log.durable_offset(), 400);
+        assert!(log.segment_count() >= 3);
+        drop(worker);
+        assert_eq!(woken.load(Ordering::Relaxed), submitted);
+    }
+
+    #[test]
+    fn stray_files_are_reported_not_fatal() {
+        let tmp = TempDir::new("stray");
+        {
+            let mut log = Log::open(tmp.path(), cfg()).unwrap();
+            log.append(&new_rec(b"a", 0)).unwrap();
+        }
+        for name in [
+            "junk.txt",
+            "123.log",
+            "0000000000000000000x.log",
+            "99999999999999999999.log",
+        ] {
+            std::fs::write(tmp.path().join(name), b"garbage").unwrap();
+        }
+        std::fs::create_dir(tmp.path().join("00000000000000000005.log")).unwrap();
+        std::fs::write(tmp.path().join("00000000000000000009.prealloc"), b"").unwrap();
+        let log = Log::open(tmp.path(), cfg()).unwrap();
+        assert_eq!((log.tail(), log.segment_count()), (1, 1));
+        assert!(tmp.path().join("junk.txt").exists());
+        assert!(!tmp.path().join("00000000000000000009.prealloc").exists());
+    }
+
+    #[test]
+    fn garbage_or_misnamed_segment_is_rejected_naming_the_file() {
+        let tmp = TempDir::new("garbage");
+        let bad = tmp.path().join(segment_file_name(0));
+        std::fs::write(&bad, vec![0xAB; 4096]).unwrap();
+        let e = Log::open(tmp.path(), cfg()).unwrap_err();
+        assert!(matches!(e, StorageError::Corruption { .. }));
+        assert!(e.to_string().contains("00000000000000000000.log"), "{e}");
+        // A valid segment under the wrong name.
+        let tmp2 = TempDir::new("misnamed");
+        drop(Log::open(tmp2.path(), cfg()).unwrap());
+        std::fs::rename(
+            tmp2.path().join(segment_file_name(0)),
+            tmp2.path().join(segment_file_name(7)),
+        )
+        .unwrap();
+        let e = Log::open(tmp2.path(), cfg()).unwrap_err();
+        assert!(e.to_string().contains("00000000000000000007.log"), "{e}");
+    }
+
+    #[test]
+    fn zeroed_header_is_rewritten_from_the_name() {
+        let tmp = TempDir::new("zerohdr");
+        {
+            let mut log = Log::open(tmp.path(), cfg()).unwrap();
+            log.append(&new_rec(b"a", 0)).unwrap();
+        }
+        let path = tmp.path().join(segment_file_name(0));
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all(&[0u8; SEGMENT_HEADER_LEN]).unwrap();
+        drop(f);
+        let log = Log::open(tmp.path(), cfg()).unwrap();
+        assert_eq!(log.read(0).unwrap().body, b"a");
+    }
+
+    #[test]
+    fn reads_outside_the_log_are_not_found_and_destroy_removes_everything() {
+        let tmp = TempDir::new("destroy");
+        let dir = tmp.path().join("topic");
+        let mut log = Log::open(&dir, cfg()).unwrap();
+        assert!(matches!(
+            log.read(0),
+            Err(StorageError::NotFound { offset: 0 })
+        ));
+        log.append(&new_rec(b"a", 0)).unwrap();
+        assert!(matches!(
+            log.read(1),
+            Err(StorageError::NotFound { offset: 1 })
+        ));
+        assert!(matches!(
+            log.read(u64::MAX),
+            Err(StorageError::NotFound { .. })
+        ));
+        assert_eq!(log.iter_from(u64::MAX).count(), 0);
+        assert_eq!(log.disk_bytes(), SEG);
+        log.destroy().unwrap();
+        assert!(!dir.exists());
+    }
+}

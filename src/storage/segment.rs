@@ -1,0 +1,370 @@
+//! One segment file: its header, its name, its allocation, and append/read through its map.
+//!
+//! # Segment header layout (little-endian, 32 bytes)
+//!
+//! | offset | size | field          | meaning                                        |
+//! |-------:|-----:|----------------|------------------------------------------------|
+//! |      0 |    8 | magic          | `b"CORQLOG\0"`                                 |
+//! |      8 |    4 | version u32    | `1`                                            |
+//! |     12 |    4 | reserved u32   | `0`                                            |
+//! |     16 |    8 | base u64       | offset of the first record (= the file name)   |
+//! |     24 |    4 | crc u32        | CRC-32 (IEEE) of bytes `[0, 24)`                |
+//! |     28 |    4 | reserved u32   | `0`; pads the header so records start 8-aligned |
+//!
+//! Format: `{ magic | version | 0 | base | crc | 0 }`, then records (see `record.rs`) from
+//! byte 32, then zeros to the end of the file.
+//!
+//! # Names
+//!
+//! A segment is `{base:020}.log` (20 digits hold any u64, and zero-padding makes names sort
+//! by offset). A segment being pre-created has no base yet: it is `{seq:020}.prealloc` until
+//! it is installed (header written, renamed). Leftover `.prealloc` files are deleted on open.
+//!
+//! # Allocation
+//!
+//! Files are allocated for real with `posix_fallocate` to their full size before they are
+//! mapped: a full disk fails here, with an error, instead of raising SIGBUS on a later store
+//! into a sparse mapping. It also means `fdatasync` never has size metadata to write.
+
+use super::record::{self, Corrupt};
+use super::{NewRecord, Record, StorageError};
+use memmap2::{MmapMut, MmapOptions};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Magic at the start of every segment.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"CORQLOG\0";
+/// Current format version.
+pub const SEGMENT_VERSION: u32 = 1;
+/// Header size; records start here.
+pub const SEGMENT_HEADER_LEN: usize = 32;
+/// Position of the version field.
+pub const VERSION_AT: usize = 8;
+/// Position of the base offset.
+pub const BASE_AT: usize = 16;
+/// Position of the header CRC (which covers `[0, HEADER_CRC_AT)`).
+pub const HEADER_CRC_AT: usize = 24;
+/// Digits in a segment file name.
+pub const FILE_NAME_DIGITS: usize = 20;
+/// Suffix of an installed segment.
+pub const SEGMENT_SUFFIX: &str = ".log";
+/// Suffix of a pre-created, not yet installed segment.
+pub const PREALLOC_SUFFIX: &str = ".prealloc";
+
+/// `{base:020}.log`.
+pub fn segment_file_name(base: u64) -> String {
+    format!("{base:020}{SEGMENT_SUFFIX}")
+}
+
+/// Parses `{20 digits}{suffix}`; `None` for anything else (never panics on odd names).
+pub fn parse_file_name(name: &str, suffix: &str) -> Option<u64> {
+    let digits = name.strip_suffix(suffix)?;
+    if digits.len() != FILE_NAME_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The 32 header bytes for a segment starting at `base`.
+pub fn encode_header(base: u64) -> [u8; SEGMENT_HEADER_LEN] {
+    let mut h = [0u8; SEGMENT_HEADER_LEN];
+    h[..VERSION_AT].copy_from_slice(&SEGMENT_MAGIC);
+    h[VERSION_AT..VERSION_AT + 4].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    h[BASE_AT..BASE_AT + 8].copy_from_slice(&base.to_le_bytes());
+    let crc = crc32fast::hash(&h[..HEADER_CRC_AT]);
+    h[HEADER_CRC_AT..HEADER_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// What a segment's first bytes say.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Header {
+    /// A valid header with this base offset.
+    Valid(u64),
+    /// All zeros (or a file shorter than a header): the header never reached the disk.
+    Missing,
+    /// Non-zero garbage.
+    Invalid(&'static str),
+}
+
+/// Validates a header. Never panics.
+pub fn decode_header(buf: &[u8]) -> Header {
+    let Some(h) = buf.get(..SEGMENT_HEADER_LEN) else {
+        return if buf.iter().all(|&b| b == 0) {
+            Header::Missing
+        } else {
+            Header::Invalid("truncated header")
+        };
+    };
+    if h.iter().all(|&b| b == 0) {
+        return Header::Missing;
+    }
+    if h[..VERSION_AT] != SEGMENT_MAGIC {
+        return Header::Invalid("bad magic");
+    }
+    let crc = u32::from_le_bytes([h[24], h[25], h[26], h[27]]);
+    if crc != crc32fast::hash(&h[..HEADER_CRC_AT]) {
+        return Header::Invalid("header crc mismatch");
+    }
+    if h[VERSION_AT..VERSION_AT + 4] != SEGMENT_VERSION.to_le_bytes() {
+        return Header::Invalid("unsupported format version");
+    }
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h[BASE_AT..BASE_AT + 8]);
+    Header::Valid(u64::from_le_bytes(b))
+}
+
+/// Allocates `len` bytes of real blocks for `file`. `fault` is the test seam: when set, the
+/// call fails with ENOSPC as a full disk would.
+pub fn allocate(file: &File, len: u64, fault: Option<&AtomicBool>) -> io::Result<()> {
+    if fault.is_some_and(|f| f.load(Ordering::Relaxed)) {
+        return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+    }
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    // SAFETY: plain syscall on an fd we own; no memory is passed.
+    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// Maps the whole of `file` read-write.
+pub fn map(file: &File, path: &Path) -> Result<MmapMut, StorageError> {
+    // SAFETY: the file belongs to this log's directory, which this process owns exclusively; it
+    // is never truncated while mapped (we only fallocate, which does not shrink).
+    unsafe { MmapOptions::new().map_mut(file) }.map_err(|e| StorageError::io(path, "mmap", e))
+}
+
+/// A created, allocated and mapped file that has no base offset yet.
+#[derive(Debug)]
+pub struct PreparedSegment {
+    /// Its temporary (`.prealloc`) path.
+    path: PathBuf,
+    file: File,
+    map: MmapMut,
+}
+
+impl PreparedSegment {
+    /// Creates `path` (which must not exist), allocates `size` bytes and maps it. On failure
+    /// the half-made file is removed. This blocks (fallocate): keep it off the reactor thread.
+    pub fn create(
+        path: PathBuf,
+        size: u64,
+        fault: Option<&AtomicBool>,
+    ) -> Result<Self, StorageError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| StorageError::io(&path, "create", e))?;
+        let made = allocate(&file, size, fault)
+            .map_err(|e| StorageError::io(&path, "fallocate", e))
+            .and_then(|()| map(&file, &path));
+        match made {
+            Ok(map) => Ok(PreparedSegment { path, file, map }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Bytes allocated.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+/// One mapped segment with its in-memory index.
+///
+/// # Invariants
+/// `index[i]` is the byte position of the record with offset `base + i`; positions are
+/// increasing, 8-aligned, and `< write_pos <= map.len()`.
+#[derive(Debug)]
+pub struct Segment {
+    /// For messages and for `delete`.
+    pub path: PathBuf,
+    /// Shared with sync jobs, which fsync it on the helper thread.
+    pub file: Arc<File>,
+    map: MmapMut,
+    /// Offset of the first record (from the header / the name).
+    pub base: u64,
+    /// Offset -> byte position; rebuilt by recovery, so `read` is O(1).
+    index: Vec<u32>,
+    /// Next free byte (end of the last record, padding included).
+    write_pos: usize,
+}
+
+impl Segment {
+    /// Wraps an existing, recovered file.
+    pub fn from_parts(
+        path: PathBuf,
+        file: File,
+        map: MmapMut,
+        base: u64,
+        index: Vec<u32>,
+        write_pos: usize,
+    ) -> Self {
+        Segment {
+            path,
+            file: Arc::new(file),
+            map,
+            base,
+            index,
+            write_pos,
+        }
+    }
+
+    /// Turns a prepared file into the segment starting at `base`: header, then rename to its
+    /// final name. The rename is metadata only (no fsync here; the next sync covers the dir).
+    pub fn install(prep: PreparedSegment, dir: &Path, base: u64) -> Result<Self, StorageError> {
+        let PreparedSegment {
+            path: tmp,
+            file,
+            mut map,
+        } = prep;
+        if map.len() < SEGMENT_HEADER_LEN {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(StorageError::Config(format!(
+                "segment size {} below header",
+                map.len()
+            )));
+        }
+        map[..SEGMENT_HEADER_LEN].copy_from_slice(&encode_header(base));
+        let path = dir.join(segment_file_name(base));
+        if let Err(e) = std::fs::rename(&tmp, &path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(StorageError::io(&path, "rename", e));
+        }
+        Ok(Segment::from_parts(
+            path,
+            file,
+            map,
+            base,
+            Vec::new(),
+            SEGMENT_HEADER_LEN,
+        ))
+    }
+
+    /// One past the last offset this segment holds.
+    pub fn end(&self) -> u64 {
+        self.base + self.index.len() as u64
+    }
+
+    /// Bytes mapped (= allocated).
+    pub fn capacity(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Bytes written, header included.
+    pub fn used(&self) -> usize {
+        self.write_pos
+    }
+
+    /// True when `span` more bytes fit.
+    pub fn has_room(&self, span: usize) -> bool {
+        self.map.len() - self.write_pos >= span
+    }
+
+    /// Appends the record at offset `self.end()`; the caller checked `has_room(span)` and that
+    /// the body length fits a u32.
+    pub fn append(&mut self, rec: &NewRecord<'_>, span: usize) -> u64 {
+        let offset = self.end();
+        let pos = self.write_pos;
+        let dst = &mut self.map[pos..pos + span];
+        let n = record::encode(
+            dst,
+            offset,
+            rec.timestamp_ns,
+            rec.deliver_at_ns,
+            rec.attempts,
+            rec.body,
+        );
+        debug_assert_eq!(n, span, "span mismatch at offset {offset}");
+        // cannot truncate: positions are < map.len() <= u32::MAX (checked at open).
+        self.index.push(pos as u32);
+        self.write_pos = pos + span;
+        offset
+    }
+
+    /// The record at `offset`: `None` if this segment has no record there, `Some(Err)` if the
+    /// bytes fail verification (the CRC is checked on every read).
+    pub fn read(&self, offset: u64) -> Option<Result<Record<'_>, Corrupt>> {
+        let i = usize::try_from(offset.checked_sub(self.base)?).ok()?;
+        let pos = *self.index.get(i)? as usize;
+        let buf = self.map.get(pos..self.write_pos)?;
+        Some(record::decode(buf, offset).map(|(r, _)| r))
+    }
+
+    /// Called when a newer segment becomes active: the index stops growing.
+    pub fn seal(&mut self) {
+        self.index.shrink_to_fit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_constants_match_the_documented_table() {
+        assert_eq!(SEGMENT_HEADER_LEN, 32);
+        assert_eq!((VERSION_AT, BASE_AT, HEADER_CRC_AT), (8, 16, 24));
+        assert_eq!(&SEGMENT_MAGIC, b"CORQLOG\0");
+        assert_eq!(SEGMENT_VERSION, 1);
+        assert_eq!(SEGMENT_HEADER_LEN % record::RECORD_ALIGN, 0);
+        let h = encode_header(0x0102_0304_0506_0708);
+        assert_eq!(&h[16..24], &0x0102_0304_0506_0708u64.to_le_bytes());
+        assert_eq!(&h[28..32], &[0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn header_round_trip_and_rejections() {
+        let h = encode_header(99);
+        assert_eq!(decode_header(&h), Header::Valid(99));
+        assert_eq!(decode_header(&[0u8; 32]), Header::Missing);
+        assert_eq!(decode_header(&[0u8; 5]), Header::Missing);
+        assert!(matches!(decode_header(&h[..20]), Header::Invalid(_)));
+        for byte in 0..HEADER_CRC_AT + 4 {
+            let mut g = h;
+            g[byte] ^= 0x10;
+            assert!(
+                matches!(decode_header(&g), Header::Invalid(_)),
+                "flip at {byte} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn file_names_sort_and_parse_strictly() {
+        assert_eq!(segment_file_name(42), "00000000000000000042.log");
+        assert_eq!(segment_file_name(u64::MAX).len(), FILE_NAME_DIGITS + 4);
+        assert!(segment_file_name(9) < segment_file_name(10));
+        assert_eq!(
+            parse_file_name("00000000000000000042.log", SEGMENT_SUFFIX),
+            Some(42)
+        );
+        assert_eq!(
+            parse_file_name(&segment_file_name(u64::MAX), SEGMENT_SUFFIX),
+            Some(u64::MAX)
+        );
+        for bad in [
+            "42.log",
+            "0000000000000000004x.log",
+            "00000000000000000042.lo",
+            "+0000000000000000042.log",
+            "99999999999999999999.log", // overflows u64
+            "",
+            ".log",
+            "é0000000000000000042.log",
+        ] {
+            assert_eq!(parse_file_name(bad, SEGMENT_SUFFIX), None, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Background work: the [`Job`]s a [`Log`](super::Log) hands out (fsync, pre-creating the next
+//! segment) and the [`StorageWorker`] helper thread that runs them so the reactor never blocks.
+//!
+//! Flow: `log.poll_jobs(now)` → `worker.submit(key, job)` → (helper thread) `job.run()` →
+//! `notify()` → reactor: `worker.try_recv()` → `log.apply(done)`. Without a worker,
+//! `log.run_jobs_inline(now)` does the same synchronously.
+
+use super::segment::PreparedSegment;
+use super::StorageError;
+use ::log::error;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// A unit of blocking storage work. `Send`: built on the reactor, run on the helper thread.
+#[derive(Debug)]
+pub struct Job {
+    /// Which `Log` instance made it; results for another instance are ignored by `apply`.
+    pub(crate) log_id: u64,
+    pub(crate) kind: JobKind,
+}
+
+#[derive(Debug)]
+pub(crate) enum JobKind {
+    /// fdatasync these segment files (and the directory, if a segment was installed since the
+    /// last sync). On Linux an fsync of the fd also writes back pages dirtied through the
+    /// shared mmap. `target` is the log's tail when the job was made: on success every offset
+    /// below it is durable.
+    Sync {
+        target: u64,
+        files: Vec<(PathBuf, Arc<File>)>,
+        dir: Option<(PathBuf, Arc<File>)>,
+    },
+    /// Create, fallocate and map the next segment under a temporary name.
+    Prepare {
+        path: PathBuf,
+        size: u64,
+        fault: Option<Arc<AtomicBool>>,
+    },
+}
+
+/// The outcome of a [`Job`], to be handed to [`Log::apply`](super::Log::apply).
+#[derive(Debug)]
+pub struct JobDone {
+    pub(crate) log_id: u64,
+    pub(crate) kind: DoneKind,
+}
+
+#[derive(Debug)]
+pub(crate) enum DoneKind {
+    Synced {
+        target: u64,
+        result: Result<(), StorageError>,
+    },
+    Prepared(Result<PreparedSegment, StorageError>),
+}
+
+impl Job {
+    /// Runs the job on the calling thread (blocking). The worker calls this; so does
+    /// `Log::run_jobs_inline`.
+    pub fn run(self) -> JobDone {
+        let kind = match self.kind {
+            JobKind::Sync { target, files, dir } => DoneKind::Synced {
+                target,
+                result: sync_all(&files, dir.as_ref()),
+            },
+            JobKind::Prepare { path, size, fault } => {
+                DoneKind::Prepared(PreparedSegment::create(path, size, fault.as_deref()))
+            }
+        };
+        JobDone {
+            log_id: self.log_id,
+            kind,
+        }
+    }
+
+    /// True for a sync job (as opposed to a segment pre-creation).
+    pub fn is_sync(&self) -> bool {
+        matches!(self.kind, JobKind::Sync { .. })
+    }
+}
+
+fn sync_all(
+    files: &[(PathBuf, Arc<File>)],
+    dir: Option<&(PathBuf, Arc<File>)>,
+) -> Result<(), StorageError> {
+    for (path, file) in files {
+        file.sync_data()
+            .map_err(|e| StorageError::io(path, "fdatasync", e))?;
+    }
+    if let Some((path, dir)) = dir {
+        // Makes renames (segment installs) durable.
+        dir.sync_all()
+            .map_err(|e| StorageError::io(path, "fsync dir", e))?;
+    }
+    Ok(())
+}
+
+impl JobDone {
+    /// A failed sync result, for tests of the poisoned-log path.
+    #[cfg(test)]
+    pub(crate) fn failed_sync_for_test(log_id: u64, target: u64) -> JobDone {
+        let source = io::Error::from_raw_os_error(libc::EIO);
+        let result = Err(StorageError::io("test", "fdatasync", source));
+        JobDone {
+            log_id,
+            kind: DoneKind::Synced { target, result },
+        }
+    }
+}
+
+/// Wakes the reactor after each finished job (e.g. a closure calling `mio::Waker::wake`).
+pub type Notify = Box<dyn Fn() + Send>;
+
+/// A helper thread that runs [`Job`]s in submission order and hands back `(log_key, JobDone)`.
+/// Dropping it lets queued jobs finish, then joins the thread.
+pub struct StorageWorker {
+    /// `None` only during drop.
+    tx: Option<mpsc::Sender<(u64, Job)>>,
+    rx: mpsc::Receiver<(u64, JobDone)>,
+    /// Results of jobs run inline because the thread was gone (it never should be).
+    fallback: RefCell<VecDeque<(u64, JobDone)>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for StorageWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageWorker")
+            .field("running", &self.thread.is_some())
+            .finish()
+    }
+}
+
+impl StorageWorker {
+    /// Starts the thread. `notify` is called on it after every finished job.
+    pub fn spawn(notify: Notify) -> io::Result<StorageWorker> {
+        let (tx, jobs) = mpsc::channel::<(u64, Job)>();
+        let (done_tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("corq-storage".into())
+            .spawn(move || {
+                for (key, job) in jobs {
+                    if done_tx.send((key, job.run())).is_err() {
+                        break; // the owner is gone: nobody to tell.
+                    }
+                    notify();
+                }
+            })?;
+        Ok(StorageWorker {
+            tx: Some(tx),
+            rx,
+            fallback: RefCell::default(),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues `job` for the log the caller knows as `log_key`. Never blocks, unless the thread
+    /// has died, in which case the job runs inline (and an error is logged) so no sync is lost.
+    pub fn submit(&self, log_key: u64, job: Job) {
+        let Some(tx) = &self.tx else { return };
+        if let Err(mpsc::SendError((key, job))) = tx.send((log_key, job)) {
+            error!("storage worker thread is gone; running a job inline");
+            self.fallback.borrow_mut().push_back((key, job.run()));
+        }
+    }
+
+    /// A finished job, if any.
+    pub fn try_recv(&self) -> Option<(u64, JobDone)> {
+        if let Some(done) = self.fallback.borrow_mut().pop_front() {
+            return Some(done);
+        }
+        self.rx.try_recv().ok()
+    }
+}
+
+impl Drop for StorageWorker {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                error!("storage worker thread panicked");
+            }
+        }
+    }
+}
