@@ -2,7 +2,7 @@
 use corq::client::{Consumer, Producer};
 use std::time::Duration;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     let data = std::env::temp_dir().join(format!("corq-embed-{}", std::process::id()));
     let opts = corq::Options { tcp_address: "127.0.0.1:0".parse()?, data_path: data.clone(), ..Default::default() };
     let server = corq::Server::bind(opts.validate()?)?;

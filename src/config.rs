@@ -36,7 +36,7 @@ pub struct Options {
     #[arg(long, default_value = "")]
     pub broadcast_address: String,
     /// path to store the topic logs and the checkpoint (defaults to the current directory)
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = ".")]
     pub data_path: PathBuf,
     /// maximum size in bytes of a single message
     #[arg(long, default_value_t = 1_048_576)]
@@ -199,7 +199,7 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
         let (unit, tail) = tail.split_at(unit_len);
         let unit_ns: u128 = match unit {
             b"ns" => 1,
-            b"us" | "µs".as_bytes() => 1_000,
+            b"us" | b"\xC2\xB5s" => 1_000, // "µs"
             b"ms" => 1_000_000,
             b"s" => 1_000_000_000,
             b"m" => 60_000_000_000,

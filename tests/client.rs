@@ -49,12 +49,11 @@ fn consumer_req_touch_and_non_fatal_errors() {
     c.cls().unwrap();
 }
 
+#[path = "../examples/embed.rs"]
+mod embed;
+
 #[test]
 fn the_embedding_example_runs() {
-    // `cargo test` builds the examples next to the binaries.
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_corqd"));
-    let example = bin.parent().unwrap().join("examples").join("embed");
-    let out = std::process::Command::new(&example).output().expect("examples/embed is built by cargo test");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hello from an embedded corq");
+    // The example itself, compiled into this test so `cargo test --test integration` has it too.
+    embed::main().unwrap();
 }

@@ -34,14 +34,20 @@ fn clean_restart_brings_back_exactly_the_unfinished() {
     }
     c.sub("cr", "ch");
     c.cmd("RDY 6", None);
+    let mut ids = Vec::new();
     let mut in_flight = Vec::new();
     for i in 0..6 {
         let (_, _, id, body) = c.expect_message();
         if i < 4 {
-            c.cmd(&format!("FIN {id}"), None);
+            ids.push(id);
         } else {
             in_flight.push(body);
         }
+    }
+    // RDY 0 first, so the FINs free no slot for more deliveries.
+    c.cmd("RDY 0", None);
+    for id in ids {
+        c.cmd(&format!("FIN {id}"), None);
     }
     assert!(c.sync().is_empty());
     drop(c);

@@ -68,7 +68,6 @@ fn now(clock: &dyn Clock) -> Now {
 }
 
 /// The event loop.
-#[derive(Debug)]
 pub struct EventLoop {
     poll: Poll,
     events: Events,
@@ -83,6 +82,14 @@ pub struct EventLoop {
     to_close: Vec<usize>,
     /// The largest undecoded input a conn may buffer: the longest command nsqd accepts.
     max_buffered: usize,
+    /// Reused list of (conn key, readable, writable) from one poll.
+    ready: Vec<(usize, bool, bool)>,
+}
+
+impl std::fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLoop").field("conns", &self.conns.len()).field("broker", &self.broker).finish_non_exhaustive()
+    }
 }
 
 impl EventLoop {
@@ -114,6 +121,7 @@ impl EventLoop {
             still_readable: Vec::new(),
             to_close: Vec::new(),
             max_buffered,
+            ready: Vec::new(),
         })
     }
 
@@ -155,21 +163,28 @@ impl EventLoop {
             }
         }
         let mut readable = std::mem::take(&mut self.still_readable);
+        let mut accept = false;
+        self.ready.clear();
         for event in self.events.iter() {
             match event.token() {
-                LISTENER => {}
+                LISTENER => accept = true,
                 WAKER => trace!("woken"),
                 Token(key) => {
-                    if event.is_writable() {
-                        self.flush_conn(key);
-                    }
-                    if event.is_readable() || event.is_read_closed() || event.is_error() {
-                        readable.push(key);
-                    }
+                    let read = event.is_readable() || event.is_read_closed() || event.is_error();
+                    self.ready.push((key, read, event.is_writable()));
                 }
             }
         }
-        let accept = self.events.iter().any(|e| e.token() == LISTENER);
+        let ready = std::mem::take(&mut self.ready);
+        for &(key, read, write) in &ready {
+            if write {
+                self.flush_conn(key);
+            }
+            if read {
+                readable.push(key);
+            }
+        }
+        self.ready = ready;
         if accept {
             self.accept_all();
         }

@@ -16,6 +16,7 @@
 //! | `recovery.rs`   | the open-time scan: rebuild indexes, cut torn tails, report stray files |
 //! | `log.rs`        | [`Log`]: append/read/iterate/retention and the sync/pre-create job state |
 //! | `worker.rs`     | [`StorageWorker`]: the helper thread that runs [`Job`]s (fsync, file creation) |
+//! | `checkpoint.rs` | the broker's checkpoint file (`corq.dat`): topics, channels, positions |
 //!
 //! # Threads
 //!
@@ -26,6 +27,7 @@
 //!
 //! The on-disk format and the recovery policy are described in `docs/storage-format.md`.
 
+pub mod checkpoint;
 mod error;
 mod log;
 mod record;
