@@ -4,7 +4,11 @@ use std::time::Duration;
 
 pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     let data = std::env::temp_dir().join(format!("corq-embed-{}", std::process::id()));
-    let opts = corq::Options { tcp_address: "127.0.0.1:0".parse()?, data_path: data.clone(), ..Default::default() };
+    let opts = corq::Options {
+        tcp_address: "127.0.0.1:0".parse()?,
+        data_path: data.clone(),
+        ..Default::default()
+    };
     let server = corq::Server::bind(opts.validate()?)?;
     let (addr, handle) = (server.tcp_addr(), server.handle());
     let thread = std::thread::spawn(move || server.run());
@@ -12,7 +16,9 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     Producer::connect(addr)?.publish("greetings", b"hello from an embedded corq")?;
     let mut consumer = Consumer::connect(addr, "greetings", "printer")?;
     consumer.rdy(1)?;
-    let msg = consumer.next_message(Duration::from_secs(5))?.ok_or("no message")?;
+    let msg = consumer
+        .next_message(Duration::from_secs(5))?
+        .ok_or("no message")?;
     println!("{}", String::from_utf8_lossy(&msg.body));
     consumer.fin(&msg.id)?;
 

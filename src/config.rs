@@ -24,7 +24,11 @@ impl std::error::Error for ConfigError {}
 
 /// The server's options: nsqd's flags (same names, defaults and duration syntax) plus corq's own.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "corqd", version, about = "corq: an NSQ-compatible message queue server on one thread")]
+#[command(
+    name = "corqd",
+    version,
+    about = "corq: an NSQ-compatible message queue server on one thread"
+)]
 pub struct Options {
     /// <addr>:<port> to listen on for TCP clients
     #[arg(long, default_value = "0.0.0.0:4150")]
@@ -129,7 +133,10 @@ impl Options {
             return bad("max-bytes-per-file", "must be at least 65536");
         }
         if u64::from(self.max_msg_size) + 1024 > self.max_bytes_per_file {
-            return bad("max-bytes-per-file", "must hold at least one --max-msg-size message");
+            return bad(
+                "max-bytes-per-file",
+                "must hold at least one --max-msg-size message",
+            );
         }
         if self.sync_every == 0 {
             return bad("sync-every", "must be >= 1");
@@ -153,7 +160,10 @@ impl Options {
             );
         }
         if parse_level(&self.log_level).is_none() {
-            return bad("log-level", "must be one of trace, debug, info, warn, error");
+            return bad(
+                "log-level",
+                "must be one of trace, debug, info, warn, error",
+            );
         }
         Ok(Config { opts: self })
     }
@@ -211,7 +221,11 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
         if int.is_empty() && frac.is_empty() {
             return Err(err());
         }
-        let int: u128 = if int.is_empty() { 0 } else { int.parse().map_err(|_| err())? };
+        let int: u128 = if int.is_empty() {
+            0
+        } else {
+            int.parse().map_err(|_| err())?
+        };
         let mut part = int.checked_mul(unit_ns).ok_or_else(err)?;
         // Fractions: each digit is worth a tenth of the previous one (Go allows "1.5h").
         let mut scale = unit_ns;
@@ -239,8 +253,19 @@ mod tests {
         assert_eq!(parse_duration_ms("1.5s"), Ok(1500));
         assert_eq!(parse_duration_ms("300us"), Ok(1));
         assert_eq!(parse_duration_ms("0"), Ok(0));
-        for bad in ["", "5", "1x", "ms", "-1s", "1..5s", "99999999999999999999999h"] {
-            assert!(parse_duration_ms(bad).is_err(), "{bad:?} should be rejected");
+        for bad in [
+            "",
+            "5",
+            "1x",
+            "ms",
+            "-1s",
+            "1..5s",
+            "99999999999999999999999h",
+        ] {
+            assert!(
+                parse_duration_ms(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 
@@ -260,9 +285,15 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_flag() {
-        let o = Options { max_rdy_count: 0, ..Options::default() };
+        let o = Options {
+            max_rdy_count: 0,
+            ..Options::default()
+        };
         assert!(o.validate().unwrap_err().0.contains("--max-rdy-count"));
-        let o = Options { log_level: "loud".into(), ..Options::default() };
+        let o = Options {
+            log_level: "loud".into(),
+            ..Options::default()
+        };
         assert!(o.validate().unwrap_err().0.contains("--log-level"));
         let parsed = Options::try_parse_from(["corqd", "--msg-timeout", "soon"]);
         assert!(parsed.unwrap_err().to_string().contains("--msg-timeout"));

@@ -81,14 +81,21 @@ impl Server {
     ///
     /// # Errors
     /// As [`Server::bind`].
-    pub fn bind_with_clock(cfg: Config, clock: Box<dyn Clock + Send>) -> Result<Server, ServerError> {
+    pub fn bind_with_clock(
+        cfg: Config,
+        clock: Box<dyn Clock + Send>,
+    ) -> Result<Server, ServerError> {
         let cpu = cfg.cpu;
         let addr = cfg.tcp_address;
         let listener = TcpListener::bind(addr).map_err(|e| ServerError::Bind(addr, e))?;
         let tcp_addr = listener.local_addr().map_err(ServerError::Io)?;
         let event_loop = EventLoop::new(listener, cfg, clock)?;
         info!("TCP: listening on {tcp_addr}");
-        Ok(Server { event_loop, tcp_addr, cpu })
+        Ok(Server {
+            event_loop,
+            tcp_addr,
+            cpu,
+        })
     }
 
     /// The address the TCP listener is bound to (the real port when the flag asked for 0).
@@ -98,7 +105,9 @@ impl Server {
 
     /// A handle that stops the server.
     pub fn handle(&self) -> Handle {
-        Handle { shared: self.event_loop.shared() }
+        Handle {
+            shared: self.event_loop.shared(),
+        }
     }
 
     /// Runs the server on the calling thread until a [`Handle`] (or a signal, see
@@ -150,6 +159,9 @@ fn pin_to_cpu(cpu: usize) {
     if rc == 0 {
         info!("reactor pinned to CPU {cpu}");
     } else {
-        warn!("--cpu {cpu}: sched_setaffinity failed: {}", std::io::Error::last_os_error());
+        warn!(
+            "--cpu {cpu}: sched_setaffinity failed: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }

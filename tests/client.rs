@@ -14,16 +14,24 @@ fn producer_and_consumer_round_trip() {
     p.publish("cl", b"one").unwrap();
     p.mpub("cl", &[b"two", b"three"]).unwrap();
     p.dpub("cl", 50, b"four").unwrap();
-    let sent = p.publish_pipelined("cl", (5..105).map(|i| format!("m{i}")), 16).unwrap();
+    let sent = p
+        .publish_pipelined("cl", (5..105).map(|i| format!("m{i}")), 16)
+        .unwrap();
     assert_eq!(sent, 100);
     let err = p.publish("bad!", b"x").unwrap_err();
-    assert!(matches!(err, ClientError::Server(ref s) if s.starts_with("E_BAD_TOPIC")), "{err}");
+    assert!(
+        matches!(err, ClientError::Server(ref s) if s.starts_with("E_BAD_TOPIC")),
+        "{err}"
+    );
 
     let mut c = Consumer::connect(server.addr, "cl", "ch").unwrap();
     c.rdy(200).unwrap();
     let mut bodies = BTreeSet::new();
     while bodies.len() < 104 {
-        let m = c.next_message(Duration::from_secs(10)).unwrap().expect("message");
+        let m = c
+            .next_message(Duration::from_secs(10))
+            .unwrap()
+            .expect("message");
         assert_eq!(m.attempts, 1);
         c.fin(&m.id).unwrap();
         assert!(bodies.insert(m.body), "duplicate delivery");
@@ -34,7 +42,10 @@ fn producer_and_consumer_round_trip() {
 #[test]
 fn consumer_req_touch_and_non_fatal_errors() {
     let (server, _dir) = start_server();
-    Producer::connect(server.addr).unwrap().publish("cl2", b"x").unwrap();
+    Producer::connect(server.addr)
+        .unwrap()
+        .publish("cl2", b"x")
+        .unwrap();
     let mut c = Consumer::connect(server.addr, "cl2", "ch").unwrap();
     c.rdy(1).unwrap();
     let m = c.next_message(Duration::from_secs(10)).unwrap().unwrap();
@@ -45,7 +56,10 @@ fn consumer_req_touch_and_non_fatal_errors() {
     c.fin(&again.id).unwrap();
     c.fin(&again.id).unwrap();
     let err = c.next_message(Duration::from_secs(10)).unwrap_err();
-    assert!(matches!(err, ClientError::NonFatal(ref s) if s.contains("ID not in flight")), "{err}");
+    assert!(
+        matches!(err, ClientError::NonFatal(ref s) if s.contains("ID not in flight")),
+        "{err}"
+    );
     c.cls().unwrap();
 }
 

@@ -24,7 +24,15 @@ fn first_channel_gets_the_backlog_later_channels_start_at_the_tail() {
     first.cmd("RDY 10", None);
     second.cmd("RDY 10", None);
     let bodies: Vec<Vec<u8>> = (0..4).map(|_| first.expect_message().3).collect();
-    assert_eq!(bodies, vec![b"old0".to_vec(), b"old1".to_vec(), b"old2".to_vec(), b"new".to_vec()]);
+    assert_eq!(
+        bodies,
+        vec![
+            b"old0".to_vec(),
+            b"old1".to_vec(),
+            b"old2".to_vec(),
+            b"new".to_vec()
+        ]
+    );
     assert_eq!(second.expect_message().3, b"new");
     assert_eq!(count_messages(&second.sync()), 0);
 }
@@ -64,9 +72,16 @@ fn every_channel_gets_every_message_and_consumers_share_them() {
             seen.insert(data[26..].to_vec());
         }
     }
-    assert_eq!(per_consumer.iter().sum::<usize>(), 40, "each message exactly once per channel");
+    assert_eq!(
+        per_consumer.iter().sum::<usize>(),
+        40,
+        "each message exactly once per channel"
+    );
     assert_eq!(seen.len(), 40);
-    assert!(per_consumer.iter().all(|&n| n > 0), "both consumers share the channel: {per_consumer:?}");
+    assert!(
+        per_consumer.iter().all(|&n| n > 0),
+        "both consumers share the channel: {per_consumer:?}"
+    );
 }
 
 #[test]
@@ -103,7 +118,9 @@ fn fin_from_another_client_is_refused() {
     a.cmd("RDY 1", None);
     let (_, _, id, _) = a.expect_message();
     b.cmd(&format!("FIN {id}"), None);
-    b.expect_error(&format!("E_FIN_FAILED FIN {id} failed client does not own message"));
+    b.expect_error(&format!(
+        "E_FIN_FAILED FIN {id} failed client does not own message"
+    ));
     a.cmd(&format!("FIN {id}"), None);
     assert!(a.sync().is_empty());
 }
@@ -133,7 +150,11 @@ fn req_with_delay_is_not_redelivered_early() {
     let start = Instant::now();
     c.cmd(&format!("REQ {id} 300"), None);
     let (_, attempts, _, _) = c.expect_message();
-    assert!(start.elapsed() >= Duration::from_millis(300), "redelivered after {:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(300),
+        "redelivered after {:?}",
+        start.elapsed()
+    );
     assert_eq!(attempts, 2);
 }
 
@@ -153,7 +174,11 @@ fn msg_timeout_requeues_and_touch_extends() {
     c.cmd(&format!("TOUCH {id_touched}"), None);
     // The untouched one times out at ~1 s and comes back with attempts 2.
     let (_, attempts, id, _) = c.expect_message();
-    assert!(start.elapsed() >= Duration::from_millis(1000), "timed out early: {:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(1000),
+        "timed out early: {:?}",
+        start.elapsed()
+    );
     assert_eq!((attempts, id.as_str()), (2, id_slow.as_str()));
     // The touched one is still in flight (its deadline moved to ~1.6 s): FIN succeeds.
     c.cmd(&format!("FIN {id_touched}"), None);
@@ -173,7 +198,11 @@ fn dpub_is_delivered_after_its_delay_and_not_before() {
     p.publish("dp", b"now");
     assert_eq!(c.expect_message().3, b"now");
     let (_, attempts, _, body) = c.expect_message();
-    assert!(start.elapsed() >= Duration::from_millis(400), "DPUB came after {:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(400),
+        "DPUB came after {:?}",
+        start.elapsed()
+    );
     assert_eq!((attempts, body), (1, b"deferred".to_vec()));
 }
 

@@ -60,11 +60,18 @@ fn clean_restart_brings_back_exactly_the_unfinished() {
     let got = drain(&mut c);
     let bodies: BTreeSet<Vec<u8>> = got.iter().map(|(_, b)| b.clone()).collect();
     let expected: BTreeSet<Vec<u8>> = (4..10).map(|i| format!("m{i}").into_bytes()).collect();
-    assert_eq!(bodies, expected, "exactly the unfinished messages come back");
+    assert_eq!(
+        bodies, expected,
+        "exactly the unfinished messages come back"
+    );
     assert_eq!(got.len(), 6, "and each once");
     for (attempts, body) in &got {
         let was_in_flight = in_flight.contains(body);
-        assert_eq!(*attempts, if was_in_flight { 2 } else { 1 }, "attempts of {body:?}");
+        assert_eq!(
+            *attempts,
+            if was_in_flight { 2 } else { 1 },
+            "attempts of {body:?}"
+        );
     }
 }
 
@@ -93,11 +100,17 @@ fn kill_9_loses_no_acknowledged_message() {
     let got: BTreeSet<Vec<u8>> = drain(&mut c).into_iter().map(|(_, b)| b).collect();
     for i in 50..200 {
         let body = format!("m{i:03}").into_bytes();
-        assert!(got.contains(&body), "acknowledged, unfinished message {i} lost after kill -9");
+        assert!(
+            got.contains(&body),
+            "acknowledged, unfinished message {i} lost after kill -9"
+        );
     }
     for b in &got {
         let s = String::from_utf8(b.clone()).unwrap();
-        assert!(s.starts_with('m') && s[1..].parse::<u32>().is_ok_and(|n| n < 200), "never-sent body {s:?}");
+        assert!(
+            s.starts_with('m') && s[1..].parse::<u32>().is_ok_and(|n| n < 200),
+            "never-sent body {s:?}"
+        );
     }
     child.terminate();
 }
@@ -123,5 +136,9 @@ fn dpub_keeps_its_deadline_across_a_restart() {
     c.cmd("RDY 1", None);
     let (_, _, _, body) = c.expect_message();
     assert_eq!(body, b"later");
-    assert!(start.elapsed() >= Duration::from_millis(1500), "delivered after {:?}, before its deadline", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(1500),
+        "delivered after {:?}, before its deadline",
+        start.elapsed()
+    );
 }

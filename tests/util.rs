@@ -53,7 +53,11 @@ pub struct TestServer {
 
 /// Options for a test server: loopback, port 0, the given data dir.
 pub fn test_options(dir: &Path) -> Options {
-    Options { tcp_address: "127.0.0.1:0".parse().unwrap(), data_path: dir.to_owned(), ..Options::default() }
+    Options {
+        tcp_address: "127.0.0.1:0".parse().unwrap(),
+        data_path: dir.to_owned(),
+        ..Options::default()
+    }
 }
 
 impl TestServer {
@@ -63,7 +67,11 @@ impl TestServer {
         let addr = server.tcp_addr();
         let handle = server.handle();
         let thread = std::thread::spawn(move || server.run().unwrap());
-        TestServer { addr, handle, thread: Some(thread) }
+        TestServer {
+            addr,
+            handle,
+            thread: Some(thread),
+        }
     }
 
     /// Stops the server and waits for its clean shutdown (final checkpoint written).
@@ -169,13 +177,19 @@ impl Raw {
     /// Expects a response frame with exactly this data.
     pub fn expect_response(&mut self, data: &[u8]) {
         let (ft, got) = self.frame_skip_heartbeats();
-        assert_eq!((ft, String::from_utf8_lossy(&got)), (FRAME_RESPONSE, String::from_utf8_lossy(data)));
+        assert_eq!(
+            (ft, String::from_utf8_lossy(&got)),
+            (FRAME_RESPONSE, String::from_utf8_lossy(data))
+        );
     }
 
     /// Expects an error frame with exactly this data.
     pub fn expect_error(&mut self, data: &str) {
         let (ft, got) = self.frame_skip_heartbeats();
-        assert_eq!((ft, String::from_utf8_lossy(&got).into_owned()), (FRAME_ERROR, data.to_owned()));
+        assert_eq!(
+            (ft, String::from_utf8_lossy(&got).into_owned()),
+            (FRAME_ERROR, data.to_owned())
+        );
     }
 
     /// Expects the server to close the connection (EOF) with nothing more sent.
@@ -183,15 +197,29 @@ impl Raw {
         let mut rest = Vec::new();
         let r = self.stream.read_to_end(&mut rest);
         match r {
-            Ok(_) => assert!(rest.is_empty(), "expected EOF, got {} more bytes: {:?}", rest.len(), String::from_utf8_lossy(&rest)),
-            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "expected EOF, got {e}"),
+            Ok(_) => assert!(
+                rest.is_empty(),
+                "expected EOF, got {} more bytes: {:?}",
+                rest.len(),
+                String::from_utf8_lossy(&rest)
+            ),
+            Err(e) => assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset,
+                "expected EOF, got {e}"
+            ),
         }
     }
 
     /// Expects a message frame; returns (timestamp, attempts, id, body).
     pub fn expect_message(&mut self) -> (i64, u16, String, Vec<u8>) {
         let (ft, data) = self.frame_skip_heartbeats();
-        assert_eq!(ft, FRAME_MESSAGE, "expected a message, got {:?}", String::from_utf8_lossy(&data));
+        assert_eq!(
+            ft,
+            FRAME_MESSAGE,
+            "expected a message, got {:?}",
+            String::from_utf8_lossy(&data)
+        );
         let ts = i64::from_be_bytes(data[..8].try_into().unwrap());
         let attempts = u16::from_be_bytes(data[8..10].try_into().unwrap());
         let id = String::from_utf8(data[10..26].to_vec()).unwrap();
@@ -214,7 +242,12 @@ impl Raw {
     pub fn identify(&mut self, json: &str) -> Vec<u8> {
         self.cmd("IDENTIFY", Some(json.as_bytes()));
         let (ft, data) = self.frame();
-        assert_eq!(ft, FRAME_RESPONSE, "IDENTIFY failed: {}", String::from_utf8_lossy(&data));
+        assert_eq!(
+            ft,
+            FRAME_RESPONSE,
+            "IDENTIFY failed: {}",
+            String::from_utf8_lossy(&data)
+        );
         data
     }
 
@@ -268,7 +301,11 @@ impl ChildServer {
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("corqd did not start").parse().unwrap();
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("corqd did not start")
+            .parse()
+            .unwrap();
         ChildServer { child, addr }
     }
 

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use corq::client::{Consumer, Producer};
 
 #[derive(Parser)]
-#[command(name = "corq", version, about = "corq's tools: publish and tail over the NSQ protocol")]
+#[command(
+    name = "corq",
+    version,
+    about = "corq's tools: publish and tail over the NSQ protocol"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -45,10 +49,22 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::new().filter_level(log::LevelFilter::Warn).parse_env("CORQ_LOG").init();
+    env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Warn)
+        .parse_env("CORQ_LOG")
+        .init();
     let result = match Cli::parse().cmd {
-        Cmd::Pub { nsqd_tcp_address, batch, topic } => publish(nsqd_tcp_address, batch.max(1), &topic),
-        Cmd::Tail { nsqd_tcp_address, channel, count, topic } => tail(nsqd_tcp_address, channel, count, &topic),
+        Cmd::Pub {
+            nsqd_tcp_address,
+            batch,
+            topic,
+        } => publish(nsqd_tcp_address, batch.max(1), &topic),
+        Cmd::Tail {
+            nsqd_tcp_address,
+            channel,
+            count,
+            topic,
+        } => tail(nsqd_tcp_address, channel, count, &topic),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -62,15 +78,16 @@ fn main() -> ExitCode {
 fn publish(addr: SocketAddr, batch: usize, topic: &str) -> Result<(), Box<dyn std::error::Error>> {
     let mut producer = Producer::connect(addr)?;
     let mut lines: Vec<Vec<u8>> = Vec::with_capacity(batch);
-    let send = |p: &mut Producer, lines: &mut Vec<Vec<u8>>| -> Result<(), corq::client::ClientError> {
-        match lines.len() {
-            0 => Ok(()),
-            1 => p.publish(topic, &lines[0]),
-            _ => p.mpub(topic, &lines.iter().map(Vec::as_slice).collect::<Vec<_>>()),
-        }?;
-        lines.clear();
-        Ok(())
-    };
+    let send =
+        |p: &mut Producer, lines: &mut Vec<Vec<u8>>| -> Result<(), corq::client::ClientError> {
+            match lines.len() {
+                0 => Ok(()),
+                1 => p.publish(topic, &lines[0]),
+                _ => p.mpub(topic, &lines.iter().map(Vec::as_slice).collect::<Vec<_>>()),
+            }?;
+            lines.clear();
+            Ok(())
+        };
     for line in std::io::stdin().lock().split(b'\n') {
         let line = line?;
         // Empty lines are skipped: NSQ refuses empty messages.
@@ -85,8 +102,14 @@ fn publish(addr: SocketAddr, batch: usize, topic: &str) -> Result<(), Box<dyn st
     Ok(())
 }
 
-fn tail(addr: SocketAddr, channel: Option<String>, count: u64, topic: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let channel = channel.unwrap_or_else(|| format!("tail{:06}#ephemeral", std::process::id() % 1_000_000));
+fn tail(
+    addr: SocketAddr,
+    channel: Option<String>,
+    count: u64,
+    topic: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let channel =
+        channel.unwrap_or_else(|| format!("tail{:06}#ephemeral", std::process::id() % 1_000_000));
     let mut consumer = Consumer::connect(addr, topic, &channel)?;
     consumer.rdy(200)?;
     let mut out = std::io::stdout().lock();

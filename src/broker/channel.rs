@@ -180,7 +180,12 @@ impl Channel {
     }
 
     /// FIN: forgets the message. Returns its attempts.
-    pub fn fin(&mut self, offset: u64, ck: ClientKey, wheel: &mut Wheel<TimerEvent>) -> Result<u16, AckError> {
+    pub fn fin(
+        &mut self,
+        offset: u64,
+        ck: ClientKey,
+        wheel: &mut Wheel<TimerEvent>,
+    ) -> Result<u16, AckError> {
         let entry = self.owned(offset, ck)?;
         self.in_flight.remove(&offset);
         wheel.cancel(entry.timer);
@@ -188,22 +193,47 @@ impl Channel {
     }
 
     /// REQ: back to the queue now (`delay_ms == 0`) or after a delay.
-    pub fn req(&mut self, offset: u64, ck: ClientKey, delay_ms: u64, at: ReqAt, wheel: &mut Wheel<TimerEvent>) -> Result<(), AckError> {
+    pub fn req(
+        &mut self,
+        offset: u64,
+        ck: ClientKey,
+        delay_ms: u64,
+        at: ReqAt,
+        wheel: &mut Wheel<TimerEvent>,
+    ) -> Result<(), AckError> {
         let entry = self.owned(offset, ck)?;
         self.in_flight.remove(&offset);
         wheel.cancel(entry.timer);
         self.requeue_count += 1;
         if delay_ms == 0 {
-            self.requeued.push_back(Requeued { offset, attempts: entry.attempts });
+            self.requeued.push_back(Requeued {
+                offset,
+                attempts: entry.attempts,
+            });
         } else {
             let due_wall_ns = at.wall_ns.saturating_add(ms_to_ns(delay_ms));
-            self.defer(offset, entry.attempts, at.now_ms + delay_ms, due_wall_ns, at.event, wheel);
+            self.defer(
+                offset,
+                entry.attempts,
+                at.now_ms + delay_ms,
+                due_wall_ns,
+                at.event,
+                wheel,
+            );
         }
         Ok(())
     }
 
     /// TOUCH: restarts the timeout, but never past delivery + `max_msg_timeout_ms`.
-    pub fn touch(&mut self, offset: u64, ck: ClientKey, now_ms: u64, msg_timeout_ms: u64, max_msg_timeout_ms: u64, wheel: &mut Wheel<TimerEvent>) -> Result<(), AckError> {
+    pub fn touch(
+        &mut self,
+        offset: u64,
+        ck: ClientKey,
+        now_ms: u64,
+        msg_timeout_ms: u64,
+        max_msg_timeout_ms: u64,
+        wheel: &mut Wheel<TimerEvent>,
+    ) -> Result<(), AckError> {
         let entry = self.owned(offset, ck)?;
         let cap = entry.delivered_ms.saturating_add(max_msg_timeout_ms);
         let deadline = now_ms.saturating_add(msg_timeout_ms).min(cap);
@@ -212,16 +242,34 @@ impl Channel {
     }
 
     /// Puts a message in the deferred set with a timer that fires `event` at `due_ms`.
-    pub fn defer(&mut self, offset: u64, attempts: u16, due_ms: u64, due_wall_ns: i64, event: TimerEvent, wheel: &mut Wheel<TimerEvent>) {
+    pub fn defer(
+        &mut self,
+        offset: u64,
+        attempts: u16,
+        due_ms: u64,
+        due_wall_ns: i64,
+        event: TimerEvent,
+        wheel: &mut Wheel<TimerEvent>,
+    ) {
         let timer = wheel.insert(due_ms, event);
-        self.deferred.insert(offset, Deferred { timer, attempts, due_wall_ns });
+        self.deferred.insert(
+            offset,
+            Deferred {
+                timer,
+                attempts,
+                due_wall_ns,
+            },
+        );
     }
 
     /// An in-flight timeout fired: requeue the message. Returns who held it, to fix their count.
     pub fn timed_out(&mut self, offset: u64) -> Option<Option<ClientKey>> {
         let entry = self.in_flight.remove(&offset)?;
         self.timeout_count += 1;
-        self.requeued.push_back(Requeued { offset, attempts: entry.attempts });
+        self.requeued.push_back(Requeued {
+            offset,
+            attempts: entry.attempts,
+        });
         Some(entry.client)
     }
 
@@ -229,7 +277,10 @@ impl Channel {
     pub fn deferred_due(&mut self, offset: u64) -> bool {
         match self.deferred.remove(&offset) {
             Some(d) => {
-                self.requeued.push_back(Requeued { offset, attempts: d.attempts });
+                self.requeued.push_back(Requeued {
+                    offset,
+                    attempts: d.attempts,
+                });
                 true
             }
             None => false,
@@ -280,12 +331,24 @@ mod tests {
     use super::*;
 
     fn event() -> TimerEvent {
-        TimerEvent::Deferred { topic: 0, channel: 0, offset: 0 }
+        TimerEvent::Deferred {
+            topic: 0,
+            channel: 0,
+            offset: 0,
+        }
     }
 
     fn deliver(ch: &mut Channel, wheel: &mut Wheel<TimerEvent>, offset: u64, ck: ClientKey) {
         let timer = wheel.insert(1000, event());
-        ch.in_flight.insert(offset, InFlight { client: Some(ck), timer, attempts: 1, delivered_ms: 0 });
+        ch.in_flight.insert(
+            offset,
+            InFlight {
+                client: Some(ck),
+                timer,
+                attempts: 1,
+                delivered_ms: 0,
+            },
+        );
     }
 
     #[test]
@@ -306,9 +369,19 @@ mod tests {
         deliver(&mut ch, &mut wheel, 3, 1);
         deliver(&mut ch, &mut wheel, 7, 1);
         assert_eq!(ch.ack_floor(), 3);
-        let at = ReqAt { now_ms: 0, wall_ns: 0, event: event() };
+        let at = ReqAt {
+            now_ms: 0,
+            wall_ns: 0,
+            event: event(),
+        };
         ch.req(3, 1, 0, at, &mut wheel).unwrap();
-        assert_eq!(ch.requeued.front(), Some(&Requeued { offset: 3, attempts: 1 }));
+        assert_eq!(
+            ch.requeued.front(),
+            Some(&Requeued {
+                offset: 3,
+                attempts: 1
+            })
+        );
         ch.req(7, 1, 500, at, &mut wheel).unwrap();
         assert!(ch.deferred.contains_key(&7));
         assert_eq!(ch.requeue_count, 2);

@@ -115,7 +115,13 @@ pub struct Client {
 
 impl Client {
     /// A fresh session with the server's default settings.
-    pub fn new(token: usize, remote: SocketAddr, defaults: Settings, now_ms: u64, wall_ns: i64) -> Self {
+    pub fn new(
+        token: usize,
+        remote: SocketAddr,
+        defaults: Settings,
+        now_ms: u64,
+        wall_ns: i64,
+    ) -> Self {
         Client {
             token,
             remote,

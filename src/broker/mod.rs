@@ -24,9 +24,11 @@ use slab::Slab;
 
 use crate::config::Config;
 use crate::protocol::identify::{self, IdentifyLimits, ServerInfo};
-use crate::protocol::{self, encode, names, Command, ConnState, DecodeCtx, Limits, MessageId, ProtoError};
-use crate::storage::{Log, LogConfig, NewRecord, StorageError, StorageWorker};
+use crate::protocol::{
+    self, encode, names, Command, ConnState, DecodeCtx, Limits, MessageId, ProtoError,
+};
 use crate::storage::checkpoint::Checkpointer;
+use crate::storage::{Log, LogConfig, NewRecord, StorageError, StorageWorker};
 use crate::timer::Wheel;
 
 use channel::{AckError, Channel, InFlight, ReqAt};
@@ -87,7 +89,9 @@ impl std::fmt::Display for StartError {
         match self {
             StartError::Storage(e) => write!(f, "{e}"),
             StartError::Io(p, e) => write!(f, "{}: {e}", p.display()),
-            StartError::BadCheckpoint(p, e) => write!(f, "{}: invalid checkpoint: {e}", p.display()),
+            StartError::BadCheckpoint(p, e) => {
+                write!(f, "{}: invalid checkpoint: {e}", p.display())
+            }
         }
     }
 }
@@ -140,7 +144,9 @@ pub const CHECKPOINT_FILE: &str = "corq.dat";
 
 /// The directory of a topic's log.
 pub fn topic_dir(data_dir: &Path, name: &str) -> PathBuf {
-    data_dir.join(TOPICS_DIR).join(format!("{name}{TOPIC_DIR_SUFFIX}"))
+    data_dir
+        .join(TOPICS_DIR)
+        .join(format!("{name}{TOPIC_DIR_SUFFIX}"))
 }
 
 impl Broker {
@@ -151,7 +157,11 @@ impl Broker {
     /// `notify` is called from the storage helper thread whenever a job finishes; the reactor
     /// passes a closure that wakes its poll.
     pub fn open(cfg: Config, now: Now, notify: Box<dyn Fn() + Send>) -> Result<Broker, StartError> {
-        let data_dir = if cfg.data_path.as_os_str().is_empty() { PathBuf::from(".") } else { cfg.data_path.clone() };
+        let data_dir = if cfg.data_path.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            cfg.data_path.clone()
+        };
         let limits = Limits {
             max_msg_size: cfg.max_msg_size,
             max_body_size: cfg.max_body_size,
@@ -175,8 +185,10 @@ impl Broker {
             max_deflate_level: 6,
             auth_required: false,
         };
-        let checkpointer = Checkpointer::spawn(data_dir.join(CHECKPOINT_FILE)).map_err(|e| StartError::Io(data_dir.clone(), e))?;
-        let worker = StorageWorker::spawn(notify).map_err(|e| StartError::Io(data_dir.clone(), e))?;
+        let checkpointer = Checkpointer::spawn(data_dir.join(CHECKPOINT_FILE))
+            .map_err(|e| StartError::Io(data_dir.clone(), e))?;
+        let worker =
+            StorageWorker::spawn(notify).map_err(|e| StartError::Io(data_dir.clone(), e))?;
         let mut broker = Broker {
             cfg,
             limits,
@@ -208,7 +220,6 @@ impl Broker {
             max_msg_size: self.cfg.max_msg_size,
             sync_every: self.cfg.sync_every,
             sync_timeout_ms: self.cfg.sync_timeout,
-            ..LogConfig::default()
         }
     }
 
@@ -227,7 +238,13 @@ impl Broker {
             output_buffer_size: self.identify_limits.default_output_buffer_size,
             output_buffer_timeout_ms: self.cfg.output_buffer_timeout,
         };
-        let ck = self.clients.insert(Client::new(token, remote, settings, now.mono_ms, now.wall_ns));
+        let ck = self.clients.insert(Client::new(
+            token,
+            remote,
+            settings,
+            now.mono_ms,
+            now.wall_ns,
+        ));
         self.schedule_heartbeat(ck, now.mono_ms);
         debug!("client {ck} connected from {remote}");
         ck
@@ -236,13 +253,19 @@ impl Broker {
     /// The connection is gone: end the session. Its in-flight messages wait for their timeouts,
     /// as in nsqd; an ephemeral channel (and topic) left without consumers is deleted.
     pub fn disconnect(&mut self, ck: ClientKey) {
-        let Some(client) = self.clients.try_remove(ck) else { return };
+        let Some(client) = self.clients.try_remove(ck) else {
+            return;
+        };
         if let Some(t) = client.heartbeat_timer {
             self.wheel.cancel(t);
         }
         let Some((tk, chk)) = client.sub else { return };
-        let Some(topic) = self.topics.get_mut(tk) else { return };
-        let Some(ch) = topic.channels.get_mut(chk) else { return };
+        let Some(topic) = self.topics.get_mut(tk) else {
+            return;
+        };
+        let Some(ch) = topic.channels.get_mut(chk) else {
+            return;
+        };
         ch.remove_consumer(ck);
         if ch.ephemeral && ch.consumers.is_empty() {
             self.delete_channel(tk, chk);
@@ -253,8 +276,14 @@ impl Broker {
     /// The decoder's view of a session.
     pub fn decode_ctx(&self, ck: ClientKey) -> DecodeCtx {
         match self.clients.get(ck) {
-            Some(c) => DecodeCtx { state: c.state, heartbeats_disabled: c.settings.heartbeat_ms.is_none() },
-            None => DecodeCtx { state: ConnState::Closing, heartbeats_disabled: false },
+            Some(c) => DecodeCtx {
+                state: c.state,
+                heartbeats_disabled: c.settings.heartbeat_ms.is_none(),
+            },
+            None => DecodeCtx {
+                state: ConnState::Closing,
+                heartbeats_disabled: false,
+            },
         }
     }
 
@@ -337,15 +366,25 @@ impl Broker {
 
     /// Runs one decoded command for a client.
     pub fn apply(&mut self, ck: ClientKey, cmd: Command<'_>, now: Now) {
-        let Some(c) = self.clients.get_mut(ck) else { return };
+        let Some(c) = self.clients.get_mut(ck) else {
+            return;
+        };
         c.last_read_ms = now.mono_ms;
         match cmd {
             Command::Identify { body } => self.identify(ck, body, now),
-            Command::Auth { .. } => self.fail(ck, &fatal(protocol::E_AUTH_DISABLED, "AUTH disabled")),
+            Command::Auth { .. } => {
+                self.fail(ck, &fatal(protocol::E_AUTH_DISABLED, "AUTH disabled"))
+            }
             Command::Sub { topic, channel } => self.sub(ck, topic, channel),
-            Command::Pub { topic, body } => self.publish(ck, "PUB", topic, std::iter::once(body), 0, now),
+            Command::Pub { topic, body } => {
+                self.publish(ck, "PUB", topic, std::iter::once(body), 0, now)
+            }
             Command::Mpub { topic, bodies } => self.publish(ck, "MPUB", topic, bodies, 0, now),
-            Command::Dpub { topic, defer_ms, body } => self.publish(ck, "DPUB", topic, std::iter::once(body), defer_ms, now),
+            Command::Dpub {
+                topic,
+                defer_ms,
+                body,
+            } => self.publish(ck, "DPUB", topic, std::iter::once(body), defer_ms, now),
             Command::Rdy { count } => self.rdy(ck, count),
             Command::Fin { id } => self.fin(ck, &id),
             Command::Req { id, timeout_ms, .. } => self.req(ck, &id, timeout_ms, now),
@@ -360,8 +399,12 @@ impl Broker {
             Ok(id) => id,
             Err(e) => return self.fail(ck, &e),
         };
-        let reply = id.feature_negotiation.then(|| identify::identify_response(&id, &self.server_info));
-        let Some(c) = self.clients.get_mut(ck) else { return };
+        let reply = id
+            .feature_negotiation
+            .then(|| identify::identify_response(&id, &self.server_info));
+        let Some(c) = self.clients.get_mut(ck) else {
+            return;
+        };
         let first = !c.identified;
         c.identified = true;
         let s = &mut c.settings;
@@ -392,16 +435,25 @@ impl Broker {
         if max > 0 {
             let count = self.topic_index.get(topic_name).and_then(|&tk| {
                 let t = &self.topics[tk];
-                t.channel_index.get(channel_name).map(|&chk| t.channels[chk].consumers.len())
+                t.channel_index
+                    .get(channel_name)
+                    .map(|&chk| t.channels[chk].consumers.len())
             });
             if count.unwrap_or(0) >= max {
-                let desc = format!("SUB failed consumers for {topic_name}:{channel_name} exceeds limit of {max}");
+                let desc = format!(
+                    "SUB failed consumers for {topic_name}:{channel_name} exceeds limit of {max}"
+                );
                 return self.fail(ck, &fatal(protocol::E_SUB_FAILED, &desc));
             }
         }
         let tk = match self.topic_key(topic_name) {
             Ok(tk) => tk,
-            Err(e) => return self.fail(ck, &fatal(protocol::E_SUB_FAILED, &format!("SUB failed {e}"))),
+            Err(e) => {
+                return self.fail(
+                    ck,
+                    &fatal(protocol::E_SUB_FAILED, &format!("SUB failed {e}")),
+                )
+            }
         };
         let topic = &mut self.topics[tk];
         let known = topic.channel_index.contains_key(channel_name);
@@ -435,7 +487,15 @@ impl Broker {
     }
 
     /// PUB, MPUB and DPUB: append to the topic's log, answer OK, wake the topic's channels.
-    fn publish<'a>(&mut self, ck: ClientKey, verb: &str, topic_name: &str, bodies: impl Iterator<Item = &'a [u8]>, defer_ms: u64, now: Now) {
+    fn publish<'a>(
+        &mut self,
+        ck: ClientKey,
+        verb: &str,
+        topic_name: &str,
+        bodies: impl Iterator<Item = &'a [u8]>,
+        defer_ms: u64,
+        now: Now,
+    ) {
         let failed = |e: &dyn std::fmt::Display| {
             let code = match verb {
                 "MPUB" => protocol::E_MPUB_FAILED,
@@ -448,14 +508,23 @@ impl Broker {
             Ok(tk) => tk,
             Err(e) => return self.fail(ck, &failed(&e)),
         };
-        let deliver_at_ns = if defer_ms == 0 { 0 } else { now.wall_ns.saturating_add(channel::ms_to_ns(defer_ms)) };
+        let deliver_at_ns = if defer_ms == 0 {
+            0
+        } else {
+            now.wall_ns.saturating_add(channel::ms_to_ns(defer_ms))
+        };
         let topic = &mut self.topics[tk];
         let mut count = 0u64;
         let mut bytes = 0u64;
         let records = bodies.map(|body| {
             count += 1;
             bytes += body.len() as u64;
-            NewRecord { timestamp_ns: now.wall_ns, deliver_at_ns, attempts: 0, body }
+            NewRecord {
+                timestamp_ns: now.wall_ns,
+                deliver_at_ns,
+                attempts: 0,
+                body,
+            }
         });
         // A small stack of records keeps MPUB one log call without a per-publish allocation
         // for the common single-message case.
@@ -475,7 +544,9 @@ impl Broker {
     }
 
     fn rdy(&mut self, ck: ClientKey, count: u64) {
-        let Some(c) = self.clients.get_mut(ck) else { return };
+        let Some(c) = self.clients.get_mut(ck) else {
+            return;
+        };
         if c.state != ConnState::Subscribed {
             // After CLS nsqd ignores RDY; the decoder already refused it in other states.
             return;
@@ -493,15 +564,28 @@ impl Broker {
         Some((tk, chk, offset))
     }
 
-    fn ack_failed(&mut self, ck: ClientKey, code: &'static str, verb: &str, id: &MessageId, why: AckError) {
+    fn ack_failed(
+        &mut self,
+        ck: ClientKey,
+        code: &'static str,
+        verb: &str,
+        id: &MessageId,
+        why: AckError,
+    ) {
         let id = String::from_utf8_lossy(id);
-        let err = ProtoError { code, desc: format!("{verb} {id} failed {}", why.reason()), fatal: false };
+        let err = ProtoError {
+            code,
+            desc: format!("{verb} {id} failed {}", why.reason()),
+            fatal: false,
+        };
         self.fail(ck, &err);
     }
 
     fn fin(&mut self, ck: ClientKey, id: &MessageId) {
         let result = match self.in_flight_target(ck, id) {
-            Some((tk, chk, offset)) => self.channel_op(tk, chk, |ch, wheel| ch.fin(offset, ck, wheel).map(|_| ())),
+            Some((tk, chk, offset)) => {
+                self.channel_op(tk, chk, |ch, wheel| ch.fin(offset, ck, wheel).map(|_| ()))
+            }
             None => Err(AckError::NotInFlight),
         };
         match result {
@@ -521,8 +605,16 @@ impl Broker {
     fn req(&mut self, ck: ClientKey, id: &MessageId, delay_ms: u64, now: Now) {
         let result = match self.in_flight_target(ck, id) {
             Some((tk, chk, offset)) => {
-                let event = TimerEvent::Deferred { topic: tk, channel: chk, offset };
-                let at = ReqAt { now_ms: now.mono_ms, wall_ns: now.wall_ns, event };
+                let event = TimerEvent::Deferred {
+                    topic: tk,
+                    channel: chk,
+                    offset,
+                };
+                let at = ReqAt {
+                    now_ms: now.mono_ms,
+                    wall_ns: now.wall_ns,
+                    event,
+                };
                 self.channel_op(tk, chk, |ch, wheel| ch.req(offset, ck, delay_ms, at, wheel))
             }
             None => Err(AckError::NotInFlight),
@@ -542,10 +634,15 @@ impl Broker {
     }
 
     fn touch(&mut self, ck: ClientKey, id: &MessageId, now: Now) {
-        let timeout = self.clients.get(ck).map_or(0, |c| c.settings.msg_timeout_ms);
+        let timeout = self
+            .clients
+            .get(ck)
+            .map_or(0, |c| c.settings.msg_timeout_ms);
         let max = self.cfg.max_msg_timeout;
         let result = match self.in_flight_target(ck, id) {
-            Some((tk, chk, offset)) => self.channel_op(tk, chk, |ch, wheel| ch.touch(offset, ck, now.mono_ms, timeout, max, wheel)),
+            Some((tk, chk, offset)) => self.channel_op(tk, chk, |ch, wheel| {
+                ch.touch(offset, ck, now.mono_ms, timeout, max, wheel)
+            }),
             None => Err(AckError::NotInFlight),
         };
         if let Err(why) = result {
@@ -562,15 +659,28 @@ impl Broker {
     }
 
     /// Runs `op` on a channel with the wheel, or reports the message as not in flight.
-    fn channel_op<T>(&mut self, tk: usize, chk: usize, op: impl FnOnce(&mut Channel, &mut Wheel<TimerEvent>) -> Result<T, AckError>) -> Result<T, AckError> {
-        let ch = self.topics.get_mut(tk).and_then(|t| t.channels.get_mut(chk)).ok_or(AckError::NotInFlight)?;
+    fn channel_op<T>(
+        &mut self,
+        tk: usize,
+        chk: usize,
+        op: impl FnOnce(&mut Channel, &mut Wheel<TimerEvent>) -> Result<T, AckError>,
+    ) -> Result<T, AckError> {
+        let ch = self
+            .topics
+            .get_mut(tk)
+            .and_then(|t| t.channels.get_mut(chk))
+            .ok_or(AckError::NotInFlight)?;
         op(ch, &mut self.wheel)
     }
 
     // ----- delivery -----------------------------------------------------------------------
 
     fn queue_pump(&mut self, tk: usize, chk: usize) {
-        if let Some(ch) = self.topics.get_mut(tk).and_then(|t| t.channels.get_mut(chk)) {
+        if let Some(ch) = self
+            .topics
+            .get_mut(tk)
+            .and_then(|t| t.channels.get_mut(chk))
+        {
             queue_pump(&mut self.pump_queue, tk, chk, ch);
         }
     }
@@ -583,15 +693,18 @@ impl Broker {
     }
 
     fn pump_channel(&mut self, tk: usize, chk: usize, now: Now) {
-        let Some(topic) = self.topics.get_mut(tk) else { return };
-        let Some(ch) = topic.channels.get_mut(chk) else { return };
+        let Some(topic) = self.topics.get_mut(tk) else {
+            return;
+        };
+        let Some(ch) = topic.channels.get_mut(chk) else {
+            return;
+        };
         ch.pump_queued = false;
         if ch.paused {
             return;
         }
         let clients = &mut self.clients;
-        loop {
-            let Some(ck) = ch.pick_consumer(|c| clients.get(c).is_some_and(Client::is_ready)) else { break };
+        while let Some(ck) = ch.pick_consumer(|c| clients.get(c).is_some_and(Client::is_ready)) {
             // Requeued messages first (they are the oldest); then new ones, unless the topic is
             // paused (a paused topic hands nothing new to its channels).
             let (offset, attempts, fresh) = if let Some(r) = ch.requeued.pop_front() {
@@ -611,25 +724,60 @@ impl Broker {
                 }
             };
             if fresh && rec.deliver_at_ns > now.wall_ns {
-                let wait_ms = u64::try_from((rec.deliver_at_ns - now.wall_ns) / 1_000_000 + 1).unwrap_or(u64::MAX);
-                let event = TimerEvent::Deferred { topic: tk, channel: chk, offset };
-                ch.defer(offset, 0, now.mono_ms.saturating_add(wait_ms), rec.deliver_at_ns, event, &mut self.wheel);
+                let wait_ms = u64::try_from((rec.deliver_at_ns - now.wall_ns) / 1_000_000 + 1)
+                    .unwrap_or(u64::MAX);
+                let event = TimerEvent::Deferred {
+                    topic: tk,
+                    channel: chk,
+                    offset,
+                };
+                ch.defer(
+                    offset,
+                    0,
+                    now.mono_ms.saturating_add(wait_ms),
+                    rec.deliver_at_ns,
+                    event,
+                    &mut self.wheel,
+                );
                 continue;
             }
             let client = &mut clients[ck];
-            if client.settings.sample_rate > 0 && xorshift(&mut self.rng) % 100 > u64::from(client.settings.sample_rate) {
+            if client.settings.sample_rate > 0
+                && xorshift(&mut self.rng) % 100 > u64::from(client.settings.sample_rate)
+            {
                 // nsqd drops a sampled-out message for the channel: neither delivered nor requeued.
                 continue;
             }
             let attempts = attempts.saturating_add(1);
             let deadline = now.mono_ms.saturating_add(client.settings.msg_timeout_ms);
-            let timer = self.wheel.insert(deadline, TimerEvent::InFlight { topic: tk, channel: chk, offset });
-            ch.in_flight.insert(offset, InFlight { client: Some(ck), timer, attempts, delivered_ms: now.mono_ms });
+            let timer = self.wheel.insert(
+                deadline,
+                TimerEvent::InFlight {
+                    topic: tk,
+                    channel: chk,
+                    offset,
+                },
+            );
+            ch.in_flight.insert(
+                offset,
+                InFlight {
+                    client: Some(ck),
+                    timer,
+                    attempts,
+                    delivered_ms: now.mono_ms,
+                },
+            );
             ch.message_count += 1;
             client.in_flight += 1;
             client.message_count += 1;
             let id = protocol::message_id_from_offset(offset);
-            encode::encode_message(&mut client.out.buf, rec.timestamp_ns, attempts, &id, rec.body);
+            encode::encode_message(
+                &mut client.out.buf,
+                rec.timestamp_ns,
+                attempts,
+                &id,
+                rec.body,
+            );
             Self::mark_dirty(&mut self.dirty, ck, client);
         }
     }
@@ -638,7 +786,10 @@ impl Broker {
 
     /// The earliest time (monotonic ms) at which a timer may fire or a log's sync falls due.
     pub fn next_deadline(&self) -> Option<u64> {
-        let syncs = self.topics.iter().filter_map(|(_, t)| t.log.next_sync_deadline_ms());
+        let syncs = self
+            .topics
+            .iter()
+            .filter_map(|(_, t)| t.log.next_sync_deadline_ms());
         syncs.chain(self.wheel.next_deadline()).min()
     }
 
@@ -647,7 +798,10 @@ impl Broker {
     pub fn storage_step(&mut self, now: Now) {
         while let Some((key, done)) = self.worker.try_recv() {
             // A result for a deleted topic (or a reused key) is ignored by the log itself.
-            if let Some(topic) = usize::try_from(key).ok().and_then(|k| self.topics.get_mut(k)) {
+            if let Some(topic) = usize::try_from(key)
+                .ok()
+                .and_then(|k| self.topics.get_mut(k))
+            {
                 topic.log.apply(done);
             }
         }
@@ -664,9 +818,21 @@ impl Broker {
         self.wheel.poll(now.mono_ms, &mut fired);
         for event in fired.drain(..) {
             match event {
-                TimerEvent::InFlight { topic, channel, offset } => self.on_in_flight_timeout(topic, channel, offset),
-                TimerEvent::Deferred { topic, channel, offset } => {
-                    if let Some(ch) = self.topics.get_mut(topic).and_then(|t| t.channels.get_mut(channel)) {
+                TimerEvent::InFlight {
+                    topic,
+                    channel,
+                    offset,
+                } => self.on_in_flight_timeout(topic, channel, offset),
+                TimerEvent::Deferred {
+                    topic,
+                    channel,
+                    offset,
+                } => {
+                    if let Some(ch) = self
+                        .topics
+                        .get_mut(topic)
+                        .and_then(|t| t.channels.get_mut(channel))
+                    {
                         if ch.deferred_due(offset) {
                             queue_pump(&mut self.pump_queue, topic, channel, ch);
                         }
@@ -680,8 +846,16 @@ impl Broker {
     }
 
     fn on_in_flight_timeout(&mut self, tk: usize, chk: usize, offset: u64) {
-        let Some(ch) = self.topics.get_mut(tk).and_then(|t| t.channels.get_mut(chk)) else { return };
-        let Some(owner) = ch.timed_out(offset) else { return };
+        let Some(ch) = self
+            .topics
+            .get_mut(tk)
+            .and_then(|t| t.channels.get_mut(chk))
+        else {
+            return;
+        };
+        let Some(owner) = ch.timed_out(offset) else {
+            return;
+        };
         queue_pump(&mut self.pump_queue, tk, chk, ch);
         if let Some(c) = owner.and_then(|ck| self.clients.get_mut(ck)) {
             c.in_flight = c.in_flight.saturating_sub(1);
@@ -689,19 +863,33 @@ impl Broker {
     }
 
     fn schedule_heartbeat(&mut self, ck: ClientKey, now_ms: u64) {
-        let Some(c) = self.clients.get_mut(ck) else { return };
-        let Some(hb) = c.settings.heartbeat_ms else { return };
+        let Some(c) = self.clients.get_mut(ck) else {
+            return;
+        };
+        let Some(hb) = c.settings.heartbeat_ms else {
+            return;
+        };
         // Wake for whichever comes first: the next heartbeat or the 2-missed read deadline.
-        let due = (c.last_heartbeat_ms + hb).min(c.last_read_ms + 2 * hb).max(now_ms);
+        let due = (c.last_heartbeat_ms + hb)
+            .min(c.last_read_ms + 2 * hb)
+            .max(now_ms);
         c.heartbeat_timer = Some(self.wheel.insert(due, TimerEvent::Heartbeat(ck)));
     }
 
     fn on_heartbeat(&mut self, ck: ClientKey, now: Now) {
-        let Some(c) = self.clients.get_mut(ck) else { return };
+        let Some(c) = self.clients.get_mut(ck) else {
+            return;
+        };
         c.heartbeat_timer = None;
-        let Some(hb) = c.settings.heartbeat_ms else { return };
+        let Some(hb) = c.settings.heartbeat_ms else {
+            return;
+        };
         if now.mono_ms >= c.last_read_ms + 2 * hb {
-            info!("client {ck} ({}): no command for {} ms, closing", c.remote, 2 * hb);
+            info!(
+                "client {ck} ({}): no command for {} ms, closing",
+                c.remote,
+                2 * hb
+            );
             return self.close_silently(ck);
         }
         if now.mono_ms >= c.last_heartbeat_ms + hb {
@@ -759,8 +947,12 @@ impl Broker {
     /// Deletes a channel: its consumers are closed, its timers cancelled. An ephemeral topic
     /// left without channels goes too.
     pub fn delete_channel(&mut self, tk: usize, chk: usize) {
-        let Some(topic) = self.topics.get_mut(tk) else { return };
-        let Some(mut ch) = topic.remove_channel(chk) else { return };
+        let Some(topic) = self.topics.get_mut(tk) else {
+            return;
+        };
+        let Some(mut ch) = topic.remove_channel(chk) else {
+            return;
+        };
         ch.cancel_timers(&mut self.wheel);
         if !ch.ephemeral && !topic.ephemeral {
             self.topology_changed = true;
@@ -777,7 +969,9 @@ impl Broker {
 
     /// Deletes a topic, its channels and its log files.
     pub fn delete_topic(&mut self, tk: usize) {
-        let Some(topic) = self.topics.get(tk) else { return };
+        let Some(topic) = self.topics.get(tk) else {
+            return;
+        };
         let keys: Vec<usize> = topic.channels.iter().map(|(k, _)| k).collect();
         for chk in keys {
             if let Some(t) = self.topics.get_mut(tk) {
@@ -789,7 +983,9 @@ impl Broker {
                 }
             }
         }
-        let Some(topic) = self.topics.try_remove(tk) else { return };
+        let Some(topic) = self.topics.try_remove(tk) else {
+            return;
+        };
         self.topic_index.remove(&topic.name);
         if !topic.ephemeral {
             self.topology_changed = true;
@@ -803,7 +999,11 @@ impl Broker {
 
 /// An error that closes the connection.
 fn fatal(code: &'static str, desc: &str) -> ProtoError {
-    ProtoError { code, desc: desc.to_owned(), fatal: true }
+    ProtoError {
+        code,
+        desc: desc.to_owned(),
+        fatal: true,
+    }
 }
 
 /// Queues a channel for the delivery pass unless it already is.
@@ -815,8 +1015,13 @@ fn queue_pump(queue: &mut Vec<(usize, usize)>, tk: usize, chk: usize, ch: &mut C
 }
 
 /// Appends records to a log: one `append` for a single record, one `append_batch` otherwise.
-fn append_all<'a>(log: &mut Log, mut records: impl Iterator<Item = NewRecord<'a>>) -> Result<(), StorageError> {
-    let Some(first) = records.next() else { return Ok(()) };
+fn append_all<'a>(
+    log: &mut Log,
+    mut records: impl Iterator<Item = NewRecord<'a>>,
+) -> Result<(), StorageError> {
+    let Some(first) = records.next() else {
+        return Ok(());
+    };
     match records.next() {
         None => log.append(&first).map(|_| ()),
         Some(second) => {

@@ -10,12 +10,16 @@ use std::fs;
 use log::{info, warn};
 
 use crate::protocol::names;
-use crate::storage::checkpoint::{self, ChannelState, Checkpoint, PendingState, TopicState, CHECKPOINT_VERSION};
+use crate::storage::checkpoint::{
+    self, ChannelState, Checkpoint, PendingState, TopicState, CHECKPOINT_VERSION,
+};
 use crate::storage::Log;
 
 use super::channel::{Channel, Requeued};
 use super::topic::Topic;
-use super::{topic_dir, Broker, Now, StartError, TimerEvent, CHECKPOINT_FILE, TOPICS_DIR, TOPIC_DIR_SUFFIX};
+use super::{
+    topic_dir, Broker, Now, StartError, TimerEvent, CHECKPOINT_FILE, TOPICS_DIR, TOPIC_DIR_SUFFIX,
+};
 
 impl Broker {
     /// Rebuilds topics and channels from the checkpoint and the topic directories.
@@ -24,7 +28,11 @@ impl Broker {
         let cp = checkpoint::load(&path).map_err(|e| StartError::BadCheckpoint(path.clone(), e))?;
         for state in cp.unwrap_or_default().topics {
             if !names::is_valid_topic_name(&state.name) || names::is_ephemeral(&state.name) {
-                warn!("{}: skipping invalid topic name {:?}", path.display(), state.name);
+                warn!(
+                    "{}: skipping invalid topic name {:?}",
+                    path.display(),
+                    state.name
+                );
                 continue;
             }
             self.restore_topic(&state, now)?;
@@ -34,7 +42,8 @@ impl Broker {
     }
 
     fn open_topic(&mut self, name: &str, distributed: u64) -> Result<usize, StartError> {
-        let log = Log::open(&topic_dir(&self.data_dir, name), self.log_config()).map_err(StartError::Storage)?;
+        let log = Log::open(&topic_dir(&self.data_dir, name), self.log_config())
+            .map_err(StartError::Storage)?;
         let tk = self.topics.insert(Topic::new(name, log, distributed));
         self.topic_index.insert(name.to_owned(), tk);
         Ok(tk)
@@ -47,7 +56,10 @@ impl Broker {
         let (head, tail) = (topic.log.head(), topic.log.tail());
         for cs in &state.channels {
             if !names::is_valid_channel_name(&cs.name) || names::is_ephemeral(&cs.name) {
-                warn!("topic {}: skipping invalid channel name {:?}", state.name, cs.name);
+                warn!(
+                    "topic {}: skipping invalid channel name {:?}",
+                    state.name, cs.name
+                );
                 continue;
             }
             // A cursor past the recovered tail means the log lost its tail in a crash: start
@@ -56,17 +68,40 @@ impl Broker {
             ch.paused = cs.paused;
             let chk = topic.insert_channel(ch);
             let ch = &mut topic.channels[chk];
-            for p in cs.pending.iter().filter(|p| p.offset >= head && p.offset < tail) {
+            for p in cs
+                .pending
+                .iter()
+                .filter(|p| p.offset >= head && p.offset < tail)
+            {
                 if p.due_wall_ns > now.wall_ns {
-                    let wait_ms = u64::try_from((p.due_wall_ns - now.wall_ns) / 1_000_000 + 1).unwrap_or(u64::MAX);
-                    let event = TimerEvent::Deferred { topic: tk, channel: chk, offset: p.offset };
-                    ch.defer(p.offset, p.attempts, now.mono_ms.saturating_add(wait_ms), p.due_wall_ns, event, &mut self.wheel);
+                    let wait_ms = u64::try_from((p.due_wall_ns - now.wall_ns) / 1_000_000 + 1)
+                        .unwrap_or(u64::MAX);
+                    let event = TimerEvent::Deferred {
+                        topic: tk,
+                        channel: chk,
+                        offset: p.offset,
+                    };
+                    ch.defer(
+                        p.offset,
+                        p.attempts,
+                        now.mono_ms.saturating_add(wait_ms),
+                        p.due_wall_ns,
+                        event,
+                        &mut self.wheel,
+                    );
                 } else {
-                    ch.requeued.push_back(Requeued { offset: p.offset, attempts: p.attempts });
+                    ch.requeued.push_back(Requeued {
+                        offset: p.offset,
+                        attempts: p.attempts,
+                    });
                 }
             }
         }
-        info!("topic {}: restored, offsets {head}..{tail}, {} channel(s)", state.name, topic.channels.len());
+        info!(
+            "topic {}: restored, offsets {head}..{tail}, {} channel(s)",
+            state.name,
+            topic.channels.len()
+        );
         Ok(())
     }
 
@@ -82,14 +117,19 @@ impl Broker {
         for entry in entries {
             let entry = entry.map_err(|e| StartError::Io(dir.clone(), e))?;
             let file_name = entry.file_name();
-            let name = file_name.to_str().and_then(|n| n.strip_suffix(TOPIC_DIR_SUFFIX));
+            let name = file_name
+                .to_str()
+                .and_then(|n| n.strip_suffix(TOPIC_DIR_SUFFIX));
             let Some(name) = name.filter(|n| names::is_valid_topic_name(n)) else {
                 warn!("{}: not a topic directory, ignored", entry.path().display());
                 continue;
             };
             if names::is_ephemeral(name) {
                 if let Err(e) = fs::remove_dir_all(entry.path()) {
-                    warn!("{}: could not remove ephemeral leftover: {e}", entry.path().display());
+                    warn!(
+                        "{}: could not remove ephemeral leftover: {e}",
+                        entry.path().display()
+                    );
                 }
                 continue;
             }
@@ -103,21 +143,57 @@ impl Broker {
 
     /// The checkpoint of the current state.
     pub(super) fn snapshot(&self) -> Checkpoint {
-        let topics = self.topics.iter().map(|(_, t)| t).filter(|t| !t.ephemeral).map(|t| TopicState {
-            name: t.name.clone(),
-            paused: t.paused,
-            distributed: t.channels.iter().map(|(_, c)| c.cursor).fold(t.distributed, u64::max),
-            channels: t.channels.iter().map(|(_, c)| c).filter(|c| !c.ephemeral).map(channel_state).collect(),
-        });
-        Checkpoint { version: CHECKPOINT_VERSION, topics: topics.collect() }
+        let topics = self
+            .topics
+            .iter()
+            .map(|(_, t)| t)
+            .filter(|t| !t.ephemeral)
+            .map(|t| TopicState {
+                name: t.name.clone(),
+                paused: t.paused,
+                distributed: t
+                    .channels
+                    .iter()
+                    .map(|(_, c)| c.cursor)
+                    .fold(t.distributed, u64::max),
+                channels: t
+                    .channels
+                    .iter()
+                    .map(|(_, c)| c)
+                    .filter(|c| !c.ephemeral)
+                    .map(channel_state)
+                    .collect(),
+            });
+        Checkpoint {
+            version: CHECKPOINT_VERSION,
+            topics: topics.collect(),
+        }
     }
 }
 
 fn channel_state(c: &Channel) -> ChannelState {
-    let mut pending: Vec<PendingState> = Vec::with_capacity(c.in_flight.len() + c.requeued.len() + c.deferred.len());
-    pending.extend(c.in_flight.iter().map(|(&offset, e)| PendingState { offset, attempts: e.attempts, due_wall_ns: 0 }));
-    pending.extend(c.requeued.iter().map(|r| PendingState { offset: r.offset, attempts: r.attempts, due_wall_ns: 0 }));
-    pending.extend(c.deferred.iter().map(|(&offset, d)| PendingState { offset, attempts: d.attempts, due_wall_ns: d.due_wall_ns }));
+    let mut pending: Vec<PendingState> =
+        Vec::with_capacity(c.in_flight.len() + c.requeued.len() + c.deferred.len());
+    pending.extend(c.in_flight.iter().map(|(&offset, e)| PendingState {
+        offset,
+        attempts: e.attempts,
+        due_wall_ns: 0,
+    }));
+    pending.extend(c.requeued.iter().map(|r| PendingState {
+        offset: r.offset,
+        attempts: r.attempts,
+        due_wall_ns: 0,
+    }));
+    pending.extend(c.deferred.iter().map(|(&offset, d)| PendingState {
+        offset,
+        attempts: d.attempts,
+        due_wall_ns: d.due_wall_ns,
+    }));
     pending.sort_unstable_by_key(|p| p.offset);
-    ChannelState { name: c.name.clone(), paused: c.paused, cursor: c.cursor, pending }
+    ChannelState {
+        name: c.name.clone(),
+        paused: c.paused,
+        cursor: c.cursor,
+        pending,
+    }
 }

@@ -99,12 +99,20 @@ impl Topic {
     /// approximation of nsqd's "not yet copied", which corq never does); otherwise 0.
     pub fn depth(&self) -> u64 {
         if self.channels.is_empty() {
-            return self.log.tail().saturating_sub(self.distributed.max(self.log.head()));
+            return self
+                .log
+                .tail()
+                .saturating_sub(self.distributed.max(self.log.head()));
         }
         if !self.paused {
             return 0;
         }
-        let furthest = self.channels.iter().map(|(_, c)| c.cursor).max().unwrap_or(0);
+        let furthest = self
+            .channels
+            .iter()
+            .map(|(_, c)| c.cursor)
+            .max()
+            .unwrap_or(0);
         self.log.tail().saturating_sub(furthest)
     }
 }

@@ -60,7 +60,16 @@ pub struct Conn {
 impl Conn {
     /// Wraps an accepted socket.
     pub fn new(stream: TcpStream, remote: SocketAddr) -> Self {
-        Conn { stream, remote, phase: Phase::Magic, rbuf: Vec::new(), rpos: 0, writable_registered: false, closing: false, throttled: false }
+        Conn {
+            stream,
+            remote,
+            phase: Phase::Magic,
+            rbuf: Vec::new(),
+            rpos: 0,
+            writable_registered: false,
+            closing: false,
+            throttled: false,
+        }
     }
 
     /// Reads until `WouldBlock`, the budget, or the buffer cap (`max_buffered` undecoded bytes:

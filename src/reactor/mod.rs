@@ -34,8 +34,8 @@ use slab::Slab;
 
 use crate::broker::{Broker, Now};
 use crate::config::Config;
-use crate::server::ServerError;
 use crate::protocol::{self, decode, DecodeError, MAX_LINE};
+use crate::server::ServerError;
 use crate::timer::Clock;
 
 use conn::{Conn, Phase, ReadOutcome};
@@ -63,8 +63,13 @@ pub struct Shared {
 
 /// Reads both clocks.
 fn now(clock: &dyn Clock) -> Now {
-    let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    Now { mono_ms: clock.now_ms(), wall_ns: i64::try_from(wall.as_nanos()).unwrap_or(i64::MAX) }
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Now {
+        mono_ms: clock.now_ms(),
+        wall_ns: i64::try_from(wall.as_nanos()).unwrap_or(i64::MAX),
+    }
 }
 
 /// The event loop.
@@ -88,7 +93,10 @@ pub struct EventLoop {
 
 impl std::fmt::Debug for EventLoop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventLoop").field("conns", &self.conns.len()).field("broker", &self.broker).finish_non_exhaustive()
+        f.debug_struct("EventLoop")
+            .field("conns", &self.conns.len())
+            .field("broker", &self.broker)
+            .finish_non_exhaustive()
     }
 }
 
@@ -98,9 +106,15 @@ impl EventLoop {
     ///
     /// # Errors
     /// If the poll instance, the waker, the listener registration or the broker fail.
-    pub fn new(mut listener: TcpListener, cfg: Config, clock: Box<dyn Clock + Send>) -> Result<EventLoop, ServerError> {
+    pub fn new(
+        mut listener: TcpListener,
+        cfg: Config,
+        clock: Box<dyn Clock + Send>,
+    ) -> Result<EventLoop, ServerError> {
         let poll = Poll::new().map_err(ServerError::Io)?;
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE).map_err(ServerError::Io)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(ServerError::Io)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(ServerError::Io)?);
         let notify_waker = waker.clone();
         let notify = Box::new(move || {
@@ -117,7 +131,10 @@ impl EventLoop {
             conns: Slab::new(),
             broker,
             clock,
-            shared: Arc::new(Shared { stop: AtomicBool::new(false), waker }),
+            shared: Arc::new(Shared {
+                stop: AtomicBool::new(false),
+                waker,
+            }),
             still_readable: Vec::new(),
             to_close: Vec::new(),
             max_buffered,
@@ -211,17 +228,25 @@ impl EventLoop {
             return Some(Duration::ZERO);
         }
         let deadline = self.broker.next_deadline()?;
-        Some(Duration::from_millis(deadline.saturating_sub(self.clock.now_ms())))
+        Some(Duration::from_millis(
+            deadline.saturating_sub(self.clock.now_ms()),
+        ))
     }
 
     fn accept_all(&mut self) {
-        let Some(listener) = &self.listener else { return };
+        let Some(listener) = &self.listener else {
+            return;
+        };
         loop {
             match listener.accept() {
                 Ok((mut stream, remote)) => {
                     let entry = self.conns.vacant_entry();
                     let token = Token(entry.key());
-                    if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE) {
+                    if let Err(e) =
+                        self.poll
+                            .registry()
+                            .register(&mut stream, token, Interest::READABLE)
+                    {
                         warn!("register {remote}: {e}");
                         continue;
                     }
@@ -242,13 +267,19 @@ impl EventLoop {
 
     /// Reads a conn and runs every complete command in what it read.
     fn read_conn(&mut self, key: usize, now: Now) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         if conn.closing {
             return;
         }
         if let Phase::V2 { client } = conn.phase {
             // Backpressure: don't take more commands while the client is not reading replies.
-            if self.broker.output(client).is_some_and(|o| o.len() > OUTPUT_HIGH_WATER) {
+            if self
+                .broker
+                .output(client)
+                .is_some_and(|o| o.len() > OUTPUT_HIGH_WATER)
+            {
                 conn.throttled = true;
                 return;
             }
@@ -268,7 +299,9 @@ impl EventLoop {
 
     /// Decodes and applies every complete command in a conn's buffer.
     fn decode_all(&mut self, key: usize, now: Now) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         loop {
             let client = match conn.phase {
                 Phase::Magic => match protocol::decode_magic(conn.unread()) {
@@ -311,7 +344,9 @@ impl EventLoop {
     fn write_pending(&mut self) {
         let dirty = self.broker.take_dirty();
         for &client in &dirty {
-            let Some(token) = self.broker.client_token(client) else { continue };
+            let Some(token) = self.broker.client_token(client) else {
+                continue;
+            };
             self.flush_conn(token);
             if self.broker.is_closing(client) {
                 self.mark_closing(token);
@@ -322,9 +357,15 @@ impl EventLoop {
 
     /// One write pass for a conn; WRITABLE interest only while output is left over.
     fn flush_conn(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        let Phase::V2 { client } = conn.phase else { return };
-        let Some(out) = self.broker.output(client) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Phase::V2 { client } = conn.phase else {
+            return;
+        };
+        let Some(out) = self.broker.output(client) else {
+            return;
+        };
         if !out.is_empty() {
             match conn.write_some(out.pending()) {
                 Ok(n) => out.consume(n),
@@ -339,8 +380,16 @@ impl EventLoop {
         let want_writable = !out.is_empty();
         let drained_below_high_water = out.len() <= OUTPUT_HIGH_WATER;
         if want_writable != conn.writable_registered {
-            let interest = if want_writable { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-            if let Err(e) = self.poll.registry().reregister(&mut conn.stream, Token(key), interest) {
+            let interest = if want_writable {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if let Err(e) = self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, Token(key), interest)
+            {
                 warn!("conn {key}: reregister: {e}");
             }
             conn.writable_registered = want_writable;
@@ -371,7 +420,9 @@ impl EventLoop {
     }
 
     fn close(&mut self, key: usize) {
-        let Some(mut conn) = self.conns.try_remove(key) else { return };
+        let Some(mut conn) = self.conns.try_remove(key) else {
+            return;
+        };
         let _ = self.poll.registry().deregister(&mut conn.stream);
         if let Phase::V2 { client } = conn.phase {
             self.broker.disconnect(client);

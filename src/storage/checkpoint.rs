@@ -101,7 +101,10 @@ pub fn load(path: &Path) -> Result<Option<Checkpoint>, String> {
     };
     let cp: Checkpoint = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
     if cp.version != CHECKPOINT_VERSION {
-        return Err(format!("version {} is not supported (expected {CHECKPOINT_VERSION})", cp.version));
+        return Err(format!(
+            "version {} is not supported (expected {CHECKPOINT_VERSION})",
+            cp.version
+        ));
     }
     Ok(Some(cp))
 }
@@ -112,7 +115,10 @@ pub fn load(path: &Path) -> Result<Option<Checkpoint>, String> {
 /// The first I/O error.
 pub fn write(path: &Path, cp: &Checkpoint) -> io::Result<()> {
     let json = serde_json::to_vec(cp).map_err(io::Error::other)?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let tmp = path.with_extension("dat.tmp");
     {
@@ -143,18 +149,24 @@ impl Checkpointer {
     pub fn spawn(path: PathBuf) -> io::Result<Checkpointer> {
         let (tx, rx) = mpsc::channel::<Checkpoint>();
         let thread_path = path.clone();
-        let thread = thread::Builder::new().name("corq-checkpoint".into()).spawn(move || {
-            while let Ok(mut cp) = rx.recv() {
-                // Several may have queued up while a write ran: only the newest matters.
-                while let Ok(newer) = rx.try_recv() {
-                    cp = newer;
+        let thread = thread::Builder::new()
+            .name("corq-checkpoint".into())
+            .spawn(move || {
+                while let Ok(mut cp) = rx.recv() {
+                    // Several may have queued up while a write ran: only the newest matters.
+                    while let Ok(newer) = rx.try_recv() {
+                        cp = newer;
+                    }
+                    if let Err(e) = write(&thread_path, &cp) {
+                        warn!("checkpoint {}: {e}", thread_path.display());
+                    }
                 }
-                if let Err(e) = write(&thread_path, &cp) {
-                    warn!("checkpoint {}: {e}", thread_path.display());
-                }
-            }
-        })?;
-        Ok(Checkpointer { path, tx: Some(tx), thread: Some(thread) })
+            })?;
+        Ok(Checkpointer {
+            path,
+            tx: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     /// Queues a checkpoint for the helper thread.
@@ -193,10 +205,27 @@ mod tests {
     use super::*;
 
     fn sample() -> Checkpoint {
-        let pending = vec![PendingState { offset: 3, attempts: 2, due_wall_ns: 99 }];
-        let ch = ChannelState { name: "c".into(), paused: true, cursor: 10, pending };
-        let topic = TopicState { name: "t".into(), paused: false, distributed: 4, channels: vec![ch] };
-        Checkpoint { version: CHECKPOINT_VERSION, topics: vec![topic] }
+        let pending = vec![PendingState {
+            offset: 3,
+            attempts: 2,
+            due_wall_ns: 99,
+        }];
+        let ch = ChannelState {
+            name: "c".into(),
+            paused: true,
+            cursor: 10,
+            pending,
+        };
+        let topic = TopicState {
+            name: "t".into(),
+            paused: false,
+            distributed: 4,
+            channels: vec![ch],
+        };
+        Checkpoint {
+            version: CHECKPOINT_VERSION,
+            topics: vec![topic],
+        }
     }
 
     #[test]
@@ -204,7 +233,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("corq-cp-{}", std::process::id()));
         let path = dir.join("corq.dat");
         let mut cp = Checkpointer::spawn(path.clone()).unwrap();
-        cp.submit(Checkpoint { version: CHECKPOINT_VERSION, topics: vec![] });
+        cp.submit(Checkpoint {
+            version: CHECKPOINT_VERSION,
+            topics: vec![],
+        });
         cp.write_now(sample()).unwrap();
         assert_eq!(load(&path).unwrap(), Some(sample()));
         fs::remove_dir_all(&dir).unwrap();

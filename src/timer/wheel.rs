@@ -483,7 +483,10 @@ impl<T> Wheel<T> {
         let (home, pos, deadline) = (e.home, e.pos as usize, e.deadline);
         let slot = self.slot_of(home, deadline);
         let list = self.list_mut(home, slot);
-        debug_assert_eq!(list[pos], key, "entry {key} not at its recorded position {pos}");
+        debug_assert_eq!(
+            list[pos], key,
+            "entry {key} not at its recorded position {pos}"
+        );
         list.swap_remove(pos);
         let moved = list.get(pos).copied();
         let now_empty = list.is_empty();

@@ -43,7 +43,8 @@ def publish_all(addr, topic, plain, multi, deferred_ms):
     go()
     run_until(lambda: len(acks) == len(plain) + 2)
     assert all(a == b"OK" for a in acks), acks
-    writer.close()
+    for conn in list(writer.conns.values()):
+        conn.close()
 
 
 def test_writer_and_reader_with_max_in_flight(corqd):
@@ -93,7 +94,7 @@ def test_requeue_with_backoff_and_touch(corqd):
     reader = nsq.Reader(
         topic="py_req", channel="ch", message_handler=handler,
         nsqd_tcp_addresses=[corqd.tcp], max_in_flight=4, lookupd_poll_interval=1,
-        requeue_delay=0.1, max_backoff_duration=1, msg_timeout=1000,
+        requeue_delay=0, max_backoff_duration=1, msg_timeout=1,  # seconds, in pynsq
     )
     run_until(lambda: {b"retry-me", b"touch-me", b"x"} <= set(finished))
     # Give a timed-out touch-me a chance to show up again before we look.
