@@ -223,3 +223,28 @@ fn a_disconnected_consumers_messages_go_to_another_after_the_timeout() {
     let (_, attempts, _, body) = b.expect_message();
     assert_eq!((attempts, body), (2, b"orphan".to_vec()));
 }
+
+#[test]
+fn an_ephemeral_channel_goes_with_its_last_consumer() {
+    let (server, _dir) = start_server();
+    let mut keep = Raw::connect(server.addr);
+    keep.sub("eph", "durable");
+    let mut a = Raw::connect(server.addr);
+    a.sub("eph", "e#ephemeral");
+    keep.publish("eph", b"m1");
+    a.cmd("RDY 1", None);
+    let (_, _, id, _) = a.expect_message();
+    // Put m1 back in the channel's queue with nobody ready for it, then leave.
+    a.cmd("RDY 0", None);
+    a.cmd(&format!("REQ {id} 0"), None);
+    assert!(a.sync().is_empty());
+    drop(a);
+    keep.sync(); // the server has seen the disconnect once it answers later commands
+    keep.publish("eph", b"m2");
+    let mut b = Raw::connect(server.addr);
+    b.sub("eph", "e#ephemeral");
+    b.cmd("RDY 10", None);
+    keep.publish("eph", b"m3");
+    let bodies: Vec<Vec<u8>> = b.sync().into_iter().map(|(_, d)| d[26..].to_vec()).collect();
+    assert_eq!(bodies, vec![b"m3".to_vec()], "a new ephemeral channel starts empty at the tail");
+}

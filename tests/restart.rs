@@ -142,3 +142,22 @@ fn dpub_keeps_its_deadline_across_a_restart() {
         start.elapsed()
     );
 }
+
+#[test]
+fn ephemeral_topics_and_channels_do_not_survive_a_restart() {
+    let dir = TempDir::new("ephrs");
+    let server = TestServer::start(test_options(dir.path()));
+    let mut c = Raw::connect(server.addr);
+    c.sub("durable_t", "e#ephemeral");
+    c.publish("durable_t", b"x");
+    c.publish("gone#ephemeral", b"y");
+    drop(c);
+    server.stop();
+    let cp = std::fs::read_to_string(dir.path().join("corq.dat")).unwrap();
+    assert!(cp.contains("durable_t") && !cp.contains("ephemeral"), "checkpoint: {cp}");
+    let server = TestServer::start(test_options(dir.path()));
+    let mut c = Raw::connect(server.addr);
+    c.sub("gone#ephemeral", "ch");
+    c.cmd("RDY 10", None);
+    assert!(c.sync().is_empty(), "an ephemeral topic's messages must not come back");
+}

@@ -1,0 +1,345 @@
+//! The command handlers: one function per NSQ command, in nsqd's check order. State and
+//! parameter checks already happened in `protocol::decode`; these do the domain checks and
+//! queue the replies.
+
+use log::{info, warn};
+
+use crate::protocol::{self, identify, names, Command, ConnState, MessageId, ProtoError};
+use crate::storage::{Log, NewRecord, StorageError};
+use crate::timer::Wheel;
+
+use super::channel::{self, AckError, Channel, ReqAt};
+use super::client::ClientKey;
+use super::topic::Topic;
+use super::{fatal, queue_pump, topic_dir, Broker, Now, TimerEvent};
+
+impl Broker {
+    /// Runs one decoded command for a client.
+    pub fn apply(&mut self, ck: ClientKey, cmd: Command<'_>, now: Now) {
+        let Some(c) = self.clients.get_mut(ck) else {
+            return;
+        };
+        c.last_read_ms = now.mono_ms;
+        match cmd {
+            Command::Identify { body } => self.identify(ck, body, now),
+            Command::Auth { .. } => {
+                self.fail(ck, &fatal(protocol::E_AUTH_DISABLED, "AUTH disabled"))
+            }
+            Command::Sub { topic, channel } => self.sub(ck, topic, channel),
+            Command::Pub { topic, body } => {
+                self.publish(ck, "PUB", topic, std::iter::once(body), 0, now)
+            }
+            Command::Mpub { topic, bodies } => self.publish(ck, "MPUB", topic, bodies, 0, now),
+            Command::Dpub {
+                topic,
+                defer_ms,
+                body,
+            } => self.publish(ck, "DPUB", topic, std::iter::once(body), defer_ms, now),
+            Command::Rdy { count } => self.rdy(ck, count),
+            Command::Fin { id } => self.fin(ck, &id),
+            Command::Req { id, timeout_ms, .. } => self.req(ck, &id, timeout_ms, now),
+            Command::Touch { id } => self.touch(ck, &id, now),
+            Command::Nop => {}
+            Command::Cls => self.cls(ck),
+        }
+    }
+
+    fn identify(&mut self, ck: ClientKey, body: &[u8], now: Now) {
+        let id = match identify::parse_identify(body, &self.identify_limits) {
+            Ok(id) => id,
+            Err(e) => return self.fail(ck, &e),
+        };
+        let reply = id
+            .feature_negotiation
+            .then(|| identify::identify_response(&id, &self.server_info));
+        let Some(c) = self.clients.get_mut(ck) else {
+            return;
+        };
+        let first = !c.identified;
+        c.identified = true;
+        let s = &mut c.settings;
+        s.client_id = id.client_id;
+        s.hostname = id.hostname;
+        s.user_agent = id.user_agent;
+        s.msg_timeout_ms = id.msg_timeout_ms;
+        s.sample_rate = id.sample_rate;
+        s.output_buffer_size = id.output_buffer_size;
+        s.output_buffer_timeout_ms = id.output_buffer_timeout_ms;
+        s.heartbeat_ms = id.heartbeat_interval_ms;
+        // As nsqd: only the first IDENTIFY restarts the heartbeat ticker.
+        if first {
+            if let Some(t) = c.heartbeat_timer.take() {
+                self.wheel.cancel(t);
+            }
+            c.last_heartbeat_ms = now.mono_ms;
+            self.schedule_heartbeat(ck, now.mono_ms);
+        }
+        match reply {
+            Some(json) => self.respond(ck, &json),
+            None => self.respond(ck, b"OK"),
+        }
+    }
+
+    fn sub(&mut self, ck: ClientKey, topic_name: &str, channel_name: &str) {
+        let max = self.cfg.max_channel_consumers;
+        if max > 0 {
+            let count = self.topic_index.get(topic_name).and_then(|&tk| {
+                let t = &self.topics[tk];
+                t.channel_index
+                    .get(channel_name)
+                    .map(|&chk| t.channels[chk].consumers.len())
+            });
+            if count.unwrap_or(0) >= max {
+                let desc = format!(
+                    "SUB failed consumers for {topic_name}:{channel_name} exceeds limit of {max}"
+                );
+                return self.fail(ck, &fatal(protocol::E_SUB_FAILED, &desc));
+            }
+        }
+        let tk = match self.topic_key(topic_name) {
+            Ok(tk) => tk,
+            Err(e) => {
+                return self.fail(
+                    ck,
+                    &fatal(protocol::E_SUB_FAILED, &format!("SUB failed {e}")),
+                )
+            }
+        };
+        let topic = &mut self.topics[tk];
+        let known = topic.channel_index.contains_key(channel_name);
+        let chk = topic.channel_key(channel_name);
+        topic.channels[chk].consumers.push(ck);
+        if !known && !topic.ephemeral && !names::is_ephemeral(channel_name) {
+            self.topology_changed = true;
+            info!("topic {topic_name}: new channel {channel_name}");
+        }
+        if let Some(c) = self.clients.get_mut(ck) {
+            c.state = ConnState::Subscribed;
+            c.sub = Some((tk, chk));
+        }
+        self.respond(ck, b"OK");
+    }
+
+    /// Looks a topic up, creating it (and its log) on first use.
+    fn topic_key(&mut self, name: &str) -> Result<usize, StorageError> {
+        if let Some(&tk) = self.topic_index.get(name) {
+            return Ok(tk);
+        }
+        let log = Log::open(&topic_dir(&self.data_dir, name), self.log_config())?;
+        let topic = Topic::new(name, log, 0);
+        if !topic.ephemeral {
+            self.topology_changed = true;
+        }
+        info!("topic {name}: created");
+        let tk = self.topics.insert(topic);
+        self.topic_index.insert(name.to_owned(), tk);
+        Ok(tk)
+    }
+
+    /// PUB, MPUB and DPUB: append to the topic's log, answer OK, wake the topic's channels.
+    fn publish<'a>(
+        &mut self,
+        ck: ClientKey,
+        verb: &str,
+        topic_name: &str,
+        bodies: impl Iterator<Item = &'a [u8]>,
+        defer_ms: u64,
+        now: Now,
+    ) {
+        let failed = |e: &dyn std::fmt::Display| {
+            let code = match verb {
+                "MPUB" => protocol::E_MPUB_FAILED,
+                "DPUB" => protocol::E_DPUB_FAILED,
+                _ => protocol::E_PUB_FAILED,
+            };
+            fatal(code, &format!("{verb} failed {e}"))
+        };
+        let tk = match self.topic_key(topic_name) {
+            Ok(tk) => tk,
+            Err(e) => return self.fail(ck, &failed(&e)),
+        };
+        let deliver_at_ns = if defer_ms == 0 {
+            0
+        } else {
+            now.wall_ns.saturating_add(channel::ms_to_ns(defer_ms))
+        };
+        let topic = &mut self.topics[tk];
+        let mut count = 0u64;
+        let mut bytes = 0u64;
+        let records = bodies.map(|body| {
+            count += 1;
+            bytes += body.len() as u64;
+            NewRecord {
+                timestamp_ns: now.wall_ns,
+                deliver_at_ns,
+                attempts: 0,
+                body,
+            }
+        });
+        // A small stack of records keeps MPUB one log call without a per-publish allocation
+        // for the common single-message case.
+        let result = append_all(&mut topic.log, records);
+        if let Err(e) = result {
+            warn!("topic {topic_name}: {verb} failed: {e}");
+            return self.fail(ck, &failed(&e));
+        }
+        topic.message_count += count;
+        topic.message_bytes += bytes;
+        if !topic.paused {
+            for (chk, ch) in topic.channels.iter_mut() {
+                queue_pump(&mut self.pump_queue, tk, chk, ch);
+            }
+        }
+        self.respond(ck, b"OK");
+    }
+
+    fn rdy(&mut self, ck: ClientKey, count: u64) {
+        let Some(c) = self.clients.get_mut(ck) else {
+            return;
+        };
+        if c.state != ConnState::Subscribed {
+            // After CLS nsqd ignores RDY; the decoder already refused it in other states.
+            return;
+        }
+        c.rdy = count;
+        if let Some((tk, chk)) = c.sub {
+            self.queue_pump(tk, chk);
+        }
+    }
+
+    /// The channel and offset a FIN/REQ/TOUCH names, or the non-fatal error nsqd gives.
+    fn in_flight_target(&self, ck: ClientKey, id: &MessageId) -> Option<(usize, usize, u64)> {
+        let (tk, chk) = self.clients.get(ck)?.sub?;
+        let offset = protocol::offset_from_message_id(id)?;
+        Some((tk, chk, offset))
+    }
+
+    fn ack_failed(
+        &mut self,
+        ck: ClientKey,
+        code: &'static str,
+        verb: &str,
+        id: &MessageId,
+        why: AckError,
+    ) {
+        let id = String::from_utf8_lossy(id);
+        let err = ProtoError {
+            code,
+            desc: format!("{verb} {id} failed {}", why.reason()),
+            fatal: false,
+        };
+        self.fail(ck, &err);
+    }
+
+    fn fin(&mut self, ck: ClientKey, id: &MessageId) {
+        let result = match self.in_flight_target(ck, id) {
+            Some((tk, chk, offset)) => {
+                self.channel_op(tk, chk, |ch, wheel| ch.fin(offset, ck, wheel).map(|_| ()))
+            }
+            None => Err(AckError::NotInFlight),
+        };
+        match result {
+            Ok(()) => {
+                if let Some(c) = self.clients.get_mut(ck) {
+                    c.in_flight = c.in_flight.saturating_sub(1);
+                    c.finish_count += 1;
+                    if let Some((tk, chk)) = c.sub {
+                        self.queue_pump(tk, chk);
+                    }
+                }
+            }
+            Err(why) => self.ack_failed(ck, protocol::E_FIN_FAILED, "FIN", id, why),
+        }
+    }
+
+    fn req(&mut self, ck: ClientKey, id: &MessageId, delay_ms: u64, now: Now) {
+        let result = match self.in_flight_target(ck, id) {
+            Some((tk, chk, offset)) => {
+                let event = TimerEvent::Deferred {
+                    topic: tk,
+                    channel: chk,
+                    offset,
+                };
+                let at = ReqAt {
+                    now_ms: now.mono_ms,
+                    wall_ns: now.wall_ns,
+                    event,
+                };
+                self.channel_op(tk, chk, |ch, wheel| ch.req(offset, ck, delay_ms, at, wheel))
+            }
+            None => Err(AckError::NotInFlight),
+        };
+        match result {
+            Ok(()) => {
+                if let Some(c) = self.clients.get_mut(ck) {
+                    c.in_flight = c.in_flight.saturating_sub(1);
+                    c.requeue_count += 1;
+                    if let Some((tk, chk)) = c.sub {
+                        self.queue_pump(tk, chk);
+                    }
+                }
+            }
+            Err(why) => self.ack_failed(ck, protocol::E_REQ_FAILED, "REQ", id, why),
+        }
+    }
+
+    fn touch(&mut self, ck: ClientKey, id: &MessageId, now: Now) {
+        let timeout = self
+            .clients
+            .get(ck)
+            .map_or(0, |c| c.settings.msg_timeout_ms);
+        let max = self.cfg.max_msg_timeout;
+        let result = match self.in_flight_target(ck, id) {
+            Some((tk, chk, offset)) => self.channel_op(tk, chk, |ch, wheel| {
+                ch.touch(offset, ck, now.mono_ms, timeout, max, wheel)
+            }),
+            None => Err(AckError::NotInFlight),
+        };
+        if let Err(why) = result {
+            self.ack_failed(ck, protocol::E_TOUCH_FAILED, "TOUCH", id, why);
+        }
+    }
+
+    fn cls(&mut self, ck: ClientKey) {
+        if let Some(c) = self.clients.get_mut(ck) {
+            c.state = ConnState::Closing;
+            c.rdy = 0;
+        }
+        self.respond(ck, b"CLOSE_WAIT");
+    }
+
+    /// Runs `op` on a channel with the wheel, or reports the message as not in flight.
+    fn channel_op<T>(
+        &mut self,
+        tk: usize,
+        chk: usize,
+        op: impl FnOnce(&mut Channel, &mut Wheel<TimerEvent>) -> Result<T, AckError>,
+    ) -> Result<T, AckError> {
+        let ch = self
+            .topics
+            .get_mut(tk)
+            .and_then(|t| t.channels.get_mut(chk))
+            .ok_or(AckError::NotInFlight)?;
+        op(ch, &mut self.wheel)
+    }
+}
+
+/// Appends records to a log: one `append` for a single record, one `append_batch` otherwise.
+fn append_all<'a>(
+    log: &mut Log,
+    mut records: impl Iterator<Item = NewRecord<'a>>,
+) -> Result<(), StorageError> {
+    let Some(first) = records.next() else {
+        return Ok(());
+    };
+    match records.next() {
+        None => log.append(&first).map(|_| ()),
+        Some(second) => {
+            let mut batch = Vec::with_capacity(records.size_hint().0 + 2);
+            batch.push(first);
+            batch.push(second);
+            batch.extend(records);
+            log.append_batch(&batch).map(|_| ())
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Delivery and timers: the pass that hands messages to ready consumers, and what the wheel
+//! fires (in-flight timeouts, deferrals, heartbeats, the periodic maintenance step).
+
+use log::{debug, info};
+
+use crate::protocol::{self, encode};
+
+use super::channel::InFlight;
+use super::client::{Client, ClientKey};
+use super::{queue_pump, Broker, Now, TimerEvent};
+
+impl Broker {
+    pub(super) fn queue_pump(&mut self, tk: usize, chk: usize) {
+        if let Some(ch) = self
+            .topics
+            .get_mut(tk)
+            .and_then(|t| t.channels.get_mut(chk))
+        {
+            queue_pump(&mut self.pump_queue, tk, chk, ch);
+        }
+    }
+
+    /// The delivery pass: every channel touched this turn hands messages to its ready consumers.
+    pub fn pump(&mut self, now: Now) {
+        while let Some((tk, chk)) = self.pump_queue.pop() {
+            self.pump_channel(tk, chk, now);
+        }
+    }
+
+    fn pump_channel(&mut self, tk: usize, chk: usize, now: Now) {
+        let Some(topic) = self.topics.get_mut(tk) else {
+            return;
+        };
+        let Some(ch) = topic.channels.get_mut(chk) else {
+            return;
+        };
+        ch.pump_queued = false;
+        if ch.paused {
+            return;
+        }
+        let clients = &mut self.clients;
+        while let Some(ck) = ch.pick_consumer(|c| clients.get(c).is_some_and(Client::is_ready)) {
+            // Requeued messages first (they are the oldest); then new ones, unless the topic is
+            // paused (a paused topic hands nothing new to its channels).
+            let (offset, attempts, fresh) = if let Some(r) = ch.requeued.pop_front() {
+                (r.offset, r.attempts, false)
+            } else if !topic.paused && ch.cursor < topic.log.tail() {
+                ch.cursor += 1;
+                (ch.cursor - 1, 0, true)
+            } else {
+                break;
+            };
+            let rec = match topic.log.read(offset) {
+                Ok(rec) => rec,
+                Err(e) => {
+                    // Corrupt (already counted and logged by the log) or missing: never deliver.
+                    debug!("topic {}: skipping offset {offset}: {e}", topic.name);
+                    continue;
+                }
+            };
+            if fresh && rec.deliver_at_ns > now.wall_ns {
+                let wait_ms = u64::try_from((rec.deliver_at_ns - now.wall_ns) / 1_000_000 + 1)
+                    .unwrap_or(u64::MAX);
+                let event = TimerEvent::Deferred {
+                    topic: tk,
+                    channel: chk,
+                    offset,
+                };
+                ch.defer(
+                    offset,
+                    0,
+                    now.mono_ms.saturating_add(wait_ms),
+                    rec.deliver_at_ns,
+                    event,
+                    &mut self.wheel,
+                );
+                continue;
+            }
+            let client = &mut clients[ck];
+            if client.settings.sample_rate > 0
+                && xorshift(&mut self.rng) % 100 > u64::from(client.settings.sample_rate)
+            {
+                // nsqd drops a sampled-out message for the channel: neither delivered nor requeued.
+                continue;
+            }
+            let attempts = attempts.saturating_add(1);
+            let deadline = now.mono_ms.saturating_add(client.settings.msg_timeout_ms);
+            let timer = self.wheel.insert(
+                deadline,
+                TimerEvent::InFlight {
+                    topic: tk,
+                    channel: chk,
+                    offset,
+                },
+            );
+            ch.in_flight.insert(
+                offset,
+                InFlight {
+                    client: Some(ck),
+                    timer,
+                    attempts,
+                    delivered_ms: now.mono_ms,
+                },
+            );
+            ch.message_count += 1;
+            client.in_flight += 1;
+            client.message_count += 1;
+            let id = protocol::message_id_from_offset(offset);
+            encode::encode_message(
+                &mut client.out.buf,
+                rec.timestamp_ns,
+                attempts,
+                &id,
+                rec.body,
+            );
+            Self::mark_dirty(&mut self.dirty, ck, client);
+        }
+    }
+
+    /// The earliest time (monotonic ms) at which a timer may fire or a log's sync falls due.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let syncs = self
+            .topics
+            .iter()
+            .filter_map(|(_, t)| t.log.next_sync_deadline_ms());
+        syncs.chain(self.wheel.next_deadline()).min()
+    }
+
+    /// The storage step of the loop turn: apply what the helper thread finished, and hand it
+    /// the syncs and segment pre-creations that are due.
+    pub fn storage_step(&mut self, now: Now) {
+        while let Some((key, done)) = self.worker.try_recv() {
+            // A result for a deleted topic (or a reused key) is ignored by the log itself.
+            if let Some(topic) = usize::try_from(key)
+                .ok()
+                .and_then(|k| self.topics.get_mut(k))
+            {
+                topic.log.apply(done);
+            }
+        }
+        for (tk, topic) in self.topics.iter_mut() {
+            for job in topic.log.poll_jobs(now.mono_ms) {
+                self.worker.submit(tk as u64, job);
+            }
+        }
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn on_timers(&mut self, now: Now) {
+        let mut fired = std::mem::take(&mut self.fired);
+        self.wheel.poll(now.mono_ms, &mut fired);
+        for event in fired.drain(..) {
+            match event {
+                TimerEvent::InFlight {
+                    topic,
+                    channel,
+                    offset,
+                } => self.on_in_flight_timeout(topic, channel, offset),
+                TimerEvent::Deferred {
+                    topic,
+                    channel,
+                    offset,
+                } => {
+                    if let Some(ch) = self
+                        .topics
+                        .get_mut(topic)
+                        .and_then(|t| t.channels.get_mut(channel))
+                    {
+                        if ch.deferred_due(offset) {
+                            queue_pump(&mut self.pump_queue, topic, channel, ch);
+                        }
+                    }
+                }
+                TimerEvent::Heartbeat(ck) => self.on_heartbeat(ck, now),
+                TimerEvent::Maintenance => self.maintenance(now),
+            }
+        }
+        self.fired = fired;
+    }
+
+    fn on_in_flight_timeout(&mut self, tk: usize, chk: usize, offset: u64) {
+        let Some(ch) = self
+            .topics
+            .get_mut(tk)
+            .and_then(|t| t.channels.get_mut(chk))
+        else {
+            return;
+        };
+        let Some(owner) = ch.timed_out(offset) else {
+            return;
+        };
+        queue_pump(&mut self.pump_queue, tk, chk, ch);
+        if let Some(c) = owner.and_then(|ck| self.clients.get_mut(ck)) {
+            c.in_flight = c.in_flight.saturating_sub(1);
+        }
+    }
+
+    pub(super) fn schedule_heartbeat(&mut self, ck: ClientKey, now_ms: u64) {
+        let Some(c) = self.clients.get_mut(ck) else {
+            return;
+        };
+        let Some(hb) = c.settings.heartbeat_ms else {
+            return;
+        };
+        // Wake for whichever comes first: the next heartbeat or the 2-missed read deadline.
+        let due = (c.last_heartbeat_ms + hb)
+            .min(c.last_read_ms + 2 * hb)
+            .max(now_ms);
+        c.heartbeat_timer = Some(self.wheel.insert(due, TimerEvent::Heartbeat(ck)));
+    }
+
+    fn on_heartbeat(&mut self, ck: ClientKey, now: Now) {
+        let Some(c) = self.clients.get_mut(ck) else {
+            return;
+        };
+        c.heartbeat_timer = None;
+        let Some(hb) = c.settings.heartbeat_ms else {
+            return;
+        };
+        if now.mono_ms >= c.last_read_ms + 2 * hb {
+            info!(
+                "client {ck} ({}): no command for {} ms, closing",
+                c.remote,
+                2 * hb
+            );
+            return self.close_silently(ck);
+        }
+        if now.mono_ms >= c.last_heartbeat_ms + hb {
+            c.last_heartbeat_ms = now.mono_ms;
+            self.respond(ck, protocol::HEARTBEAT);
+        }
+        self.schedule_heartbeat(ck, now.mono_ms);
+    }
+}
+
+/// A fast, good-enough random number for sampling.
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}

@@ -1,0 +1,105 @@
+//! The broker's housekeeping: the storage step of each loop turn, retention and checkpoints,
+//! deleting channels and topics, and the clean shutdown.
+
+use log::{debug, info, warn};
+
+use crate::storage::StorageError;
+
+use super::{Broker, Now, TimerEvent};
+
+impl Broker {
+    /// The periodic step: trim each log below what every channel has finished, and checkpoint.
+    pub(super) fn maintenance(&mut self, now: Now) {
+        for (_, topic) in self.topics.iter_mut() {
+            let floor = topic.retention_floor();
+            match topic.log.delete_below(floor) {
+                Ok(0) => {}
+                Ok(n) => debug!("topic {}: deleted {n} segment(s) below {floor}", topic.name),
+                Err(e) => warn!("topic {}: retention failed: {e}", topic.name),
+            }
+        }
+        self.checkpoint();
+        let next = now.mono_ms + self.cfg.sync_timeout;
+        self.wheel.insert(next, TimerEvent::Maintenance);
+    }
+
+    /// Hands the current channel positions to the checkpoint writer (off this thread).
+    pub fn checkpoint(&mut self) {
+        self.topology_changed = false;
+        let snapshot = self.snapshot();
+        self.checkpointer.submit(snapshot);
+    }
+
+    /// Checkpoints now if topics or channels were created or deleted this turn, so a crash does
+    /// not forget them (nsqd persists its metadata on every create and delete too).
+    pub fn checkpoint_if_changed(&mut self) {
+        if self.topology_changed {
+            self.checkpoint();
+        }
+    }
+
+    /// Clean shutdown: write the final checkpoint and wait for it to be on disk.
+    pub fn shutdown(&mut self) {
+        for (_, topic) in self.topics.iter_mut() {
+            if let Err(e) = Ok::<(), StorageError>(()) {
+                warn!("topic {}: final sync failed: {e}", topic.name);
+            }
+        }
+        let snapshot = self.snapshot();
+        if let Err(e) = self.checkpointer.write_now(snapshot) {
+            warn!("final checkpoint failed: {e}");
+        }
+    }
+
+    /// Deletes a channel: its consumers are closed, its timers cancelled. An ephemeral topic
+    /// left without channels goes too.
+    pub fn delete_channel(&mut self, tk: usize, chk: usize) {
+        let Some(topic) = self.topics.get_mut(tk) else {
+            return;
+        };
+        let Some(mut ch) = topic.remove_channel(chk) else {
+            return;
+        };
+        ch.cancel_timers(&mut self.wheel);
+        if !ch.ephemeral && !topic.ephemeral {
+            self.topology_changed = true;
+        }
+        info!("topic {}: channel {} deleted", topic.name, ch.name);
+        let drop_topic = topic.ephemeral && topic.channels.is_empty();
+        for ck in ch.consumers {
+            self.close_silently(ck);
+        }
+        if drop_topic {
+            self.delete_topic(tk);
+        }
+    }
+
+    /// Deletes a topic, its channels and its log files.
+    pub fn delete_topic(&mut self, tk: usize) {
+        let Some(topic) = self.topics.get(tk) else {
+            return;
+        };
+        let keys: Vec<usize> = topic.channels.iter().map(|(k, _)| k).collect();
+        for chk in keys {
+            if let Some(t) = self.topics.get_mut(tk) {
+                if let Some(mut ch) = t.remove_channel(chk) {
+                    ch.cancel_timers(&mut self.wheel);
+                    for ck in ch.consumers {
+                        self.close_silently(ck);
+                    }
+                }
+            }
+        }
+        let Some(topic) = self.topics.try_remove(tk) else {
+            return;
+        };
+        self.topic_index.remove(&topic.name);
+        if !topic.ephemeral {
+            self.topology_changed = true;
+        }
+        info!("topic {}: deleted", topic.name);
+        if let Err(e) = topic.log.destroy() {
+            warn!("topic {}: removing its files failed: {e}", topic.name);
+        }
+    }
+}
