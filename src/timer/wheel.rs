@@ -330,9 +330,11 @@ impl<T> Wheel<T> {
     /// Removes a pending timer and returns its payload; `None` (touching nothing) if `id` has
     /// already fired or been cancelled.
     pub fn cancel(&mut self, id: TimerId) -> Option<T> {
-        self.lookup(id)?;
-        self.unlink(id.key);
-        Some(self.entries.remove(id.key as usize).payload)
+        let (home, deadline) = self.lookup(id).map(|e| (e.home, e.deadline))?;
+        // Remove first, so a compaction triggered by `forget` already sees the key as dead.
+        let payload = self.entries.remove(id.key as usize).payload;
+        self.forget(home, deadline);
+        Some(payload)
     }
 
     /// Moves a pending timer to `deadline_ms` (earlier or later), keeping its id. Returns
@@ -528,6 +530,13 @@ impl<T> Wheel<T> {
         let entry = &mut self.entries[key as usize];
         let (home, deadline) = (entry.home, entry.deadline);
         entry.pos = DETACHED;
+        self.forget(home, deadline);
+    }
+
+    /// Accounts for one live key leaving list `home` (the slot follows from `deadline`), whose
+    /// entry is already detached or removed: resets the list when it has no live key left, or
+    /// compacts it when tombstones dominate.
+    fn forget(&mut self, home: Home, deadline: u64) {
         let slot = self.slot_of(home, deadline);
         let list = self.list_mut(home, slot);
         list.live -= 1;
