@@ -120,8 +120,9 @@ pub(crate) const NUM_LEVELS: usize = 6;
 /// How much time the six levels cover: deadlines this far ahead of the current epoch overflow.
 const WHEEL_SPAN: u64 = 1 << (LEVEL_BITS as usize * NUM_LEVELS);
 /// Slab keys and list positions are stored as `u32` to keep entries small, so the wheel holds
-/// fewer than `MAX_TIMERS` timers.
-const MAX_TIMERS: usize = u32::MAX as usize;
+/// fewer than `MAX_TIMERS` timers: a list holds at most `2 * live + COMPACT_SLACK` keys, and
+/// every position must stay below `DETACHED`. About 2.1 billion, i.e. 64 GiB of entries.
+const MAX_TIMERS: usize = (u32::MAX as usize - COMPACT_SLACK) / 2;
 /// `Entry::pos` of an entry that is in no list (between `unlink` and `link` or removal).
 const DETACHED: u32 = u32::MAX;
 /// A list is compacted once its key vector exceeds `2 * live + COMPACT_SLACK` keys, so
@@ -304,7 +305,8 @@ impl<T> Wheel<T> {
     ///
     /// # Panics
     ///
-    /// If `u32::MAX` timers are already pending (slab keys are stored as `u32`).
+    /// If about 2.1 billion timers (`(u32::MAX - 16) / 2`) are already pending: slab keys and
+    /// list positions are stored as `u32` to keep entries small.
     pub fn insert(&mut self, deadline_ms: u64, payload: T) -> TimerId {
         let key = self.entries.vacant_key();
         assert!(
@@ -515,7 +517,7 @@ impl<T> Wheel<T> {
         }
         let list = self.list_mut(home, slot);
         // A list holds at most 2 * live + COMPACT_SLACK keys and live <= the slab's length,
-        // which is capped below u32::MAX, so positions fit a u32 while lists stay compacted.
+        // capped at MAX_TIMERS, so positions stay below DETACHED.
         let pos = list.keys.len() as u32;
         list.keys.push(key);
         list.live += 1;
