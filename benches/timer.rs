@@ -270,8 +270,9 @@ fn main() {
          median of {ROUNDS} rounds"
     );
     println!(
-        "size_of: wheel entry ~{} B incl. u64 payload (see wheel tests), heap item {} B + slab {} B",
-        40,
+        "size_of: wheel slab entry {} B incl. u64 payload (+ 4 B key per slot vector entry; \
+         pinned by the wheel's tests), heap item {} B + slab {} B",
+        32,
         std::mem::size_of::<Reverse<(u64, u32, u32)>>(),
         std::mem::size_of::<(u32, u64)>()
     );

@@ -245,6 +245,14 @@ fn an_ephemeral_channel_goes_with_its_last_consumer() {
     b.sub("eph", "e#ephemeral");
     b.cmd("RDY 10", None);
     keep.publish("eph", b"m3");
-    let bodies: Vec<Vec<u8>> = b.sync().into_iter().map(|(_, d)| d[26..].to_vec()).collect();
-    assert_eq!(bodies, vec![b"m3".to_vec()], "a new ephemeral channel starts empty at the tail");
+    let bodies: Vec<Vec<u8>> = b
+        .sync()
+        .into_iter()
+        .map(|(_, d)| d[26..].to_vec())
+        .collect();
+    assert_eq!(
+        bodies,
+        vec![b"m3".to_vec()],
+        "a new ephemeral channel starts empty at the tail"
+    );
 }

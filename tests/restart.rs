@@ -154,10 +154,16 @@ fn ephemeral_topics_and_channels_do_not_survive_a_restart() {
     drop(c);
     server.stop();
     let cp = std::fs::read_to_string(dir.path().join("corq.dat")).unwrap();
-    assert!(cp.contains("durable_t") && !cp.contains("ephemeral"), "checkpoint: {cp}");
+    assert!(
+        cp.contains("durable_t") && !cp.contains("ephemeral"),
+        "checkpoint: {cp}"
+    );
     let server = TestServer::start(test_options(dir.path()));
     let mut c = Raw::connect(server.addr);
     c.sub("gone#ephemeral", "ch");
     c.cmd("RDY 10", None);
-    assert!(c.sync().is_empty(), "an ephemeral topic's messages must not come back");
+    assert!(
+        c.sync().is_empty(),
+        "an ephemeral topic's messages must not come back"
+    );
 }
