@@ -218,7 +218,7 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
         };
         let num = std::str::from_utf8(num).map_err(|_| err())?;
         let (int, frac) = num.split_once('.').unwrap_or((num, ""));
-        if int.is_empty() && frac.is_empty() {
+        if (int.is_empty() && frac.is_empty()) || !frac.bytes().all(|d| d.is_ascii_digit()) {
             return Err(err());
         }
         let int: u128 = if int.is_empty() {

@@ -261,7 +261,7 @@ impl Broker {
                     offset,
                 };
                 let at = ReqAt {
-                    now_ms: now.mono_ms,
+                    now_ms: now.timer_base_ms(),
                     wall_ns: now.wall_ns,
                     event,
                 };
@@ -291,7 +291,7 @@ impl Broker {
         let max = self.cfg.max_msg_timeout;
         let result = match self.in_flight_target(ck, id) {
             Some((tk, chk, offset)) => self.channel_op(tk, chk, |ch, wheel| {
-                ch.touch(offset, ck, now.mono_ms, timeout, max, wheel)
+                ch.touch(offset, ck, now.timer_base_ms(), timeout, max, wheel)
             }),
             None => Err(AckError::NotInFlight),
         };

@@ -84,7 +84,9 @@ impl Broker {
                 continue;
             }
             let attempts = attempts.saturating_add(1);
-            let deadline = now.mono_ms.saturating_add(client.settings.msg_timeout_ms);
+            let deadline = now
+                .timer_base_ms()
+                .saturating_add(client.settings.msg_timeout_ms);
             let timer = self.wheel.insert(
                 deadline,
                 TimerEvent::InFlight {

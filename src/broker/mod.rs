@@ -85,6 +85,15 @@ pub enum StartError {
     BadCheckpoint(PathBuf, String),
 }
 
+impl Now {
+    /// The base a delay is counted from when setting a timer. The clock reads whole ms rounded
+    /// down, so "now" may be up to 1 ms behind real time; counting from one past it guarantees
+    /// a timer set for `d` ms never fires before `d` ms of real time have passed.
+    pub fn timer_base_ms(&self) -> u64 {
+        self.mono_ms.saturating_add(1)
+    }
+}
+
 impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
