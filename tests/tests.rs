@@ -7,6 +7,7 @@
 mod util;
 
 mod client;
+mod durability;
 mod protocol;
 mod pubsub;
 mod restart;

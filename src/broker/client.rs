@@ -109,6 +109,8 @@ pub struct Client {
     pub dirty: bool,
     /// Set once the session must end; the reactor flushes what it can and closes the socket.
     pub closing: bool,
+    /// Strict mode: publishes of this client still waiting for their durable `OK`.
+    pub awaiting_acks: u32,
     /// Wall-clock ns at connect, for /stats.
     pub connect_ts_ns: i64,
 }
@@ -140,6 +142,7 @@ impl Client {
             out: OutBuf::default(),
             dirty: false,
             closing: false,
+            awaiting_acks: 0,
             connect_ts_ns: wall_ns,
         }
     }

@@ -10,6 +10,7 @@ use crate::timer::Wheel;
 
 use super::channel::{self, AckError, Channel, ReqAt};
 use super::client::ClientKey;
+use super::durable::{PendingAck, PubVerb};
 use super::topic::Topic;
 use super::{fatal, queue_pump, topic_dir, Broker, Now, TimerEvent};
 
@@ -27,14 +28,23 @@ impl Broker {
             }
             Command::Sub { topic, channel } => self.sub(ck, topic, channel),
             Command::Pub { topic, body } => {
-                self.publish(ck, "PUB", topic, std::iter::once(body), 0, now)
+                self.publish(ck, PubVerb::Pub, topic, std::iter::once(body), 0, now)
             }
-            Command::Mpub { topic, bodies } => self.publish(ck, "MPUB", topic, bodies, 0, now),
+            Command::Mpub { topic, bodies } => {
+                self.publish(ck, PubVerb::Mpub, topic, bodies, 0, now)
+            }
             Command::Dpub {
                 topic,
                 defer_ms,
                 body,
-            } => self.publish(ck, "DPUB", topic, std::iter::once(body), defer_ms, now),
+            } => self.publish(
+                ck,
+                PubVerb::Dpub,
+                topic,
+                std::iter::once(body),
+                defer_ms,
+                now,
+            ),
             Command::Rdy { count } => self.rdy(ck, count),
             Command::Fin { id } => self.fin(ck, &id),
             Command::Req { id, timeout_ms, .. } => self.req(ck, &id, timeout_ms, now),
@@ -140,29 +150,22 @@ impl Broker {
     fn publish<'a>(
         &mut self,
         ck: ClientKey,
-        verb: &str,
+        verb: PubVerb,
         topic_name: &str,
         bodies: impl Iterator<Item = &'a [u8]>,
         defer_ms: u64,
         now: Now,
     ) {
-        let failed = |e: &dyn std::fmt::Display| {
-            let code = match verb {
-                "MPUB" => protocol::E_MPUB_FAILED,
-                "DPUB" => protocol::E_DPUB_FAILED,
-                _ => protocol::E_PUB_FAILED,
-            };
-            fatal(code, &format!("{verb} failed {e}"))
-        };
         let tk = match self.topic_key(topic_name) {
             Ok(tk) => tk,
-            Err(e) => return self.fail(ck, &failed(&e)),
+            Err(e) => return self.fail(ck, &verb.failed(&e)),
         };
         let deliver_at_ns = if defer_ms == 0 {
             0
         } else {
             now.wall_ns.saturating_add(channel::ms_to_ns(defer_ms))
         };
+        let strict = self.strict();
         let topic = &mut self.topics[tk];
         let mut count = 0u64;
         let mut bytes = 0u64;
@@ -180,8 +183,8 @@ impl Broker {
         // for the common single-message case.
         let result = append_all(&mut topic.log, records);
         if let Err(e) = result {
-            warn!("topic {topic_name}: {verb} failed: {e}");
-            return self.fail(ck, &failed(&e));
+            warn!("topic {topic_name}: {} failed: {e}", verb.name());
+            return self.fail(ck, &verb.failed(&e));
         }
         topic.message_count += count;
         topic.message_bytes += bytes;
@@ -190,7 +193,19 @@ impl Broker {
                 queue_pump(&mut self.pump_queue, tk, chk, ch);
             }
         }
-        self.respond(ck, b"OK");
+        if strict {
+            let upto = topic.log.tail();
+            self.park_ack(
+                tk,
+                PendingAck {
+                    client: ck,
+                    upto,
+                    verb,
+                },
+            );
+        } else {
+            self.respond(ck, b"OK");
+        }
     }
 
     fn rdy(&mut self, ck: ClientKey, count: u64) {

@@ -140,6 +140,7 @@ impl Broker {
                 topic.log.apply(done);
             }
         }
+        self.release_acks();
         for (tk, topic) in self.topics.iter_mut() {
             for job in topic.log.poll_jobs(now.mono_ms) {
                 self.worker.submit(tk as u64, job);

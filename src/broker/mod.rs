@@ -14,6 +14,7 @@ pub mod channel;
 pub mod client;
 mod commands;
 mod deliver;
+pub mod durable;
 mod maintenance;
 mod restore;
 pub mod topic;
@@ -143,6 +144,8 @@ pub struct Broker {
     topology_changed: bool,
     /// xorshift state for sample_rate.
     rng: u64,
+    /// Reactor tokens of clients whose last durable ack was sent this turn.
+    unblocked: Vec<usize>,
 }
 
 /// Subdirectory of the data path that holds one directory per topic.
@@ -215,6 +218,7 @@ impl Broker {
             checkpointer,
             worker,
             topology_changed: false,
+            unblocked: Vec::new(),
             rng: 0x2545_F491_4F6C_DD1D ^ now.wall_ns as u64,
         };
         broker.restore(now)?;
@@ -266,6 +270,9 @@ impl Broker {
         let Some(client) = self.clients.try_remove(ck) else {
             return;
         };
+        if client.awaiting_acks > 0 {
+            self.drop_acks_of(ck);
+        }
         if let Some(t) = client.heartbeat_timer {
             self.wheel.cancel(t);
         }

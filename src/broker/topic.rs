@@ -4,13 +4,14 @@
 //! buffered, later ones start at the tail, as in nsqd) and how far the log may be trimmed: a
 //! segment goes only when every channel's ack floor is past it (design invariant 3).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use slab::Slab;
 
 use crate::storage::Log;
 
 use super::channel::Channel;
+use super::durable::PendingAck;
 
 /// One topic.
 #[derive(Debug)]
@@ -34,6 +35,8 @@ pub struct Topic {
     pub message_count: u64,
     /// Bytes of message bodies published since start.
     pub message_bytes: u64,
+    /// Strict mode: publishers' `OK`s waiting for the log to be durable, oldest first.
+    pub pending_acks: VecDeque<PendingAck>,
 }
 
 impl Topic {
@@ -49,6 +52,7 @@ impl Topic {
             distributed,
             message_count: 0,
             message_bytes: 0,
+            pending_acks: VecDeque::new(),
         }
     }
 

@@ -215,6 +215,11 @@ impl EventLoop {
         let now = self.now();
         self.broker.on_timers(now);
         self.broker.storage_step(now);
+        let unblocked: Vec<usize> = self.broker.take_unblocked().collect();
+        for token in unblocked {
+            // Its buffered commands can run now; decode them next turn without waiting.
+            self.still_readable.push(token);
+        }
         self.broker.pump(now);
         self.broker.checkpoint_if_changed();
         self.write_pending();
@@ -324,7 +329,7 @@ impl EventLoop {
                 },
                 Phase::V2 { client } => client,
             };
-            if self.broker.is_closing(client) {
+            if self.broker.is_closing(client) || self.broker.is_blocked(client) {
                 return;
             }
             let ctx = self.broker.decode_ctx(client);
