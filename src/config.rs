@@ -87,6 +87,12 @@ pub struct Options {
     /// maximum consumers per channel (0 = unlimited)
     #[arg(long, default_value_t = 0)]
     pub max_channel_consumers: usize,
+    /// message processing time percentiles to track, e.g. 1.0,0.99,0.95 (repeatable)
+    #[arg(long, value_delimiter = ',', value_parser = parse_percentile)]
+    pub e2e_processing_latency_percentile: Vec<f64>,
+    /// the window over which e2e percentiles are computed
+    #[arg(long, default_value = "10m0s", value_parser = parse_duration_ms)]
+    pub e2e_processing_latency_window_time: u64,
     /// log level: debug, info, warn, error (or trace)
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -166,6 +172,17 @@ impl Options {
             );
         }
         Ok(Config { opts: self })
+    }
+}
+
+/// Parses one e2e percentile: a number in (0, 1], nsqd's range.
+///
+/// # Errors
+/// nsqd's message for a value out of range.
+pub fn parse_percentile(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 1.0 => Ok(p),
+        _ => Err(format!("invalid E2E processing latency percentile: {s}")),
     }
 }
 
@@ -295,6 +312,15 @@ mod tests {
             ..Options::default()
         };
         assert!(o.validate().unwrap_err().0.contains("--log-level"));
+        let parsed =
+            Options::try_parse_from(["corqd", "--e2e-processing-latency-percentile", "1.5"]);
+        assert!(parsed.unwrap_err().to_string().contains("percentile"));
+        let ok =
+            Options::try_parse_from(["corqd", "--e2e-processing-latency-percentile", "1.0,0.99"]);
+        assert_eq!(
+            ok.unwrap().e2e_processing_latency_percentile,
+            vec![1.0, 0.99]
+        );
         let parsed = Options::try_parse_from(["corqd", "--msg-timeout", "soon"]);
         assert!(parsed.unwrap_err().to_string().contains("--msg-timeout"));
     }

@@ -12,6 +12,7 @@
 //! | [`reactor`]  | the `mio` event loop: listener, connections, the loop turn |
 //! | [`server`]   | the embedding API: `Server::bind`, `Server::run`, `Handle::shutdown` |
 //! | [`config`]   | every tunable, with nsqd's flag names and defaults |
+//! | [`stats`]    | end-to-end processing latency windows (hdrhistogram) |
 //!
 //! `docs/architecture.md` describes the loop and the data flow.
 #![deny(missing_docs, missing_debug_implementations)]
@@ -22,6 +23,7 @@ pub mod config;
 pub mod protocol;
 pub mod reactor;
 pub mod server;
+pub mod stats;
 pub mod storage;
 pub mod timer;
 

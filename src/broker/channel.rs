@@ -54,6 +54,8 @@ pub struct InFlight {
     pub attempts: u16,
     /// Monotonic ms of this delivery: TOUCH may not push the timeout past it + max-msg-timeout.
     pub delivered_ms: u64,
+    /// The message's publish time (wall ns), for the e2e latency recorded at FIN.
+    pub timestamp_ns: i64,
 }
 
 /// A message waiting for a deadline before it may be delivered.
@@ -124,6 +126,8 @@ pub struct Channel {
     pub timeout_count: u64,
     /// Whether the channel is already queued for the broker's delivery pass this turn.
     pub pump_queued: bool,
+    /// Publish-to-FIN latency, when `--e2e-processing-latency-percentile` is set.
+    pub e2e: Option<crate::stats::E2eLatency>,
 }
 
 impl Channel {
@@ -143,6 +147,7 @@ impl Channel {
             requeue_count: 0,
             timeout_count: 0,
             pump_queued: false,
+            e2e: None,
         }
     }
 
@@ -179,16 +184,20 @@ impl Channel {
         }
     }
 
-    /// FIN: forgets the message. Returns its attempts.
+    /// FIN: forgets the message (recording its e2e latency). Returns its attempts.
     pub fn fin(
         &mut self,
         offset: u64,
         ck: ClientKey,
+        now_wall_ns: i64,
         wheel: &mut Wheel<TimerEvent>,
     ) -> Result<u16, AckError> {
         let entry = self.owned(offset, ck)?;
         self.in_flight.remove(&offset);
         wheel.cancel(entry.timer);
+        if let Some(e2e) = &mut self.e2e {
+            e2e.record(now_wall_ns.saturating_sub(entry.timestamp_ns));
+        }
         Ok(entry.attempts)
     }
 
@@ -347,6 +356,7 @@ mod tests {
                 timer,
                 attempts: 1,
                 delivered_ms: 0,
+                timestamp_ns: 0,
             },
         );
     }
@@ -356,9 +366,9 @@ mod tests {
         let mut wheel = Wheel::new(0);
         let mut ch = Channel::new("c", 0);
         deliver(&mut ch, &mut wheel, 5, 1);
-        assert_eq!(ch.fin(5, 2, &mut wheel), Err(AckError::NotOwner));
-        assert_eq!(ch.fin(5, 1, &mut wheel), Ok(1));
-        assert_eq!(ch.fin(5, 1, &mut wheel), Err(AckError::NotInFlight));
+        assert_eq!(ch.fin(5, 2, 0, &mut wheel), Err(AckError::NotOwner));
+        assert_eq!(ch.fin(5, 1, 0, &mut wheel), Ok(1));
+        assert_eq!(ch.fin(5, 1, 0, &mut wheel), Err(AckError::NotInFlight));
         assert!(wheel.is_empty(), "FIN must cancel the timeout");
     }
 

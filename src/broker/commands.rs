@@ -46,7 +46,7 @@ impl Broker {
                 now,
             ),
             Command::Rdy { count } => self.rdy(ck, count),
-            Command::Fin { id } => self.fin(ck, &id),
+            Command::Fin { id } => self.fin(ck, &id, now),
             Command::Req { id, timeout_ms, .. } => self.req(ck, &id, timeout_ms, now),
             Command::Touch { id } => self.touch(ck, &id, now),
             Command::Nop => {}
@@ -136,7 +136,8 @@ impl Broker {
             return Ok(tk);
         }
         let log = Log::open(&topic_dir(&self.data_dir, name), self.log_config())?;
-        let topic = Topic::new(name, log, 0);
+        let mut topic = Topic::new(name, log, 0);
+        topic.track_e2e = !self.cfg.e2e_processing_latency_percentile.is_empty();
         if !topic.ephemeral {
             self.topology_changed = true;
         }
@@ -246,11 +247,11 @@ impl Broker {
         self.fail(ck, &err);
     }
 
-    fn fin(&mut self, ck: ClientKey, id: &MessageId) {
+    fn fin(&mut self, ck: ClientKey, id: &MessageId, now: Now) {
         let result = match self.in_flight_target(ck, id) {
-            Some((tk, chk, offset)) => {
-                self.channel_op(tk, chk, |ch, wheel| ch.fin(offset, ck, wheel).map(|_| ()))
-            }
+            Some((tk, chk, offset)) => self.channel_op(tk, chk, |ch, wheel| {
+                ch.fin(offset, ck, now.wall_ns, wheel).map(|_| ())
+            }),
             None => Err(AckError::NotInFlight),
         };
         match result {

@@ -102,6 +102,7 @@ impl Broker {
                     timer,
                     attempts,
                     delivered_ms: now.mono_ms,
+                    timestamp_ns: rec.timestamp_ns,
                 },
             );
             ch.message_count += 1;

@@ -10,7 +10,13 @@ use super::{Broker, Now, TimerEvent};
 impl Broker {
     /// The periodic step: trim each log below what every channel has finished, and checkpoint.
     pub(super) fn maintenance(&mut self, now: Now) {
+        let window = self.cfg.e2e_processing_latency_window_time;
         for (_, topic) in self.topics.iter_mut() {
+            for (_, ch) in topic.channels.iter_mut() {
+                if let Some(e2e) = &mut ch.e2e {
+                    e2e.rotate(now.mono_ms, window);
+                }
+            }
             let floor = topic.retention_floor();
             match topic.log.delete_below(floor) {
                 Ok(0) => {}

@@ -44,7 +44,9 @@ impl Broker {
     fn open_topic(&mut self, name: &str, distributed: u64) -> Result<usize, StartError> {
         let log = Log::open(&topic_dir(&self.data_dir, name), self.log_config())
             .map_err(StartError::Storage)?;
-        let tk = self.topics.insert(Topic::new(name, log, distributed));
+        let mut topic = Topic::new(name, log, distributed);
+        topic.track_e2e = !self.cfg.e2e_processing_latency_percentile.is_empty();
+        let tk = self.topics.insert(topic);
         self.topic_index.insert(name.to_owned(), tk);
         Ok(tk)
     }

@@ -37,6 +37,8 @@ pub struct Topic {
     pub message_bytes: u64,
     /// Strict mode: publishers' `OK`s waiting for the log to be durable, oldest first.
     pub pending_acks: VecDeque<PendingAck>,
+    /// Whether channels track e2e latency (`--e2e-processing-latency-percentile` is set).
+    pub track_e2e: bool,
 }
 
 impl Topic {
@@ -53,6 +55,7 @@ impl Topic {
             message_count: 0,
             message_bytes: 0,
             pending_acks: VecDeque::new(),
+            track_e2e: false,
         }
     }
 
@@ -76,7 +79,10 @@ impl Topic {
     }
 
     /// Adds a fully built channel (new, or restored from a checkpoint).
-    pub fn insert_channel(&mut self, channel: Channel) -> usize {
+    pub fn insert_channel(&mut self, mut channel: Channel) -> usize {
+        if self.track_e2e && channel.e2e.is_none() {
+            channel.e2e = Some(crate::stats::E2eLatency::new(0));
+        }
         let name = channel.name.clone();
         let key = self.channels.insert(channel);
         self.channel_index.insert(name, key);
