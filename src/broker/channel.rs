@@ -308,6 +308,15 @@ impl Channel {
         log_tail.saturating_sub(self.cursor) + self.requeued.len() as u64
     }
 
+    /// Forgets every unfinished message and skips to `tail` (`/channel/empty`).
+    pub fn empty(&mut self, tail: u64, wheel: &mut Wheel<TimerEvent>) {
+        self.cancel_timers(wheel);
+        self.in_flight.clear();
+        self.deferred.clear();
+        self.requeued.clear();
+        self.cursor = tail;
+    }
+
     /// Cancels every timer the channel owns (delete, empty, shutdown).
     pub fn cancel_timers(&mut self, wheel: &mut Wheel<TimerEvent>) {
         for e in self.in_flight.values() {

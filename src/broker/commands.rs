@@ -131,7 +131,7 @@ impl Broker {
     }
 
     /// Looks a topic up, creating it (and its log) on first use.
-    fn topic_key(&mut self, name: &str) -> Result<usize, StorageError> {
+    pub(super) fn topic_key(&mut self, name: &str) -> Result<usize, StorageError> {
         if let Some(&tk) = self.topic_index.get(name) {
             return Ok(tk);
         }

@@ -10,6 +10,7 @@
 //! pass ([`Broker::pump`]) over the channels that something touched this turn, so one loop
 //! turn's publishes, RDYs and FINs turn into one batch of frames per client.
 
+pub mod admin;
 pub mod channel;
 pub mod client;
 mod commands;
