@@ -111,6 +111,12 @@ pub struct Client {
     pub closing: bool,
     /// Strict mode: publishes of this client still waiting for their durable `OK`.
     pub awaiting_acks: u32,
+    /// Delivery stops while this much output waits for the socket (`--max-output-buffer-size`):
+    /// a consumer that stops reading costs at most this much memory, whatever its RDY.
+    pub out_limit: usize,
+    /// Set when delivery skipped this client for a full output buffer; the write that drains
+    /// it wakes its channel.
+    pub output_blocked: bool,
     /// Wall-clock ns at connect, for /stats.
     pub connect_ts_ns: i64,
 }
@@ -143,6 +149,8 @@ impl Client {
             dirty: false,
             closing: false,
             awaiting_acks: 0,
+            out_limit: usize::MAX,
+            output_blocked: false,
             connect_ts_ns: wall_ns,
         }
     }
@@ -150,5 +158,17 @@ impl Client {
     /// nsqd's `IsReadyForMessages`: subscribed, not closing, and below its RDY cap.
     pub fn is_ready(&self) -> bool {
         self.state == ConnState::Subscribed && !self.closing && self.in_flight < self.rdy
+    }
+
+    /// `is_ready`, and room in the output buffer; remembers when only the buffer was in the way.
+    pub fn take_ready(&mut self) -> bool {
+        if !self.is_ready() {
+            return false;
+        }
+        if self.out.len() >= self.out_limit {
+            self.output_blocked = true;
+            return false;
+        }
+        true
     }
 }

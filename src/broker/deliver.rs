@@ -8,6 +8,7 @@ use crate::protocol::{self, encode};
 use super::channel::InFlight;
 use super::client::{Client, ClientKey};
 use super::{queue_pump, Broker, Now, TimerEvent};
+use crate::timer::TimerId;
 
 impl Broker {
     pub(super) fn queue_pump(&mut self, tk: usize, chk: usize) {
@@ -39,7 +40,9 @@ impl Broker {
             return;
         }
         let clients = &mut self.clients;
-        while let Some(ck) = ch.pick_consumer(|c| clients.get(c).is_some_and(Client::is_ready)) {
+        while let Some(ck) =
+            ch.pick_consumer(|c| clients.get_mut(c).is_some_and(Client::take_ready))
+        {
             // Requeued messages first (they are the oldest); then new ones, unless the topic is
             // paused (a paused topic hands nothing new to its channels).
             let (offset, attempts, fresh) = if let Some(r) = ch.requeued.pop_front() {
@@ -120,6 +123,38 @@ impl Broker {
         }
     }
 
+    /// Arms the handshake deadline of a new connection.
+    pub fn handshake_deadline(&mut self, token: usize, now: Now) -> TimerId {
+        let due = now
+            .timer_base_ms()
+            .saturating_add(super::HANDSHAKE_TIMEOUT_MS);
+        self.wheel.insert(due, TimerEvent::Handshake(token))
+    }
+
+    /// Cancels a timer the reactor holds (a handshake deadline).
+    pub fn cancel_timer(&mut self, id: TimerId) {
+        self.wheel.cancel(id);
+    }
+
+    /// Takes the tokens of connections whose handshake deadline passed.
+    pub fn take_expired_handshakes(&mut self) -> std::vec::Drain<'_, usize> {
+        self.expired_handshakes.drain(..)
+    }
+
+    /// Called after each write to a client's socket: a consumer whose delivery stopped on a
+    /// full output buffer gets messages again once it drained below the limit.
+    pub fn output_written(&mut self, ck: ClientKey) {
+        let Some(c) = self.clients.get_mut(ck) else {
+            return;
+        };
+        if c.output_blocked && c.out.len() < c.out_limit {
+            c.output_blocked = false;
+            if let Some((tk, chk)) = c.sub {
+                self.queue_pump(tk, chk);
+            }
+        }
+    }
+
     /// The earliest time (monotonic ms) at which a timer may fire or a log's sync falls due.
     pub fn next_deadline(&self) -> Option<u64> {
         let syncs = self
@@ -177,6 +212,7 @@ impl Broker {
                 }
                 TimerEvent::Heartbeat(ck) => self.on_heartbeat(ck, now),
                 TimerEvent::Maintenance => self.maintenance(now),
+                TimerEvent::Handshake(token) => self.expired_handshakes.push(token),
             }
         }
         self.fired = fired;

@@ -74,6 +74,8 @@ pub enum TimerEvent {
     Heartbeat(ClientKey),
     /// The periodic step: sync the logs, trim them, checkpoint the channels.
     Maintenance,
+    /// A connection (by reactor token) that has not sent its magic by now is closed.
+    Handshake(usize),
 }
 
 /// Errors that stop the broker from starting.
@@ -147,12 +149,17 @@ pub struct Broker {
     rng: u64,
     /// Reactor tokens of clients whose last durable ack was sent this turn.
     unblocked: Vec<usize>,
+    /// Reactor tokens whose handshake deadline passed this turn.
+    expired_handshakes: Vec<usize>,
 }
 
 /// Subdirectory of the data path that holds one directory per topic.
 pub const TOPICS_DIR: &str = "topics";
 /// Suffix of a topic's directory: keeps the names `.` and `..`, valid topic names, harmless.
 pub const TOPIC_DIR_SUFFIX: &str = ".topic";
+/// How long a new connection may take to send the 4-byte magic (nsqd waits forever; a
+/// connection that never speaks should not hold a slot forever).
+pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 /// The checkpoint file in the data path.
 pub const CHECKPOINT_FILE: &str = "corq.dat";
 
@@ -220,6 +227,7 @@ impl Broker {
             worker,
             topology_changed: false,
             unblocked: Vec::new(),
+            expired_handshakes: Vec::new(),
             rng: 0x2545_F491_4F6C_DD1D ^ now.wall_ns as u64,
         };
         broker.restore(now)?;
@@ -260,6 +268,9 @@ impl Broker {
             now.mono_ms,
             now.wall_ns,
         ));
+        self.clients[ck].out_limit = usize::try_from(self.cfg.max_output_buffer_size)
+            .unwrap_or(usize::MAX)
+            .max(1);
         self.schedule_heartbeat(ck, now.mono_ms);
         debug!("client {ck} connected from {remote}");
         ck

@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
-/// How much a single read asks for.
-const READ_CHUNK: usize = 64 * 1024;
+/// A drained read buffer keeps at most this much capacity: enough for the next burst of
+/// commands, small enough that idle connections cost almost nothing.
+const KEEP_CAPACITY: usize = 64 * 1024;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,14 +25,13 @@ pub enum Phase {
     },
 }
 
-/// What a read pass found.
+/// What one read call found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadOutcome {
+    /// This many bytes were appended to the read buffer.
+    Data(usize),
     /// The socket has no more bytes for now.
     Drained,
-    /// The per-turn budget ran out before `WouldBlock`: read again next turn (edge-triggered
-    /// readiness will not say so again).
-    Budget,
     /// The peer closed its side (or the socket failed).
     Closed,
 }
@@ -45,16 +45,17 @@ pub struct Conn {
     pub remote: SocketAddr,
     /// Magic or V2.
     pub phase: Phase,
-    /// Bytes read and not yet decoded, from `rpos` on.
+    /// Bytes read and not yet decoded (a partial command, or commands waiting while the
+    /// client is throttled).
     pub rbuf: Vec<u8>,
-    /// How much of `rbuf` has been decoded.
-    pub rpos: usize,
     /// Whether WRITABLE interest is registered (only while output is left over).
     pub writable_registered: bool,
     /// Set once the conn must be reaped at the end of the turn.
     pub closing: bool,
-    /// Reading paused by backpressure; resumed when the output drains.
+    /// Reading paused (output backlog, or a durable ack pending); resumed when that clears.
     pub throttled: bool,
+    /// The handshake deadline timer, until the magic arrives.
+    pub handshake_timer: Option<crate::timer::TimerId>,
 }
 
 impl Conn {
@@ -65,60 +66,37 @@ impl Conn {
             remote,
             phase: Phase::Magic,
             rbuf: Vec::new(),
-            rpos: 0,
             writable_registered: false,
             closing: false,
             throttled: false,
+            handshake_timer: None,
         }
     }
 
-    /// Reads until `WouldBlock`, the budget, or the buffer cap (`max_buffered` undecoded bytes:
-    /// the decoder has already checked that a command that large is allowed).
-    pub fn read_some(&mut self, budget: usize, max_buffered: usize) -> ReadOutcome {
-        self.compact();
-        let mut total = 0;
+    /// One read into `scratch` (shared by every connection, so an idle connection holds no
+    /// read buffer); what arrives is appended to this connection's buffer.
+    pub fn read_once(&mut self, scratch: &mut [u8]) -> ReadOutcome {
         loop {
-            if total >= budget || self.rbuf.len() >= max_buffered {
-                return ReadOutcome::Budget;
-            }
-            let start = self.rbuf.len();
-            let want = READ_CHUNK.min(max_buffered - start).max(1);
-            self.rbuf.resize(start + want, 0);
-            let result = self.stream.read(&mut self.rbuf[start..]);
-            let got = match result {
-                Ok(n) => n,
-                Err(e) => {
-                    self.rbuf.truncate(start);
-                    match e.kind() {
-                        io::ErrorKind::WouldBlock => return ReadOutcome::Drained,
-                        io::ErrorKind::Interrupted => continue,
-                        _ => return ReadOutcome::Closed,
-                    }
+            match self.stream.read(scratch) {
+                Ok(0) => return ReadOutcome::Closed,
+                Ok(n) => {
+                    self.rbuf.extend_from_slice(&scratch[..n]);
+                    return ReadOutcome::Data(n);
                 }
-            };
-            self.rbuf.truncate(start + got);
-            if got == 0 {
-                return ReadOutcome::Closed;
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Drained,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return ReadOutcome::Closed,
             }
-            total += got;
         }
     }
 
-    /// Drops the decoded prefix of the read buffer.
-    fn compact(&mut self) {
-        if self.rpos > 0 {
-            self.rbuf.drain(..self.rpos);
-            self.rpos = 0;
-        }
-        // A big MPUB grew the buffer; don't keep megabytes per idle connection.
-        if self.rbuf.is_empty() && self.rbuf.capacity() > 4 * READ_CHUNK {
+    /// Drops the first `n` decoded bytes of the read buffer.
+    pub fn consume(&mut self, n: usize) {
+        self.rbuf.drain(..n.min(self.rbuf.len()));
+        if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_CAPACITY {
+            // A big MPUB grew the buffer; don't keep megabytes per connection.
             self.rbuf = Vec::new();
         }
-    }
-
-    /// The bytes read and not yet decoded.
-    pub fn unread(&self) -> &[u8] {
-        &self.rbuf[self.rpos..]
     }
 
     /// Writes as much of `data` as the socket takes; returns how much, or an error that ends

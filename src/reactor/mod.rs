@@ -49,6 +49,8 @@ const READ_BUDGET: usize = 256 * 1024;
 /// Output a client may have waiting before we stop reading its commands (backpressure against
 /// a publisher that pipelines without reading its `OK`s).
 const OUTPUT_HIGH_WATER: usize = 4 * 1024 * 1024;
+/// Size of the shared read buffer: one read call takes at most this much.
+const READ_SCRATCH: usize = 64 * 1024;
 /// Events taken per poll.
 const EVENTS_CAPACITY: usize = 1024;
 
@@ -89,6 +91,9 @@ pub struct EventLoop {
     max_buffered: usize,
     /// Reused list of (conn key, readable, writable) from one poll.
     ready: Vec<(usize, bool, bool)>,
+    /// One read buffer shared by every connection: bytes go from here into a conn's own buffer
+    /// only as far as they arrive, so idle connections hold none.
+    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -139,6 +144,7 @@ impl EventLoop {
             to_close: Vec::new(),
             max_buffered,
             ready: Vec::new(),
+            scratch: vec![0; READ_SCRATCH],
         })
     }
 
@@ -214,6 +220,19 @@ impl EventLoop {
         self.still_readable.dedup();
         let now = self.now();
         self.broker.on_timers(now);
+        let expired: Vec<usize> = self.broker.take_expired_handshakes().collect();
+        for key in expired {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.handshake_timer = None;
+                if conn.phase == Phase::Magic {
+                    debug!(
+                        "conn {key} ({}): no magic within the handshake deadline",
+                        conn.remote
+                    );
+                    self.mark_closing(key);
+                }
+            }
+        }
         self.broker.storage_step(now);
         let unblocked: Vec<usize> = self.broker.take_unblocked().collect();
         for token in unblocked {
@@ -256,7 +275,10 @@ impl EventLoop {
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
-                    entry.insert(Conn::new(stream, remote));
+                    let mut conn = Conn::new(stream, remote);
+                    let now = now(&*self.clock);
+                    conn.handshake_timer = Some(self.broker.handshake_deadline(token.0, now));
+                    entry.insert(conn);
                     debug!("accepted {remote} as conn {}", token.0);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -270,34 +292,40 @@ impl EventLoop {
         }
     }
 
-    /// Reads a conn and runs every complete command in what it read.
+    /// Reads a conn and runs every complete command in what it read, until the socket is
+    /// drained, the per-turn budget is spent, or the client must wait (throttled).
     fn read_conn(&mut self, key: usize, now: Now) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        if conn.closing {
-            return;
-        }
-        if let Phase::V2 { client } = conn.phase {
-            // Backpressure: don't take more commands while the client is not reading replies.
-            if self
-                .broker
-                .output(client)
-                .is_some_and(|o| o.len() > OUTPUT_HIGH_WATER)
-            {
-                conn.throttled = true;
+        let mut total = 0;
+        loop {
+            self.decode_all(key, now);
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if conn.closing {
                 return;
             }
-        }
-        let outcome = conn.read_some(READ_BUDGET, self.max_buffered);
-        self.decode_all(key, now);
-        match outcome {
-            ReadOutcome::Drained => {}
-            ReadOutcome::Budget => self.still_readable.push(key),
-            ReadOutcome::Closed => {
-                // Commands already read were applied above; their replies are best effort.
-                self.flush_conn(key);
-                self.mark_closing(key);
+            if let Phase::V2 { client } = conn.phase {
+                // Backpressure: take no more input while the client is not reading its replies
+                // or waits for a durable ack; flush_conn or the ack resumes it.
+                let backlog = self.broker.output(client).map_or(0, |o| o.len());
+                if backlog > OUTPUT_HIGH_WATER || self.broker.is_blocked(client) {
+                    conn.throttled = true;
+                    return;
+                }
+            }
+            if total >= READ_BUDGET || conn.rbuf.len() >= self.max_buffered {
+                self.still_readable.push(key);
+                return;
+            }
+            match conn.read_once(&mut self.scratch) {
+                ReadOutcome::Data(n) => total += n,
+                ReadOutcome::Drained => return,
+                ReadOutcome::Closed => {
+                    // Commands already read were applied; their replies are best effort.
+                    self.flush_conn(key);
+                    self.mark_closing(key);
+                    return;
+                }
             }
         }
     }
@@ -307,12 +335,17 @@ impl EventLoop {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        let mut used_total = 0;
         loop {
+            let buf = &conn.rbuf[used_total..];
             let client = match conn.phase {
-                Phase::Magic => match protocol::decode_magic(conn.unread()) {
-                    Ok(None) => return,
+                Phase::Magic => match protocol::decode_magic(buf) {
+                    Ok(None) => break,
                     Ok(Some(n)) => {
-                        conn.rpos += n;
+                        used_total += n;
+                        if let Some(t) = conn.handshake_timer.take() {
+                            self.broker.cancel_timer(t);
+                        }
                         let client = self.broker.connect(key, conn.remote, now);
                         conn.phase = Phase::V2 { client };
                         continue;
@@ -324,25 +357,32 @@ impl EventLoop {
                         let _ = conn.write_some(&frame);
                         conn.closing = true;
                         self.to_close.push(key);
-                        return;
+                        break;
                     }
                 },
                 Phase::V2 { client } => client,
             };
             if self.broker.is_closing(client) || self.broker.is_blocked(client) {
-                return;
+                break;
             }
             let ctx = self.broker.decode_ctx(client);
-            match decode::decode(&conn.rbuf[conn.rpos..], &ctx, self.broker.limits()) {
-                Ok(None) => return,
+            match decode::decode(buf, &ctx, self.broker.limits()) {
+                Ok(None) => break,
                 Ok(Some((cmd, used))) => {
                     self.broker.apply(client, cmd, now);
-                    conn.rpos += used;
+                    used_total += used;
                 }
-                Err(DecodeError::Proto(e)) => return self.broker.fail(client, &e),
-                Err(DecodeError::CloseSilently) => return self.broker.close_silently(client),
+                Err(DecodeError::Proto(e)) => {
+                    self.broker.fail(client, &e);
+                    break;
+                }
+                Err(DecodeError::CloseSilently) => {
+                    self.broker.close_silently(client);
+                    break;
+                }
             }
         }
+        conn.consume(used_total);
     }
 
     /// Writes what the broker queued for every client that has output.
@@ -384,6 +424,7 @@ impl EventLoop {
         }
         let want_writable = !out.is_empty();
         let drained_below_high_water = out.len() <= OUTPUT_HIGH_WATER;
+        self.broker.output_written(client);
         if want_writable != conn.writable_registered {
             let interest = if want_writable {
                 Interest::READABLE | Interest::WRITABLE
@@ -429,6 +470,9 @@ impl EventLoop {
             return;
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
+        if let Some(t) = conn.handshake_timer.take() {
+            self.broker.cancel_timer(t);
+        }
         if let Phase::V2 { client } = conn.phase {
             self.broker.disconnect(client);
         }
