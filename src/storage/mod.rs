@@ -14,7 +14,8 @@
 //! | `record.rs`     | the record byte layout, pure encode/decode with CRC |
 //! | `segment.rs`    | one mmapped segment file: header layout, naming, allocation, append/read |
 //! | `recovery.rs`   | the open-time scan: rebuild indexes, cut torn tails, report stray files |
-//! | `log.rs`        | [`Log`]: append/read/iterate/retention and the sync/pre-create job state |
+//! | `log.rs`        | [`Log`]: open, append/read/iterate, retention |
+//! | `log/jobs.rs`   | [`Log`]'s background-job state: when to sync or pre-create, applying results |
 //! | `worker.rs`     | [`StorageWorker`]: the helper thread that runs [`Job`]s (fsync, file creation) |
 //!
 //! # Threads
