@@ -416,6 +416,15 @@ impl Log {
     }
 }
 
+impl Drop for Log {
+    /// Unused pre-created segments are removed rather than left for the next open.
+    fn drop(&mut self) {
+        for prep in self.ready.drain(..) {
+            prep.discard();
+        }
+    }
+}
+
 /// Iterator over a log's records; see [`Log::iter_from`].
 #[derive(Debug)]
 pub struct LogIter<'a> {
@@ -512,6 +521,15 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn types_crossing_threads_are_send() {
+        fn send<T: Send>() {}
+        send::<Log>();
+        send::<Job>();
+        send::<JobDone>();
+        send::<StorageError>();
     }
 
     #[test]
@@ -985,13 +1003,24 @@ mod tests {
         let mut submitted = 0;
         for i in 0..400u64 {
             log.append(&new_rec(&body, i)).unwrap();
+            let mut preparing = false;
             for job in log.poll_jobs(i) {
+                preparing |= !job.is_sync();
                 worker.submit(42, job);
                 submitted += 1;
             }
-            while let Some((key, done)) = worker.try_recv() {
-                assert_eq!(key, 42);
-                log.apply(done);
+            // A writer slower than the helper thread: wait for a pre-creation to land, so the
+            // roll must use it (deterministic, unlike racing the thread).
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                while let Some((key, done)) = worker.try_recv() {
+                    assert_eq!(key, 42);
+                    log.apply(done);
+                }
+                if !preparing || log.ready_segments() > 0 || std::time::Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
         }
         // Drain: wait for everything in flight.
@@ -1008,8 +1037,16 @@ mod tests {
         }
         assert_eq!(log.durable_offset(), 400);
         assert!(log.segment_count() >= 3);
+        assert_eq!(
+            log.inline_creations(),
+            0,
+            "pre-created segments were ready in time"
+        );
         drop(worker);
         assert_eq!(woken.load(Ordering::Relaxed), submitted);
+        // Dropping the log removes a pre-created segment it did not use.
+        drop(log);
+        assert!(files(tmp.path()).iter().all(|n| n.ends_with(".log")));
     }
 
     #[test]

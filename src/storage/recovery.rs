@@ -400,6 +400,27 @@ mod tests {
     }
 
     #[test]
+    fn crc_valid_record_in_the_wrong_place_is_cut() {
+        // Copy record 2 (valid CRC) over record 3: same length, so it lines up exactly.
+        let (mut m, starts) = image(0, 6, 16, 4096);
+        let rec2 = m[starts[2]..starts[3]].to_vec();
+        m[starts[3]..starts[4]].copy_from_slice(&rec2);
+        let s = scan(&m, 0, false);
+        assert_eq!(s.index.len(), 3);
+        assert!(matches!(
+            s.cut,
+            Some((
+                _,
+                3,
+                Corrupt::Offset {
+                    found: 2,
+                    expected: 3
+                }
+            ))
+        ));
+    }
+
+    #[test]
     fn garbage_never_panics() {
         let mut seed = 0x1234_5678_9abc_def0u64;
         for _ in 0..200 {
