@@ -22,6 +22,11 @@ mod jobs;
 
 /// Source of [`Log`] instance ids, so a job result is never applied to the wrong log.
 static NEXT_LOG_ID: AtomicU64 = AtomicU64::new(1);
+/// Source of `.prealloc` names. Process-wide, not per `Log`: a late job result for a log that
+/// was destroyed and recreated in the same directory must not name (and, when discarded,
+/// delete) a file the new instance is using. Leftovers from earlier processes are removed on
+/// open, before any new name is used.
+static NEXT_PREALLOC: AtomicU64 = AtomicU64::new(1);
 
 /// A topic's log. See the module docs of `storage` for the file map and `docs/storage-format.md`.
 pub struct Log {
@@ -48,8 +53,6 @@ pub struct Log {
     /// Set by a failed pre-creation; `poll_jobs` turns it into a retry time.
     prepare_failed: bool,
     prepare_retry_at_ms: u64,
-    /// Counter for unique `.prealloc` names.
-    prealloc_seq: u64,
     /// Why the log is poisoned, if it is.
     failed: Option<String>,
     /// Records lost to recovery cuts.
@@ -120,7 +123,6 @@ impl Log {
             prepare_in_flight: false,
             prepare_failed: false,
             prepare_retry_at_ms: 0,
-            prealloc_seq: 0,
             failed: None,
             recovery_lost: rec.corrupt,
             bad: RefCell::new(rec.holes.into_iter().collect()),
@@ -267,9 +269,8 @@ impl Log {
     }
 
     fn next_prealloc_path(&mut self) -> PathBuf {
-        self.prealloc_seq += 1;
-        self.dir
-            .join(format!("{:020}{PREALLOC_SUFFIX}", self.prealloc_seq))
+        let seq = NEXT_PREALLOC.fetch_add(1, Ordering::Relaxed);
+        self.dir.join(format!("{seq:020}{PREALLOC_SUFFIX}"))
     }
 
     fn create_prepared(&mut self) -> Result<PreparedSegment, StorageError> {
@@ -1047,6 +1048,44 @@ mod tests {
         // Dropping the log removes a pre-created segment it did not use.
         drop(log);
         assert!(files(tmp.path()).iter().all(|n| n.ends_with(".log")));
+    }
+
+    #[test]
+    fn stale_job_result_for_a_recreated_log_is_discarded_safely() {
+        // Regression: pre-creation names were per instance, so a destroyed log's late result,
+        // discarded by its successor in the same directory, deleted the successor's file.
+        let tmp = TempDir::new("stale");
+        let dir = tmp.path().join("topic");
+        let body = vec![9u8; 1000];
+        let fill_eighth = |log: &mut Log| {
+            while log.active().used() * 8 < log.active().capacity() {
+                let off = log.tail();
+                log.append(&new_rec(&body, off)).unwrap();
+            }
+        };
+        let mut a = Log::open(&dir, cfg()).unwrap();
+        fill_eighth(&mut a);
+        let job = a
+            .poll_jobs(0)
+            .find(|j| !j.is_sync())
+            .expect("pre-creation due");
+        let stale = job.run();
+        a.destroy().unwrap();
+        let mut b = Log::open(&dir, cfg()).unwrap();
+        fill_eighth(&mut b);
+        b.run_jobs_inline(0);
+        assert_eq!(b.ready_segments(), 1);
+        b.apply(stale);
+        assert_eq!(b.ready_segments(), 1);
+        while b.segment_count() < 2 {
+            let off = b.tail();
+            b.append(&new_rec(&body, off)).unwrap();
+        }
+        assert_eq!(
+            b.inline_creations(),
+            0,
+            "the ready segment was used for the roll"
+        );
     }
 
     #[test]
