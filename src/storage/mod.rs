@@ -17,6 +17,7 @@
 //! | `log.rs`        | [`Log`]: open, append/read/iterate, retention |
 //! | `log/jobs.rs`   | [`Log`]'s background-job state: when to sync or pre-create, applying results |
 //! | `worker.rs`     | [`StorageWorker`]: the helper thread that runs [`Job`]s (fsync, file creation) |
+//! | `testutil.rs`   | tests only: a temp dir deleted on drop, a seeded PRNG |
 //!
 //! # Threads
 //!
