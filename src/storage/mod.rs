@@ -40,7 +40,7 @@ mod testutil;
 
 pub use self::error::StorageError;
 pub use self::log::{Log, LogIter};
-pub use self::worker::{Job, JobDone, StorageWorker};
+pub use self::worker::{Job, JobDone, Notify, StorageWorker};
 
 /// Tunables of one log. Defaults follow nsqd's flags of the same names.
 #[derive(Clone, Debug, PartialEq, Eq)]
