@@ -21,8 +21,9 @@ use std::sync::Arc;
 /// After a failed pre-creation (e.g. disk full), wait this long before trying again.
 const PREPARE_RETRY_MS: u64 = 1000;
 /// The next segment is pre-created once the active one is `1 / PRECREATE_AT_FRACTION` full.
-/// Measured: pre-faulting 100 MiB on a loaded 2-core box took 50-150 ms, while a writer at
-/// full speed fills a segment in ~100 ms; starting at 1/8 leaves it ~7/8 of a segment's time.
+/// Measured (strace, loaded 2-core box): pre-faulting 100 MiB took ~14 ms alone but 115-210 ms
+/// while the appending thread competed for the CPU, and a full-speed writer fills a segment in
+/// ~100 ms; starting at 1/8 leaves the helper ~7/8 of a segment's time.
 const PRECREATE_AT_FRACTION: usize = 8;
 
 /// Background jobs: see the module docs for the policy.
