@@ -198,7 +198,7 @@ impl Log {
     /// Appends a batch (MPUB) and returns its offsets. Every size is validated, and every
     /// segment the batch needs is allocated, before the first record is written: a bad record
     /// or a full disk appends none. (Only a failed `rename` while installing a segment, which
-    /// needs no space, could leave a prefix appended; the error says so.)
+    /// needs no space, could leave a prefix appended; that is logged at `error!`.)
     pub fn append_batch(&mut self, recs: &[NewRecord<'_>]) -> Result<Range<u64>, StorageError> {
         self.check_writable()?;
         for r in recs {
@@ -771,6 +771,36 @@ mod tests {
         assert_eq!(log.corrupt_records(), 1);
         assert_eq!(log.iter_from(0).count() as u64, tail - 1);
         check_record(&log.read(4).unwrap(), lens[4]);
+    }
+
+    #[test]
+    fn cut_in_a_sealed_segment_leaves_a_counted_gap() {
+        let mut rng = Rng::new(4);
+        let tmp = TempDir::new("gap");
+        let mut log = Log::open(tmp.path(), cfg()).unwrap();
+        let lens = fill(&mut log, &mut rng, 2000, 200);
+        let second = log.segments[1].base;
+        drop(log);
+        // Break record 10's length (first segment, sealed): nothing after it can be located.
+        let pos = SEGMENT_HEADER_LEN
+            + lens[..10]
+                .iter()
+                .map(|&l| record::encoded_len(l).unwrap())
+                .sum::<usize>();
+        flip(&tmp.path().join(segment_file_name(0)), pos as u64 + 2, 0x7f);
+        let log = Log::open(tmp.path(), cfg()).unwrap();
+        assert_eq!(log.tail(), 2000);
+        assert_eq!(log.corrupt_records(), second - 10);
+        for o in [10, 11, second - 1] {
+            assert!(
+                matches!(log.read(o), Err(StorageError::NotFound { .. })),
+                "offset {o}"
+            );
+        }
+        check_record(&log.read(9).unwrap(), lens[9]);
+        check_record(&log.read(second).unwrap(), lens[second as usize]);
+        let got: Vec<u64> = log.iter_from(5).take(7).map(|r| r.offset).collect();
+        assert_eq!(got, vec![5, 6, 7, 8, 9, second, second + 1]);
     }
 
     #[test]
