@@ -14,9 +14,11 @@
 //! | `record.rs`     | the record byte layout, pure encode/decode with CRC |
 //! | `segment.rs`    | one mmapped segment file: header layout, naming, allocation, append/read |
 //! | `recovery.rs`   | the open-time scan: rebuild indexes, cut torn tails, report stray files |
-//! | `log.rs`        | [`Log`]: append/read/iterate/retention and the sync/pre-create job state |
+//! | `log.rs`        | [`Log`]: open, append/read/iterate, retention |
+//! | `log/jobs.rs`   | [`Log`]'s background-job state: when to sync or pre-create, applying results |
 //! | `worker.rs`     | [`StorageWorker`]: the helper thread that runs [`Job`]s (fsync, file creation) |
 //! | `checkpoint.rs` | the broker's checkpoint file (`corq.dat`): topics, channels, positions |
+//! | `testutil.rs`   | tests only: a temp dir deleted on drop, a seeded PRNG |
 //!
 //! # Threads
 //!
@@ -40,7 +42,7 @@ mod testutil;
 
 pub use self::error::StorageError;
 pub use self::log::{Log, LogIter};
-pub use self::worker::{Job, JobDone, StorageWorker};
+pub use self::worker::{Job, JobDone, Notify, StorageWorker};
 
 /// Tunables of one log. Defaults follow nsqd's flags of the same names.
 #[derive(Clone, Debug, PartialEq, Eq)]

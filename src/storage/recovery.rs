@@ -199,6 +199,33 @@ fn open_rw(path: &Path) -> Result<File, StorageError> {
         .map_err(|e| StorageError::io(path, "open", e))
 }
 
+/// Rejects files too large to index with u32 positions, and extends a short last segment to
+/// `max_bytes` (a truncated file or a smaller old setting) so appends into it are backed by
+/// real blocks; if that fails, appends roll to a new segment sooner.
+fn size_file(file: &File, path: &Path, is_last: bool, max_bytes: u64) -> Result<(), StorageError> {
+    let size = file
+        .metadata()
+        .map_err(|e| StorageError::io(path, "stat", e))?
+        .len();
+    if size > u64::from(u32::MAX) {
+        let reason = format!("segment of {size} bytes exceeds 4 GiB");
+        return Err(StorageError::Corruption {
+            path: path.to_path_buf(),
+            offset: 0,
+            reason,
+        });
+    }
+    if is_last && size < max_bytes {
+        if let Err(e) = segment::allocate(file, max_bytes, None) {
+            warn!(
+                "cannot extend {} to {max_bytes} bytes: {e}; continuing at {size}",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// A loaded segment, whether it was cut, and its holes.
 type Loaded = (Segment, bool, Vec<u64>);
 
@@ -210,27 +237,7 @@ fn load_segment(
     max_bytes: u64,
 ) -> Result<Option<Loaded>, StorageError> {
     let file = open_rw(&path)?;
-    let size = file
-        .metadata()
-        .map_err(|e| StorageError::io(&path, "stat", e))?
-        .len();
-    if size > u64::from(u32::MAX) {
-        return Err(StorageError::Corruption {
-            path,
-            offset: 0,
-            reason: format!("segment of {size} bytes exceeds 4 GiB"),
-        });
-    }
-    if is_last && size < max_bytes {
-        // A shorter last segment (truncated file, smaller old setting) is extended so appends
-        // into it are backed by real blocks.
-        if let Err(e) = segment::allocate(&file, max_bytes, None) {
-            warn!(
-                "cannot extend {} to {max_bytes} bytes: {e}; continuing at {size}",
-                path.display()
-            );
-        }
-    }
+    size_file(&file, &path, is_last, max_bytes)?;
     let mut map = segment::map(&file, &path)?;
     if map.len() < SEGMENT_HEADER_LEN {
         if is_last {
@@ -390,6 +397,27 @@ mod tests {
         let s = scan(&m, 0, true);
         assert_eq!((s.index.len(), s.holes.len()), (4, 0));
         assert!(s.cut.is_some());
+    }
+
+    #[test]
+    fn crc_valid_record_in_the_wrong_place_is_cut() {
+        // Copy record 2 (valid CRC) over record 3: same length, so it lines up exactly.
+        let (mut m, starts) = image(0, 6, 16, 4096);
+        let rec2 = m[starts[2]..starts[3]].to_vec();
+        m[starts[3]..starts[4]].copy_from_slice(&rec2);
+        let s = scan(&m, 0, false);
+        assert_eq!(s.index.len(), 3);
+        assert!(matches!(
+            s.cut,
+            Some((
+                _,
+                3,
+                Corrupt::Offset {
+                    found: 2,
+                    expected: 3
+                }
+            ))
+        ));
     }
 
     #[test]

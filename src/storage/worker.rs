@@ -71,7 +71,7 @@ impl Job {
                 result: sync_all(&files, dir.as_ref()),
             },
             JobKind::Prepare { path, size, fault } => {
-                DoneKind::Prepared(PreparedSegment::create(path, size, fault.as_deref()))
+                DoneKind::Prepared(PreparedSegment::create(path, size, fault.as_deref(), true))
             }
         };
         JobDone {
