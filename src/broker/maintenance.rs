@@ -3,8 +3,6 @@
 
 use log::{debug, info, warn};
 
-use crate::storage::StorageError;
-
 use super::{Broker, Now, TimerEvent};
 
 impl Broker {
@@ -47,10 +45,12 @@ impl Broker {
     /// Clean shutdown: write the final checkpoint and wait for it to be on disk.
     pub fn shutdown(&mut self) {
         for (_, topic) in self.topics.iter_mut() {
-            if let Err(e) = Ok::<(), StorageError>(()) {
+            if let Err(e) = topic.log.sync_blocking() {
                 warn!("topic {}: final sync failed: {e}", topic.name);
             }
         }
+        // Strict mode: publishes waiting for a sync get their answer before the sockets close.
+        self.release_acks();
         let snapshot = self.snapshot();
         if let Err(e) = self.checkpointer.write_now(snapshot) {
             warn!("final checkpoint failed: {e}");

@@ -15,6 +15,7 @@
 
 use super::Log;
 use crate::storage::worker::{DoneKind, Job, JobDone, JobKind};
+use crate::storage::StorageError;
 use ::log::{debug, error, warn};
 use std::sync::Arc;
 
@@ -61,7 +62,14 @@ impl Log {
         if !due {
             return None;
         }
-        // Segments holding offsets in [durable, tail): from the one containing `durable` on.
+        self.sync_in_flight = Some(self.tail);
+        self.unsynced_since_ms = None;
+        Some(self.build_sync_job())
+    }
+
+    /// A sync of everything appended so far: the segments holding `[durable, tail)` and, if a
+    /// segment was installed since the last sync, the directory.
+    fn build_sync_job(&mut self) -> Job {
         let first = self.segment_for(self.durable).unwrap_or(0);
         let files = self.segments[first..]
             .iter()
@@ -71,16 +79,40 @@ impl Log {
             .dir_dirty
             .then(|| (self.dir.clone(), Arc::clone(&self.dir_file)));
         self.dir_dirty = false;
-        self.sync_in_flight = Some(self.tail);
-        self.unsynced_since_ms = None;
-        Some(Job {
+        Job {
             log_id: self.id,
             kind: JobKind::Sync {
                 target: self.tail,
                 files,
                 dir,
             },
-        })
+        }
+    }
+
+    /// Syncs everything appended so far on the calling thread, whatever the policy says. For a
+    /// clean shutdown only: the reactor never calls it while serving.
+    ///
+    /// # Errors
+    /// `Failed` if the log had already failed, or the sync's own error (which also fails the
+    /// log, as a background sync would).
+    pub fn sync_blocking(&mut self) -> Result<(), StorageError> {
+        if let Some(why) = &self.failed {
+            return Err(StorageError::Failed(why.clone()));
+        }
+        if self.tail == self.durable && !self.dir_dirty {
+            return Ok(());
+        }
+        let done = self.build_sync_job().run();
+        if let DoneKind::Synced { target, result } = done.kind {
+            match result {
+                Ok(()) => self.durable = self.durable.max(target),
+                Err(e) => {
+                    self.failed = Some(e.to_string());
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn prepare_job(&mut self, now_ms: u64) -> Option<Job> {
