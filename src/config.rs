@@ -96,6 +96,9 @@ pub struct Options {
     /// log level: debug, info, warn, error (or trace)
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// close a connection that has not sent the protocol magic within this time (corq's own)
+    #[arg(long, default_value = "10s", value_parser = parse_duration_ms)]
+    pub handshake_timeout: u64,
     /// pin the reactor thread to this CPU core (Linux)
     #[arg(long)]
     pub cpu: Option<usize>,

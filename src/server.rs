@@ -88,6 +88,7 @@ impl Server {
         let cpu = cfg.cpu;
         let addr = cfg.tcp_address;
         let listener = TcpListener::bind(addr).map_err(|e| ServerError::Bind(addr, e))?;
+        widen_backlog(&listener);
         let tcp_addr = listener.local_addr().map_err(ServerError::Io)?;
         let event_loop = EventLoop::new(listener, cfg, clock)?;
         info!("TCP: listening on {tcp_addr}");
@@ -120,6 +121,22 @@ impl Server {
             pin_to_cpu(cpu);
         }
         self.event_loop.run().map_err(ServerError::Io)
+    }
+}
+
+/// The accept queue length asked for (the kernel caps it at `net.core.somaxconn`, as Go's
+/// listeners and so nsqd's do).
+const LISTEN_BACKLOG: libc::c_int = 4096;
+
+/// Raises the listener's accept queue from the standard library's 128: a burst of connects
+/// while the loop is busy must queue, not have its SYNs dropped (each drop costs the client a
+/// one-second retransmit).
+fn widen_backlog(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen(2) on a socket we own and that is already listening just resizes its queue.
+    let rc = unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) };
+    if rc != 0 {
+        warn!("listen backlog: {}", std::io::Error::last_os_error());
     }
 }
 

@@ -6,6 +6,7 @@
 //! - `client`: the project's own client against the server, and the embedding example
 mod util;
 
+mod abuse;
 mod client;
 mod durability;
 mod protocol;

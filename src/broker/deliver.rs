@@ -123,11 +123,12 @@ impl Broker {
         }
     }
 
-    /// Arms the handshake deadline of a new connection.
+    /// Arms the handshake deadline of a new connection (`--handshake-timeout`: nsqd waits
+    /// forever for the magic, but a connection that never speaks should not hold a slot).
     pub fn handshake_deadline(&mut self, token: usize, now: Now) -> TimerId {
         let due = now
             .timer_base_ms()
-            .saturating_add(super::HANDSHAKE_TIMEOUT_MS);
+            .saturating_add(self.cfg.handshake_timeout);
         self.wheel.insert(due, TimerEvent::Handshake(token))
     }
 

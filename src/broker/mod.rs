@@ -157,9 +157,6 @@ pub struct Broker {
 pub const TOPICS_DIR: &str = "topics";
 /// Suffix of a topic's directory: keeps the names `.` and `..`, valid topic names, harmless.
 pub const TOPIC_DIR_SUFFIX: &str = ".topic";
-/// How long a new connection may take to send the 4-byte magic (nsqd waits forever; a
-/// connection that never speaks should not hold a slot forever).
-pub const HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 /// The checkpoint file in the data path.
 pub const CHECKPOINT_FILE: &str = "corq.dat";
 
