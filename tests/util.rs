@@ -274,6 +274,8 @@ impl Raw {
 pub struct ChildServer {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Every line it logged (stderr), for tests that check a warning was given.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl ChildServer {
@@ -290,6 +292,8 @@ impl ChildServer {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -299,14 +303,14 @@ impl ChildServer {
                         sent = true;
                     }
                 }
+                keep.lock().unwrap().push(line);
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("corqd did not start")
-            .parse()
-            .unwrap();
-        ChildServer { child, addr }
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a.parse().unwrap(),
+            Err(_) => panic!("corqd did not start: {:?}", log.lock().unwrap()),
+        };
+        ChildServer { child, addr, log }
     }
 
     /// SIGKILL: no shutdown code runs.
