@@ -312,4 +312,4 @@ pub fn go_float<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
