@@ -74,7 +74,8 @@ pub struct Request<'a> {
     pub version: HttpVersion,
     /// Whether the connection stays open after the reply (Go's `shouldClose`, inverted).
     pub keep_alive: bool,
-    /// The declared `Content-Length`, `None` for a chunked body or none declared.
+    /// The declared `Content-Length` (`Some(0)` when none is declared: Go reads no body then,
+    /// even on a closing HTTP/1.0 request, where it would read to EOF), `None` when chunked.
     pub content_length: Option<u64>,
     /// Whether the body came with `Transfer-Encoding: chunked`.
     pub chunked: bool,
@@ -112,6 +113,7 @@ struct HeadInfo<'a> {
     hosts: usize,
     conn_close: bool,
     conn_keep_alive: bool,
+    expect_continue: bool,
 }
 
 /// Parses the first request in `buf`.
@@ -125,10 +127,68 @@ pub fn parse_request<'a>(
     buf: &'a [u8],
     limits: &HttpLimits,
 ) -> Result<Option<(Request<'a>, usize)>, HttpError> {
+    let Some(head) = parse_head(buf, limits)? else {
+        return Ok(None);
+    };
+    check_host(&head.info, head.version)?;
+    let (path, raw_query) = split_target(head.target)?;
+    let rest = buf.get(head.len..).unwrap_or_default();
+    let (limit, reply) = routes::body_limit(head.method, &path, limits);
+    let too_big = HttpError::BodyTooLarge {
+        reply,
+        version: head.version,
+    };
+    let Some((body, body_len, content_length)) = read_body(rest, &head, limit, too_big)? else {
+        return Ok(None);
+    };
+    let used = head
+        .len
+        .checked_add(body_len)
+        .ok_or(HttpError::BadRequest(None))?;
+    let request = Request {
+        method: head.method,
+        query: query::parse_query(raw_query),
+        path,
+        raw_query,
+        version: head.version,
+        keep_alive: keep_alive(&head.info, head.version),
+        content_length,
+        chunked: content_length.is_none(),
+        body,
+    };
+    Ok(Some((request, used)))
+}
+
+/// True when the head in `buf` is complete, asks for `Expect: 100-continue` on HTTP/1.1, and
+/// its body has not fully arrived: the reactor should then send
+/// [`super::response::CONTINUE_100`] once (Go sends it when the handler first reads the body;
+/// curl waits a second for it before sending a large body).
+pub fn wants_continue(buf: &[u8], limits: &HttpLimits) -> bool {
+    let Ok(Some(head)) = parse_head(buf, limits) else {
+        return false;
+    };
+    head.info.expect_continue
+        && head.version == HttpVersion::Http11
+        && matches!(parse_request(buf, limits), Ok(None))
+}
+
+/// A complete request head.
+#[derive(Debug)]
+struct Head<'a> {
+    method: &'a str,
+    target: &'a str,
+    version: HttpVersion,
+    /// Bytes of the request line and headers, final CRLF included.
+    len: usize,
+    info: HeadInfo<'a>,
+}
+
+/// Runs `httparse` on `buf` with the head caps.
+fn parse_head<'a>(buf: &'a [u8], limits: &HttpLimits) -> Result<Option<Head<'a>>, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let n = limits.max_headers.min(MAX_HEADERS);
     let mut req = httparse::Request::new(headers.get_mut(..n).unwrap_or_default());
-    let head_len = match req.parse(buf) {
+    let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > limits.max_head_bytes => {
             return Err(HttpError::HeadTooLarge)
@@ -137,7 +197,7 @@ pub fn parse_request<'a>(
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge),
         Err(_) => return Err(HttpError::BadRequest(None)),
     };
-    if head_len > limits.max_head_bytes {
+    if len > limits.max_head_bytes {
         return Err(HttpError::HeadTooLarge);
     }
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
@@ -149,67 +209,50 @@ pub fn parse_request<'a>(
         HttpVersion::Http11
     };
     let info = scan_headers(req.headers);
-    check_host(&info, version)?;
-    let (path, raw_query) = split_target(target)?;
-    let keep_alive = match version {
-        HttpVersion::Http11 => !info.conn_close,
-        HttpVersion::Http10 => info.conn_keep_alive && !info.conn_close,
-    };
-    let (limit, reply) = routes::body_limit(method, &path, limits);
-    let too_big = HttpError::BodyTooLarge { reply, version };
-    let rest = buf.get(head_len..).unwrap_or_default();
-    // Go ignores Transfer-Encoding on HTTP/1.0 requests (issue 12785).
-    let chunked = version == HttpVersion::Http11 && info.transfer_encodings > 0;
-    let (body, body_len, content_length) = if chunked {
-        check_te(&info)?;
-        match decode_chunked(rest, limit).map_err(|e| e.into_error(too_big))? {
-            None => return Ok(None),
-            Some((body, used)) => (Cow::Owned(body), used, None),
-        }
-    } else {
-        let len = content_length(&info)?;
-        if len > limit {
-            return Err(too_big);
-        }
-        // cannot fail on any platform we build for: len <= limit <= u32::MAX.
-        let len_usize = usize::try_from(len).map_err(|_| too_big.clone())?;
-        let Some(body) = rest.get(..len_usize) else {
-            return Ok(None);
-        };
-        (Cow::Borrowed(body), len_usize, Some(len))
-    };
-    let used = head_len
-        .checked_add(body_len)
-        .ok_or(HttpError::BadRequest(None))?;
-    let request = Request {
+    Ok(Some(Head {
         method,
-        query: query::parse_query(raw_query),
-        path,
-        raw_query,
+        target,
         version,
-        keep_alive,
-        content_length,
-        chunked,
-        body,
-    };
-    Ok(Some((request, used)))
+        len,
+        info,
+    }))
 }
 
-/// True when the head in `buf` is complete, asks for `Expect: 100-continue` on HTTP/1.1, and
-/// its body has not fully arrived: the reactor should then send
-/// [`super::response::CONTINUE_100`] once (Go sends it when the handler first reads the body;
-/// curl waits a second for it before sending a large body).
-pub fn wants_continue(buf: &[u8], limits: &HttpLimits) -> bool {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let n = limits.max_headers.min(MAX_HEADERS);
-    let mut req = httparse::Request::new(headers.get_mut(..n).unwrap_or_default());
-    let Ok(httparse::Status::Complete(_)) = req.parse(buf) else {
-        return false;
-    };
-    let expects = req.headers.iter().any(|h| {
-        h.name.eq_ignore_ascii_case("expect") && trim(h.value).eq_ignore_ascii_case(b"100-continue")
-    });
-    expects && req.version == Some(1) && matches!(parse_request(buf, limits), Ok(None))
+/// Go's `shouldClose`, inverted: HTTP/1.1 persists unless `close`; HTTP/1.0 closes unless
+/// `keep-alive` (and no `close`).
+fn keep_alive(info: &HeadInfo<'_>, version: HttpVersion) -> bool {
+    match version {
+        HttpVersion::Http11 => !info.conn_close,
+        HttpVersion::Http10 => info.conn_keep_alive && !info.conn_close,
+    }
+}
+
+/// A framed body: the bytes, how many buffer bytes it used, its declared length.
+type Body<'a> = (Cow<'a, [u8]>, usize, Option<u64>);
+
+/// Frames the body after the head: chunked on HTTP/1.1 when a Transfer-Encoding is present
+/// (Go ignores it on HTTP/1.0, issue 12785, and it overrides Content-Length), else
+/// Content-Length. `Ok(None)` while incomplete; `too_big` as soon as the limit is passed.
+fn read_body<'a>(
+    rest: &'a [u8],
+    head: &Head<'_>,
+    limit: u64,
+    too_big: HttpError,
+) -> Result<Option<Body<'a>>, HttpError> {
+    if head.version == HttpVersion::Http11 && head.info.transfer_encodings > 0 {
+        check_te(&head.info)?;
+        let decoded = decode_chunked(rest, limit).map_err(|e| e.into_error(too_big))?;
+        return Ok(decoded.map(|(body, used)| (Cow::Owned(body), used, None)));
+    }
+    let len = content_length(&head.info)?;
+    if len > limit {
+        return Err(too_big);
+    }
+    // Cannot fail on the platforms we build for: len <= limit, a u32 option.
+    let len_usize = usize::try_from(len).map_err(|_| too_big)?;
+    Ok(rest
+        .get(..len_usize)
+        .map(|body| (Cow::Borrowed(body), len_usize, Some(len))))
 }
 
 fn scan_headers<'a>(headers: &[httparse::Header<'a>]) -> HeadInfo<'a> {
@@ -225,6 +268,8 @@ fn scan_headers<'a>(headers: &[httparse::Header<'a>]) -> HeadInfo<'a> {
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             info.transfer_encodings += 1;
             info.te_value = trim(h.value);
+        } else if name.eq_ignore_ascii_case("expect") {
+            info.expect_continue = trim(h.value).eq_ignore_ascii_case(b"100-continue");
         } else if name.eq_ignore_ascii_case("host") {
             info.hosts += 1;
         } else if name.eq_ignore_ascii_case("connection") {

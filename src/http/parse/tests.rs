@@ -225,7 +225,7 @@ fn too_big(reply: ApiError) -> HttpError {
 #[test]
 fn head_caps() {
     let mut long = b"GET /ping HTTP/1.1\r\nHost: h\r\nX: ".to_vec();
-    long.extend(std::iter::repeat(b'a').take(1100));
+    long.extend(std::iter::repeat_n(b'a', 1100));
     assert_eq!(
         parse(&long),
         Err(HttpError::HeadTooLarge),
