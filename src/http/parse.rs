@@ -74,8 +74,9 @@ pub struct Request<'a> {
     pub version: HttpVersion,
     /// Whether the connection stays open after the reply (Go's `shouldClose`, inverted).
     pub keep_alive: bool,
-    /// The declared `Content-Length` (`Some(0)` when none is declared: Go reads no body then,
-    /// even on a closing HTTP/1.0 request, where it would read to EOF), `None` when chunked.
+    /// The declared `Content-Length` (`Some(0)` when none is declared: no body is read then; Go
+    /// would read a closing HTTP/1.0 request's body to EOF, which no NSQ client sends), `None`
+    /// when chunked.
     pub content_length: Option<u64>,
     /// Whether the body came with `Transfer-Encoding: chunked`.
     pub chunked: bool,

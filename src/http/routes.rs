@@ -18,7 +18,7 @@ use super::query::Query;
 pub enum Route {
     /// `GET /ping`: `OK`, or 500 with the health error (plain text).
     Ping,
-    /// `GET /info`: [`super::stats::Info`] as JSON.
+    /// `GET /info`: [`super::info::Info`] as JSON.
     Info,
     /// `POST /pub?topic=&defer=`: publish the body as one message.
     Pub,
