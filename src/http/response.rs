@@ -6,13 +6,16 @@
 //! results; Go sniffs `text/plain; charset=utf-8`), and `Connection`. HTTP/1.0 requests get an
 //! HTTP/1.0 status line and `Connection: keep-alive` when they asked for it; HTTP/1.1 ones get
 //! `Connection: close` when the connection closes after the reply.
+//!
+//! One difference no client notices: Go switches to `Transfer-Encoding: chunked` for bodies
+//! above its 2 KiB write buffer (a large `/stats`); corq always sends `Content-Length`.
 
 use std::io::Write as _;
 
 use serde::Serialize;
 
 use super::parse::{HttpError, HttpVersion, Request};
-use super::routes::ApiError;
+use super::routes::{ApiError, RouteError};
 
 /// The interim reply to `Expect: 100-continue` ([`super::parse::wants_continue`]).
 pub const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -276,6 +279,31 @@ pub fn redirect(
     };
     let extra = [("Location", location.as_str())];
     write_response(out, ctx, status, ct, body.as_bytes(), false, &extra);
+}
+
+/// The reply for a request the table does not route: 404 `NOT_FOUND`, 405 with `Allow`, or a
+/// redirect (which needs the request's method and raw query).
+pub fn route_error(
+    out: &mut Vec<u8>,
+    ctx: &ReplyCtx,
+    method: &str,
+    raw_query: &str,
+    err: &RouteError,
+) {
+    match err {
+        RouteError::NotFound => error_json(out, ctx, 404, "NOT_FOUND"),
+        RouteError::MethodNotAllowed { allow } => method_not_allowed(out, ctx, allow),
+        RouteError::Redirect { status, path } => {
+            redirect(out, ctx, method, *status, path, raw_query)
+        }
+    }
+}
+
+/// The `/metrics` reply: 200 with the Prometheus content type, no X-NSQ header (it is corq's
+/// own endpoint, not a V1 one).
+pub fn metrics(out: &mut Vec<u8>, ctx: &ReplyCtx, body: &str) {
+    let ct = ContentType::Set(PROMETHEUS_TYPE);
+    write_response(out, ctx, 200, ct, body.as_bytes(), false, &[]);
 }
 
 /// The TLS-required reply (§2.1), hand-formatted by nsqd with spaces after the colons.

@@ -173,7 +173,9 @@ fn repair(method: &str, path: &str) -> Option<String> {
 /// The canonical spelling of `path` if it matches a route of `method` ignoring ASCII case.
 fn fold_case(method: &str, path: &str) -> Option<String> {
     let (head, opt) = match path.get(..CONFIG_PREFIX.len()) {
-        Some(h) if h.eq_ignore_ascii_case(CONFIG_PREFIX) => (CONFIG_PREFIX, &path[h.len()..]),
+        Some(h) if h.eq_ignore_ascii_case(CONFIG_PREFIX) => {
+            (CONFIG_PREFIX, path.get(h.len()..).unwrap_or_default())
+        }
         _ => ("", path),
     };
     if !head.is_empty() {

@@ -187,3 +187,36 @@ fn tls_required_body_is_hand_formatted() {
 fn continue_bytes() {
     assert_eq!(CONTINUE_100, b"HTTP/1.1 100 Continue\r\n\r\n");
 }
+
+#[test]
+fn route_errors() {
+    let mut out = Vec::new();
+    route_error(&mut out, &ctx11(), "GET", "", &RouteError::NotFound);
+    assert_eq!(
+        s(&out),
+        "HTTP/1.1 404 Not Found\r\nContent-Type: application/json; charset=utf-8\r\nX-Nsq-Content-Type: nsq; version=1.0\r\nContent-Length: 23\r\n\r\n{\"message\":\"NOT_FOUND\"}"
+    );
+    let mut out = Vec::new();
+    let allow = RouteError::MethodNotAllowed {
+        allow: "GET, OPTIONS".into(),
+    };
+    route_error(&mut out, &ctx11(), "POST", "", &allow);
+    assert!(s(&out).starts_with("HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, OPTIONS\r\n"));
+    let mut out = Vec::new();
+    let moved = RouteError::Redirect {
+        status: 307,
+        path: "/pub".into(),
+    };
+    route_error(&mut out, &ctx11(), "POST", "topic=t", &moved);
+    assert!(s(&out).contains("\r\nLocation: /pub?topic=t\r\n"));
+}
+
+#[test]
+fn metrics_reply() {
+    let mut out = Vec::new();
+    metrics(&mut out, &ctx11(), "corq_healthy 1\n");
+    assert_eq!(
+        s(&out),
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: 15\r\n\r\ncorq_healthy 1\n"
+    );
+}
