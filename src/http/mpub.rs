@@ -203,4 +203,20 @@ mod tests {
         let body = 0x7fff_ffffu32.to_be_bytes();
         assert_eq!(split_binary(&body, MSG, u64::MAX), Err(BAD_MESSAGE));
     }
+
+    #[test]
+    fn random_binary_bodies_never_panic() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 24) as usize;
+            let body: Vec<u8> = (0..len).map(|i| (x >> (i % 8 * 8)) as u8 % 6).collect();
+            if let Ok(msgs) = split_binary(&body, MSG, BODY) {
+                let total: usize = msgs.iter().map(|m| m.len() + 4).sum();
+                assert!(total + 4 <= body.len());
+            }
+        }
+    }
 }

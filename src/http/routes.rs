@@ -7,6 +7,23 @@
 //! by a trailing slash, case or `.`/`..`/`//` segments is redirected (301 for GET, 307 otherwise).
 //! The pre-1.0 endpoints (`/put`, `/create_topic`, ...) are absent and so answer 404 (§2.7).
 //! Go's `pprof` endpoints under `/debug` are not served by corq and answer 404 too.
+//!
+//! # Handler check order (nsqd v1.3.0, for the wiring)
+//!
+//! | route | checks, in order |
+//! |---|---|
+//! | `Ping` | health: `OK` 200, else 500 with the health text ([`super::response::plain`]) |
+//! | `Pub` | 413 `MSG_TOO_BIG` (parser, before the body) → 400 `MSG_EMPTY` (empty body) → 400 `INVALID_REQUEST` (query) → [`topic_arg`] → [`defer_arg`] → publish (503 `EXITING`) → `OK` |
+//! | `Mpub` | 413 `BODY_TOO_BIG` (parser) → `INVALID_REQUEST` → [`topic_arg`] → *create the topic* → [`mpub_binary`] → [`super::mpub`] split → publish all (503 `EXITING`) → `OK` (also for zero messages) |
+//! | `Stats` | `INVALID_REQUEST` → [`super::stats::StatsQuery`] → [`super::stats::apply_query`] → JSON ([`super::response::json`]) or text ([`super::response::ok_text`]) |
+//! | `TopicCreate` | `INVALID_REQUEST` → [`topic_arg`] → create → empty 200 |
+//! | `TopicEmpty` | `INVALID_REQUEST` → [`topic_arg`] → 404 `TOPIC_NOT_FOUND` → 500 `INTERNAL_ERROR` → empty 200 |
+//! | `TopicDelete`, `TopicPause`, `TopicUnpause` | `INVALID_REQUEST` → [`existing_topic_arg`] → 404 `TOPIC_NOT_FOUND` → (pause: 500 `INTERNAL_ERROR`, persist) → empty 200 |
+//! | `ChannelCreate` | `INVALID_REQUEST` → [`topic_channel_args`] → 404 `TOPIC_NOT_FOUND` (the topic must exist) → create → empty 200 |
+//! | `ChannelDelete`, `ChannelEmpty`, `ChannelPause`, `ChannelUnpause` | `INVALID_REQUEST` → [`topic_channel_args`] → 404 `TOPIC_NOT_FOUND` → 404 `CHANNEL_NOT_FOUND` → (500 `INTERNAL_ERROR`) → empty 200 |
+//! | `ConfigGet` | [`super::info::config_value`] or 400 `INVALID_OPTION` |
+//! | `ConfigPut` | [`super::info::config_put`] (413/400 `INVALID_VALUE`, 400 `INVALID_OPTION`) → apply → [`super::info::config_value`] |
+//! | `Options` | [`super::response::options`] |
 
 use crate::protocol::names::{is_valid_channel_name, is_valid_topic_name};
 

@@ -375,3 +375,61 @@ fn limits_from_options() {
     assert_eq!(l.max_head_bytes, DEFAULT_MAX_HEAD_BYTES);
     assert_eq!(l.max_headers, MAX_HEADERS);
 }
+
+/// A small deterministic generator (xorshift64*) for the hostile-input sweep.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+#[test]
+fn hostile_inputs_never_panic() {
+    let pieces: &[&[u8]] = &[
+        b"GET ",
+        b"POST ",
+        b"/pub",
+        b"/mpub?topic=t&binary=1",
+        b"?a=%zz",
+        b" HTTP/1.1\r\n",
+        b" HTTP/1.0\r\n",
+        b"Host: h\r\n",
+        b"Content-Length: 3\r\n",
+        b"Content-Length: -1\r\n",
+        b"Content-Length: 99999999999999999999\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Connection: close\r\n",
+        b"\r\n",
+        b"\n",
+        b"abc",
+        b"0\r\n\r\n",
+        b"ffffffff\r\n",
+        b"3;x\r\nabc\r\n",
+        b"\x00\xff",
+        b":",
+        b" ",
+    ];
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for _ in 0..3000 {
+        let mut buf = Vec::new();
+        for _ in 0..(rng.next() % 12) {
+            if rng.next() % 5 == 0 {
+                buf.push(rng.next() as u8);
+            } else {
+                let i = (rng.next() % pieces.len() as u64) as usize;
+                buf.extend_from_slice(pieces[i]);
+            }
+        }
+        for end in 0..=buf.len() {
+            if let Ok(Some((_, used))) = parse(&buf[..end]) {
+                assert!(used <= end, "{buf:?}");
+            }
+            let _ = wants_continue(&buf[..end], &limits());
+        }
+    }
+}
