@@ -418,7 +418,7 @@ fn hostile_inputs_never_panic() {
     for _ in 0..3000 {
         let mut buf = Vec::new();
         for _ in 0..(rng.next() % 12) {
-            if rng.next() % 5 == 0 {
+            if rng.next().is_multiple_of(5) {
                 buf.push(rng.next() as u8);
             } else {
                 let i = (rng.next() % pieces.len() as u64) as usize;
