@@ -112,8 +112,9 @@ pub fn reason(status: u16) -> &'static str {
 
 /// Appends one complete response to `out`.
 ///
-/// `extra` holds handler headers that sort before `Content-Type` (only `Allow` and `Location`
-/// are used), each as `"Name: value\r\n"`; `v1_header` adds `X-Nsq-Content-Type`.
+/// `extra` holds more handler headers as `(name, value)` (corq uses `Allow` and `Location`);
+/// they are sorted by name together with a [`ContentType::Set`] type, as Go sorts the
+/// handler's header map. `v1_header` adds `X-Nsq-Content-Type` after them.
 pub fn write_response(
     out: &mut Vec<u8>,
     ctx: &ReplyCtx,
