@@ -9,6 +9,7 @@
 //! | [`protocol`] | NSQ TCP protocol V2: pure command decoding and frame encoding |
 //! | [`client`]   | a small blocking NSQ client used by the tools, the tests and the benches |
 //! | [`broker`]   | topics, channels, client sessions, RDY, in-flight, requeue, deferral |
+//! | [`http`]     | the HTTP API's pure parts: request parsing, routes, replies, `/stats`, `/metrics` |
 //! | [`reactor`]  | the `mio` event loop: listener, connections, the loop turn |
 //! | [`server`]   | the embedding API: `Server::bind`, `Server::run`, `Handle::shutdown` |
 //! | [`config`]   | every tunable, with nsqd's flag names and defaults |
@@ -20,6 +21,7 @@
 pub mod broker;
 pub mod client;
 pub mod config;
+pub mod http;
 pub mod protocol;
 pub mod reactor;
 pub mod server;

@@ -1,0 +1,301 @@
+//! `GET /metrics`: the Prometheus text exposition format, version 0.0.4 (nsq#732 asks for it;
+//! nsqd never added it), built from the same [`Stats`] snapshot as `/stats` plus a few figures
+//! only corq has.
+//!
+//! Naming follows Prometheus conventions: a `corq_` prefix, base units (seconds, bytes),
+//! `_total` on counters, one `# HELP` and one `# TYPE` line per family (printed even when the
+//! family has no samples, so scrapes are stable), labels `topic` and `channel`, and label
+//! values escaped (`\\`, `\"`, `\n`). Latency quantiles are gauges with a `quantile` label:
+//! nsqd's windowed quantiles have no `_sum`, so they are not a Prometheus summary.
+
+use std::fmt::Write as _;
+
+use super::stats::{ChannelStats, E2eLatency, Stats, TopicStats};
+
+/// corq-only figures for one topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopicExtras {
+    /// The topic's name.
+    pub topic: String,
+    /// Bytes of log segments on disk.
+    pub log_bytes: u64,
+    /// Corrupt records skipped by recovery since start.
+    pub corrupt_records_skipped: u64,
+}
+
+/// corq-only figures for the process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsExtras {
+    /// Per-topic figures (topics missing here get no sample for these families).
+    pub topics: Vec<TopicExtras>,
+    /// Resident set size in bytes, if the platform tells.
+    pub process_rss_bytes: Option<u64>,
+}
+
+/// A sample value: counts are integers, latencies are seconds.
+type TopicValue = fn(&TopicStats) -> i128;
+type ChannelValue = fn(&ChannelStats) -> i128;
+
+/// Topic families: name, type, help, value.
+const TOPIC_FAMILIES: &[(&str, &str, &str, TopicValue)] = &[
+    (
+        "corq_topic_depth",
+        "gauge",
+        "Messages waiting in the topic (memory and disk).",
+        |t| t.depth.into(),
+    ),
+    (
+        "corq_topic_backend_depth",
+        "gauge",
+        "Messages of the topic waiting on disk.",
+        |t| t.backend_depth.into(),
+    ),
+    (
+        "corq_topic_messages_total",
+        "counter",
+        "Messages published to the topic.",
+        |t| t.message_count.into(),
+    ),
+    (
+        "corq_topic_message_bytes_total",
+        "counter",
+        "Bytes of message bodies published to the topic.",
+        |t| t.message_bytes.into(),
+    ),
+    (
+        "corq_topic_paused",
+        "gauge",
+        "1 if the topic is paused.",
+        |t| i128::from(t.paused),
+    ),
+    (
+        "corq_topic_channels",
+        "gauge",
+        "Channels of the topic.",
+        |t| t.channels.len() as i128,
+    ),
+];
+
+/// Channel families: name, type, help, value.
+const CHANNEL_FAMILIES: &[(&str, &str, &str, ChannelValue)] = &[
+    (
+        "corq_channel_depth",
+        "gauge",
+        "Messages waiting in the channel (in-flight and deferred excluded).",
+        |c| c.depth.into(),
+    ),
+    (
+        "corq_channel_backend_depth",
+        "gauge",
+        "Messages of the channel waiting on disk.",
+        |c| c.backend_depth.into(),
+    ),
+    (
+        "corq_channel_in_flight",
+        "gauge",
+        "Messages delivered and not yet finished.",
+        |c| c.in_flight_count.into(),
+    ),
+    (
+        "corq_channel_deferred",
+        "gauge",
+        "Messages waiting for a defer or requeue delay.",
+        |c| c.deferred_count.into(),
+    ),
+    (
+        "corq_channel_messages_total",
+        "counter",
+        "Messages put into the channel.",
+        |c| c.message_count.into(),
+    ),
+    (
+        "corq_channel_requeued_total",
+        "counter",
+        "Messages requeued (REQ).",
+        |c| c.requeue_count.into(),
+    ),
+    (
+        "corq_channel_timed_out_total",
+        "counter",
+        "In-flight messages that timed out.",
+        |c| c.timeout_count.into(),
+    ),
+    (
+        "corq_channel_clients",
+        "gauge",
+        "Clients subscribed to the channel.",
+        |c| c.client_count.into(),
+    ),
+    (
+        "corq_channel_paused",
+        "gauge",
+        "1 if the channel is paused.",
+        |c| i128::from(c.paused),
+    ),
+];
+
+/// Appends the whole exposition for `stats` (unfiltered, clients not needed) and `extras`.
+pub fn render_metrics(stats: &Stats, extras: &MetricsExtras, out: &mut String) {
+    let topics = stats.topics.as_deref().unwrap_or_default();
+    family(
+        out,
+        "corq_healthy",
+        "gauge",
+        "1 if every log write succeeds (nsqd health OK).",
+    );
+    sample(out, "corq_healthy", &[], i128::from(stats.health == "OK"));
+    family(
+        out,
+        "corq_start_time_seconds",
+        "gauge",
+        "Server start time, Unix seconds.",
+    );
+    sample(out, "corq_start_time_seconds", &[], stats.start_time);
+    family(
+        out,
+        "corq_process_resident_memory_bytes",
+        "gauge",
+        "Resident set size of the process.",
+    );
+    if let Some(rss) = extras.process_rss_bytes {
+        sample(out, "corq_process_resident_memory_bytes", &[], rss);
+    }
+    family(
+        out,
+        "corq_producers",
+        "gauge",
+        "TCP connections that have published.",
+    );
+    sample(out, "corq_producers", &[], stats.producers.len());
+    for (name, kind, help, value) in TOPIC_FAMILIES {
+        family(out, name, kind, help);
+        for t in topics {
+            sample(out, name, &[("topic", &t.topic_name)], value(t));
+        }
+    }
+    write_topic_extras(extras, out);
+    for (name, kind, help, value) in CHANNEL_FAMILIES {
+        family(out, name, kind, help);
+        for t in topics {
+            for c in &t.channels {
+                let labels = [
+                    ("topic", t.topic_name.as_str()),
+                    ("channel", &c.channel_name),
+                ];
+                sample(out, name, &labels, value(c));
+            }
+        }
+    }
+    write_latency(topics, out);
+}
+
+fn write_topic_extras(extras: &MetricsExtras, out: &mut String) {
+    let name = "corq_topic_log_bytes";
+    family(
+        out,
+        name,
+        "gauge",
+        "Bytes of the topic's log segments on disk.",
+    );
+    for t in &extras.topics {
+        sample(out, name, &[("topic", &t.topic)], t.log_bytes);
+    }
+    let name = "corq_topic_corrupt_records_skipped_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Corrupt log records skipped by recovery.",
+    );
+    for t in &extras.topics {
+        sample(out, name, &[("topic", &t.topic)], t.corrupt_records_skipped);
+    }
+}
+
+fn write_latency(topics: &[TopicStats], out: &mut String) {
+    let q = "corq_channel_e2e_processing_latency_seconds";
+    family(
+        out,
+        q,
+        "gauge",
+        "End-to-end processing latency (publish to FIN) quantiles over the window.",
+    );
+    for t in topics {
+        for c in &t.channels {
+            let labels = [
+                ("topic", t.topic_name.as_str()),
+                ("channel", &c.channel_name),
+            ];
+            quantiles(out, q, &labels, &c.e2e_processing_latency);
+        }
+    }
+    let n = "corq_channel_e2e_processing_latency_samples";
+    family(out, n, "gauge", "FINs in the end-to-end latency window.");
+    for t in topics {
+        for c in &t.channels {
+            let labels = [
+                ("topic", t.topic_name.as_str()),
+                ("channel", &c.channel_name),
+            ];
+            sample(out, n, &labels, c.e2e_processing_latency.count);
+        }
+    }
+}
+
+fn quantiles(out: &mut String, name: &str, labels: &[(&str, &str)], e: &E2eLatency) {
+    for p in e.percentiles.as_deref().unwrap_or_default() {
+        let quantile = float(p.quantile);
+        let mut all: Vec<(&str, &str)> = labels.to_vec();
+        all.push(("quantile", &quantile));
+        sample(out, name, &all, float(p.value / 1e9));
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    // Writes into a String cannot fail.
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{k}=\"{}\"", escape_label(v));
+        }
+        out.push('}');
+    }
+    let _ = writeln!(out, " {value}");
+}
+
+/// Prometheus label-value escaping: backslash, double quote and line feed.
+pub fn escape_label(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for ch in v.chars() {
+        match ch {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+/// A float in the exposition format: shortest round-trip form, `NaN`, `+Inf`, `-Inf`.
+fn float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_owned()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+    } else {
+        format!("{v}")
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,435 @@
+use super::*;
+use crate::http::routes::{BODY_TOO_BIG, INVALID_VALUE_SIZE, MSG_TOO_BIG};
+
+fn limits() -> HttpLimits {
+    HttpLimits {
+        max_head_bytes: 1024,
+        max_headers: 8,
+        max_msg_size: 16,
+        max_body_size: 64,
+    }
+}
+
+fn parse(buf: &[u8]) -> Result<Option<(Request<'_>, usize)>, HttpError> {
+    parse_request(buf, &limits())
+}
+
+fn complete(buf: &[u8]) -> (Request<'_>, usize) {
+    match parse(buf) {
+        Ok(Some(r)) => r,
+        other => panic!("{:?}: {other:?}", String::from_utf8_lossy(buf)),
+    }
+}
+
+const PUB: &[u8] =
+    b"POST /pub?topic=t%20x&defer=5 HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello";
+
+#[test]
+fn complete_request_with_body() {
+    let (req, used) = complete(PUB);
+    assert_eq!(used, PUB.len());
+    assert_eq!(req.method, "POST");
+    assert_eq!(req.path, "/pub");
+    assert_eq!(req.raw_query, "topic=t%20x&defer=5");
+    let q = req.query.as_ref().unwrap();
+    assert_eq!(q.get("topic"), Some("t x"));
+    assert_eq!(q.get("defer"), Some("5"));
+    assert_eq!(req.version, HttpVersion::Http11);
+    assert!(req.keep_alive);
+    assert_eq!(req.content_length, Some(5));
+    assert!(!req.chunked);
+    assert_eq!(&*req.body, b"hello");
+    assert!(matches!(req.body, Cow::Borrowed(_)));
+}
+
+#[test]
+fn incomplete_at_every_split_point() {
+    for i in 0..PUB.len() {
+        assert!(
+            matches!(parse(&PUB[..i]), Ok(None)),
+            "prefix of {i} bytes should be incomplete"
+        );
+    }
+}
+
+#[test]
+fn pipelined_requests_come_one_at_a_time() {
+    let get = b"GET /ping HTTP/1.1\r\nHost: h\r\n\r\n";
+    let mut buf = PUB.to_vec();
+    buf.extend_from_slice(get);
+    buf.extend_from_slice(&get[..10]);
+    let (req, used) = complete(&buf);
+    assert_eq!((req.method, used), ("POST", PUB.len()));
+    let rest = &buf[used..];
+    let (req, used2) = complete(rest);
+    assert_eq!((req.method, &*req.path, used2), ("GET", "/ping", get.len()));
+    assert!(req.body.is_empty());
+    assert!(matches!(parse(&rest[used2..]), Ok(None)));
+}
+
+#[test]
+fn keep_alive_rules() {
+    let cases: &[(&[u8], bool, HttpVersion)] = &[
+        (
+            b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+            true,
+            HttpVersion::Http11,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+            false,
+            HttpVersion::Http11,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Keep-Alive, CLOSE\r\n\r\n",
+            false,
+            HttpVersion::Http11,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\n\r\n",
+            true,
+            HttpVersion::Http11,
+        ),
+        (b"GET / HTTP/1.0\r\n\r\n", false, HttpVersion::Http10),
+        (
+            b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+            true,
+            HttpVersion::Http10,
+        ),
+        (
+            b"GET / HTTP/1.0\r\nConnection: x, Keep-Alive \r\n\r\n",
+            true,
+            HttpVersion::Http10,
+        ),
+        (
+            b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
+            false,
+            HttpVersion::Http10,
+        ),
+    ];
+    for (buf, keep, version) in cases {
+        let (req, _) = complete(buf);
+        assert_eq!(req.keep_alive, *keep, "{:?}", String::from_utf8_lossy(buf));
+        assert_eq!(req.version, *version);
+    }
+}
+
+#[test]
+fn host_header_rules() {
+    assert_eq!(
+        parse(b"GET /ping HTTP/1.1\r\n\r\n"),
+        Err(HttpError::BadRequest(Some("missing required Host header")))
+    );
+    assert_eq!(
+        parse(b"GET /ping HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+        Err(HttpError::BadRequest(Some("too many Host headers")))
+    );
+    assert!(matches!(parse(b"GET /ping HTTP/1.0\r\n\r\n"), Ok(Some(_))));
+}
+
+#[test]
+fn bad_request_lines() {
+    for buf in [
+        &b"GET\r\n\r\n"[..],
+        b"GET /ping\r\n\r\n",
+        b"GET /ping HTTP/2.0\r\nHost: h\r\n\r\n",
+        b"GET /ping FOO/1.1\r\nHost: h\r\n\r\n",
+        b"G(T /ping HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET ping HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET /p%zz HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET /ping HTTP/1.1\r\nBad Header: x\r\n\r\n",
+        b"GET /ping HTTP/1.1\r\nHost: h\r\nX: a\x01b\r\n\r\n",
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",
+    ] {
+        assert_eq!(
+            parse(buf),
+            Err(HttpError::BadRequest(None)),
+            "{:?}",
+            String::from_utf8_lossy(buf)
+        );
+    }
+}
+
+#[test]
+fn targets() {
+    let (req, _) = complete(b"GET http://h:4151/st%61ts?format=json HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(req.path, "/stats");
+    assert_eq!(req.raw_query, "format=json");
+    let (req, _) = complete(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(req.path, "*");
+    let (req, _) = complete(b"GET /a+b HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(req.path, "/a+b", "+ is literal in a path");
+    let (req, _) = complete(b"GET /stats?a=%zz HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(
+        req.query.is_err(),
+        "a bad query is the handler's INVALID_REQUEST"
+    );
+}
+
+#[test]
+fn content_length_rules() {
+    let ok = |cl: &str| {
+        let buf = format!("POST /mpub HTTP/1.1\r\nHost: h\r\nContent-Length: {cl}\r\n\r\nabc");
+        parse(buf.as_bytes()).map(|r| r.map(|(req, used)| (req.content_length, used)))
+    };
+    assert_eq!(ok("3"), Ok(Some((Some(3), 54))));
+    assert_eq!(ok("003"), Ok(Some((Some(3), 56))));
+    assert_eq!(ok(" 3 "), Ok(Some((Some(3), 56))));
+    for bad in ["-1", "+3", "3a", "0x3", "1 2", "99999999999999999999"] {
+        assert_eq!(ok(bad), Err(HttpError::BadRequest(None)), "{bad}");
+    }
+    let dup_same =
+        b"POST /mpub HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx";
+    assert_eq!(complete(dup_same).1, dup_same.len());
+    let dup_diff =
+        b"POST /mpub HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy";
+    assert_eq!(parse(dup_diff), Err(HttpError::BadRequest(None)));
+    let none = b"POST /mpub HTTP/1.1\r\nHost: h\r\n\r\nGET";
+    let (req, used) = complete(none);
+    assert_eq!((req.content_length, used), (Some(0), none.len() - 3));
+}
+
+#[test]
+fn oversized_body_fails_before_it_arrives() {
+    let cases: &[(&str, &str, HttpError)] = &[
+        ("POST /pub", "17", too_big(MSG_TOO_BIG)),
+        ("POST /mpub", "65", too_big(BODY_TOO_BIG)),
+        ("PUT /config/log_level", "17", too_big(INVALID_VALUE_SIZE)),
+        ("POST /topic/create?topic=t", "65", too_big(BODY_TOO_BIG)),
+        ("POST /nowhere", "65", too_big(BODY_TOO_BIG)),
+        (
+            "POST /pub",
+            "18446744073709551615",
+            HttpError::BadRequest(None),
+        ),
+    ];
+    for (line, cl, want) in cases {
+        // Only the head: no body byte has arrived.
+        let head = format!("{line} HTTP/1.1\r\nHost: h\r\nContent-Length: {cl}\r\n\r\n");
+        assert_eq!(parse(head.as_bytes()).as_ref(), Err(want), "{line} {cl}");
+    }
+    let at_limit = b"POST /pub HTTP/1.1\r\nHost: h\r\nContent-Length: 16\r\n\r\n";
+    assert!(
+        matches!(parse(at_limit), Ok(None)),
+        "16 bytes is allowed: wait for them"
+    );
+}
+
+fn too_big(reply: ApiError) -> HttpError {
+    HttpError::BodyTooLarge {
+        reply,
+        version: HttpVersion::Http11,
+    }
+}
+
+#[test]
+fn head_caps() {
+    let mut long = b"GET /ping HTTP/1.1\r\nHost: h\r\nX: ".to_vec();
+    long.extend(std::iter::repeat_n(b'a', 1100));
+    assert_eq!(
+        parse(&long),
+        Err(HttpError::HeadTooLarge),
+        "partial head over the cap"
+    );
+    long.extend_from_slice(b"\r\n\r\n");
+    assert_eq!(
+        parse(&long),
+        Err(HttpError::HeadTooLarge),
+        "complete head over the cap"
+    );
+    let mut many = b"GET /ping HTTP/1.1\r\nHost: h\r\n".to_vec();
+    for i in 0..7 {
+        many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+    }
+    let mut nine = many.clone();
+    many.extend_from_slice(b"\r\n");
+    assert!(matches!(parse(&many), Ok(Some(_))), "8 headers fit");
+    nine.extend_from_slice(b"X-8: v\r\n\r\n");
+    assert_eq!(
+        parse(&nine),
+        Err(HttpError::HeadTooLarge),
+        "9 headers do not"
+    );
+}
+
+const CHUNKED: &[u8] = b"POST /mpub?topic=t HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n1 \r\n\n\r\n0\r\nTrailer-A: x\r\n\r\n";
+
+#[test]
+fn chunked_body_with_extensions_and_trailers() {
+    let (req, used) = complete(CHUNKED);
+    assert_eq!(used, CHUNKED.len());
+    assert!(req.chunked);
+    assert_eq!(req.content_length, None);
+    assert_eq!(&*req.body, b"hello\n");
+    assert!(matches!(req.body, Cow::Owned(_)));
+    for i in 0..CHUNKED.len() {
+        assert!(matches!(parse(&CHUNKED[..i]), Ok(None)), "prefix {i}");
+    }
+    let plain_end = b"POST /mpub HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\nA\r\n0123456789\r\n0\r\n\r\nNEXT";
+    let (req, used) = complete(plain_end);
+    assert_eq!(
+        (&*req.body, used),
+        (&b"0123456789"[..], plain_end.len() - 4)
+    );
+}
+
+#[test]
+fn chunked_overrides_content_length() {
+    let buf = b"POST /mpub HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n";
+    let (req, used) = complete(buf);
+    assert_eq!((&*req.body, used), (&b"x"[..], buf.len()));
+}
+
+#[test]
+fn chunked_on_http10_is_ignored() {
+    let buf =
+        b"POST /mpub HTTP/1.0\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n1\r\n";
+    let (req, _) = complete(buf);
+    assert!(!req.chunked);
+    assert_eq!(&*req.body, b"1\r\n");
+}
+
+#[test]
+fn malformed_chunks() {
+    let head = "POST /mpub HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for body in [
+        "z\r\nx\r\n0\r\n\r\n",
+        "\r\nx\r\n0\r\n\r\n",
+        "-1\r\nx\r\n0\r\n\r\n",
+        "1\r\nxy\r\n0\r\n\r\n",
+        "1\r\nx\n0\r\n\r\n",
+        "11111111111111111\r\n",
+        "0\r\nnot a trailer\r\n\r\n",
+    ] {
+        let buf = format!("{head}{body}");
+        assert_eq!(
+            parse(buf.as_bytes()),
+            Err(HttpError::BadRequest(None)),
+            "{body:?}"
+        );
+    }
+    let long_line = format!("{head}1;{}", "e".repeat(5000));
+    assert_eq!(
+        parse(long_line.as_bytes()),
+        Err(HttpError::BadRequest(None))
+    );
+}
+
+#[test]
+fn chunked_size_limits() {
+    let head = "POST /pub HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+    // A declared chunk over the limit fails before its data arrives.
+    let buf = format!("{head}11\r\n");
+    assert_eq!(parse(buf.as_bytes()), Err(too_big(MSG_TOO_BIG)));
+    // So does a sum of small chunks.
+    let buf = format!("{head}8\r\n01234567\r\n9\r\n");
+    assert_eq!(parse(buf.as_bytes()), Err(too_big(MSG_TOO_BIG)));
+    let buf = format!("{head}ffffffffffffffff\r\n");
+    assert_eq!(parse(buf.as_bytes()), Err(too_big(MSG_TOO_BIG)));
+}
+
+#[test]
+fn unsupported_transfer_encodings() {
+    for te in [
+        "Transfer-Encoding: gzip\r\n",
+        "Transfer-Encoding: gzip, chunked\r\n",
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: identity\r\n",
+    ] {
+        let buf = format!("POST /mpub HTTP/1.1\r\nHost: h\r\n{te}\r\n");
+        assert_eq!(
+            parse(buf.as_bytes()),
+            Err(HttpError::UnsupportedTransferEncoding),
+            "{te:?}"
+        );
+    }
+}
+
+#[test]
+fn expect_continue() {
+    let l = limits();
+    let head = b"POST /pub?topic=t HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
+    assert!(wants_continue(head, &l));
+    assert!(
+        !wants_continue(&head[..head.len() - 1], &l),
+        "head incomplete"
+    );
+    let mut full = head.to_vec();
+    full.extend_from_slice(b"abc");
+    assert!(!wants_continue(&full, &l), "body already here");
+    let no_expect = b"POST /pub?topic=t HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n";
+    assert!(!wants_continue(no_expect, &l));
+    let too_big =
+        b"POST /pub HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 99\r\n\r\n";
+    assert!(
+        !wants_continue(too_big, &l),
+        "an error is answered, not continued"
+    );
+}
+
+#[test]
+fn limits_from_options() {
+    let l = HttpLimits::from_options(&Options::default());
+    assert_eq!(l.max_msg_size, 1_048_576);
+    assert_eq!(l.max_body_size, 5_242_880);
+    assert_eq!(l.max_head_bytes, DEFAULT_MAX_HEAD_BYTES);
+    assert_eq!(l.max_headers, MAX_HEADERS);
+}
+
+/// A small deterministic generator (xorshift64*) for the hostile-input sweep.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+#[test]
+fn hostile_inputs_never_panic() {
+    let pieces: &[&[u8]] = &[
+        b"GET ",
+        b"POST ",
+        b"/pub",
+        b"/mpub?topic=t&binary=1",
+        b"?a=%zz",
+        b" HTTP/1.1\r\n",
+        b" HTTP/1.0\r\n",
+        b"Host: h\r\n",
+        b"Content-Length: 3\r\n",
+        b"Content-Length: -1\r\n",
+        b"Content-Length: 99999999999999999999\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Connection: close\r\n",
+        b"\r\n",
+        b"\n",
+        b"abc",
+        b"0\r\n\r\n",
+        b"ffffffff\r\n",
+        b"3;x\r\nabc\r\n",
+        b"\x00\xff",
+        b":",
+        b" ",
+    ];
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for _ in 0..3000 {
+        let mut buf = Vec::new();
+        for _ in 0..(rng.next() % 12) {
+            if rng.next().is_multiple_of(5) {
+                buf.push(rng.next() as u8);
+            } else {
+                let i = (rng.next() % pieces.len() as u64) as usize;
+                buf.extend_from_slice(pieces[i]);
+            }
+        }
+        for end in 0..=buf.len() {
+            if let Ok(Some((_, used))) = parse(&buf[..end]) {
+                assert!(used <= end, "{buf:?}");
+            }
+            let _ = wants_continue(&buf[..end], &limits());
+        }
+    }
+}
