@@ -8,6 +8,7 @@ mod util;
 
 mod abuse;
 mod client;
+mod crash;
 mod durability;
 mod protocol;
 mod pubsub;
