@@ -6,6 +6,7 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     let data = std::env::temp_dir().join(format!("corq-embed-{}", std::process::id()));
     let opts = corq::Options {
         tcp_address: "127.0.0.1:0".parse()?,
+        http_address: "127.0.0.1:0".into(),
         data_path: data.clone(),
         ..Default::default()
     };

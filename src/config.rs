@@ -33,7 +33,7 @@ pub struct Options {
     /// <addr>:<port> to listen on for TCP clients
     #[arg(long, default_value = "0.0.0.0:4150")]
     pub tcp_address: SocketAddr,
-    /// <addr>:<port> to listen on for HTTP clients (served once the HTTP API lands; accepted now)
+    /// <addr>:<port> to listen on for HTTP clients (empty disables the HTTP API)
     #[arg(long, default_value = "0.0.0.0:4151")]
     pub http_address: String,
     /// address that will be registered with lookupd and shown in /info (defaults to the hostname)
@@ -126,6 +126,23 @@ impl std::ops::Deref for Config {
 }
 
 impl Options {
+    /// The HTTP listen address, or `None` when `--http-address` is empty (HTTP disabled).
+    ///
+    /// # Errors
+    /// When the value is not `<addr>:<port>`.
+    pub fn http_socket_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.http_address.is_empty() {
+            return Ok(None);
+        }
+        let addr = self.http_address.parse().map_err(|_| {
+            ConfigError(format!(
+                "--http-address {:?}: expected <addr>:<port> or empty",
+                self.http_address
+            ))
+        })?;
+        Ok(Some(addr))
+    }
+
     /// Checks every value against its range, naming the flag in the error.
     ///
     /// # Errors
@@ -168,6 +185,7 @@ impl Options {
                 "must be <= --max-output-buffer-timeout",
             );
         }
+        self.http_socket_addr()?;
         if parse_level(&self.log_level).is_none() {
             return bad(
                 "log-level",

@@ -26,6 +26,10 @@ use crate::timer::{Clock, MonotonicClock};
 pub enum ServerError {
     /// Binding the TCP listener failed.
     Bind(SocketAddr, std::io::Error),
+    /// Binding the HTTP listener failed.
+    BindHttp(SocketAddr, std::io::Error),
+    /// A flag's value cannot be used.
+    Config(crate::config::ConfigError),
     /// The data directory could not be opened.
     Start(StartError),
     /// The event loop could not be set up or failed.
@@ -36,6 +40,8 @@ impl std::fmt::Display for ServerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ServerError::Bind(a, e) => write!(f, "--tcp-address {a}: cannot listen: {e}"),
+            ServerError::BindHttp(a, e) => write!(f, "--http-address {a}: cannot listen: {e}"),
+            ServerError::Config(e) => write!(f, "{e}"),
             ServerError::Start(e) => write!(f, "--data-path: {e}"),
             ServerError::Io(e) => write!(f, "event loop: {e}"),
         }
@@ -49,6 +55,7 @@ impl std::error::Error for ServerError {}
 pub struct Server {
     event_loop: EventLoop,
     tcp_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     cpu: Option<usize>,
 }
 
@@ -90,11 +97,25 @@ impl Server {
         let listener = TcpListener::bind(addr).map_err(|e| ServerError::Bind(addr, e))?;
         widen_backlog(&listener);
         let tcp_addr = listener.local_addr().map_err(ServerError::Io)?;
-        let event_loop = EventLoop::new(listener, cfg, clock)?;
+        let (http_listener, http_addr) =
+            match cfg.http_socket_addr().map_err(ServerError::Config)? {
+                None => (None, None),
+                Some(a) => {
+                    let l = TcpListener::bind(a).map_err(|e| ServerError::BindHttp(a, e))?;
+                    widen_backlog(&l);
+                    let local = l.local_addr().map_err(ServerError::Io)?;
+                    (Some(l), Some(local))
+                }
+            };
+        let event_loop = EventLoop::new(listener, http_listener, cfg, clock)?;
         info!("TCP: listening on {tcp_addr}");
+        if let Some(a) = http_addr {
+            info!("HTTP: listening on {a}");
+        }
         Ok(Server {
             event_loop,
             tcp_addr,
+            http_addr,
             cpu,
         })
     }
@@ -102,6 +123,11 @@ impl Server {
     /// The address the TCP listener is bound to (the real port when the flag asked for 0).
     pub fn tcp_addr(&self) -> SocketAddr {
         self.tcp_addr
+    }
+
+    /// The address the HTTP listener is bound to, unless `--http-address` is empty.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// A handle that stops the server.

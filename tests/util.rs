@@ -47,6 +47,8 @@ impl Drop for TempDir {
 pub struct TestServer {
     /// Where its TCP listener is.
     pub addr: SocketAddr,
+    /// Where its HTTP listener is.
+    pub http: SocketAddr,
     handle: Handle,
     thread: Option<JoinHandle<()>>,
 }
@@ -55,6 +57,7 @@ pub struct TestServer {
 pub fn test_options(dir: &Path) -> Options {
     Options {
         tcp_address: "127.0.0.1:0".parse().unwrap(),
+        http_address: "127.0.0.1:0".into(),
         data_path: dir.to_owned(),
         ..Options::default()
     }
@@ -65,10 +68,12 @@ impl TestServer {
     pub fn start(opts: Options) -> TestServer {
         let server = Server::bind(opts.validate().unwrap()).unwrap();
         let addr = server.tcp_addr();
+        let http = server.http_addr().expect("tests run with HTTP on");
         let handle = server.handle();
         let thread = std::thread::spawn(move || server.run().unwrap());
         TestServer {
             addr,
+            http,
             handle,
             thread: Some(thread),
         }
@@ -283,7 +288,13 @@ impl ChildServer {
     /// "listening" log line to learn the port.
     pub fn start(dir: &Path, extra: &[&str]) -> ChildServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_corqd"))
-            .args(["--tcp-address", "127.0.0.1:0", "--data-path"])
+            .args([
+                "--tcp-address",
+                "127.0.0.1:0",
+                "--http-address",
+                "127.0.0.1:0",
+                "--data-path",
+            ])
             .arg(dir)
             .args(extra)
             .stderr(Stdio::piped())

@@ -21,8 +21,25 @@ fn main() -> ExitCode {
 
 fn run(opts: corq::Options) -> Result<(), Box<dyn std::error::Error>> {
     let cfg = opts.validate()?;
+    raise_fd_limit();
     let server = corq::Server::bind(cfg)?;
     corq::server::install_signal_handlers(server.handle());
     server.run()?;
     Ok(())
+}
+
+/// Raises the soft open-files limit to the hard one, as Go's runtime does for nsqd: a queue
+/// server holds one descriptor per client.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on this process with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }

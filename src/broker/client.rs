@@ -119,6 +119,12 @@ pub struct Client {
     pub output_blocked: bool,
     /// Wall-clock ns at connect, for /stats.
     pub connect_ts_ns: i64,
+    /// Messages published per topic, in first-publish order (nsqd's `pub_counts`).
+    pub pub_counts: Vec<(String, u64)>,
+    /// An HTTP connection (no heartbeats; replies are HTTP, not frames).
+    pub http: bool,
+    /// HTTP: `100 Continue` was already sent for the request being read.
+    pub continue_sent: bool,
 }
 
 impl Client {
@@ -152,6 +158,18 @@ impl Client {
             out_limit: usize::MAX,
             output_blocked: false,
             connect_ts_ns: wall_ns,
+            pub_counts: Vec::new(),
+            http: false,
+            continue_sent: false,
+        }
+    }
+
+    /// Counts `n` messages published to `topic` (allocates only on a client's first publish to
+    /// a topic).
+    pub fn count_publish(&mut self, topic: &str, n: u64) {
+        match self.pub_counts.iter_mut().find(|(t, _)| t == topic) {
+            Some((_, count)) => *count += n,
+            None => self.pub_counts.push((topic.to_owned(), n)),
         }
     }
 

@@ -10,7 +10,7 @@ use crate::timer::Wheel;
 
 use super::channel::{self, AckError, Channel, ReqAt};
 use super::client::ClientKey;
-use super::durable::{PendingAck, PubVerb};
+use super::durable::{AckReply, PendingAck, PubVerb};
 use super::topic::Topic;
 use super::{fatal, queue_pump, topic_dir, Broker, Now, TimerEvent};
 
@@ -157,10 +157,36 @@ impl Broker {
         defer_ms: u64,
         now: Now,
     ) {
-        let tk = match self.topic_key(topic_name) {
-            Ok(tk) => tk,
-            Err(e) => return self.fail(ck, &verb.failed(&e)),
-        };
+        match self.publish_to(ck, topic_name, bodies, defer_ms, now) {
+            Err(e) => {
+                warn!("topic {topic_name}: {} failed: {e}", verb.name());
+                self.fail(ck, &verb.failed(&e));
+            }
+            Ok(Some(upto)) => {
+                let ack = PendingAck {
+                    reply: AckReply::Nsq,
+                    client: ck,
+                    upto: upto.1,
+                    verb,
+                };
+                self.park_ack(upto.0, ack);
+            }
+            Ok(None) => self.respond(ck, b"OK"),
+        }
+    }
+
+    /// Appends the bodies to the topic's log (creating the topic on first use), counts them,
+    /// and wakes the topic's channels. In strict mode returns the topic and the offset the log
+    /// must be durable up to before the publisher may hear `OK`; otherwise `None`.
+    pub(super) fn publish_to<'a>(
+        &mut self,
+        ck: ClientKey,
+        topic_name: &str,
+        bodies: impl Iterator<Item = &'a [u8]>,
+        defer_ms: u64,
+        now: Now,
+    ) -> Result<Option<(usize, u64)>, StorageError> {
+        let tk = self.topic_key(topic_name)?;
         let deliver_at_ns = if defer_ms == 0 {
             0
         } else {
@@ -180,33 +206,18 @@ impl Broker {
                 body,
             }
         });
-        // A small stack of records keeps MPUB one log call without a per-publish allocation
-        // for the common single-message case.
-        let result = append_all(&mut topic.log, records);
-        if let Err(e) = result {
-            warn!("topic {topic_name}: {} failed: {e}", verb.name());
-            return self.fail(ck, &verb.failed(&e));
-        }
+        append_all(&mut topic.log, records)?;
         topic.message_count += count;
         topic.message_bytes += bytes;
+        if let Some(c) = self.clients.get_mut(ck) {
+            c.count_publish(topic_name, count);
+        }
         if !topic.paused {
             for (chk, ch) in topic.channels.iter_mut() {
                 queue_pump(&mut self.pump_queue, tk, chk, ch);
             }
         }
-        if strict {
-            let upto = topic.log.tail();
-            self.park_ack(
-                tk,
-                PendingAck {
-                    client: ck,
-                    upto,
-                    verb,
-                },
-            );
-        } else {
-            self.respond(ck, b"OK");
-        }
+        Ok(strict.then(|| (tk, topic.log.tail())))
     }
 
     fn rdy(&mut self, ck: ClientKey, count: u64) {

@@ -13,6 +13,7 @@
 
 use super::client::ClientKey;
 use super::{fatal, Broker};
+use crate::http::ReplyCtx;
 use crate::protocol;
 
 /// Which publish command an ack (or a failure) answers.
@@ -51,6 +52,15 @@ impl PubVerb {
     }
 }
 
+/// How a parked publish is answered: an NSQ frame, or an HTTP reply.
+#[derive(Debug, Clone, Copy)]
+pub enum AckReply {
+    /// TCP protocol V2: an `OK` response frame (or a fatal error frame).
+    Nsq,
+    /// HTTP `/pub` or `/mpub`: `200 OK` (or `503 EXITING`), with the request's reply context.
+    Http(ReplyCtx),
+}
+
 /// A publisher's `OK`, waiting for the log to be durable up to `upto`.
 #[derive(Debug, Clone, Copy)]
 pub struct PendingAck {
@@ -60,6 +70,8 @@ pub struct PendingAck {
     pub upto: u64,
     /// What was published.
     pub verb: PubVerb,
+    /// How to answer.
+    pub reply: AckReply,
 }
 
 impl Broker {
@@ -105,9 +117,12 @@ impl Broker {
             }
         }
         for (ack, failure) in released {
-            match failure {
-                None => self.respond(ack.client, b"OK"),
-                Some(why) => self.fail(ack.client, &ack.verb.failed(&why)),
+            match (ack.reply, failure) {
+                (AckReply::Nsq, None) => self.respond(ack.client, b"OK"),
+                (AckReply::Nsq, Some(why)) => self.fail(ack.client, &ack.verb.failed(&why)),
+                (AckReply::Http(ctx), failure) => {
+                    self.http_publish_reply(ack.client, &ctx, failure.is_none())
+                }
             }
             if let Some(c) = self.clients.get_mut(ack.client) {
                 c.awaiting_acks = c.awaiting_acks.saturating_sub(1);

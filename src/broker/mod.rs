@@ -18,7 +18,9 @@ mod deliver;
 pub mod durable;
 mod maintenance;
 mod restore;
+pub mod snapshot;
 pub mod topic;
+pub mod web;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -247,6 +249,14 @@ impl Broker {
 
     /// A new connection finished its magic: start a session and its heartbeat.
     pub fn connect(&mut self, token: usize, remote: SocketAddr, now: Now) -> ClientKey {
+        let ck = self.new_client(token, remote, now);
+        self.schedule_heartbeat(ck, now.mono_ms);
+        debug!("client {ck} connected from {remote}");
+        ck
+    }
+
+    /// A session with the server's default settings, not yet heartbeating.
+    fn new_client(&mut self, token: usize, remote: SocketAddr, now: Now) -> ClientKey {
         let ip = remote.ip().to_string();
         let settings = Settings {
             client_id: ip.clone(),
@@ -268,8 +278,6 @@ impl Broker {
         self.clients[ck].out_limit = usize::try_from(self.cfg.max_output_buffer_size)
             .unwrap_or(usize::MAX)
             .max(1);
-        self.schedule_heartbeat(ck, now.mono_ms);
-        debug!("client {ck} connected from {remote}");
         ck
     }
 

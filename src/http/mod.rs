@@ -26,6 +26,7 @@ pub mod parse;
 pub mod query;
 pub mod response;
 pub mod routes;
+pub mod serve;
 pub mod stats;
 pub mod text;
 

@@ -23,6 +23,11 @@ pub enum Phase {
         /// The broker's key for this session.
         client: usize,
     },
+    /// Speaking HTTP/1.x as the broker's client `key`.
+    Http {
+        /// The broker's key for this session.
+        client: usize,
+    },
 }
 
 /// What one read call found.
@@ -56,20 +61,33 @@ pub struct Conn {
     pub throttled: bool,
     /// The handshake deadline timer, until the magic arrives.
     pub handshake_timer: Option<crate::timer::TimerId>,
+    /// Close once the pending output is written (a fatal error or `Connection: close`).
+    pub close_when_drained: bool,
+}
+
+impl Phase {
+    /// The broker session of a conn past the handshake.
+    pub fn client(self) -> Option<usize> {
+        match self {
+            Phase::Magic => None,
+            Phase::V2 { client } | Phase::Http { client } => Some(client),
+        }
+    }
 }
 
 impl Conn {
-    /// Wraps an accepted socket.
-    pub fn new(stream: TcpStream, remote: SocketAddr) -> Self {
+    /// Wraps an accepted socket in the given phase.
+    pub fn new(stream: TcpStream, remote: SocketAddr, phase: Phase) -> Self {
         Conn {
             stream,
             remote,
-            phase: Phase::Magic,
+            phase,
             rbuf: Vec::new(),
             writable_registered: false,
             closing: false,
             throttled: false,
             handshake_timer: None,
+            close_when_drained: false,
         }
     }
 

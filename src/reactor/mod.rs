@@ -34,14 +34,17 @@ use slab::Slab;
 
 use crate::broker::{Broker, Now};
 use crate::config::Config;
+use crate::http::serve::{HttpServer, Served};
 use crate::protocol::{self, decode, DecodeError, MAX_LINE};
 use crate::server::ServerError;
 use crate::timer::Clock;
 
 use conn::{Conn, Phase, ReadOutcome};
 
-/// The listener's token.
+/// The TCP (protocol V2) listener's token.
 const LISTENER: Token = Token(usize::MAX - 1);
+/// The HTTP listener's token.
+const HTTP_LISTENER: Token = Token(usize::MAX - 3);
 /// The waker's token.
 pub const WAKER: Token = Token(usize::MAX - 2);
 /// Bytes one connection may read in one turn before others get theirs.
@@ -79,6 +82,10 @@ pub struct EventLoop {
     poll: Poll,
     events: Events,
     listener: Option<TcpListener>,
+    /// The HTTP listener, when `--http-address` is set.
+    http_listener: Option<TcpListener>,
+    /// The HTTP API's state and handlers.
+    http: Option<HttpServer>,
     conns: Slab<Conn>,
     broker: Broker,
     clock: Box<dyn Clock + Send>,
@@ -113,6 +120,7 @@ impl EventLoop {
     /// If the poll instance, the waker, the listener registration or the broker fail.
     pub fn new(
         mut listener: TcpListener,
+        http_listener: Option<TcpListener>,
         cfg: Config,
         clock: Box<dyn Clock + Send>,
     ) -> Result<EventLoop, ServerError> {
@@ -120,6 +128,16 @@ impl EventLoop {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(ServerError::Io)?;
+        let mut http_listener = http_listener;
+        let mut http = None;
+        if let Some(l) = &mut http_listener {
+            poll.registry()
+                .register(l, HTTP_LISTENER, Interest::READABLE)
+                .map_err(ServerError::Io)?;
+            let http_port = l.local_addr().map_err(ServerError::Io)?.port();
+            let tcp_port = listener.local_addr().map_err(ServerError::Io)?.port();
+            http = Some(HttpServer::new(&cfg.opts, http_port, tcp_port));
+        }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(ServerError::Io)?);
         let notify_waker = waker.clone();
         let notify = Box::new(move || {
@@ -133,6 +151,8 @@ impl EventLoop {
             poll,
             events: Events::with_capacity(EVENTS_CAPACITY),
             listener: Some(listener),
+            http_listener,
+            http,
             conns: Slab::new(),
             broker,
             clock,
@@ -168,6 +188,7 @@ impl EventLoop {
         }
         info!("shutting down");
         self.listener = None;
+        self.http_listener = None;
         self.broker.shutdown();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
@@ -186,11 +207,12 @@ impl EventLoop {
             }
         }
         let mut readable = std::mem::take(&mut self.still_readable);
-        let mut accept = false;
+        let (mut accept, mut accept_http) = (false, false);
         self.ready.clear();
         for event in self.events.iter() {
             match event.token() {
                 LISTENER => accept = true,
+                HTTP_LISTENER => accept_http = true,
                 WAKER => trace!("woken"),
                 Token(key) => {
                     let read = event.is_readable() || event.is_read_closed() || event.is_error();
@@ -209,7 +231,10 @@ impl EventLoop {
         }
         self.ready = ready;
         if accept {
-            self.accept_all();
+            self.accept_all(false);
+        }
+        if accept_http {
+            self.accept_all(true);
         }
         let now = self.now();
         for key in readable.drain(..) {
@@ -257,8 +282,14 @@ impl EventLoop {
         ))
     }
 
-    fn accept_all(&mut self) {
-        let Some(listener) = &self.listener else {
+    /// Accepts every pending connection of the TCP or the HTTP listener.
+    fn accept_all(&mut self, http: bool) {
+        let listener = if http {
+            &self.http_listener
+        } else {
+            &self.listener
+        };
+        let Some(listener) = listener else {
             return;
         };
         loop {
@@ -275,9 +306,15 @@ impl EventLoop {
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
-                    let mut conn = Conn::new(stream, remote);
                     let now = now(&*self.clock);
-                    conn.handshake_timer = Some(self.broker.handshake_deadline(token.0, now));
+                    let conn = if http {
+                        let client = self.broker.connect_http(token.0, remote, now);
+                        Conn::new(stream, remote, Phase::Http { client })
+                    } else {
+                        let mut conn = Conn::new(stream, remote, Phase::Magic);
+                        conn.handshake_timer = Some(self.broker.handshake_deadline(token.0, now));
+                        conn
+                    };
                     entry.insert(conn);
                     debug!("accepted {remote} as conn {}", token.0);
                 }
@@ -294,7 +331,7 @@ impl EventLoop {
 
     /// Reads a conn and runs every complete command in what it read, until the socket is
     /// drained, the per-turn budget is spent, or the client must wait (throttled).
-    fn read_conn(&mut self, key: usize, now: Now) {
+    fn read_conn(&mut self, key: usize, mut now: Now) {
         let mut total = 0;
         loop {
             self.decode_all(key, now);
@@ -304,7 +341,7 @@ impl EventLoop {
             if conn.closing {
                 return;
             }
-            if let Phase::V2 { client } = conn.phase {
+            if let Some(client) = conn.phase.client() {
                 // Backpressure: take no more input while the client is not reading its replies
                 // or waits for a durable ack; flush_conn or the ack resumes it.
                 let backlog = self.broker.output(client).map_or(0, |o| o.len());
@@ -318,7 +355,12 @@ impl EventLoop {
                 return;
             }
             match conn.read_once(&mut self.scratch) {
-                ReadOutcome::Data(n) => total += n,
+                ReadOutcome::Data(n) => {
+                    total += n;
+                    // Time the commands from when they were read, not from when poll returned:
+                    // a REQ or DPUB delay counted from an earlier instant could fire early.
+                    now = self.now();
+                }
                 ReadOutcome::Drained => return,
                 ReadOutcome::Closed => {
                     // Commands already read were applied; their replies are best effort.
@@ -361,6 +403,19 @@ impl EventLoop {
                     }
                 },
                 Phase::V2 { client } => client,
+                Phase::Http { client } => {
+                    if self.broker.is_closing(client) || self.broker.is_blocked(client) {
+                        break;
+                    }
+                    let Some(http) = &mut self.http else { break };
+                    match http.serve(&mut self.broker, client, buf, now) {
+                        Served::Incomplete | Served::Close => break,
+                        Served::Handled(used) => {
+                            used_total += used;
+                            continue;
+                        }
+                    }
+                }
             };
             if self.broker.is_closing(client) || self.broker.is_blocked(client) {
                 break;
@@ -392,10 +447,14 @@ impl EventLoop {
             let Some(token) = self.broker.client_token(client) else {
                 continue;
             };
-            self.flush_conn(token);
             if self.broker.is_closing(client) {
-                self.mark_closing(token);
+                // Close once the last reply (an error frame, a `Connection: close` response)
+                // is out; flush_conn closes it when the output drains.
+                if let Some(conn) = self.conns.get_mut(token) {
+                    conn.close_when_drained = true;
+                }
             }
+            self.flush_conn(token);
         }
         self.broker.return_dirty(dirty);
     }
@@ -405,7 +464,7 @@ impl EventLoop {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let Phase::V2 { client } = conn.phase else {
+        let Some(client) = conn.phase.client() else {
             return;
         };
         let Some(out) = self.broker.output(client) else {
@@ -424,6 +483,11 @@ impl EventLoop {
         }
         let want_writable = !out.is_empty();
         let drained_below_high_water = out.len() <= OUTPUT_HIGH_WATER;
+        if conn.close_when_drained && !want_writable {
+            conn.closing = true;
+            self.to_close.push(key);
+            return;
+        }
         self.broker.output_written(client);
         if want_writable != conn.writable_registered {
             let interest = if want_writable {
@@ -473,7 +537,7 @@ impl EventLoop {
         if let Some(t) = conn.handshake_timer.take() {
             self.broker.cancel_timer(t);
         }
-        if let Phase::V2 { client } = conn.phase {
+        if let Some(client) = conn.phase.client() {
             self.broker.disconnect(client);
         }
         debug!("closed conn {key} ({})", conn.remote);

@@ -1,0 +1,108 @@
+//! What the HTTP API needs from the broker beyond the admin actions: sessions for HTTP
+//! connections (so their replies use the same output buffers and write path as TCP clients),
+//! raw reply writing, and publishing with an HTTP answer (parked in strict mode like a TCP
+//! publish).
+
+use std::net::SocketAddr;
+
+use log::{debug, warn};
+
+use crate::config::Config;
+use crate::http::{response, routes, ReplyCtx};
+
+use super::client::ClientKey;
+use super::durable::{AckReply, PendingAck, PubVerb};
+use super::{Broker, Now};
+
+/// What an HTTP publish asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpPublish<'t> {
+    /// `/pub` is PUB, `/mpub` is MPUB (for logs and error texts).
+    pub verb: PubVerb,
+    /// The topic, already validated.
+    pub topic: &'t str,
+    /// `defer` in ms (0 = deliver at once).
+    pub defer_ms: u64,
+}
+
+impl Broker {
+    /// The configuration the server runs with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Records a log level changed through `PUT /config/log_level`, so `/config` reports it.
+    pub fn set_log_level(&mut self, level: &str) {
+        self.cfg.opts.log_level = level.to_owned();
+    }
+
+    /// A session for an HTTP connection: no heartbeats, no protocol state.
+    pub fn connect_http(&mut self, token: usize, remote: SocketAddr, now: Now) -> ClientKey {
+        let ck = self.new_client(token, remote, now);
+        self.clients[ck].http = true;
+        debug!("HTTP client {ck} connected from {remote}");
+        ck
+    }
+
+    /// Appends reply bytes for a client and queues its connection for writing.
+    pub fn write_to(&mut self, ck: ClientKey, write: impl FnOnce(&mut Vec<u8>)) {
+        if let Some(c) = self.clients.get_mut(ck) {
+            write(&mut c.out.buf);
+            Self::mark_dirty(&mut self.dirty, ck, c);
+        }
+    }
+
+    /// Whether `100 Continue` was sent for the request being read; sets the flag.
+    pub fn take_continue(&mut self, ck: ClientKey, sent: bool) -> bool {
+        self.clients
+            .get_mut(ck)
+            .is_some_and(|c| std::mem::replace(&mut c.continue_sent, sent))
+    }
+
+    /// `/pub` and `/mpub`: publishes and answers `200 OK` (after the sync in strict mode), or
+    /// `503 EXITING` when the log refuses the write, as nsqd does for a failed put.
+    pub fn http_publish<'a>(
+        &mut self,
+        ck: ClientKey,
+        what: HttpPublish<'_>,
+        bodies: impl Iterator<Item = &'a [u8]>,
+        now: Now,
+        ctx: &ReplyCtx,
+    ) {
+        let HttpPublish {
+            verb,
+            topic,
+            defer_ms,
+        } = what;
+        match self.publish_to(ck, topic, bodies, defer_ms, now) {
+            Err(e) => {
+                warn!("topic {topic}: HTTP {} failed: {e}", verb.name());
+                self.http_publish_reply(ck, ctx, false);
+            }
+            Ok(Some((tk, upto))) => {
+                let ack = PendingAck {
+                    reply: AckReply::Http(*ctx),
+                    client: ck,
+                    upto,
+                    verb,
+                };
+                self.park_ack(tk, ack);
+            }
+            Ok(None) => self.http_publish_reply(ck, ctx, true),
+        }
+    }
+
+    /// The answer to an HTTP publish.
+    pub(super) fn http_publish_reply(&mut self, ck: ClientKey, ctx: &ReplyCtx, ok: bool) {
+        self.write_to(ck, |out| {
+            if ok {
+                response::ok_text(out, ctx, "OK");
+            } else {
+                response::api_error(out, ctx, routes::EXITING);
+            }
+        });
+        if !ctx.keep_alive {
+            self.close_silently(ck);
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! The HTTP handlers: one request from a connection's buffer, routed, checked in nsqd's order
+//! (see the table in `routes.rs`), applied to the broker, answered into the client's output.
+//!
+//! This is the only part of `http/` that touches the broker; everything it calls in the other
+//! files is pure. It never blocks: a request is handled only once all of it is buffered.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::broker::admin::AdminError;
+use crate::broker::client::ClientKey;
+use crate::broker::durable::PubVerb;
+use crate::broker::web::HttpPublish;
+use crate::broker::{Broker, Now};
+
+use super::info::{self, ConfigChange, Info, InfoRuntime};
+use super::metrics::render_metrics;
+use super::parse::{parse_request, wants_continue, HttpLimits, Request};
+use super::query::Query;
+use super::response::{self, ReplyCtx};
+use super::routes::{self, ApiError, Route};
+use super::stats::{apply_query, render_json, StatsQuery};
+use super::text::{render_text, TextCtx};
+use super::{mpub, route};
+
+/// What the HTTP side of the server knows beyond the broker.
+#[derive(Debug)]
+pub struct HttpServer {
+    /// Size caps for requests.
+    pub limits: HttpLimits,
+    /// The OS hostname, for `/info` and `broadcast_address`.
+    pub hostname: String,
+    /// The real HTTP port.
+    pub http_port: i64,
+    /// The real TCP port.
+    pub tcp_port: i64,
+    /// Start time, Unix seconds.
+    pub start_time: i64,
+    /// Start, for the text `/stats` uptime.
+    pub started: Instant,
+    /// `nsqlookupd_tcp_addresses` as last set by `PUT /config` (corq does not register with
+    /// lookupd yet; the value is kept and reported).
+    pub lookupd: Vec<String>,
+}
+
+/// What handling a connection's buffer did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// The request is not complete yet.
+    Incomplete,
+    /// A request of this many bytes was answered.
+    Handled(usize),
+    /// The request could not be parsed; an error reply was written and the connection must
+    /// close once it is sent.
+    Close,
+}
+
+impl HttpServer {
+    /// The HTTP side of a server with these options and ports.
+    pub fn new(opts: &crate::Options, http_port: u16, tcp_port: u16) -> Self {
+        let start_time = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        HttpServer {
+            limits: HttpLimits::from_options(opts),
+            hostname: hostname(),
+            http_port: i64::from(http_port),
+            tcp_port: i64::from(tcp_port),
+            start_time,
+            started: Instant::now(),
+            lookupd: Vec::new(),
+        }
+    }
+
+    /// Handles the first request in `buf` for HTTP client `ck`.
+    pub fn serve(&mut self, broker: &mut Broker, ck: ClientKey, buf: &[u8], now: Now) -> Served {
+        match parse_request(buf, &self.limits) {
+            Ok(None) => {
+                // curl waits a second for `100 Continue` before sending a body; say it once.
+                if wants_continue(buf, &self.limits) && !broker.take_continue(ck, true) {
+                    broker.write_to(ck, |out| out.extend_from_slice(response::CONTINUE_100));
+                }
+                Served::Incomplete
+            }
+            Ok(Some((req, used))) => {
+                broker.take_continue(ck, false);
+                let ctx = ReplyCtx::for_request(&req);
+                self.dispatch(broker, ck, &req, &ctx, now);
+                if !ctx.keep_alive {
+                    broker.close_silently(ck);
+                }
+                Served::Handled(used)
+            }
+            Err(e) => {
+                broker.write_to(ck, |out| response::write_http_error(out, &e, None));
+                broker.close_silently(ck);
+                Served::Close
+            }
+        }
+    }
+
+    fn dispatch(
+        &mut self,
+        broker: &mut Broker,
+        ck: ClientKey,
+        req: &Request<'_>,
+        ctx: &ReplyCtx,
+        now: Now,
+    ) {
+        let route = match route(req.method, &req.path) {
+            Ok(r) => r,
+            Err(e) => {
+                return broker.write_to(ck, |out| {
+                    response::route_error(out, ctx, req.method, req.raw_query, &e)
+                })
+            }
+        };
+        let result = match route {
+            Route::Ping => return self.ping(broker, ck, ctx),
+            Route::Info => self.info(broker, ck, ctx),
+            Route::Pub => return self.publish(broker, ck, req, ctx, now),
+            Route::Mpub => return self.mpub(broker, ck, req, ctx, now),
+            Route::Stats => self.stats(broker, ck, req, ctx),
+            Route::Metrics => self.metrics(broker, ck, ctx),
+            Route::ConfigGet(name) => self.config_get(broker, ck, &name, ctx),
+            Route::ConfigPut(name) => self.config_put(broker, ck, &name, &req.body, ctx),
+            Route::Options { allow } => {
+                return broker.write_to(ck, |out| response::options(out, ctx, &allow));
+            }
+            admin => admin_action(broker, &admin, req)
+                .map(|()| broker.write_to(ck, |out| response::ok_empty(out, ctx))),
+        };
+        if let Err(e) = result {
+            broker.write_to(ck, |out| response::api_error(out, ctx, e));
+        }
+    }
+
+    fn ping(&self, broker: &mut Broker, ck: ClientKey, ctx: &ReplyCtx) {
+        let health = broker.health();
+        broker.write_to(ck, |out| match health {
+            Ok(()) => response::plain(out, ctx, 200, "OK"),
+            Err(e) => response::plain(out, ctx, 500, &format!("NOK - {e}")),
+        });
+    }
+
+    fn info(&self, broker: &mut Broker, ck: ClientKey, ctx: &ReplyCtx) -> Result<(), ApiError> {
+        let rt = InfoRuntime {
+            version: crate::VERSION,
+            hostname: &self.hostname,
+            http_port: self.http_port,
+            tcp_port: self.tcp_port,
+            start_time: self.start_time,
+        };
+        let info = Info::new(&broker.config().opts, &rt);
+        broker.write_to(ck, |out| response::json(out, ctx, &info));
+        Ok(())
+    }
+
+    /// `/pub`: `MSG_EMPTY` → query → topic → defer → publish.
+    fn publish(
+        &self,
+        broker: &mut Broker,
+        ck: ClientKey,
+        req: &Request<'_>,
+        ctx: &ReplyCtx,
+        now: Now,
+    ) {
+        let max_req = broker.config().max_req_timeout;
+        let checked = (|| {
+            if req.body.is_empty() {
+                return Err(routes::MSG_EMPTY);
+            }
+            let q = query(req)?;
+            let topic = routes::topic_arg(q)?;
+            let defer = routes::defer_arg(q, max_req)?.unwrap_or(0);
+            Ok((topic, defer))
+        })();
+        match checked {
+            Ok((topic, defer)) => {
+                let bodies = std::iter::once(&req.body[..]);
+                let what = HttpPublish {
+                    verb: PubVerb::Pub,
+                    topic,
+                    defer_ms: defer,
+                };
+                broker.http_publish(ck, what, bodies, now, ctx);
+            }
+            Err(e) => broker.write_to(ck, |out| response::api_error(out, ctx, e)),
+        }
+    }
+
+    /// `/mpub`: query → topic → create the topic → split → publish all (zero messages is OK).
+    fn mpub(
+        &self,
+        broker: &mut Broker,
+        ck: ClientKey,
+        req: &Request<'_>,
+        ctx: &ReplyCtx,
+        now: Now,
+    ) {
+        let (max_msg, max_body) = (self.limits.max_msg_size, self.limits.max_body_size);
+        let checked = (|| {
+            let q = query(req)?;
+            let topic = routes::topic_arg(q)?;
+            broker.create_topic(topic).map_err(|_| routes::EXITING)?;
+            let bodies = if routes::mpub_binary(q) {
+                mpub::split_binary(&req.body, max_msg, max_body)?
+            } else {
+                mpub::split_text(&req.body, max_msg, max_body)?
+            };
+            Ok((topic, bodies))
+        })();
+        match checked {
+            Ok((_, bodies)) if bodies.is_empty() => {
+                broker.write_to(ck, |out| response::ok_text(out, ctx, "OK"))
+            }
+            Ok((topic, bodies)) => {
+                let what = HttpPublish {
+                    verb: PubVerb::Mpub,
+                    topic,
+                    defer_ms: 0,
+                };
+                broker.http_publish(ck, what, bodies.into_iter(), now, ctx)
+            }
+            Err(e) => broker.write_to(ck, |out| response::api_error(out, ctx, e)),
+        }
+    }
+
+    fn stats(
+        &self,
+        broker: &mut Broker,
+        ck: ClientKey,
+        req: &Request<'_>,
+        ctx: &ReplyCtx,
+    ) -> Result<(), ApiError> {
+        let q = StatsQuery::from_query(query(req)?);
+        let mut stats = broker.stats_snapshot(self.start_time);
+        apply_query(&mut stats, &q);
+        if q.json {
+            let body = render_json(&stats);
+            let ct = response::ContentType::Set(response::JSON_TYPE);
+            broker.write_to(ck, |out| {
+                response::write_response(out, ctx, 200, ct, &body, true, &[])
+            });
+        } else {
+            let now_unix_ns = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i64);
+            let uptime_ns = self.started.elapsed().as_nanos() as i64;
+            let build = format!("corq {}", crate::VERSION);
+            let mut text = String::new();
+            render_text(
+                &stats,
+                &TextCtx {
+                    build: &build,
+                    now_unix_ns,
+                    uptime_ns,
+                },
+                &mut text,
+            );
+            broker.write_to(ck, |out| response::ok_text(out, ctx, &text));
+        }
+        Ok(())
+    }
+
+    fn metrics(&self, broker: &mut Broker, ck: ClientKey, ctx: &ReplyCtx) -> Result<(), ApiError> {
+        let stats = broker.stats_snapshot(self.start_time);
+        let mut body = String::new();
+        render_metrics(&stats, &broker.metrics_extras(), &mut body);
+        broker.write_to(ck, |out| response::metrics(out, ctx, &body));
+        Ok(())
+    }
+
+    fn config_get(
+        &self,
+        broker: &mut Broker,
+        ck: ClientKey,
+        name: &str,
+        ctx: &ReplyCtx,
+    ) -> Result<(), ApiError> {
+        let value = info::config_value(&broker.config().opts, &self.hostname, &self.lookupd, name);
+        let value = value.ok_or(routes::INVALID_OPTION)?;
+        broker.write_to(ck, |out| response::json(out, ctx, &value));
+        Ok(())
+    }
+
+    fn config_put(
+        &mut self,
+        broker: &mut Broker,
+        ck: ClientKey,
+        name: &str,
+        body: &[u8],
+        ctx: &ReplyCtx,
+    ) -> Result<(), ApiError> {
+        match info::config_put(name, body, self.limits.max_msg_size)? {
+            ConfigChange::LookupdAddresses(addrs) => self.lookupd = addrs,
+            ConfigChange::LogLevel(level) => {
+                if let Some(l) = crate::config::parse_level(&level) {
+                    log::set_max_level(l);
+                }
+                broker.set_log_level(&level);
+            }
+        }
+        self.config_get(broker, ck, name, ctx)
+    }
+}
+
+/// The parsed query, or nsqd's 400 `INVALID_REQUEST`.
+fn query<'r>(req: &'r Request<'_>) -> Result<&'r Query, ApiError> {
+    req.query.as_ref().map_err(|_| routes::INVALID_REQUEST)
+}
+
+/// The topic and channel actions, in nsqd's check order.
+fn admin_action(broker: &mut Broker, route: &Route, req: &Request<'_>) -> Result<(), ApiError> {
+    let q = query(req)?;
+    let not_found = |e: AdminError| match e {
+        AdminError::TopicNotFound => routes::TOPIC_NOT_FOUND,
+        AdminError::ChannelNotFound => routes::CHANNEL_NOT_FOUND,
+        AdminError::Storage(_) => routes::INTERNAL_ERROR,
+    };
+    match route {
+        Route::TopicCreate => broker.create_topic(routes::topic_arg(q)?),
+        Route::TopicEmpty => broker.empty_topic(routes::topic_arg(q)?),
+        Route::TopicDelete => broker.delete_topic_named(routes::existing_topic_arg(q)?),
+        Route::TopicPause => broker.set_topic_paused(routes::existing_topic_arg(q)?, true),
+        Route::TopicUnpause => broker.set_topic_paused(routes::existing_topic_arg(q)?, false),
+        Route::ChannelCreate => {
+            let (t, c) = routes::topic_channel_args(q)?;
+            broker.create_channel(t, c)
+        }
+        Route::ChannelDelete
+        | Route::ChannelEmpty
+        | Route::ChannelPause
+        | Route::ChannelUnpause => {
+            let (t, c) = routes::topic_channel_args(q)?;
+            match route {
+                Route::ChannelDelete => broker.delete_channel_named(t, c),
+                Route::ChannelEmpty => broker.empty_channel(t, c),
+                Route::ChannelPause => broker.set_channel_paused(t, c, true),
+                _ => broker.set_channel_paused(t, c, false),
+            }
+        }
+        _ => Ok(()),
+    }
+    .map_err(not_found)
+}
+
+/// The OS hostname (nsqd's default `--broadcast-address`).
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".to_owned();
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
