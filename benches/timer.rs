@@ -2,17 +2,27 @@
 //!
 //! For 1 M and 10 M pending timers with deadlines spread uniformly over 1 ms..1 h, measures the
 //! cost per timer of insert, cancel, reschedule and expire, and the heap bytes per pending timer,
-//! for corq's `Wheel` and for a `BinaryHeap` with lazy deletion doing the same work. Each figure
-//! is the median of 3 rounds. Reported, not asserted.
+//! for corq's `Wheel` and for a `BinaryHeap` with lazy deletion doing the same work. Rounds of
+//! the two structures alternate, so load from other processes hits both alike; each figure is
+//! the median of 3 rounds. Reported, not asserted.
 //!
 //! Workload per round (same seed for both structures):
 //! * insert: fill an empty, pre-sized structure with N timers.
-//! * cancel: cancel N/10 timers picked at random, then insert N/10 new ones (steady-state
-//!   inserts reusing freed slots, reported as "insert (steady)").
+//! * cancel: cancel N/10 timers picked at random (the worst case: every cancel is a cache
+//!   miss), then insert N/10 new ones (steady-state inserts reusing freed slots, reported as
+//!   "insert (steady)").
+//! * cancel (in order): cancel N/10 timers in insertion order, as FINs mostly arrive in
+//!   roughly delivery order, then refill. Reported beside the random order, not instead of it,
+//!   and not part of `round`.
 //! * reschedule: move N/10 random timers to a new random deadline (TOUCH).
 //! * expire: poll every millisecond from 1 to 3 600 000 (like a busy reactor), handing out all
-//!   N timers; cost = total time / N.
+//!   N timers; cost = total time / N. "(cascade)" is the part of it spent in the polls at
+//!   multiples of 64 ms, where all cascading from level 1 and up happens, less the firing
+//!   done there (at the other polls' per-timer rate) and less the cost of timing them.
 //! * memory: bytes the global allocator holds for the structure after the fill, / N.
+//!
+//! Also printed: the memory floor, i.e. the latency of random 4-byte loads over 32 MB (the
+//! size of the 1 M-timer slab), dependent (pointer chasing) and independent.
 
 use corq::timer::{TimerId, Wheel};
 use slab::Slab;
@@ -169,9 +179,13 @@ impl Timers for LazyHeap {
 struct Figures {
     insert: f64,
     cancel: f64,
+    cancel_seq: f64,
     insert_steady: f64,
     reschedule: f64,
     expire: f64,
+    /// Of `expire`, ns per timer spent in the polls at multiples of 64 ms (where every level
+    /// >= 1 cascade happens), minus the firing done in those polls at the other polls' rate.
+    cascade: f64,
     total: f64,
     bytes: f64,
 }
@@ -215,6 +229,19 @@ fn round<W: Timers>(n: usize, seed: u64) -> Figures {
     f.insert_steady = ns_per(start, cancelled.max(1));
     busy += start.elapsed().as_nanos() as f64;
 
+    // Cancel N/10 timers in insertion order (a FIN for most in-flight messages arrives in
+    // roughly delivery order), then refill again. Not part of `round`, which stays comparable.
+    let first = rng.index(n - k + 1);
+    let start = Instant::now();
+    let mut cancelled_seq = 0;
+    for id in &ids[first..first + k] {
+        cancelled_seq += w.cancel(*id).is_some() as usize;
+    }
+    f.cancel_seq = ns_per(start, k);
+    for j in 0..cancelled_seq {
+        black_box(w.insert(rng.deadline(), (2 * n + j) as u64));
+    }
+
     let moves: Vec<(usize, u64)> = (0..k).map(|_| (rng.index(n), rng.deadline())).collect();
     let start = Instant::now();
     for &(i, d) in &moves {
@@ -225,14 +252,37 @@ fn round<W: Timers>(n: usize, seed: u64) -> Figures {
 
     let mut out = Vec::with_capacity(1 << 16);
     let mut fired = 0usize;
+    // Polls at multiples of 64 ms are timed on their own: they do every cascade from level
+    // 1 and up (plus ordinary firing, subtracted below at the other polls' rate, and the
+    // timer reads themselves, calibrated here).
+    let calls = (HOUR_MS / 64) as usize;
+    let t = Instant::now();
+    let mut probe = 0u128;
+    for _ in 0..calls {
+        probe += black_box(Instant::now()).elapsed().as_nanos();
+    }
+    black_box(probe);
+    let clock_ns = t.elapsed().as_nanos();
+    let (mut t64, mut fired64) = (0u128, 0usize);
     let start = Instant::now();
     for now in 1..=HOUR_MS {
-        w.poll(now, &mut out);
+        if now % 64 == 0 {
+            let t = Instant::now();
+            w.poll(now, &mut out);
+            t64 += t.elapsed().as_nanos();
+            fired64 += out.len();
+        } else {
+            w.poll(now, &mut out);
+        }
         fired += out.len();
         out.clear();
     }
     f.expire = ns_per(start, fired);
-    busy += start.elapsed().as_nanos() as f64;
+    let total_ns = start.elapsed().as_nanos();
+    let fire_rate = (total_ns - t64) as f64 / (fired - fired64).max(1) as f64;
+    let t64 = t64.saturating_sub(clock_ns) as f64;
+    f.cascade = (t64 - fired64 as f64 * fire_rate).max(0.0) / fired as f64;
+    busy += total_ns as f64;
     // Lazy deletion moves cancel/reschedule work into expiry, so compare whole rounds too.
     f.total = busy / n as f64;
     assert_eq!(fired, n, "every pending timer fires within the hour");
@@ -245,18 +295,50 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn run<W: Timers>(n: usize) -> Figures {
-    let rounds: Vec<Figures> = (0..ROUNDS).map(|r| round::<W>(n, 42 + r as u64)).collect();
+fn medians(rounds: &[Figures]) -> Figures {
     let pick = |g: fn(&Figures) -> f64| median(rounds.iter().map(g).collect());
     Figures {
         insert: pick(|f| f.insert),
         cancel: pick(|f| f.cancel),
+        cancel_seq: pick(|f| f.cancel_seq),
         insert_steady: pick(|f| f.insert_steady),
         reschedule: pick(|f| f.reschedule),
         expire: pick(|f| f.expire),
+        cascade: pick(|f| f.cascade),
         total: pick(|f| f.total),
         bytes: pick(|f| f.bytes),
     }
+}
+
+/// The memory floor: ns per 4-byte load at random positions of a 32 MB array (the size of the
+/// 1 M-timer slab), as a dependent chain (latency: each address comes from the previous load,
+/// like `ids[v]` -> entry) and as independent loads (what out-of-order overlap can reach).
+fn memory_floor() -> (f64, f64) {
+    const LEN: usize = 8 << 20;
+    let mut rng = SplitMix(7);
+    // Sattolo's shuffle: one cycle through every index, so the chase visits all of them.
+    let mut next: Vec<u32> = (0..LEN as u32).collect();
+    for i in (1..LEN).rev() {
+        let j = rng.index(i);
+        next.swap(i, j);
+    }
+    let loads = 2_000_000;
+    let mut at = 0u32;
+    let start = Instant::now();
+    for _ in 0..loads {
+        at = next[at as usize];
+    }
+    let chained = ns_per(start, loads);
+    black_box(at);
+    let idx: Vec<u32> = (0..loads).map(|_| rng.index(LEN) as u32).collect();
+    let mut sum = 0u64;
+    let start = Instant::now();
+    for &i in &idx {
+        sum += next[i as usize] as u64;
+    }
+    let independent = ns_per(start, loads);
+    black_box(sum);
+    (chained, independent)
 }
 
 fn main() {
@@ -276,42 +358,69 @@ fn main() {
         std::mem::size_of::<Reverse<(u64, u32, u32)>>(),
         std::mem::size_of::<(u32, u64)>()
     );
+    let floors: Vec<(f64, f64)> = (0..ROUNDS).map(|_| memory_floor()).collect();
     println!(
-        "{:>10} {:<6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "pending", "impl", "insert", "cancel", "ins.stdy", "resched", "expire", "round", "B/timer"
+        "memory floor, random 4 B loads over 32 MB: {:.1} ns dependent, {:.1} ns independent",
+        median(floors.iter().map(|f| f.0).collect()),
+        median(floors.iter().map(|f| f.1).collect())
+    );
+    println!(
+        "{:>10} {:<6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "pending",
+        "impl",
+        "insert",
+        "cancel",
+        "canc.seq",
+        "ins.stdy",
+        "resched",
+        "expire",
+        "(cascade)",
+        "round",
+        "B/timer"
     );
     for n in sizes {
-        let wheel = run::<Wheel<u64>>(n);
-        let heap = run::<LazyHeap>(n);
+        // Interleave the two structures round by round, so load from other processes hits
+        // both alike.
+        let mut rounds: (Vec<Figures>, Vec<Figures>) = (Vec::new(), Vec::new());
+        for r in 0..ROUNDS {
+            rounds.0.push(round::<Wheel<u64>>(n, 42 + r as u64));
+            rounds.1.push(round::<LazyHeap>(n, 42 + r as u64));
+        }
+        let wheel = medians(&rounds.0);
+        let heap = medians(&rounds.1);
         for (name, f) in [("wheel", wheel), ("heap", heap)] {
             println!(
-                "{:>10} {:<6} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+                "{:>10} {:<6} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
                 n,
                 name,
                 f.insert,
                 f.cancel,
+                f.cancel_seq,
                 f.insert_steady,
                 f.reschedule,
                 f.expire,
+                f.cascade,
                 f.total,
                 f.bytes
             );
         }
         println!(
-            "{:>10} {:<6} {:>8.1}x {:>8.1}x {:>8.1}x {:>8.1}x {:>8.1}x {:>8.1}x {:>8.2}x",
+            "{:>10} {:<6} {:>8.1}x {:>8.1}x {:>8.1}x {:>8.1}x {:>8.1}x {:>8.1}x {:>9} {:>8.1}x {:>8.2}x",
             n,
             "ratio",
             heap.insert / wheel.insert,
             heap.cancel / wheel.cancel,
+            heap.cancel_seq / wheel.cancel_seq,
             heap.insert_steady / wheel.insert_steady,
             heap.reschedule / wheel.reschedule,
             heap.expire / wheel.expire,
+            "",
             heap.total / wheel.total,
             heap.bytes / wheel.bytes,
         );
     }
     println!(
-        "(ns per timer; round = all phases / N; ratio = heap / wheel, > 1 means the wheel \
-         is faster or smaller)"
+        "(ns per timer; round = all phases but canc.seq / N; (cascade) = share of expire spent \
+         cascading; ratio = heap / wheel, > 1 means the wheel is faster or smaller)"
     );
 }
