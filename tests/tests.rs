@@ -10,6 +10,7 @@ mod abuse;
 mod client;
 mod crash;
 mod durability;
+mod http;
 mod protocol;
 mod pubsub;
 mod restart;
