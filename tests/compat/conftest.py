@@ -20,7 +20,8 @@ CORQD = os.environ.get("CORQD_BIN", os.path.join(ROOT, "target", "debug", "corqd
 class Corqd:
     def __init__(self, data_dir, extra=()):
         self.proc = subprocess.Popen(
-            [CORQD, "--tcp-address", "127.0.0.1:0", "--data-path", data_dir, *extra],
+            [CORQD, "--tcp-address", "127.0.0.1:0", "--http-address", "127.0.0.1:0",
+             "--data-path", data_dir, *extra],
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
@@ -31,16 +32,21 @@ class Corqd:
         def pump():
             for line in self.proc.stderr:
                 self.log.append(line)
-                m = re.search(r"TCP: listening on (\S+)", line)
+                m = re.search(r"(TCP|HTTP): listening on (\S+)", line)
                 if m:
-                    found.put(m.group(1))
+                    found.put((m.group(1), m.group(2)))
 
         threading.Thread(target=pump, daemon=True).start()
+        addrs = {}
         try:
-            self.tcp = found.get(timeout=30)
+            while len(addrs) < 2:
+                kind, addr = found.get(timeout=30)
+                addrs[kind] = addr
         except queue.Empty:
             self.proc.kill()
             raise RuntimeError("corqd did not start:\n" + "".join(self.log))
+        self.tcp = addrs["TCP"]
+        self.http = addrs["HTTP"]
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
