@@ -113,24 +113,11 @@ fn finish_until_dead(addr: SocketAddr, ledger: Arc<Mutex<Ledger>>) {
 
 /// Everything the channel delivers now, FIN'd as it comes, with delivery counts.
 fn drain_all(addr: SocketAddr) -> BTreeMap<Vec<u8>, usize> {
-    let mut c = Raw::connect(addr);
-    c.sub("crash", "ch");
-    c.cmd("RDY 2500", None);
     let mut got = BTreeMap::new();
-    loop {
-        let frames = c.sync();
-        if frames.is_empty() {
-            return got;
-        }
-        for (ft, data) in frames {
-            assert_eq!(ft, FRAME_MESSAGE);
-            c.cmd(
-                &format!("FIN {}", String::from_utf8_lossy(&data[10..26])),
-                None,
-            );
-            *got.entry(data[26..].to_vec()).or_insert(0) += 1;
-        }
+    for (_, body) in subscribe_and_drain(addr, "crash") {
+        *got.entry(body).or_insert(0) += 1;
     }
+    got
 }
 
 fn crash_loop(consume: bool) {
@@ -264,23 +251,10 @@ fn fill(dir: &Path, topic: &str, n: usize, width: usize, extra: &[&str]) -> Vec<
 }
 
 fn consume_in_order(addr: SocketAddr, topic: &str) -> Vec<Vec<u8>> {
-    let mut c = Raw::connect(addr);
-    c.sub(topic, "ch");
-    c.cmd("RDY 2500", None);
-    let mut got = Vec::new();
-    loop {
-        let frames = c.sync();
-        if frames.is_empty() {
-            return got;
-        }
-        for (_, data) in frames {
-            c.cmd(
-                &format!("FIN {}", String::from_utf8_lossy(&data[10..26])),
-                None,
-            );
-            got.push(data[26..].to_vec());
-        }
-    }
+    subscribe_and_drain(addr, topic)
+        .into_iter()
+        .map(|(_, body)| body)
+        .collect()
 }
 
 #[test]

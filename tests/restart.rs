@@ -6,24 +6,6 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
-/// Drains a channel: every message body it delivers (FIN'ing each), until a sync shows no more.
-fn drain(c: &mut Raw) -> Vec<(u16, Vec<u8>)> {
-    let mut got = Vec::new();
-    loop {
-        let frames = c.sync();
-        if frames.is_empty() {
-            return got;
-        }
-        for (ft, data) in frames {
-            assert_eq!(ft, FRAME_MESSAGE);
-            let attempts = u16::from_be_bytes([data[8], data[9]]);
-            let id = String::from_utf8(data[10..26].to_vec()).unwrap();
-            c.cmd(&format!("FIN {id}"), None);
-            got.push((attempts, data[26..].to_vec()));
-        }
-    }
-}
-
 #[test]
 fn clean_restart_brings_back_exactly_the_unfinished() {
     let dir = TempDir::new("clean");

@@ -275,6 +275,35 @@ impl Raw {
     }
 }
 
+/// Drains a subscribed connection: every message it is sent, FIN'ing each, until two round
+/// trips show nothing more; returns (attempts, body) in delivery order.
+pub fn drain(c: &mut Raw) -> Vec<(u16, Vec<u8>)> {
+    let mut got = Vec::new();
+    loop {
+        let frames = c.sync();
+        if frames.is_empty() {
+            return got;
+        }
+        for (ft, data) in frames {
+            assert_eq!(ft, FRAME_MESSAGE);
+            let attempts = u16::from_be_bytes([data[8], data[9]]);
+            c.cmd(
+                &format!("FIN {}", String::from_utf8_lossy(&data[10..26])),
+                None,
+            );
+            got.push((attempts, data[26..].to_vec()));
+        }
+    }
+}
+
+/// Subscribes to `topic`/`ch` with RDY 2500 and drains it (see [`drain`]).
+pub fn subscribe_and_drain(addr: SocketAddr, topic: &str) -> Vec<(u16, Vec<u8>)> {
+    let mut c = Raw::connect(addr);
+    c.sub(topic, "ch");
+    c.cmd("RDY 2500", None);
+    drain(&mut c)
+}
+
 /// A `corqd` child process (for crash tests): killed on drop.
 pub struct ChildServer {
     pub child: Child,
