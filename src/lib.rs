@@ -32,5 +32,10 @@ pub mod timer;
 pub use config::{Config, Options};
 pub use server::{Handle, Server};
 
-/// The crate version, as reported by `--version` and in IDENTIFY replies.
+/// The crate version, as reported by `--version` and in logs.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The nsqd version corq answers as in IDENTIFY, `/info` and `/stats`: the protocol and API it
+/// implements. NSQ's tools parse it as semver (nsqadmin shows an older node as out of date), so
+/// it names the nsqd release whose behaviour corq reproduces, not corq's own version.
+pub const NSQD_VERSION: &str = "1.3.0";

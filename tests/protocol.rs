@@ -293,7 +293,7 @@ fn identify_with_feature_negotiation_replies_json_in_nsqd_order() {
     );
     let expected = format!(
         "{{\"max_rdy_count\":2500,\"version\":\"{}\",\"max_msg_timeout\":900000,\"msg_timeout\":60000,\"tls_v1\":false,\"deflate\":false,\"deflate_level\":6,\"max_deflate_level\":6,\"snappy\":false,\"sample_rate\":0,\"auth_required\":false,\"output_buffer_size\":16384,\"output_buffer_timeout\":250}}",
-        corq::VERSION
+        corq::NSQD_VERSION
     );
     assert_eq!(String::from_utf8(reply).unwrap(), expected);
     let mut plain = Raw::connect(server.addr);

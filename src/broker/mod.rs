@@ -200,7 +200,7 @@ impl Broker {
         };
         let server_info = ServerInfo {
             max_rdy_count: cfg.max_rdy_count,
-            version: crate::VERSION.to_owned(),
+            version: crate::NSQD_VERSION.to_owned(),
             max_msg_timeout_ms: cfg.max_msg_timeout,
             max_deflate_level: 6,
             auth_required: false,

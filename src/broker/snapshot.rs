@@ -38,7 +38,7 @@ impl Broker {
             .map(|(_, c)| c)
             .filter(|c| !c.pub_counts.is_empty());
         Stats {
-            version: crate::VERSION.to_owned(),
+            version: crate::NSQD_VERSION.to_owned(),
             health: match self.health() {
                 Ok(()) => "OK".to_owned(),
                 Err(e) => format!("NOK - {e}"),

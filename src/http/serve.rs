@@ -144,7 +144,7 @@ impl HttpServer {
 
     fn info(&self, broker: &mut Broker, ck: ClientKey, ctx: &ReplyCtx) -> Result<(), ApiError> {
         let rt = InfoRuntime {
-            version: crate::VERSION,
+            version: crate::NSQD_VERSION,
             hostname: &self.hostname,
             http_port: self.http_port,
             tcp_port: self.tcp_port,
