@@ -141,7 +141,11 @@ fn ping_and_info() {
         info["max_heartbeat_interval"], 60_000_000_000u64,
         "durations are ns, as nsqd"
     );
-    assert_eq!(info["version"], corq::NSQD_VERSION, "what NSQ's tools compare");
+    assert_eq!(
+        info["version"],
+        corq::NSQD_VERSION,
+        "what NSQ's tools compare"
+    );
 }
 
 #[test]
