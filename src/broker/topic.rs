@@ -39,7 +39,19 @@ pub struct Topic {
     pub pending_acks: VecDeque<PendingAck>,
     /// Whether channels track e2e latency (`--e2e-processing-latency-percentile` is set).
     pub track_e2e: bool,
+    /// Checkpoints submitted but not yet confirmed on disk: (generation, retention floor of
+    /// the state it holds), oldest first.
+    pub checkpoint_floors: VecDeque<(u64, u64)>,
+    /// The retention floor of the newest checkpoint on disk that lists this topic; `None` until
+    /// there is one. Retention never goes past it: a crash restores that checkpoint, and its
+    /// locations must still exist.
+    pub disk_floor: Option<u64>,
 }
+
+/// Unconfirmed checkpoints remembered per topic; beyond this the two oldest are merged (keeping
+/// the lower floor, which is always safe) so a checkpoint thread that keeps failing cannot grow
+/// memory without bound.
+const MAX_CHECKPOINT_FLOORS: usize = 64;
 
 impl Topic {
     /// A topic over an opened log; `distributed` comes from the checkpoint (0 for a new topic).
@@ -56,6 +68,8 @@ impl Topic {
             message_bytes: 0,
             pending_acks: VecDeque::new(),
             track_e2e: false,
+            checkpoint_floors: VecDeque::new(),
+            disk_floor: None,
         }
     }
 
@@ -102,6 +116,38 @@ impl Topic {
     pub fn retention_floor(&self) -> u64 {
         let floor = self.channels.iter().map(|(_, c)| c.ack_floor()).min();
         floor.unwrap_or(self.distributed)
+    }
+
+    /// Remembers the floor of the state checkpoint `generation` holds.
+    pub fn note_checkpoint(&mut self, generation: u64) {
+        let floor = self.retention_floor();
+        self.checkpoint_floors.push_back((generation, floor));
+        if self.checkpoint_floors.len() > MAX_CHECKPOINT_FLOORS {
+            if let Some((_, oldest)) = self.checkpoint_floors.pop_front() {
+                if let Some(next) = self.checkpoint_floors.front_mut() {
+                    next.1 = next.1.min(oldest);
+                }
+            }
+        }
+    }
+
+    /// How far retention may trim: the live floor, but never past what the newest checkpoint
+    /// on disk (generation `written`) still needs. `None` while no checkpoint on disk lists the
+    /// topic. An ephemeral topic is never checkpointed (a restart deletes it), so its live
+    /// floor is the answer.
+    pub fn safe_floor(&mut self, written: u64) -> Option<u64> {
+        let live = self.retention_floor();
+        if self.ephemeral {
+            return Some(live);
+        }
+        while let Some(&(generation, floor)) = self.checkpoint_floors.front() {
+            if generation > written {
+                break;
+            }
+            self.checkpoint_floors.pop_front();
+            self.disk_floor = Some(floor);
+        }
+        self.disk_floor.map(|d| d.min(live))
     }
 
     /// Messages the topic holds that no channel has taken yet (nsqd's topic depth): the whole

@@ -377,6 +377,14 @@ impl Log {
         self.segments.len()
     }
 
+    /// The base offset of the second-newest segment, if there are at least two: records below
+    /// it sit in segments that only retention will touch again (the broker carries long-held
+    /// messages out of them).
+    pub fn second_newest_base(&self) -> Option<u64> {
+        let n = self.segments.len();
+        n.checked_sub(2).map(|i| self.segments[i].base)
+    }
+
     /// Why the log refuses appends, if it does.
     pub fn failure(&self) -> Option<&str> {
         self.failed.as_deref()
