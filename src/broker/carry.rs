@@ -104,6 +104,7 @@ fn carry_one(
         carried_from: Some(msg.offset),
         body,
     })?;
-    ch.carrying.insert(msg.offset, Carrying { from: msg.loc, to });
+    ch.carrying
+        .insert(msg.offset, Carrying { from: msg.loc, to });
     Ok(())
 }

@@ -333,7 +333,8 @@ impl Channel {
     /// The lowest log offset this channel still needs (by location): every record below it
     /// is finished or has a durable carried copy the channel reads instead.
     pub fn ack_floor(&self) -> u64 {
-        self.unfinished().fold(self.cursor, |floor, m| floor.min(m.loc))
+        self.unfinished()
+            .fold(self.cursor, |floor, m| floor.min(m.loc))
     }
 
     /// Every unfinished message below the cursor (in flight, deferred or requeued), with the
@@ -483,10 +484,7 @@ mod tests {
             event: event(),
         };
         ch.req(3, 1, 0, at, &mut wheel).unwrap();
-        assert_eq!(
-            ch.requeued.front(),
-            Some(&Requeued::at(3, 1))
-        );
+        assert_eq!(ch.requeued.front(), Some(&Requeued::at(3, 1)));
         ch.req(7, 1, 500, at, &mut wheel).unwrap();
         assert!(ch.deferred.contains_key(&7));
         assert_eq!(ch.requeue_count, 2);

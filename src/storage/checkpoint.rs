@@ -286,7 +286,10 @@ mod tests {
         assert_eq!(generation, 1);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while cp.written() < generation {
-            assert!(std::time::Instant::now() < deadline, "checkpoint never confirmed");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "checkpoint never confirmed"
+            );
             thread::sleep(std::time::Duration::from_millis(1));
         }
         cp.write_now(sample()).unwrap();
