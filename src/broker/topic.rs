@@ -172,3 +172,63 @@ impl Topic {
         self.log.tail().saturating_sub(furthest)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::LogConfig;
+
+    fn topic(tag: &str) -> (Topic, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("corq-topic-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let log = Log::open(&dir, LogConfig::default()).unwrap();
+        (Topic::new(tag, log, 0), dir)
+    }
+
+    #[test]
+    fn retention_waits_for_the_checkpoint_on_disk() {
+        let (mut t, dir) = topic("floors");
+        let chk = t.insert_channel(Channel::new("c", 10));
+        // No checkpoint on disk lists the topic yet: nothing may go.
+        assert_eq!(t.safe_floor(0), None);
+        t.note_checkpoint(1);
+        t.channels[chk].cursor = 50;
+        t.note_checkpoint(2);
+        t.channels[chk].cursor = 90;
+        assert_eq!(t.safe_floor(0), None);
+        // Generation 1 is on disk: it needs 10, whatever the live state says.
+        assert_eq!(t.safe_floor(1), Some(10));
+        assert_eq!(t.safe_floor(2), Some(50));
+        assert!(t.checkpoint_floors.is_empty());
+        // The live floor wins when it is lower.
+        t.channels[chk].cursor = 40;
+        assert_eq!(t.safe_floor(2), Some(40));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unconfirmed_floors_are_merged_conservatively() {
+        let (mut t, dir) = topic("merge");
+        let chk = t.insert_channel(Channel::new("c", 5));
+        for generation in 1..=(MAX_CHECKPOINT_FLOORS as u64 + 10) {
+            t.note_checkpoint(generation);
+            t.channels[chk].cursor += 1;
+        }
+        assert_eq!(t.checkpoint_floors.len(), MAX_CHECKPOINT_FLOORS);
+        // The oldest remembered entry carries the lowest floor of those merged into it.
+        assert_eq!(t.checkpoint_floors.front().map(|f| f.1), Some(5));
+        assert_eq!(
+            t.safe_floor(u64::MAX),
+            Some(5 + MAX_CHECKPOINT_FLOORS as u64 + 9)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_ephemeral_topic_needs_no_checkpoint() {
+        let (mut t, dir) = topic("eph#ephemeral");
+        t.insert_channel(Channel::new("c", 7));
+        assert_eq!(t.safe_floor(0), Some(7));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
