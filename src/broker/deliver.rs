@@ -78,7 +78,7 @@ impl Broker {
                 };
                 ch.defer(
                     msg,
-                    now.mono_ms.saturating_add(wait_ms),
+                    now.timer_base_ms().saturating_add(wait_ms),
                     rec.deliver_at_ns,
                     event,
                     &mut self.wheel,

@@ -96,7 +96,7 @@ impl Broker {
                     };
                     ch.defer(
                         msg,
-                        now.mono_ms.saturating_add(wait_ms),
+                        now.timer_base_ms().saturating_add(wait_ms),
                         p.due_wall_ns,
                         event,
                         &mut self.wheel,
