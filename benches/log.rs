@@ -58,6 +58,7 @@ fn rec(body: &[u8]) -> NewRecord<'_> {
         timestamp_ns: 1,
         deliver_at_ns: 0,
         attempts: 0,
+        carried_from: None,
         body,
     }
 }

@@ -9,7 +9,13 @@
 //! - `deferred`: messages waiting for a deadline (REQ with a delay, DPUB), each with its timer.
 //!
 //! A message is in at most one of those places, which is what makes FIN/REQ/TOUCH checks O(1)
-//! and keeps nsqd's "one ID cannot be in flight twice" for free. The channel never touches
+//! and keeps nsqd's "one ID cannot be in flight twice" for free.
+//!
+//! Entries are keyed by the message's **id offset** (the offset of the record it was published
+//! as: what clients FIN, REQ and TOUCH by, and what timer payloads name) and carry a
+//! **location** (`loc`: where its record is now). The two differ once a long-unfinished message
+//! has been *carried* forward (re-appended as a kind-2 record, see `broker/carry.rs`) so the old
+//! segment can go; the ack floor is computed from locations. The channel never touches
 //! sockets or the wheel's internals: it is handed the wheel and gets `TimerId`s back.
 
 use std::collections::{HashMap, VecDeque};
@@ -56,6 +62,8 @@ pub struct InFlight {
     pub delivered_ms: u64,
     /// The message's publish time (wall ns), for the e2e latency recorded at FIN.
     pub timestamp_ns: i64,
+    /// Where its record is now (equals the id offset unless it was carried).
+    pub loc: u64,
 }
 
 /// A message waiting for a deadline before it may be delivered.
@@ -67,15 +75,41 @@ pub struct Deferred {
     pub attempts: u16,
     /// Wall-clock due time in ns, kept so a checkpoint can carry the deadline over a restart.
     pub due_wall_ns: i64,
+    /// Where its record is now (equals the id offset unless it was carried).
+    pub loc: u64,
 }
 
-/// A message ready to be delivered again.
+/// A message ready to be delivered again (also how a message is handed to [`Channel::defer`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Requeued {
-    /// Its log offset.
+    /// Its id offset: the offset it was published at, from which its NSQ id derives.
     pub offset: u64,
     /// Deliveries so far.
     pub attempts: u16,
+    /// Where its record is now (equals `offset` unless it was carried).
+    pub loc: u64,
+}
+
+impl Requeued {
+    /// A message that still sits where it was published.
+    pub fn at(offset: u64, attempts: u16) -> Requeued {
+        Requeued {
+            offset,
+            attempts,
+            loc: offset,
+        }
+    }
+}
+
+/// A carried copy that is written but not yet known durable: the entry keeps reading (and
+/// pinning) the original until the copy is on stable storage, so no checkpoint ever names a
+/// location a crash could lose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Carrying {
+    /// The location the entry had when it was carried.
+    pub from: u64,
+    /// The carried record's offset.
+    pub to: u64,
 }
 
 /// Why a FIN, REQ or TOUCH was refused (both are nsqd's non-fatal `E_*_FAILED`).
@@ -114,6 +148,8 @@ pub struct Channel {
     pub in_flight: OffsetMap<InFlight>,
     /// Waiting for a deadline.
     pub deferred: OffsetMap<Deferred>,
+    /// Messages (by id) whose carried copy waits to become durable before the entry moves.
+    pub carrying: OffsetMap<Carrying>,
     /// Subscribed clients, in subscription order.
     pub consumers: Vec<ClientKey>,
     /// Where the round-robin pick of the next consumer resumes.
@@ -141,6 +177,7 @@ impl Channel {
             requeued: VecDeque::new(),
             in_flight: OffsetMap::default(),
             deferred: OffsetMap::default(),
+            carrying: OffsetMap::default(),
             consumers: Vec::new(),
             next_consumer: 0,
             message_count: 0,
@@ -214,21 +251,16 @@ impl Channel {
         self.in_flight.remove(&offset);
         wheel.cancel(entry.timer);
         self.requeue_count += 1;
+        let msg = Requeued {
+            offset,
+            attempts: entry.attempts,
+            loc: entry.loc,
+        };
         if delay_ms == 0 {
-            self.requeued.push_back(Requeued {
-                offset,
-                attempts: entry.attempts,
-            });
+            self.requeued.push_back(msg);
         } else {
             let due_wall_ns = at.wall_ns.saturating_add(ms_to_ns(delay_ms));
-            self.defer(
-                offset,
-                entry.attempts,
-                at.now_ms + delay_ms,
-                due_wall_ns,
-                at.event,
-                wheel,
-            );
+            self.defer(msg, at.now_ms + delay_ms, due_wall_ns, at.event, wheel);
         }
         Ok(())
     }
@@ -253,8 +285,7 @@ impl Channel {
     /// Puts a message in the deferred set with a timer that fires `event` at `due_ms`.
     pub fn defer(
         &mut self,
-        offset: u64,
-        attempts: u16,
+        msg: Requeued,
         due_ms: u64,
         due_wall_ns: i64,
         event: TimerEvent,
@@ -262,11 +293,12 @@ impl Channel {
     ) {
         let timer = wheel.insert(due_ms, event);
         self.deferred.insert(
-            offset,
+            msg.offset,
             Deferred {
                 timer,
-                attempts,
+                attempts: msg.attempts,
                 due_wall_ns,
+                loc: msg.loc,
             },
         );
     }
@@ -278,6 +310,7 @@ impl Channel {
         self.requeued.push_back(Requeued {
             offset,
             attempts: entry.attempts,
+            loc: entry.loc,
         });
         Some(entry.client)
     }
@@ -289,6 +322,7 @@ impl Channel {
                 self.requeued.push_back(Requeued {
                     offset,
                     attempts: d.attempts,
+                    loc: d.loc,
                 });
                 true
             }
@@ -296,11 +330,65 @@ impl Channel {
         }
     }
 
-    /// The lowest offset this channel still needs: everything below it is finished.
+    /// The lowest log offset this channel still needs (by location): every record below it
+    /// is finished or has a durable carried copy the channel reads instead.
     pub fn ack_floor(&self) -> u64 {
-        let held = self.in_flight.keys().chain(self.deferred.keys()).copied();
-        let queued = self.requeued.iter().map(|r| r.offset);
-        held.chain(queued).fold(self.cursor, u64::min)
+        self.unfinished()
+            .fold(self.cursor, |floor, m| floor.min(m.loc))
+    }
+
+    /// Every unfinished message below the cursor (in flight, deferred or requeued), with the
+    /// attempts so far and, for a deferred one, its wall-clock due time (else 0).
+    pub fn unfinished(&self) -> impl Iterator<Item = Requeued> + '_ {
+        let in_flight = self.in_flight.iter().map(|(&offset, e)| Requeued {
+            offset,
+            attempts: e.attempts,
+            loc: e.loc,
+        });
+        let deferred = self.deferred.iter().map(|(&offset, d)| Requeued {
+            offset,
+            attempts: d.attempts,
+            loc: d.loc,
+        });
+        in_flight
+            .chain(deferred)
+            .chain(self.requeued.iter().copied())
+    }
+
+    /// Moves the entry of message `id` from location `from` to `to`. Returns false if the
+    /// message is finished or somewhere else by now (then nothing changes).
+    pub fn relocate(&mut self, id: u64, from: u64, to: u64) -> bool {
+        let slot = if let Some(e) = self.in_flight.get_mut(&id) {
+            &mut e.loc
+        } else if let Some(d) = self.deferred.get_mut(&id) {
+            &mut d.loc
+        } else if let Some(r) = self.requeued.iter_mut().find(|r| r.offset == id) {
+            &mut r.loc
+        } else {
+            return false;
+        };
+        if *slot != from {
+            return false;
+        }
+        *slot = to;
+        true
+    }
+
+    /// Switches every carried message whose copy is now durable (below `durable`) to its new
+    /// location. Returns how many moved; copies of messages finished meanwhile are forgotten.
+    pub fn settle_carried(&mut self, durable: u64) -> usize {
+        let ready: Vec<(u64, Carrying)> = self
+            .carrying
+            .iter()
+            .filter(|(_, c)| c.to < durable)
+            .map(|(&id, &c)| (id, c))
+            .collect();
+        let mut moved = 0;
+        for (id, c) in ready {
+            self.carrying.remove(&id);
+            moved += usize::from(self.relocate(id, c.from, c.to));
+        }
+        moved
     }
 
     /// Messages waiting to be delivered: the unread log plus the requeued ones.
@@ -314,6 +402,7 @@ impl Channel {
         self.in_flight.clear();
         self.deferred.clear();
         self.requeued.clear();
+        self.carrying.clear();
         self.cursor = tail;
     }
 
@@ -366,6 +455,7 @@ mod tests {
                 attempts: 1,
                 delivered_ms: 0,
                 timestamp_ns: 0,
+                loc: offset,
             },
         );
     }
@@ -394,13 +484,7 @@ mod tests {
             event: event(),
         };
         ch.req(3, 1, 0, at, &mut wheel).unwrap();
-        assert_eq!(
-            ch.requeued.front(),
-            Some(&Requeued {
-                offset: 3,
-                attempts: 1
-            })
-        );
+        assert_eq!(ch.requeued.front(), Some(&Requeued::at(3, 1)));
         ch.req(7, 1, 500, at, &mut wheel).unwrap();
         assert!(ch.deferred.contains_key(&7));
         assert_eq!(ch.requeue_count, 2);
@@ -409,6 +493,43 @@ mod tests {
         assert_eq!(ch.requeued.len(), 2);
         ch.requeued.clear();
         assert_eq!(ch.ack_floor(), 10);
+    }
+
+    #[test]
+    fn floor_follows_locations_and_carried_entries_keep_their_ids() {
+        let mut wheel = Wheel::new(0);
+        let mut ch = Channel::new("c", 1000);
+        deliver(&mut ch, &mut wheel, 3, 1);
+        ch.requeued.push_back(Requeued::at(5, 2));
+        let at = ReqAt {
+            now_ms: 0,
+            wall_ns: 0,
+            event: event(),
+        };
+        deliver(&mut ch, &mut wheel, 7, 1);
+        ch.req(7, 1, 60_000, at, &mut wheel).unwrap();
+        assert_eq!(ch.ack_floor(), 3);
+
+        // Copies written at 990..993; nothing moves until they are durable.
+        for (id, to) in [(3, 990), (5, 991), (7, 992), (9, 993)] {
+            ch.carrying.insert(id, Carrying { from: id, to });
+        }
+        assert_eq!(ch.settle_carried(990), 0);
+        assert_eq!(ch.ack_floor(), 3);
+        // 9 is not an entry (finished meanwhile): its copy is forgotten, nothing moves.
+        assert_eq!(ch.settle_carried(994), 3);
+        assert!(ch.carrying.is_empty());
+        assert_eq!(ch.ack_floor(), 990);
+
+        // Ids are unchanged: FIN and the timers still find the entries by id.
+        assert_eq!(ch.fin(3, 1, 0, &mut wheel), Ok(1));
+        assert!(ch.deferred_due(7));
+        let r = ch.requeued.back().copied().unwrap();
+        assert_eq!((r.offset, r.loc, r.attempts), (7, 992, 1));
+        assert_eq!(ch.requeued.front().map(|r| r.loc), Some(991));
+        // A stale move (the entry is elsewhere by now) is refused.
+        assert!(!ch.relocate(5, 5, 1));
+        assert_eq!(ch.ack_floor(), 991);
     }
 
     #[test]

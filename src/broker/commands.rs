@@ -199,12 +199,7 @@ impl Broker {
         let records = bodies.map(|body| {
             count += 1;
             bytes += body.len() as u64;
-            NewRecord {
-                timestamp_ns: now.wall_ns,
-                deliver_at_ns,
-                attempts: 0,
-                body,
-            }
+            NewRecord::message(now.wall_ns, deliver_at_ns, body)
         });
         append_all(&mut topic.log, records)?;
         topic.message_count += count;

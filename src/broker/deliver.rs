@@ -5,7 +5,7 @@ use log::{debug, info};
 
 use crate::protocol::{self, encode};
 
-use super::channel::InFlight;
+use super::channel::{InFlight, Requeued};
 use super::client::{Client, ClientKey};
 use super::{queue_pump, Broker, Now, TimerEvent};
 use crate::timer::TimerId;
@@ -44,23 +44,30 @@ impl Broker {
             ch.pick_consumer(|c| clients.get_mut(c).is_some_and(Client::take_ready))
         {
             // Requeued messages first (they are the oldest); then new ones, unless the topic is
-            // paused (a paused topic hands nothing new to its channels).
-            let (offset, attempts, fresh) = if let Some(r) = ch.requeued.pop_front() {
-                (r.offset, r.attempts, false)
+            // paused (a paused topic hands nothing new to its channels). `offset` is the id,
+            // `msg.loc` where the record is now (they differ for a carried message).
+            let (msg, fresh) = if let Some(r) = ch.requeued.pop_front() {
+                (r, false)
             } else if !topic.paused && ch.cursor < topic.log.tail() {
                 ch.cursor += 1;
-                (ch.cursor - 1, 0, true)
+                (Requeued::at(ch.cursor - 1, 0), true)
             } else {
                 break;
             };
-            let rec = match topic.log.read(offset) {
+            let (offset, attempts) = (msg.offset, msg.attempts);
+            let rec = match topic.log.read(msg.loc) {
                 Ok(rec) => rec,
                 Err(e) => {
                     // Corrupt (already counted and logged by the log) or missing: never deliver.
-                    debug!("topic {}: skipping offset {offset}: {e}", topic.name);
+                    debug!("topic {}: skipping offset {}: {e}", topic.name, msg.loc);
                     continue;
                 }
             };
+            if fresh && rec.carried_from.is_some() {
+                // A carried copy belongs to the channel that wrote it, which reaches it by its
+                // entry's location; for a reading cursor it is not a new message.
+                continue;
+            }
             if fresh && rec.deliver_at_ns > now.wall_ns {
                 let wait_ms = u64::try_from((rec.deliver_at_ns - now.wall_ns) / 1_000_000 + 1)
                     .unwrap_or(u64::MAX);
@@ -70,9 +77,8 @@ impl Broker {
                     offset,
                 };
                 ch.defer(
-                    offset,
-                    0,
-                    now.mono_ms.saturating_add(wait_ms),
+                    msg,
+                    now.timer_base_ms().saturating_add(wait_ms),
                     rec.deliver_at_ns,
                     event,
                     &mut self.wheel,
@@ -106,6 +112,7 @@ impl Broker {
                     attempts,
                     delivered_ms: now.mono_ms,
                     timestamp_ns: rec.timestamp_ns,
+                    loc: msg.loc,
                 },
             );
             ch.message_count += 1;

@@ -3,24 +3,36 @@
 
 use log::{debug, info, warn};
 
-use super::{Broker, Now, TimerEvent};
+use super::topic::Topic;
+use super::{carry, Broker, Now, TimerEvent};
+
+/// Deletes the segments of `topic` that neither its channels nor the checkpoint on disk
+/// (generation `written`) need.
+fn trim(topic: &mut Topic, written: u64) {
+    let Some(floor) = topic.safe_floor(written) else {
+        return;
+    };
+    match topic.log.delete_below(floor) {
+        Ok(0) => {}
+        Ok(n) => debug!("topic {}: deleted {n} segment(s) below {floor}", topic.name),
+        Err(e) => warn!("topic {}: retention failed: {e}", topic.name),
+    }
+}
 
 impl Broker {
-    /// The periodic step: trim each log below what every channel has finished, and checkpoint.
+    /// The periodic step: carry long-unfinished messages out of old segments, trim each log
+    /// below what every channel and the checkpoint on disk no longer need, and checkpoint.
     pub(super) fn maintenance(&mut self, now: Now) {
         let window = self.cfg.e2e_processing_latency_window_time;
+        let written = self.checkpointer.written();
         for (_, topic) in self.topics.iter_mut() {
             for (_, ch) in topic.channels.iter_mut() {
                 if let Some(e2e) = &mut ch.e2e {
                     e2e.rotate(now.mono_ms, window);
                 }
             }
-            let floor = topic.retention_floor();
-            match topic.log.delete_below(floor) {
-                Ok(0) => {}
-                Ok(n) => debug!("topic {}: deleted {n} segment(s) below {floor}", topic.name),
-                Err(e) => warn!("topic {}: retention failed: {e}", topic.name),
-            }
+            carry::carry_forward(topic);
+            trim(topic, written);
         }
         self.checkpoint();
         let next = now.mono_ms + self.cfg.sync_timeout;
@@ -31,7 +43,12 @@ impl Broker {
     pub fn checkpoint(&mut self) {
         self.topology_changed = false;
         let snapshot = self.snapshot();
-        self.checkpointer.submit(snapshot);
+        let generation = self.checkpointer.submit(snapshot);
+        // The floors of the state just snapshotted: retention may reach them once this
+        // generation is confirmed on disk.
+        for (_, topic) in self.topics.iter_mut() {
+            topic.note_checkpoint(generation);
+        }
     }
 
     /// Checkpoints now if topics or channels were created or deleted this turn, so a crash does

@@ -11,6 +11,7 @@
 //! turn's publishes, RDYs and FINs turn into one batch of frames per client.
 
 pub mod admin;
+mod carry;
 pub mod channel;
 pub mod client;
 mod commands;
@@ -60,7 +61,7 @@ pub enum TimerEvent {
         topic: usize,
         /// Channel key within the topic.
         channel: usize,
-        /// Log offset of the message.
+        /// The message's id offset (where it was published; not where a carried copy is).
         offset: u64,
     },
     /// A deferred message is due.
@@ -69,7 +70,7 @@ pub enum TimerEvent {
         topic: usize,
         /// Channel key within the topic.
         channel: usize,
-        /// Log offset of the message.
+        /// The message's id offset (where it was published; not where a carried copy is).
         offset: u64,
     },
     /// Time to send a heartbeat to a client, or to close it for missing two.

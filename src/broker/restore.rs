@@ -38,6 +38,11 @@ impl Broker {
             self.restore_topic(&state, now)?;
         }
         self.open_unlisted_topics()?;
+        // What was just restored is what the checkpoint on disk says: retention may go up to
+        // it without waiting for a new checkpoint.
+        for (_, topic) in self.topics.iter_mut() {
+            topic.disk_floor = Some(topic.retention_floor());
+        }
         Ok(())
     }
 
@@ -70,11 +75,17 @@ impl Broker {
             ch.paused = cs.paused;
             let chk = topic.insert_channel(ch);
             let ch = &mut topic.channels[chk];
+            // By location: a carried message's original may be gone, its copy must be there.
             for p in cs
                 .pending
                 .iter()
-                .filter(|p| p.offset >= head && p.offset < tail)
+                .filter(|p| p.location() >= head && p.location() < tail)
             {
+                let msg = Requeued {
+                    offset: p.offset,
+                    attempts: p.attempts,
+                    loc: p.location(),
+                };
                 if p.due_wall_ns > now.wall_ns {
                     let wait_ms = u64::try_from((p.due_wall_ns - now.wall_ns) / 1_000_000 + 1)
                         .unwrap_or(u64::MAX);
@@ -84,18 +95,14 @@ impl Broker {
                         offset: p.offset,
                     };
                     ch.defer(
-                        p.offset,
-                        p.attempts,
-                        now.mono_ms.saturating_add(wait_ms),
+                        msg,
+                        now.timer_base_ms().saturating_add(wait_ms),
                         p.due_wall_ns,
                         event,
                         &mut self.wheel,
                     );
                 } else {
-                    ch.requeued.push_back(Requeued {
-                        offset: p.offset,
-                        attempts: p.attempts,
-                    });
+                    ch.requeued.push_back(msg);
                 }
             }
         }
@@ -176,20 +183,12 @@ impl Broker {
 fn channel_state(c: &Channel) -> ChannelState {
     let mut pending: Vec<PendingState> =
         Vec::with_capacity(c.in_flight.len() + c.requeued.len() + c.deferred.len());
-    pending.extend(c.in_flight.iter().map(|(&offset, e)| PendingState {
-        offset,
-        attempts: e.attempts,
-        due_wall_ns: 0,
-    }));
-    pending.extend(c.requeued.iter().map(|r| PendingState {
-        offset: r.offset,
-        attempts: r.attempts,
-        due_wall_ns: 0,
-    }));
-    pending.extend(c.deferred.iter().map(|(&offset, d)| PendingState {
-        offset,
-        attempts: d.attempts,
-        due_wall_ns: d.due_wall_ns,
+    pending.extend(c.unfinished().map(|m| PendingState {
+        offset: m.offset,
+        attempts: m.attempts,
+        due_wall_ns: c.deferred.get(&m.offset).map_or(0, |d| d.due_wall_ns),
+        // Only a carried message names its location: old checkpoints and small files.
+        loc: (m.loc != m.offset).then_some(m.loc),
     }));
     pending.sort_unstable_by_key(|p| p.offset);
     ChannelState {

@@ -39,7 +39,19 @@ pub struct Topic {
     pub pending_acks: VecDeque<PendingAck>,
     /// Whether channels track e2e latency (`--e2e-processing-latency-percentile` is set).
     pub track_e2e: bool,
+    /// Checkpoints submitted but not yet confirmed on disk: (generation, retention floor of
+    /// the state it holds), oldest first.
+    pub checkpoint_floors: VecDeque<(u64, u64)>,
+    /// The retention floor of the newest checkpoint on disk that lists this topic; `None` until
+    /// there is one. Retention never goes past it: a crash restores that checkpoint, and its
+    /// locations must still exist.
+    pub disk_floor: Option<u64>,
 }
+
+/// Unconfirmed checkpoints remembered per topic; beyond this the two oldest are merged (keeping
+/// the lower floor, which is always safe) so a checkpoint thread that keeps failing cannot grow
+/// memory without bound.
+const MAX_CHECKPOINT_FLOORS: usize = 64;
 
 impl Topic {
     /// A topic over an opened log; `distributed` comes from the checkpoint (0 for a new topic).
@@ -56,6 +68,8 @@ impl Topic {
             message_bytes: 0,
             pending_acks: VecDeque::new(),
             track_e2e: false,
+            checkpoint_floors: VecDeque::new(),
+            disk_floor: None,
         }
     }
 
@@ -104,6 +118,38 @@ impl Topic {
         floor.unwrap_or(self.distributed)
     }
 
+    /// Remembers the floor of the state checkpoint `generation` holds.
+    pub fn note_checkpoint(&mut self, generation: u64) {
+        let floor = self.retention_floor();
+        self.checkpoint_floors.push_back((generation, floor));
+        if self.checkpoint_floors.len() > MAX_CHECKPOINT_FLOORS {
+            if let Some((_, oldest)) = self.checkpoint_floors.pop_front() {
+                if let Some(next) = self.checkpoint_floors.front_mut() {
+                    next.1 = next.1.min(oldest);
+                }
+            }
+        }
+    }
+
+    /// How far retention may trim: the live floor, but never past what the newest checkpoint
+    /// on disk (generation `written`) still needs. `None` while no checkpoint on disk lists the
+    /// topic. An ephemeral topic is never checkpointed (a restart deletes it), so its live
+    /// floor is the answer.
+    pub fn safe_floor(&mut self, written: u64) -> Option<u64> {
+        let live = self.retention_floor();
+        if self.ephemeral {
+            return Some(live);
+        }
+        while let Some(&(generation, floor)) = self.checkpoint_floors.front() {
+            if generation > written {
+                break;
+            }
+            self.checkpoint_floors.pop_front();
+            self.disk_floor = Some(floor);
+        }
+        self.disk_floor.map(|d| d.min(live))
+    }
+
     /// Messages the topic holds that no channel has taken yet (nsqd's topic depth): the whole
     /// backlog while it has no channel; while paused, what its channels have not read (an
     /// approximation of nsqd's "not yet copied", which corq never does); otherwise 0.
@@ -124,5 +170,65 @@ impl Topic {
             .max()
             .unwrap_or(0);
         self.log.tail().saturating_sub(furthest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::LogConfig;
+
+    fn topic(tag: &str) -> (Topic, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("corq-topic-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let log = Log::open(&dir, LogConfig::default()).unwrap();
+        (Topic::new(tag, log, 0), dir)
+    }
+
+    #[test]
+    fn retention_waits_for_the_checkpoint_on_disk() {
+        let (mut t, dir) = topic("floors");
+        let chk = t.insert_channel(Channel::new("c", 10));
+        // No checkpoint on disk lists the topic yet: nothing may go.
+        assert_eq!(t.safe_floor(0), None);
+        t.note_checkpoint(1);
+        t.channels[chk].cursor = 50;
+        t.note_checkpoint(2);
+        t.channels[chk].cursor = 90;
+        assert_eq!(t.safe_floor(0), None);
+        // Generation 1 is on disk: it needs 10, whatever the live state says.
+        assert_eq!(t.safe_floor(1), Some(10));
+        assert_eq!(t.safe_floor(2), Some(50));
+        assert!(t.checkpoint_floors.is_empty());
+        // The live floor wins when it is lower.
+        t.channels[chk].cursor = 40;
+        assert_eq!(t.safe_floor(2), Some(40));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unconfirmed_floors_are_merged_conservatively() {
+        let (mut t, dir) = topic("merge");
+        let chk = t.insert_channel(Channel::new("c", 5));
+        for generation in 1..=(MAX_CHECKPOINT_FLOORS as u64 + 10) {
+            t.note_checkpoint(generation);
+            t.channels[chk].cursor += 1;
+        }
+        assert_eq!(t.checkpoint_floors.len(), MAX_CHECKPOINT_FLOORS);
+        // The oldest remembered entry carries the lowest floor of those merged into it.
+        assert_eq!(t.checkpoint_floors.front().map(|f| f.1), Some(5));
+        assert_eq!(
+            t.safe_floor(u64::MAX),
+            Some(5 + MAX_CHECKPOINT_FLOORS as u64 + 9)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_ephemeral_topic_needs_no_checkpoint() {
+        let (mut t, dir) = topic("eph#ephemeral");
+        t.insert_channel(Channel::new("c", 7));
+        assert_eq!(t.safe_floor(0), Some(7));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

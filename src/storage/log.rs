@@ -163,11 +163,16 @@ impl Log {
         (self.cfg.max_msg_size as usize).min(room - RECORD_HEADER_LEN)
     }
 
-    /// Validates a body length and returns the record's span.
-    fn span_of(&self, len: usize) -> Result<usize, StorageError> {
+    /// Validates a record's size and returns its span. A carried record's 8-byte prefix must
+    /// fit the segment as well, so carrying a message whose body is the segment-limited maximum
+    /// fails with `TooLarge` (the broker then leaves that message where it is).
+    fn span_of(&self, rec: &NewRecord<'_>) -> Result<usize, StorageError> {
         let max = self.max_body();
-        match record::encoded_len(len) {
-            Some(span) if len <= max => Ok(span),
+        let len = rec.body.len();
+        let room =
+            (self.cfg.max_bytes_per_file as usize - SEGMENT_HEADER_LEN) & !(RECORD_ALIGN - 1);
+        match record::encoded_len(rec.stored_len()) {
+            Some(span) if len <= max && span <= room => Ok(span),
             _ => Err(StorageError::TooLarge { len, max }),
         }
     }
@@ -188,7 +193,7 @@ impl Log {
     /// the log stays usable and nothing was appended.
     pub fn append(&mut self, rec: &NewRecord<'_>) -> Result<u64, StorageError> {
         self.check_writable()?;
-        let span = self.span_of(rec.body.len())?;
+        let span = self.span_of(rec)?;
         self.make_room(span)?;
         let offset = self.active_mut().append(rec, span);
         self.tail = offset + 1;
@@ -202,7 +207,7 @@ impl Log {
     pub fn append_batch(&mut self, recs: &[NewRecord<'_>]) -> Result<Range<u64>, StorageError> {
         self.check_writable()?;
         for r in recs {
-            self.span_of(r.body.len())?;
+            self.span_of(r)?;
         }
         let rolls = self.rolls_needed(recs);
         while self.ready.len() < rolls {
@@ -217,7 +222,7 @@ impl Log {
         let start = self.tail;
         for r in recs {
             // cannot fail: validated above.
-            let span = self.span_of(r.body.len())?;
+            let span = self.span_of(r)?;
             self.make_room(span)
                 .inspect_err(|e| error!("batch partly appended ({start}..{}): {e}", self.tail))?;
             self.tail = self.active_mut().append(r, span) + 1;
@@ -231,7 +236,7 @@ impl Log {
         let mut room = self.active().capacity() - self.active().used();
         let mut rolls = 0;
         for r in recs {
-            let span = record::encoded_len(r.body.len()).unwrap_or(usize::MAX);
+            let span = record::encoded_len(r.stored_len()).unwrap_or(usize::MAX);
             if span > room {
                 rolls += 1;
                 room = fresh;
@@ -372,6 +377,14 @@ impl Log {
         self.segments.len()
     }
 
+    /// The base offset of the second-newest segment, if there are at least two: records below
+    /// it sit in segments that only retention will touch again (the broker carries long-held
+    /// messages out of them).
+    pub fn second_newest_base(&self) -> Option<u64> {
+        let n = self.segments.len();
+        n.checked_sub(2).map(|i| self.segments[i].base)
+    }
+
     /// Why the log refuses appends, if it does.
     pub fn failure(&self) -> Option<&str> {
         self.failed.as_deref()
@@ -490,6 +503,7 @@ mod tests {
             timestamp_ns: offset as i64 * 10,
             deliver_at_ns: offset as i64,
             attempts: 1,
+            carried_from: None,
             body,
         }
     }
@@ -627,6 +641,41 @@ mod tests {
             }
         )
         .is_err());
+    }
+
+    #[test]
+    fn carried_records_survive_a_reopen_and_respect_the_segment_limit() {
+        let tmp = TempDir::new("carried");
+        {
+            let mut log = Log::open(tmp.path(), cfg()).unwrap();
+            log.append(&new_rec(b"orig", 0)).unwrap();
+            let carried = NewRecord {
+                carried_from: Some(0),
+                ..new_rec(b"orig", 1)
+            };
+            assert_eq!(log.append(&carried).unwrap(), 1);
+        }
+        let log = Log::open(tmp.path(), cfg()).unwrap();
+        let r = log.read(1).unwrap();
+        assert_eq!((r.carried_from, r.body), (Some(0), &b"orig"[..]));
+        assert_eq!(log.read(0).unwrap().carried_from, None);
+
+        // A body at the segment-limited maximum fits as a message but not with the prefix.
+        let tmp = TempDir::new("carried-large");
+        let c = LogConfig {
+            max_bytes_per_file: 4096,
+            max_msg_size: 1 << 20,
+            ..LogConfig::default()
+        };
+        let mut log = Log::open(tmp.path(), c).unwrap();
+        let body = vec![1u8; log.max_body()];
+        let carried = NewRecord {
+            carried_from: Some(0),
+            ..new_rec(&body, 0)
+        };
+        let e = log.append(&carried).unwrap_err();
+        assert!(matches!(e, StorageError::TooLarge { .. }));
+        assert_eq!(log.tail(), 0);
     }
 
     /// Writes a log of `n` records into one segment and returns the segment bytes with the

@@ -80,8 +80,34 @@ pub struct NewRecord<'a> {
     pub deliver_at_ns: i64,
     /// Delivery attempts so far (0 for a fresh publish).
     pub attempts: u16,
+    /// `Some(id)` writes a carried record (kind 2): a re-appended copy of the unfinished
+    /// message first written at offset `id`. `None` for a publish.
+    pub carried_from: Option<u64>,
     /// The message body.
     pub body: &'a [u8],
+}
+
+impl NewRecord<'_> {
+    /// A fresh publish (kind 1) of `body`.
+    pub fn message(timestamp_ns: i64, deliver_at_ns: i64, body: &[u8]) -> NewRecord<'_> {
+        NewRecord {
+            timestamp_ns,
+            deliver_at_ns,
+            attempts: 0,
+            carried_from: None,
+            body,
+        }
+    }
+
+    /// Bytes after the record header: the body, plus the original offset if carried.
+    pub fn stored_len(&self) -> usize {
+        let prefix = if self.carried_from.is_some() {
+            record::CARRIED_PREFIX_LEN
+        } else {
+            0
+        };
+        self.body.len() + prefix
+    }
 }
 
 /// A record read back from the log. `body` borrows the memory map: no copy is made.
@@ -95,6 +121,9 @@ pub struct Record<'a> {
     pub deliver_at_ns: i64,
     /// Delivery attempts recorded at append time.
     pub attempts: u16,
-    /// The body, borrowed from the segment's map.
+    /// For a carried record (kind 2), the offset of the original message (its id); `None` for
+    /// a published message.
+    pub carried_from: Option<u64>,
+    /// The body (without a carried record's prefix), borrowed from the segment's map.
     pub body: &'a [u8],
 }

@@ -11,13 +11,28 @@
 //! |      8 |        8 | `offset` u64    | the record's log offset (must equal its position in the log)   |
 //! |     16 |        8 | `timestamp_ns`  | i64, publish time                                              |
 //! |     24 |        8 | `deliver_at_ns` | i64, earliest delivery time (deferred messages), 0 = now      |
-//! |     32 |        1 | `kind` u8       | `1` = message; anything else is rejected                       |
+//! |     32 |        1 | `kind` u8       | `1` = message, `2` = carried; anything else is rejected        |
 //! |     33 |        1 | reserved u8     | `0`                                                            |
 //! |     34 |        2 | `attempts` u16  | delivery attempts so far                                       |
-//! |     36 | len - 36 | body            | the message body                                               |
+//! |     36 | len - 36 | body            | kind 1: the message body; kind 2: see below                    |
 //! |    len |    0..=7 | padding         | zeros up to the next multiple of 8                             |
 //!
 //! Format: `{ len | crc | offset | timestamp_ns | deliver_at_ns | kind | 0 | attempts | body | pad }`
+//!
+//! A **carried** record (kind 2) is a copy of an unfinished message that a channel re-appended
+//! at the tail so the old segment holding the original can be deleted. Its body starts with
+//! the original's offset (the message id clients know), so `len >= 44`:
+//!
+//! | offset | size     | field              | meaning                                           |
+//! |-------:|---------:|--------------------|---------------------------------------------------|
+//! |     36 |        8 | `orig_offset` u64  | offset of the original kind-1 record (the id)     |
+//! |     44 | len - 44 | body               | the original message body                         |
+//!
+//! Its `timestamp_ns` is the original publish time, `deliver_at_ns` the deferral deadline at
+//! carry time (0 if ready) and `attempts` the deliveries so far. Carried records belong to the
+//! channel that wrote them (the checkpoint says which); a channel's cursor skips them.
+//! Readers from before kind 2 existed reject it as an unknown kind (so the format version
+//! stays 1: an old reader fails loudly instead of delivering a duplicate).
 //!
 //! Why these choices:
 //! - `len` counts the header, so a valid record never has `len == 0`; preallocated (zeroed)
@@ -28,15 +43,20 @@
 //! - 8-byte alignment keeps the i64 fields naturally aligned and gives recovery a cheap sanity
 //!   check on positions.
 
-use super::Record;
+use super::{NewRecord, Record};
 use std::fmt;
 
 /// Bytes before the body.
 pub const RECORD_HEADER_LEN: usize = 36;
 /// Every record starts at a multiple of this (relative to the segment start).
 pub const RECORD_ALIGN: usize = 8;
-/// The only record kind in format version 1.
+/// Kind byte of a published message.
 pub const KIND_MESSAGE: u8 = 1;
+/// Kind byte of a carried (re-appended) unfinished message; its body starts with the original
+/// offset.
+pub const KIND_CARRIED: u8 = 2;
+/// Bytes of the original-offset prefix at the start of a carried record's body.
+pub const CARRIED_PREFIX_LEN: usize = 8;
 
 /// Field positions inside a record; pinned by a unit test against the table above.
 pub const LEN_AT: usize = 0;
@@ -73,6 +93,8 @@ pub enum Corrupt {
     },
     /// Unknown `kind` byte (or non-zero reserved byte).
     Kind(u8),
+    /// A carried record too short to hold its original-offset prefix (the `len` found).
+    CarriedTooShort(u32),
     /// The record claims a different offset than its position implies.
     Offset {
         /// Offset stored in the record.
@@ -95,6 +117,9 @@ impl fmt::Display for Corrupt {
                 )
             }
             Corrupt::Kind(k) => write!(f, "unknown record kind/reserved byte {k:#04x}"),
+            Corrupt::CarriedTooShort(l) => {
+                write!(f, "carried record of length {l} lacks its original offset")
+            }
             Corrupt::Offset { found, expected } => {
                 write!(f, "record claims offset {found}, expected {expected}")
             }
@@ -124,20 +149,14 @@ fn put_u64(dst: &mut [u8], at: usize, v: u64) {
     dst[at..at + 8].copy_from_slice(&v.to_le_bytes());
 }
 
-/// Encodes a record into `dst`, returning the bytes used (padding included).
+/// Encodes a record at `offset` into `dst`, returning the bytes used (padding included). A
+/// record with `carried_from` set is written as kind 2 with the original offset before the body.
 ///
 /// # Panics
-/// If `dst` is shorter than `encoded_len(body.len())` or the body does not fit a u32 length:
-/// callers check both first (an internal invariant, not an input condition).
-pub fn encode(
-    dst: &mut [u8],
-    offset: u64,
-    ts: i64,
-    deliver_at: i64,
-    attempts: u16,
-    body: &[u8],
-) -> usize {
-    let len = RECORD_HEADER_LEN + body.len();
+/// If `dst` is shorter than `encoded_len(rec.stored_len())` or the record does not fit a u32
+/// length: callers check both first (an internal invariant, not an input condition).
+pub fn encode(dst: &mut [u8], offset: u64, rec: &NewRecord<'_>) -> usize {
+    let len = RECORD_HEADER_LEN + rec.stored_len();
     let span = align_up(len).unwrap_or(usize::MAX);
     assert!(
         dst.len() >= span,
@@ -148,12 +167,22 @@ pub fn encode(
     assert!(len32 as usize == len, "record length {len} exceeds u32");
     dst[LEN_AT..CRC_AT].copy_from_slice(&len32.to_le_bytes());
     put_u64(dst, OFFSET_AT, offset);
-    put_u64(dst, TIMESTAMP_AT, ts as u64);
-    put_u64(dst, DELIVER_AT_AT, deliver_at as u64);
-    dst[KIND_AT] = KIND_MESSAGE;
+    put_u64(dst, TIMESTAMP_AT, rec.timestamp_ns as u64);
+    put_u64(dst, DELIVER_AT_AT, rec.deliver_at_ns as u64);
     dst[RESERVED_AT] = 0;
-    dst[ATTEMPTS_AT..RECORD_HEADER_LEN].copy_from_slice(&attempts.to_le_bytes());
-    dst[RECORD_HEADER_LEN..len].copy_from_slice(body);
+    dst[ATTEMPTS_AT..RECORD_HEADER_LEN].copy_from_slice(&rec.attempts.to_le_bytes());
+    let body_at = match rec.carried_from {
+        None => {
+            dst[KIND_AT] = KIND_MESSAGE;
+            RECORD_HEADER_LEN
+        }
+        Some(orig) => {
+            dst[KIND_AT] = KIND_CARRIED;
+            put_u64(dst, RECORD_HEADER_LEN, orig);
+            RECORD_HEADER_LEN + CARRIED_PREFIX_LEN
+        }
+    };
+    dst[body_at..len].copy_from_slice(rec.body);
     dst[len..span].fill(0);
     let crc = checksum(&dst[..len]);
     dst[CRC_AT..OFFSET_AT].copy_from_slice(&crc.to_le_bytes());
@@ -200,9 +229,20 @@ pub fn decode(buf: &[u8], expected: u64) -> Result<(Record<'_>, usize), Corrupt>
     }
     // Past the CRC the bytes are what a writer wrote; these checks catch format mismatches and
     // misplaced (stale or copied) records, not bit rot.
-    if buf[KIND_AT] != KIND_MESSAGE || buf[RESERVED_AT] != 0 {
+    if buf[RESERVED_AT] != 0 {
         return Err(Corrupt::Kind(buf[KIND_AT] | buf[RESERVED_AT]));
     }
+    let (carried_from, body_at) = match buf[KIND_AT] {
+        KIND_MESSAGE => (None, RECORD_HEADER_LEN),
+        KIND_CARRIED if len < RECORD_HEADER_LEN + CARRIED_PREFIX_LEN => {
+            return Err(Corrupt::CarriedTooShort(len32))
+        }
+        KIND_CARRIED => (
+            Some(u64_at(buf, RECORD_HEADER_LEN)),
+            RECORD_HEADER_LEN + CARRIED_PREFIX_LEN,
+        ),
+        other => return Err(Corrupt::Kind(other)),
+    };
     let found = u64_at(buf, OFFSET_AT);
     if found != expected {
         return Err(Corrupt::Offset { found, expected });
@@ -212,7 +252,8 @@ pub fn decode(buf: &[u8], expected: u64) -> Result<(Record<'_>, usize), Corrupt>
         timestamp_ns: u64_at(buf, TIMESTAMP_AT) as i64,
         deliver_at_ns: u64_at(buf, DELIVER_AT_AT) as i64,
         attempts: u16::from_le_bytes([buf[ATTEMPTS_AT], buf[ATTEMPTS_AT + 1]]),
-        body: &buf[RECORD_HEADER_LEN..len],
+        carried_from,
+        body: &buf[body_at..len],
     };
     // `len` <= u32::MAX, so rounding up cannot overflow a 64-bit usize.
     let span = align_up(len).unwrap_or(len);
@@ -223,11 +264,25 @@ pub fn decode(buf: &[u8], expected: u64) -> Result<(Record<'_>, usize), Corrupt>
 mod tests {
     use super::*;
 
-    fn enc(offset: u64, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![0u8; encoded_len(body.len()).unwrap()];
-        let n = encode(&mut v, offset, 11, -22, 3, body);
+    fn new_rec(body: &[u8], carried_from: Option<u64>) -> NewRecord<'_> {
+        NewRecord {
+            timestamp_ns: 11,
+            deliver_at_ns: -22,
+            attempts: 3,
+            carried_from,
+            body,
+        }
+    }
+
+    fn enc_rec(offset: u64, rec: &NewRecord<'_>) -> Vec<u8> {
+        let mut v = vec![0u8; encoded_len(rec.stored_len()).unwrap()];
+        let n = encode(&mut v, offset, rec);
         assert_eq!(n, v.len());
         v
+    }
+
+    fn enc(offset: u64, body: &[u8]) -> Vec<u8> {
+        enc_rec(offset, &new_rec(body, None))
     }
 
     #[test]
@@ -241,7 +296,8 @@ mod tests {
             (KIND_AT, RESERVED_AT, ATTEMPTS_AT, RECORD_HEADER_LEN),
             (32, 33, 34, 36)
         );
-        assert_eq!((RECORD_ALIGN, KIND_MESSAGE), (8, 1));
+        assert_eq!((RECORD_ALIGN, KIND_MESSAGE, KIND_CARRIED), (8, 1, 2));
+        assert_eq!(CARRIED_PREFIX_LEN, 8);
         assert_eq!(encoded_len(0), Some(40));
         assert_eq!(encoded_len(100), Some(136));
         assert_eq!(encoded_len(1024), Some(1064));
@@ -276,6 +332,47 @@ mod tests {
             );
             assert_eq!(r.body, &body[..]);
         }
+    }
+
+    #[test]
+    fn carried_round_trip_keeps_the_original_offset_and_body() {
+        for n in [0usize, 1, 8, 100] {
+            let body: Vec<u8> = (0..n).map(|i| i as u8).collect();
+            let v = enc_rec(900, &new_rec(&body, Some(17)));
+            assert_eq!(v[KIND_AT], KIND_CARRIED);
+            assert_eq!(&v[36..44], &17u64.to_le_bytes());
+            assert_eq!(v.len(), encoded_len(n + 8).unwrap());
+            let (r, span) = decode(&v, 900).unwrap();
+            assert_eq!(span, v.len());
+            assert_eq!(
+                (r.offset, r.carried_from, r.attempts, r.deliver_at_ns),
+                (900, Some(17), 3, -22)
+            );
+            assert_eq!(r.body, &body[..]);
+        }
+        let v = enc(4, b"x");
+        let (plain, _) = decode(&v, 4).unwrap();
+        assert_eq!(plain.carried_from, None);
+    }
+
+    /// Rewrites the kind byte and fixes the CRC, so only the kind check can object.
+    fn with_kind(mut v: Vec<u8>, kind: u8) -> Vec<u8> {
+        v[KIND_AT] = kind;
+        let len = u32_at(&v, LEN_AT) as usize;
+        let crc = checksum(&v[..len]);
+        v[CRC_AT..OFFSET_AT].copy_from_slice(&crc.to_le_bytes());
+        v
+    }
+
+    #[test]
+    fn unknown_kinds_and_short_carried_records_are_rejected() {
+        for kind in [0u8, 3, 0x80, 0xff] {
+            let v = with_kind(enc(1, b"0123456789"), kind);
+            assert_eq!(decode(&v, 1).map(|_| ()), Err(Corrupt::Kind(kind)));
+        }
+        // A kind-2 record whose body cannot hold the 8-byte original offset.
+        let v = with_kind(enc(1, b"short"), KIND_CARRIED);
+        assert_eq!(decode(&v, 1).map(|_| ()), Err(Corrupt::CarriedTooShort(41)));
     }
 
     #[test]

@@ -358,7 +358,14 @@ mod tests {
         for i in 0..n {
             starts.push(pos);
             let body = vec![i as u8; body_len];
-            pos += record::encode(&mut m[pos..], base + i as u64, 1, 0, 0, &body);
+            let rec = crate::storage::NewRecord {
+                timestamp_ns: 1,
+                deliver_at_ns: 0,
+                attempts: 0,
+                carried_from: None,
+                body: &body,
+            };
+            pos += record::encode(&mut m[pos..], base + i as u64, &rec);
         }
         (m, starts)
     }

@@ -309,14 +309,7 @@ impl Segment {
         let offset = self.end();
         let pos = self.write_pos;
         let dst = &mut self.map[pos..pos + span];
-        let n = record::encode(
-            dst,
-            offset,
-            rec.timestamp_ns,
-            rec.deliver_at_ns,
-            rec.attempts,
-            rec.body,
-        );
+        let n = record::encode(dst, offset, rec);
         debug_assert_eq!(n, span, "span mismatch at offset {offset}");
         // cannot truncate: positions are < map.len() <= u32::MAX (checked at open).
         self.index.push(pos as u32);
