@@ -9,7 +9,7 @@ use crate::storage::{Log, NewRecord, StorageError};
 use crate::timer::Wheel;
 
 use super::channel::{self, AckError, Channel, ReqAt};
-use super::client::ClientKey;
+use super::client::{Client, ClientKey};
 use super::durable::{AckReply, PendingAck, PubVerb};
 use super::topic::Topic;
 use super::{fatal, queue_pump, topic_dir, Broker, Now, TimerEvent};
@@ -261,16 +261,20 @@ impl Broker {
             None => Err(AckError::NotInFlight),
         };
         match result {
-            Ok(()) => {
-                if let Some(c) = self.clients.get_mut(ck) {
-                    c.in_flight = c.in_flight.saturating_sub(1);
-                    c.finish_count += 1;
-                    if let Some((tk, chk)) = c.sub {
-                        self.queue_pump(tk, chk);
-                    }
-                }
-            }
+            Ok(()) => self.released_in_flight(ck, |c| c.finish_count += 1),
             Err(why) => self.ack_failed(ck, protocol::E_FIN_FAILED, "FIN", id, why),
+        }
+    }
+
+    /// A FIN or REQ took a message back from a client: one more slot under its RDY, so its
+    /// channel may deliver again; `count` bumps the matching counter.
+    fn released_in_flight(&mut self, ck: ClientKey, count: impl FnOnce(&mut Client)) {
+        if let Some(c) = self.clients.get_mut(ck) {
+            c.in_flight = c.in_flight.saturating_sub(1);
+            count(c);
+            if let Some((tk, chk)) = c.sub {
+                self.queue_pump(tk, chk);
+            }
         }
     }
 
@@ -292,15 +296,7 @@ impl Broker {
             None => Err(AckError::NotInFlight),
         };
         match result {
-            Ok(()) => {
-                if let Some(c) = self.clients.get_mut(ck) {
-                    c.in_flight = c.in_flight.saturating_sub(1);
-                    c.requeue_count += 1;
-                    if let Some((tk, chk)) = c.sub {
-                        self.queue_pump(tk, chk);
-                    }
-                }
-            }
+            Ok(()) => self.released_in_flight(ck, |c| c.requeue_count += 1),
             Err(why) => self.ack_failed(ck, protocol::E_REQ_FAILED, "REQ", id, why),
         }
     }

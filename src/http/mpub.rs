@@ -16,15 +16,9 @@
 use super::routes::{ApiError, BODY_TOO_BIG, MSG_TOO_BIG};
 
 /// 413 `BAD_BODY`: the binary count is missing or out of range.
-pub const BAD_BODY: ApiError = ApiError {
-    status: 413,
-    code: "BAD_BODY",
-};
+pub const BAD_BODY: ApiError = ApiError::new(413, "BAD_BODY");
 /// 413 `BAD_MESSAGE`: a binary message's size is missing, out of range, or its bytes are short.
-pub const BAD_MESSAGE: ApiError = ApiError {
-    status: 413,
-    code: "BAD_MESSAGE",
-};
+pub const BAD_MESSAGE: ApiError = ApiError::new(413, "BAD_MESSAGE");
 
 /// The most message slots reserved up front, whatever count the body declares.
 const PREALLOC_CAP: usize = 1024;

@@ -258,8 +258,16 @@ pub struct ApiError {
     pub code: &'static str,
 }
 
+impl ApiError {
+    /// An error reply with this status and code.
+    pub const fn new(status: u16, code: &'static str) -> ApiError {
+        ApiError { status, code }
+    }
+}
+
+/// A 400 error reply.
 const fn bad(code: &'static str) -> ApiError {
-    ApiError { status: 400, code }
+    ApiError::new(400, code)
 }
 
 /// 400 `INVALID_REQUEST`: the query string did not parse (§2.1).
@@ -279,44 +287,23 @@ pub const INVALID_DEFER: ApiError = bad("INVALID_DEFER");
 /// 400 `MSG_EMPTY` (/pub with an empty body, checked before the topic).
 pub const MSG_EMPTY: ApiError = bad("MSG_EMPTY");
 /// 413 `MSG_TOO_BIG`.
-pub const MSG_TOO_BIG: ApiError = ApiError {
-    status: 413,
-    code: "MSG_TOO_BIG",
-};
+pub const MSG_TOO_BIG: ApiError = ApiError::new(413, "MSG_TOO_BIG");
 /// 413 `BODY_TOO_BIG`.
-pub const BODY_TOO_BIG: ApiError = ApiError {
-    status: 413,
-    code: "BODY_TOO_BIG",
-};
+pub const BODY_TOO_BIG: ApiError = ApiError::new(413, "BODY_TOO_BIG");
 /// 404 `TOPIC_NOT_FOUND` (for the broker's answer).
-pub const TOPIC_NOT_FOUND: ApiError = ApiError {
-    status: 404,
-    code: "TOPIC_NOT_FOUND",
-};
+pub const TOPIC_NOT_FOUND: ApiError = ApiError::new(404, "TOPIC_NOT_FOUND");
 /// 404 `CHANNEL_NOT_FOUND` (for the broker's answer).
-pub const CHANNEL_NOT_FOUND: ApiError = ApiError {
-    status: 404,
-    code: "CHANNEL_NOT_FOUND",
-};
+pub const CHANNEL_NOT_FOUND: ApiError = ApiError::new(404, "CHANNEL_NOT_FOUND");
 /// 500 `INTERNAL_ERROR`.
-pub const INTERNAL_ERROR: ApiError = ApiError {
-    status: 500,
-    code: "INTERNAL_ERROR",
-};
+pub const INTERNAL_ERROR: ApiError = ApiError::new(500, "INTERNAL_ERROR");
 /// 503 `EXITING` (a publish refused because the server is shutting down or the put failed).
-pub const EXITING: ApiError = ApiError {
-    status: 503,
-    code: "EXITING",
-};
+pub const EXITING: ApiError = ApiError::new(503, "EXITING");
 /// 400 `INVALID_OPTION` (/config).
 pub const INVALID_OPTION: ApiError = bad("INVALID_OPTION");
 /// 400 `INVALID_VALUE` (/config PUT, a value that does not parse).
 pub const INVALID_VALUE: ApiError = bad("INVALID_VALUE");
 /// 413 `INVALID_VALUE` (/config PUT, an empty body or one above --max-msg-size).
-pub const INVALID_VALUE_SIZE: ApiError = ApiError {
-    status: 413,
-    code: "INVALID_VALUE",
-};
+pub const INVALID_VALUE_SIZE: ApiError = ApiError::new(413, "INVALID_VALUE");
 
 /// The topic for /pub, /mpub, /topic/create and /topic/empty (nsqd `getTopicFromQuery`):
 /// absent gives `MISSING_ARG_TOPIC`, invalid (empty included) gives `INVALID_TOPIC`.
