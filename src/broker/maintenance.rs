@@ -121,8 +121,7 @@ impl Broker {
             self.topology_changed = true;
         }
         info!("topic {}: deleted", topic.name);
-        if let Err(e) = topic.log.destroy() {
-            warn!("topic {}: removing its files failed: {e}", topic.name);
-        }
+        // The files go on the storage worker: removing a big directory can take a while.
+        self.worker.submit(tk as u64, topic.log.destroy_job());
     }
 }

@@ -8,6 +8,7 @@
 use super::record::{self, RECORD_ALIGN, RECORD_HEADER_LEN};
 use super::recovery;
 use super::segment::{PreparedSegment, Segment, PREALLOC_SUFFIX, SEGMENT_HEADER_LEN};
+use super::worker::Job;
 use super::{LogConfig, NewRecord, Record, StorageError};
 use ::log::{debug, error, info, warn};
 use std::cell::RefCell;
@@ -64,6 +65,8 @@ pub struct Log {
     inline_creations: u64,
     /// Test seam: when set, segment allocation fails with ENOSPC.
     alloc_fault: Option<Arc<AtomicBool>>,
+    /// Segment files dropped by retention, waiting for a removal job.
+    to_remove: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for Log {
@@ -128,6 +131,7 @@ impl Log {
             bad: RefCell::new(rec.holes.into_iter().collect()),
             alloc_fault: None,
             inline_creations: 0,
+            to_remove: Vec::new(),
         };
         if log.segments.is_empty() {
             let prep = log.create_prepared()?;
@@ -390,26 +394,35 @@ impl Log {
         self.failed.as_deref()
     }
 
-    /// Deletes the segments whose records are all below `offset`, never the active one.
-    /// Returns how many were deleted. (Unlinking is done inline; it does not fsync.)
+    /// Drops the segments whose records are all below `offset`, never the active one, and
+    /// returns how many. Their files are unlinked by the next `poll_jobs` job (on the worker
+    /// thread: freeing a large file can take milliseconds), or at once by `run_jobs_inline`. A
+    /// crash before the unlink leaves the file behind; the next open reads it as old records
+    /// below every channel's floor, and retention drops it again.
     pub fn delete_below(&mut self, offset: u64) -> Result<usize, StorageError> {
         let mut n = 0;
         while self.segments.len() > 1 && self.segments[1].base <= offset {
-            let path = self.segments[0].path.clone();
-            std::fs::remove_file(&path).map_err(|e| StorageError::io(&path, "remove", e))?;
-            info!("retention: deleted segment {}", path.display());
-            self.segments.remove(0);
+            let seg = self.segments.remove(0);
+            info!("retention: dropping segment {}", seg.path.display());
+            self.to_remove.push(seg.path.clone());
             n += 1;
         }
         self.durable = self.durable.max(self.head());
         Ok(n)
     }
 
-    /// Removes every file and the directory (topic delete).
+    /// Removes every file and the directory (topic delete), on the calling thread.
     pub fn destroy(self) -> Result<(), StorageError> {
         let dir = self.dir.clone();
         drop(self);
         std::fs::remove_dir_all(&dir).map_err(|e| StorageError::io(&dir, "remove_dir_all", e))
+    }
+
+    /// Closes the log and returns the job that removes its directory, to run off this thread.
+    pub fn destroy_job(self) -> Job {
+        let dir = self.dir.clone();
+        drop(self);
+        Job::remove_dir(dir)
     }
 
     /// Test seam: while `flag` is set, segment allocation fails with ENOSPC.
@@ -928,6 +941,7 @@ mod tests {
         assert_eq!(log.iter_from(0).count() as u64, tail);
         // Free space by retention, then appends work again.
         assert!(log.delete_below(tail).unwrap() >= 2);
+        log.run_jobs_inline(0); // the removal job unlinks the dropped segments
         assert_eq!(log.append(&new_rec(&body, tail)).unwrap(), tail);
         drop(log);
         let log = Log::open(
@@ -954,8 +968,19 @@ mod tests {
         // One short of the third base: the second still holds offset bases[2]-1.
         assert_eq!(log.delete_below(bases[2] - 1).unwrap(), 0);
         assert_eq!(log.delete_below(bases[3]).unwrap(), 2);
+        // Dropped segments are unlinked by the next removal job, off the caller's thread.
+        assert_eq!(
+            files(tmp.path()).len(),
+            bases.len(),
+            "nothing unlinked inline"
+        );
+        log.run_jobs_inline(0);
         let want: Vec<String> = bases[3..].iter().map(|&b| segment_file_name(b)).collect();
-        assert_eq!(files(tmp.path()), want);
+        let segments: Vec<String> = files(tmp.path())
+            .into_iter()
+            .filter(|f| f.ends_with(".log"))
+            .collect();
+        assert_eq!(segments, want);
         assert_eq!(log.head(), bases[3]);
         assert!(matches!(
             log.read(bases[3] - 1),
@@ -966,6 +991,7 @@ mod tests {
         let n = bases.len() - 4;
         assert_eq!(log.delete_below(u64::MAX).unwrap(), n);
         assert_eq!(log.segment_count(), 1);
+        log.run_jobs_inline(0);
         drop(log);
         let log = Log::open(tmp.path(), cfg()).unwrap();
         assert_eq!((log.head(), log.tail()), (*bases.last().unwrap(), 3000));

@@ -43,6 +43,9 @@ pub(crate) enum JobKind {
         size: u64,
         fault: Option<Arc<AtomicBool>>,
     },
+    /// Unlink segments retention dropped (freeing a large file's extents can take
+    /// milliseconds), or a deleted topic's whole directory.
+    Remove { paths: Vec<PathBuf>, dir: bool },
 }
 
 /// The outcome of a [`Job`], to be handed to [`Log::apply`](super::Log::apply).
@@ -59,6 +62,8 @@ pub(crate) enum DoneKind {
         result: Result<(), StorageError>,
     },
     Prepared(Result<PreparedSegment, StorageError>),
+    /// Files unlinked; failures were logged (the files are left behind, nothing else is lost).
+    Removed,
 }
 
 impl Job {
@@ -73,6 +78,10 @@ impl Job {
             JobKind::Prepare { path, size, fault } => {
                 DoneKind::Prepared(PreparedSegment::create(path, size, fault.as_deref(), true))
             }
+            JobKind::Remove { paths, dir } => {
+                remove_all(&paths, dir);
+                DoneKind::Removed
+            }
         };
         JobDone {
             log_id: self.log_id,
@@ -83,6 +92,35 @@ impl Job {
     /// True for a sync job (as opposed to a segment pre-creation).
     pub fn is_sync(&self) -> bool {
         matches!(self.kind, JobKind::Sync { .. })
+    }
+}
+
+/// Unlinks files (or whole directories); a failure is logged and the rest still go.
+fn remove_all(paths: &[PathBuf], dir: bool) {
+    for path in paths {
+        let result = if dir {
+            std::fs::remove_dir_all(path)
+        } else {
+            std::fs::remove_file(path)
+        };
+        match result {
+            Ok(()) => ::log::info!("removed {}", path.display()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => error!("removing {}: {e}", path.display()),
+        }
+    }
+}
+
+impl Job {
+    /// A job that removes a whole directory (a deleted topic's), for a caller without a log.
+    pub fn remove_dir(path: PathBuf) -> Job {
+        Job {
+            log_id: 0,
+            kind: JobKind::Remove {
+                paths: vec![path],
+                dir: true,
+            },
+        }
     }
 }
 

@@ -35,7 +35,20 @@ impl Log {
     pub fn poll_jobs(&mut self, now_ms: u64) -> impl Iterator<Item = Job> + 'static {
         let sync = self.sync_job(now_ms);
         let prepare = self.prepare_job(now_ms);
-        sync.into_iter().chain(prepare)
+        let remove = self.remove_job();
+        sync.into_iter().chain(prepare).chain(remove)
+    }
+
+    /// Unlinking the segment files retention dropped.
+    fn remove_job(&mut self) -> Option<Job> {
+        if self.to_remove.is_empty() {
+            return None;
+        }
+        let paths = std::mem::take(&mut self.to_remove);
+        Some(Job {
+            log_id: self.id,
+            kind: JobKind::Remove { paths, dir: false },
+        })
     }
 
     /// When the caller should next call `poll_jobs` for the sync timeout, if anything waits.
@@ -183,6 +196,7 @@ impl Log {
                     }
                 }
             }
+            DoneKind::Removed => {}
         }
     }
 
