@@ -191,7 +191,9 @@ impl BenchConfig {
             return bad("--rate must be at least 1 message per second".into());
         }
         if self.mode == Mode::E2e && self.rate.is_none() {
-            return bad("e2e needs --rate N: the fixed offered load, in messages per second".into());
+            return bad(
+                "e2e needs --rate N: the fixed offered load, in messages per second".into(),
+            );
         }
         if self.mode == Mode::Sub && self.rate.is_some() {
             return bad("--rate applies to publishers; sub mode has none".into());
@@ -273,7 +275,7 @@ pub struct Control {
     pub publishing: AtomicBool,
     /// Every thread stops.
     pub stop: AtomicBool,
-    /// End of the warm-up, ns since `origin` (`u64::MAX` until publishing starts).
+    /// End of the warm-up, ns since `origin` (with publishers: `u64::MAX` until they start).
     pub measure_from_ns: AtomicU64,
     /// SUBs answered so far.
     pub subscribed: AtomicU64,
@@ -290,13 +292,24 @@ pub fn run(cfg: &BenchConfig, progress_line: bool) -> Result<Report, BenchError>
         origin: Instant::now(),
         publishing: AtomicBool::new(false),
         stop: AtomicBool::new(false),
-        measure_from_ns: AtomicU64::new(u64::MAX),
+        // Consumers without publishers count from the warm-up's end after the origin: their
+        // messages start flowing as soon as each SUB is answered.
+        measure_from_ns: AtomicU64::new(if cfg.mode.publishes() {
+            u64::MAX
+        } else {
+            cfg.warmup_ms * 1_000_000
+        }),
         subscribed: AtomicU64::new(0),
     });
     let progress = Arc::new(Progress::default());
     let cpu_start = stats::cpu_seconds();
     let threads = spawn_threads(cfg, &control, &progress);
-    let supervised = supervise(cfg, &control, &progress, progress_line && std::io::stderr().is_terminal());
+    let supervised = supervise(
+        cfg,
+        &control,
+        &progress,
+        progress_line && std::io::stderr().is_terminal(),
+    );
     control.stop.store(true, Ordering::Relaxed);
     let mut merged = Recorder::new(control.measure_from_ns.load(Ordering::Relaxed));
     let mut first_err = supervised.err();
@@ -323,7 +336,11 @@ pub fn run(cfg: &BenchConfig, progress_line: bool) -> Result<Report, BenchError>
 type Worker = std::thread::JoinHandle<Result<Recorder, BenchError>>;
 
 /// Starts the pacer (when `--rate`) and the driver threads, connections dealt round-robin.
-fn spawn_threads(cfg: &BenchConfig, control: &Arc<Control>, progress: &Arc<Progress>) -> Vec<Worker> {
+fn spawn_threads(
+    cfg: &BenchConfig,
+    control: &Arc<Control>,
+    progress: &Arc<Progress>,
+) -> Vec<Worker> {
     let template = Arc::new(PublishTemplate::new(&cfg.topic, cfg.size, cfg.batch));
     let per_conn = |i: usize| {
         cfg.count.map(|n| {
@@ -355,7 +372,12 @@ fn spawn_threads(cfg: &BenchConfig, control: &Arc<Control>, progress: &Arc<Progr
     if cfg.mode.publishes() {
         if let Some(rate) = cfg.rate {
             let commands = cfg.count.map(|n| n.div_ceil(cfg.batch as u64));
-            let (c, p, t, cfg) = (control.clone(), progress.clone(), template.clone(), cfg.clone());
+            let (c, p, t, cfg) = (
+                control.clone(),
+                progress.clone(),
+                template.clone(),
+                cfg.clone(),
+            );
             workers.push(std::thread::spawn(move || {
                 pacer::run(cfg.address, cfg.connections, &t, rate, commands, &c, &p)
             }));
@@ -390,7 +412,11 @@ fn supervise(
     progress: &Progress,
     show: bool,
 ) -> Result<(), BenchError> {
-    let consumers = if cfg.mode.consumes() { cfg.channels * cfg.consumer_count() } else { 0 };
+    let consumers = if cfg.mode.consumes() {
+        cfg.channels * cfg.consumer_count()
+    } else {
+        0
+    };
     let deadline = Instant::now() + SUBSCRIBE_TIMEOUT;
     while Progress::get(&control.subscribed) < consumers as u64 {
         if control.stop.load(Ordering::Relaxed) {
@@ -405,7 +431,11 @@ fn supervise(
         std::thread::sleep(Duration::from_millis(1));
     }
     let start = ns_since(control.origin);
-    control.measure_from_ns.store(start + cfg.warmup_ms * 1_000_000, Ordering::Relaxed);
+    if cfg.mode.publishes() {
+        control
+            .measure_from_ns
+            .store(start + cfg.warmup_ms * 1_000_000, Ordering::Relaxed);
+    }
     control.publishing.store(true, Ordering::Relaxed);
     let publish_end = start + (cfg.warmup_ms + cfg.duration_ms) * 1_000_000;
     let mut watch = Watch::new(ns_since(control.origin));

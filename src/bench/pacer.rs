@@ -75,7 +75,15 @@ pub fn run(
     control: &Control,
     progress: &Progress,
 ) -> Result<Recorder, BenchError> {
-    let result = paced(addr, connections, template, rate, commands, control, progress);
+    let result = paced(
+        addr,
+        connections,
+        template,
+        rate,
+        commands,
+        control,
+        progress,
+    );
     if result.is_err() {
         control.stop.store(true, Ordering::Relaxed);
     }
@@ -207,7 +215,12 @@ impl Paced {
         let got = match self.stream.read(&mut self.rbuf[self.rlen..]) {
             Ok(0) => return Err(BenchError::Run("server closed the connection".into())),
             Ok(k) => k,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
                 return Ok(0)
             }
             Err(e) => return Err(BenchError::Run(format!("read: {e}"))),
@@ -257,7 +270,12 @@ impl Waiter {
         self.fds.clear();
         self.fds.extend(conns.iter().map(|c| libc::pollfd {
             fd: c.stream.as_raw_fd(),
-            events: libc::POLLIN | if c.wpos < c.wbuf.len() { libc::POLLOUT } else { 0 },
+            events: libc::POLLIN
+                | if c.wpos < c.wbuf.len() {
+                    libc::POLLOUT
+                } else {
+                    0
+                },
             revents: 0,
         }));
         let ts = libc::timespec {
@@ -267,7 +285,12 @@ impl Waiter {
         // SAFETY: `fds` is a valid array of `fds.len()` pollfds that we own for the call; the
         // timespec lives on the stack; a null sigmask leaves the signal mask unchanged.
         let r = unsafe {
-            libc::ppoll(self.fds.as_mut_ptr(), self.fds.len() as libc::nfds_t, &ts, std::ptr::null())
+            libc::ppoll(
+                self.fds.as_mut_ptr(),
+                self.fds.len() as libc::nfds_t,
+                &ts,
+                std::ptr::null(),
+            )
         };
         if r < 0 {
             let e = io::Error::last_os_error();
@@ -281,7 +304,9 @@ impl Waiter {
 
     /// True when connection `i` had an event (readable, error or hang-up: reading tells which).
     fn ready(&self, i: usize) -> bool {
-        self.fds.get(i).is_some_and(|f| f.revents & !libc::POLLOUT != 0)
+        self.fds
+            .get(i)
+            .is_some_and(|f| f.revents & !libc::POLLOUT != 0)
     }
 }
 

@@ -182,8 +182,14 @@ mod tests {
         let svg = render(
             "e2e <50k/s> & more",
             &[
-                Series { label: "e2e", histogram: &a },
-                Series { label: "pub→OK", histogram: &b },
+                Series {
+                    label: "e2e",
+                    histogram: &a,
+                },
+                Series {
+                    label: "pub→OK",
+                    histogram: &b,
+                },
             ],
         );
         assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
@@ -212,7 +218,13 @@ mod tests {
     #[test]
     fn empty_series_still_renders() {
         let h = new_histogram();
-        let svg = render("empty", &[Series { label: "e2e", histogram: &h }]);
+        let svg = render(
+            "empty",
+            &[Series {
+                label: "e2e",
+                histogram: &h,
+            }],
+        );
         assert!(svg.contains("<polyline") && !svg.contains("NaN"));
     }
 }

@@ -21,8 +21,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::protocol::{
-    decode, encode_message, encode_response, message_id_from_offset, Command, ConnState,
-    DecodeCtx, Limits, MAGIC_V2,
+    decode, encode_message, encode_response, message_id_from_offset, Command, ConnState, DecodeCtx,
+    Limits, MAGIC_V2,
 };
 
 /// What the fake server does beyond answering.
@@ -305,7 +305,9 @@ fn write_loop(mut stream: TcpStream, rx: &Receiver<Out>, shared: &Shared) {
         let want = w.rdy.saturating_sub(w.in_flight);
         let take = shared
             .backlog
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b - b.min(want)))
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b - b.min(want))
+            })
             .map_or(0, |before| before.min(want));
         for _ in 0..take {
             w.next_id += 1;

@@ -29,6 +29,8 @@ pub fn new_histogram() -> Histogram<u64> {
 pub struct Counter {
     /// Messages counted (after the warm-up).
     pub msgs: u64,
+    /// When the first counted message arrived, ns since the origin (0: none yet).
+    pub first_ns: u64,
     /// When the last counted message arrived, ns since the origin.
     pub last_ns: u64,
 }
@@ -38,14 +40,29 @@ impl Counter {
     #[inline]
     pub fn add(&mut self, n: u64, now_ns: u64, measure_from_ns: u64) {
         if now_ns >= measure_from_ns {
+            if self.msgs == 0 {
+                self.first_ns = now_ns;
+            }
             self.msgs += n;
             self.last_ns = self.last_ns.max(now_ns);
         }
     }
 
     fn merge(&mut self, other: &Counter) {
+        if other.msgs > 0 && (self.msgs == 0 || other.first_ns < self.first_ns) {
+            self.first_ns = other.first_ns;
+        }
         self.msgs += other.msgs;
         self.last_ns = self.last_ns.max(other.last_ns);
+    }
+
+    /// Seconds of the measured window: from the end of the warm-up (or, when nothing could
+    /// arrive before it, the first message: a backlog starts flowing on its own) to the last
+    /// counted message.
+    fn secs(&self, measure_from_ns: u64) -> f64 {
+        self.last_ns
+            .saturating_sub(measure_from_ns.max(self.first_ns)) as f64
+            / 1e9
     }
 }
 
@@ -209,8 +226,12 @@ impl Report {
     pub fn new(config: BenchConfig, rec: Recorder, cpu_percent: f64) -> Report {
         let size = config.size as f64;
         let rate = |c: &Counter| {
-            let secs = c.last_ns.saturating_sub(rec.measure_from_ns) as f64 / 1e9;
-            let per_sec = if secs > 0.0 { c.msgs as f64 / secs } else { 0.0 };
+            let secs = c.secs(rec.measure_from_ns);
+            let per_sec = if secs > 0.0 {
+                c.msgs as f64 / secs
+            } else {
+                0.0
+            };
             Throughput {
                 msgs: c.msgs,
                 secs,
@@ -311,7 +332,12 @@ mod tests {
         c.add(5, 10, 100);
         c.add(3, 150, 100);
         c.add(2, 120, 100);
-        assert_eq!((c.msgs, c.last_ns), (5, 150));
+        assert_eq!((c.msgs, c.first_ns, c.last_ns), (5, 150, 150));
+        let mut d = Counter::default();
+        d.add(1, 110, 100);
+        d.merge(&c);
+        assert_eq!((d.msgs, d.first_ns, d.last_ns), (6, 110, 150));
+        assert_eq!(d.secs(100), 40e-9);
     }
 
     #[test]

@@ -201,7 +201,9 @@ mod tests {
         assert_eq!(topic, "topic");
         let bodies: Vec<&[u8]> = bodies.collect();
         assert_eq!(bodies.len(), 3);
-        assert!(bodies.iter().all(|b| b.len() == 16 && read_stamp(b) == Some(7)));
+        assert!(bodies
+            .iter()
+            .all(|b| b.len() == 16 && read_stamp(b) == Some(7)));
     }
 
     #[test]
@@ -211,7 +213,10 @@ mod tests {
         crate::protocol::encode_response(&mut buf, b"OK");
         let (f, used) = scan_frame(&buf).unwrap().unwrap();
         assert_eq!(f.frame_type, FRAME_MESSAGE);
-        assert_eq!(message_parts(f.data), (&b"0123456789abcdef"[..], &b"body"[..]));
+        assert_eq!(
+            message_parts(f.data),
+            (&b"0123456789abcdef"[..], &b"body"[..])
+        );
         let (f, used2) = scan_frame(&buf[used..]).unwrap().unwrap();
         assert_eq!((f.frame_type, f.data), (FRAME_RESPONSE, &b"OK"[..]));
         assert_eq!(used + used2, buf.len());
