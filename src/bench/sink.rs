@@ -59,8 +59,10 @@ struct Shared {
     published: AtomicU64,
     /// Generated messages not yet served.
     backlog: AtomicU64,
-    /// Where routed messages go; round-robin index.
-    subscribers: Mutex<Vec<Sender<Out>>>,
+    /// Where routed messages go (connection id, writer); round-robin index.
+    subscribers: Mutex<Vec<(u64, Sender<Out>)>>,
+    /// Numbers connections, so a leaving subscriber can be found in `subscribers`.
+    next_conn: AtomicU64,
     next_subscriber: AtomicUsize,
     /// Set on drop: the accept loop exits.
     stop: AtomicBool,
@@ -87,6 +89,7 @@ impl Sink {
             opts,
             published: AtomicU64::new(0),
             subscribers: Mutex::new(Vec::new()),
+            next_conn: AtomicU64::new(0),
             next_subscriber: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
         });
@@ -149,14 +152,23 @@ enum Reply {
     Writer(Sender<Out>),
 }
 
-fn serve(mut stream: TcpStream, shared: &Arc<Shared>) -> io::Result<()> {
+/// Serves one connection; when it ends, a subscriber is taken off the routing list so no
+/// message is routed to a client that has left.
+fn serve(stream: TcpStream, shared: &Arc<Shared>) -> io::Result<()> {
+    let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let result = serve_commands(stream, shared, id);
+    lock(&shared.subscribers).retain(|(conn, _)| *conn != id);
+    result
+}
+
+fn serve_commands(mut stream: TcpStream, shared: &Arc<Shared>, id: u64) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut magic = [0u8; 4];
     stream.read_exact(&mut magic)?;
     if &magic != MAGIC_V2 {
         return Ok(());
     }
-    let mut reply = Reply::Direct(stream.try_clone()?);
+    let reply = &mut Reply::Direct(stream.try_clone()?);
     let mut ctx = DecodeCtx {
         state: ConnState::Init,
         heartbeats_disabled: false,
@@ -184,16 +196,16 @@ fn serve(mut stream: TcpStream, shared: &Arc<Shared>) -> io::Result<()> {
             pos += used;
             if let Command::Fin { .. } = cmd {
                 fins += 1; // told to the writer once per pass, not once per FIN
-            } else if let Some(writer) = handle(cmd, &mut ctx, &mut out, &mut reply, shared)? {
-                reply = Reply::Writer(writer);
+            } else if let Some(writer) = handle(cmd, &mut ctx, &mut out, reply, (shared, id))? {
+                *reply = Reply::Writer(writer);
             }
         }
         buf.copy_within(pos..len, 0);
         len -= pos;
         if fins > 0 {
-            to_writer(&reply, Out::Fin(fins));
+            to_writer(reply, Out::Fin(fins));
         }
-        send(&mut reply, &mut out)?;
+        send(reply, &mut out)?;
     }
 }
 
@@ -217,7 +229,7 @@ fn handle(
     ctx: &mut DecodeCtx,
     out: &mut Vec<u8>,
     reply: &mut Reply,
-    shared: &Arc<Shared>,
+    (shared, id): (&Arc<Shared>, u64),
 ) -> io::Result<Option<Sender<Out>>> {
     match cmd {
         Command::Identify { .. } => encode_response(out, b"OK"),
@@ -240,7 +252,7 @@ fn handle(
             let for_writer = Arc::clone(shared);
             std::thread::spawn(move || write_loop(writer, &rx, &for_writer));
             if shared.opts.route {
-                lock(&shared.subscribers).push(tx.clone());
+                lock(&shared.subscribers).push((id, tx.clone()));
             }
             send(reply, out)?;
             return Ok(Some(tx));
@@ -279,7 +291,7 @@ fn publish(shared: &Shared, body: &[u8]) {
     let mut subs = lock(&shared.subscribers);
     while !subs.is_empty() {
         let i = shared.next_subscriber.fetch_add(1, Ordering::Relaxed) % subs.len();
-        match subs[i].send(Out::Bytes(frame)) {
+        match subs[i].1.send(Out::Bytes(frame)) {
             Ok(()) => return,
             // That subscriber's writer is gone (its client left): forget it, try the next.
             Err(std::sync::mpsc::SendError(Out::Bytes(f))) => {
