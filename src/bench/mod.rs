@@ -3,12 +3,13 @@
 //!
 //! | file | owns |
 //! |------|------|
-//! | `mod.rs`    | [`BenchConfig`] and its validation, [`run`]: threads, start/stop, the progress line |
+//! | `mod.rs`    | [`BenchConfig`] and its validation, [`run`]: threads, merging the results |
 //! | `cli.rs`    | [`cli::BenchArgs`], the `corq bench` flags, and [`cli::main`] |
 //! | `wire.rs`   | pre-built PUB/MPUB frames with stamp slots, in-place frame scanning, FIN |
 //! | `conn.rs`   | one non-blocking connection: closed-loop publisher or consumer |
 //! | `driver.rs` | a `mio` loop driving many connections from one thread |
 //! | `pacer.rs`  | the open-loop publisher: a fixed schedule, intended times in the bodies |
+//! | `supervise.rs` | the main thread during a run: start, warm-up, stop rules, the progress line |
 //! | `stats.rs`  | per-thread recorders, shared progress counters, the [`Report`] and its summary |
 //! | `hgrm.rs`   | HdrHistogram's percentile-distribution text (`--hgrm`) |
 //! | `plot.rs`   | the latency-by-percentile SVG (`--plot`) |
@@ -33,6 +34,7 @@ mod pacer;
 pub mod plot;
 pub mod sink;
 mod stats;
+mod supervise;
 pub mod wire;
 
 pub use output::{write_outputs, Outputs};
@@ -42,12 +44,12 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 
 use conn::{Consumer, Publisher, Role};
-use driver::{ns_since, Plan};
+use driver::Plan;
 use stats::{Progress, Recorder};
 use wire::{PublishTemplate, STAMP_LEN};
 
@@ -57,8 +59,6 @@ pub const MAX_SIZE: usize = 64 * 1024 * 1024;
 /// How long consumers may see nothing before a backlog counts as drained (`sub`), or before
 /// a run gives up on messages still in transit (`pubsub`, `e2e`).
 pub const IDLE_MS: u64 = 2000;
-/// How long consumers may take to get their SUBs answered.
-const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a run does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -228,7 +228,7 @@ impl BenchConfig {
     }
 
     /// Consumer connections per channel.
-    fn consumer_count(&self) -> usize {
+    pub(crate) fn consumer_count(&self) -> usize {
         if self.mode == Mode::Sub {
             self.connections
         } else {
@@ -304,7 +304,7 @@ pub fn run(cfg: &BenchConfig, progress_line: bool) -> Result<Report, BenchError>
     let progress = Arc::new(Progress::default());
     let cpu_start = stats::cpu_seconds();
     let threads = spawn_threads(cfg, &control, &progress);
-    let supervised = supervise(
+    let supervised = supervise::supervise(
         cfg,
         &control,
         &progress,
@@ -404,154 +404,73 @@ fn spawn_threads(
     workers
 }
 
-/// The main thread's part: wait for the SUBs, open publishing, time the warm-up and the run,
-/// decide when it is over, and print progress. Returns when the threads should stop.
-fn supervise(
-    cfg: &BenchConfig,
-    control: &Control,
-    progress: &Progress,
-    show: bool,
-) -> Result<(), BenchError> {
-    let consumers = if cfg.mode.consumes() {
-        cfg.channels * cfg.consumer_count()
-    } else {
-        0
-    };
-    let deadline = Instant::now() + SUBSCRIBE_TIMEOUT;
-    while Progress::get(&control.subscribed) < consumers as u64 {
-        if control.stop.load(Ordering::Relaxed) {
-            return Ok(()); // a thread failed; its error is reported by `run`
-        }
-        if Instant::now() > deadline {
-            return Err(BenchError::Run(format!(
-                "only {} of {consumers} SUBs were answered within {SUBSCRIBE_TIMEOUT:?}",
-                Progress::get(&control.subscribed)
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let start = ns_since(control.origin);
-    if cfg.mode.publishes() {
-        control
-            .measure_from_ns
-            .store(start + cfg.warmup_ms * 1_000_000, Ordering::Relaxed);
-    }
-    control.publishing.store(true, Ordering::Relaxed);
-    let publish_end = start + (cfg.warmup_ms + cfg.duration_ms) * 1_000_000;
-    let mut watch = Watch::new(ns_since(control.origin));
-    while !control.stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(5));
-        let now = ns_since(control.origin);
-        let snap = Snapshot::take(progress);
-        watch.observe(now, snap);
-        if show {
-            watch.print_progress(now, start, snap);
-        }
-        if cfg.count.is_none() && now >= publish_end {
-            control.publishing.store(false, Ordering::Relaxed);
-        }
-        if finished(cfg, control, snap, &watch, now, publish_end) {
-            break;
-        }
-    }
-    if show {
-        eprintln!();
-    }
-    Ok(())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Progress counters at one instant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-struct Snapshot {
-    published: u64,
-    consumed: u64,
-    sent: u64,
-}
-
-impl Snapshot {
-    fn take(p: &Progress) -> Snapshot {
-        Snapshot {
-            published: Progress::get(&p.published),
-            consumed: Progress::get(&p.consumed),
-            sent: Progress::get(&p.sent),
-        }
+    fn cfg(mode: Mode) -> BenchConfig {
+        BenchConfig::new(mode, "127.0.0.1:4150".parse().unwrap())
     }
-}
 
-/// When the counters last moved, and what the progress line last showed.
-#[derive(Debug)]
-struct Watch {
-    last: Snapshot,
-    last_change_ns: u64,
-    printed: Snapshot,
-    printed_ns: u64,
-}
-
-impl Watch {
-    fn new(now: u64) -> Watch {
-        Watch {
-            last: Snapshot::default(),
-            last_change_ns: now,
-            printed: Snapshot::default(),
-            printed_ns: now,
+    fn error(c: &BenchConfig) -> String {
+        match c.validate() {
+            Err(BenchError::Config(m)) => m,
+            other => panic!("{other:?}"),
         }
     }
 
-    fn observe(&mut self, now: u64, snap: Snapshot) {
-        if snap != self.last {
-            self.last = snap;
-            self.last_change_ns = now;
+    #[test]
+    fn defaults_are_valid_except_e2e_without_rate() {
+        for mode in [Mode::Pub, Mode::Sub, Mode::Pubsub] {
+            assert!(cfg(mode).validate().is_ok(), "{mode:?}");
         }
-    }
-
-    fn idle_ms(&self, now: u64) -> u64 {
-        now.saturating_sub(self.last_change_ns) / 1_000_000
-    }
-
-    /// One line a second, overwritten in place: rates since the previous line.
-    fn print_progress(&mut self, now: u64, start: u64, snap: Snapshot) {
-        if now < self.printed_ns + 1_000_000_000 {
-            return;
-        }
-        let secs = (now - self.printed_ns) as f64 / 1e9;
-        let rate = |a: u64, b: u64| (a - b) as f64 / secs;
-        eprint!(
-            "\r[{:>4.0}s] published {:>11.0} msg/s  consumed {:>11.0} msg/s  (total {} / {})   ",
-            now.saturating_sub(start) as f64 / 1e9,
-            rate(snap.published, self.printed.published),
-            rate(snap.consumed, self.printed.consumed),
-            snap.published,
-            snap.consumed
+        assert!(error(&cfg(Mode::E2e)).contains("--rate"));
+        let mut e2e = cfg(Mode::E2e);
+        e2e.rate = Some(1000);
+        assert!(e2e.validate().is_ok());
+        assert_eq!((e2e.batch, cfg(Mode::Pub).batch), (1, 200));
+        assert_eq!(
+            (cfg(Mode::Sub).warmup_ms, cfg(Mode::Pub).warmup_ms),
+            (0, 2000)
         );
-        self.printed = snap;
-        self.printed_ns = now;
     }
-}
 
-/// The stop rule, per mode: publishers are done (count reached, or the duration is over and
-/// every command answered), and consumers have everything sent to them or went idle.
-fn finished(
-    cfg: &BenchConfig,
-    control: &Control,
-    snap: Snapshot,
-    watch: &Watch,
-    now: u64,
-    publish_end: u64,
-) -> bool {
-    let idle = watch.idle_ms(now) >= IDLE_MS;
-    let publishing_over = match cfg.count {
-        Some(n) if cfg.mode.publishes() => snap.sent >= n,
-        _ => !control.publishing.load(Ordering::Relaxed),
-    };
-    match cfg.mode {
-        Mode::Pub => publishing_over && (snap.published >= snap.sent || idle),
-        Mode::Sub => match cfg.count {
-            Some(n) => snap.consumed >= n || idle,
-            None => now >= publish_end || idle,
-        },
-        Mode::Pubsub | Mode::E2e => {
-            let all_in = snap.consumed >= snap.sent * cfg.channels as u64;
-            publishing_over && ((snap.published >= snap.sent && all_in) || idle)
-        }
+    #[test]
+    fn each_bad_option_names_its_flag() {
+        let mut c = cfg(Mode::Pub);
+        c.size = 7;
+        assert!(error(&c).starts_with("--size 7"));
+        let mut c = cfg(Mode::Pub);
+        c.batch = 0;
+        assert!(error(&c).starts_with("--batch 0"));
+        let mut c = cfg(Mode::Pub);
+        c.batch = 1_000_000;
+        assert!(error(&c).contains("--batch × (--size + 4)"));
+        let mut c = cfg(Mode::Pubsub);
+        c.channels = 0;
+        assert_eq!(error(&c), "--channels must be at least 1");
+        let mut c = cfg(Mode::Sub);
+        c.rate = Some(5);
+        assert!(error(&c).contains("--rate"));
+        let mut c = cfg(Mode::Pub);
+        c.count = Some(0);
+        assert!(error(&c).contains("--count"));
+    }
+
+    #[test]
+    fn shape_describes_the_load() {
+        let mut c = cfg(Mode::E2e);
+        c.rate = Some(50_000);
+        assert_eq!(
+            c.shape(),
+            "4 connection(s), PUB at 50000 msg/s; 1 channel(s) × 4 consumer(s), RDY 200"
+        );
+        assert_eq!(
+            cfg(Mode::Pub).shape(),
+            "4 connection(s), MPUB 200, pipeline 1"
+        );
+        let mut c = cfg(Mode::Sub);
+        c.channels = 3;
+        assert_eq!(c.channel_name(2), "bench2");
     }
 }

@@ -103,11 +103,8 @@ fn paced(
     let mut conns = (0..connections)
         .map(|_| Paced::connect(addr))
         .collect::<Result<Vec<_>, _>>()?;
-    while !control.publishing.load(Ordering::Relaxed) {
-        if control.stop.load(Ordering::Relaxed) {
-            return Ok(Recorder::new(u64::MAX));
-        }
-        std::thread::sleep(Duration::from_millis(1));
+    if !wait_for_start(control) {
+        return Ok(Recorder::new(u64::MAX));
     }
     let origin = control.origin;
     let sched = Schedule {
@@ -124,16 +121,15 @@ fn paced(
             break;
         }
         let sending = control.publishing.load(Ordering::Relaxed) && commands != Some(next);
-        let now = ns_since(origin);
-        let mut sent = 0;
-        while sending && commands != Some(next) && sched.command_due(next) <= now {
-            let first = next * sched.batch;
-            let c = &mut conns[(next % n) as usize];
-            template.append_stamped(&mut c.wbuf, |i| sched.intended(first + i as u64));
-            c.sent += 1;
-            next += 1;
-            sent += sched.batch;
-        }
+        let sent = if sending {
+            let due = Due {
+                now: ns_since(origin),
+                last: commands,
+            };
+            queue_due(&mut conns, template, &sched, &mut next, due)
+        } else {
+            0
+        };
         rec.sent += sent;
         Progress::add(&progress.sent, sent);
         for c in conns.iter_mut().filter(|c| c.wpos < c.wbuf.len()) {
@@ -157,6 +153,45 @@ fn paced(
         Progress::add(&progress.published, acked);
     }
     Ok(rec)
+}
+
+/// Waits until publishing opens; false if the run stopped first.
+fn wait_for_start(control: &Control) -> bool {
+    while !control.publishing.load(Ordering::Relaxed) {
+        if control.stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
+
+/// The moment of a queueing pass, and the command count not to reach (`--count`).
+struct Due {
+    now: u64,
+    last: Option<u64>,
+}
+
+/// Appends every command due by `due.now`, round-robin over the connections, each message
+/// stamped with its own intended time. Returns the messages queued.
+fn queue_due(
+    conns: &mut [Paced],
+    template: &PublishTemplate,
+    sched: &Schedule,
+    next: &mut u64,
+    due: Due,
+) -> u64 {
+    let n = conns.len() as u64;
+    let mut sent = 0;
+    while due.last != Some(*next) && sched.command_due(*next) <= due.now {
+        let first = *next * sched.batch;
+        let c = &mut conns[(*next % n) as usize];
+        template.append_stamped(&mut c.wbuf, |i| sched.intended(first + i as u64));
+        c.sent += 1;
+        *next += 1;
+        sent += sched.batch;
+    }
+    sent
 }
 
 impl Paced {

@@ -67,14 +67,32 @@ fn nines_label(n: usize) -> String {
     }
 }
 
+/// The plot area's scales: data ranges mapped to pixels.
+struct Axes {
+    xmax: f64,
+    ymax: f64,
+}
+
+impl Axes {
+    const PW: f64 = WIDTH - LEFT - RIGHT;
+    const PH: f64 = HEIGHT - TOP - BOTTOM;
+
+    fn sx(&self, x: f64) -> f64 {
+        LEFT + x / self.xmax * Self::PW
+    }
+
+    fn sy(&self, y: f64) -> f64 {
+        TOP + Self::PH - y / self.ymax * Self::PH
+    }
+}
+
 /// Renders the plot. `title` goes on top (e.g. the mode and rate).
 pub fn render(title: &str, series: &[Series<'_>]) -> String {
     let all: Vec<Vec<(f64, f64)>> = series.iter().map(|s| points(s.histogram)).collect();
-    let ymax = nice_ceiling(all.iter().flatten().map(|p| p.1).fold(0.0, f64::max));
-    let xmax = all.iter().flatten().map(|p| p.0).fold(2.0, f64::max).ceil();
-    let (pw, ph) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
-    let sx = |x: f64| LEFT + x / xmax * pw;
-    let sy = |y: f64| TOP + ph - y / ymax * ph;
+    let axes = Axes {
+        xmax: all.iter().flatten().map(|p| p.0).fold(2.0, f64::max).ceil(),
+        ymax: nice_ceiling(all.iter().flatten().map(|p| p.1).fold(0.0, f64::max)),
+    };
     let mut s = String::new();
     // Writing to a String cannot fail; the results are ignored for that reason.
     let _ = writeln!(
@@ -88,8 +106,19 @@ pub fn render(title: &str, series: &[Series<'_>]) -> String {
         WIDTH / 2.0,
         escape(title)
     );
-    for i in 0..=(xmax as usize) {
-        let x = sx(i as f64);
+    draw_grid(&mut s, &axes);
+    for (i, (ser, pts)) in series.iter().zip(&all).enumerate() {
+        draw_series(&mut s, &axes, i, ser.label, pts);
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// Grid lines, tick labels and axis titles.
+fn draw_grid(s: &mut String, axes: &Axes) {
+    let (pw, ph) = (Axes::PW, Axes::PH);
+    for i in 0..=(axes.xmax as usize) {
+        let x = axes.sx(i as f64);
         let _ = writeln!(
             s,
             r##"<line x1="{x:.1}" y1="{TOP}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
@@ -99,8 +128,8 @@ pub fn render(title: &str, series: &[Series<'_>]) -> String {
         );
     }
     for i in 0..=5 {
-        let v = ymax * i as f64 / 5.0;
-        let y = sy(v);
+        let v = axes.ymax * f64::from(i) / 5.0;
+        let y = axes.sy(v);
         let _ = writeln!(
             s,
             r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
@@ -122,31 +151,31 @@ pub fn render(title: &str, series: &[Series<'_>]) -> String {
         TOP + ph / 2.0,
         TOP + ph / 2.0
     );
-    for (i, (ser, pts)) in series.iter().zip(&all).enumerate() {
-        let colour = COLOURS[i % COLOURS.len()];
-        let coords: Vec<String> = pts
-            .iter()
-            .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
-            .collect();
-        let _ = writeln!(
-            s,
-            r#"<polyline class="series" data-label="{}" fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#,
-            escape(ser.label),
-            coords.join(" ")
-        );
-        let ly = TOP + 16.0 + 18.0 * i as f64;
-        let _ = writeln!(
-            s,
-            r#"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{colour}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"#,
-            LEFT + 12.0,
-            LEFT + 36.0,
-            LEFT + 42.0,
-            ly + 4.0,
-            escape(ser.label)
-        );
-    }
-    s.push_str("</svg>\n");
-    s
+}
+
+/// Series `i`: its polyline and its legend entry.
+fn draw_series(s: &mut String, axes: &Axes, i: usize, label: &str, pts: &[(f64, f64)]) {
+    let colour = COLOURS[i % COLOURS.len()];
+    let coords: Vec<String> = pts
+        .iter()
+        .map(|&(x, y)| format!("{:.1},{:.1}", axes.sx(x), axes.sy(y)))
+        .collect();
+    let _ = writeln!(
+        s,
+        r#"<polyline class="series" data-label="{}" fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#,
+        escape(label),
+        coords.join(" ")
+    );
+    let ly = TOP + 16.0 + 18.0 * i as f64;
+    let _ = writeln!(
+        s,
+        r#"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{colour}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"#,
+        LEFT + 12.0,
+        LEFT + 36.0,
+        LEFT + 42.0,
+        ly + 4.0,
+        escape(label)
+    );
 }
 
 /// An axis value without trailing zeros.
