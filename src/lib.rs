@@ -8,6 +8,7 @@
 //! | [`timer`]    | the hashed timing wheel and the clocks that feed it |
 //! | [`protocol`] | NSQ TCP protocol V2: pure command decoding and frame encoding |
 //! | [`client`]   | a small blocking NSQ client used by the tools, the tests and the benches |
+//! | [`bench`]    | `corq bench`: the load generator with HDR-histogram latencies and its fake server |
 //! | [`broker`]   | topics, channels, client sessions, RDY, in-flight, requeue, deferral |
 //! | [`http`]     | the HTTP API's pure parts: request parsing, routes, replies, `/stats`, `/metrics` |
 //! | [`reactor`]  | the `mio` event loop: listener, connections, the loop turn |
@@ -18,6 +19,7 @@
 //! `docs/architecture.md` describes the loop and the data flow.
 #![deny(missing_docs, missing_debug_implementations)]
 
+pub mod bench;
 pub mod broker;
 pub mod client;
 pub mod config;

@@ -3,11 +3,17 @@
 //! - `protocol`: exact frames for good and hostile input, heartbeats, CLS, limits
 //! - `pubsub`: channels, consumers, RDY, FIN/REQ/TOUCH, timeouts, DPUB
 //! - `restart`: clean restart, kill -9, DPUB across a restart
+//! - `durability`: strict mode (`--sync-every=1`): acks after the sync, reply order
+//! - `crash`: kill -9 loops under load, torn tails, bit flips, a full disk
 //! - `retention`: a long-REQ'd message does not pin old segments (carrying forward)
+//! - `abuse`: silent, idle, stuck and slowloris clients
+//! - `http`: the HTTP API, its effects over TCP, hostile HTTP input
 //! - `client`: the project's own client against the server, and the embedding example
+//! - `bench`: `corq bench` against its fake server (the stall test) and a real server, its CLI
 mod util;
 
 mod abuse;
+mod bench;
 mod client;
 mod crash;
 mod durability;

@@ -1,5 +1,6 @@
 //! `corq`: corq's toolbox. `pub` turns stdin lines into messages (like NSQ's to_nsq), `tail`
-//! prints a topic's messages (like nsq_tail). Both speak plain NSQ, so they work with any nsqd.
+//! prints a topic's messages (like nsq_tail), `bench` is the load generator (`corq::bench`). All
+//! speak plain NSQ, so they work with any nsqd.
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -12,7 +13,7 @@ use corq::client::{Consumer, Producer};
 #[command(
     name = "corq",
     version,
-    about = "corq's tools: publish and tail over the NSQ protocol"
+    about = "corq's tools: publish, tail and benchmark over the NSQ protocol"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -46,6 +47,8 @@ enum Cmd {
         /// topic to tail
         topic: String,
     },
+    /// Load-generate against an NSQ server: throughput and HDR latency percentiles
+    Bench(Box<corq::bench::cli::BenchArgs>),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
             count,
             topic,
         } => tail(nsqd_tcp_address, channel, count, &topic),
+        Cmd::Bench(args) => corq::bench::cli::main(&args).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
