@@ -94,10 +94,17 @@ pub fn message_id_from_offset(offset: u64) -> MessageId {
 
 /// The log offset encoded in `id`, or `None` if it is not 16 hex chars (upper case accepted).
 pub fn offset_from_message_id(id: &MessageId) -> Option<u64> {
-    id.iter().try_fold(0u64, |acc, &c| {
-        let digit = (c as char).to_digit(16)?;
-        Some((acc << 4) | u64::from(digit))
-    })
+    let mut acc = 0u64;
+    for &c in id {
+        let digit = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => return None,
+        };
+        acc = (acc << 4) | u64::from(digit);
+    }
+    Some(acc)
 }
 
 #[cfg(test)]

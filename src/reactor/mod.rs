@@ -16,7 +16,8 @@
 //!    something touched this turn.
 //! 5. **Before sleep:** each connection with pending output gets one write pass, registering
 //!    `WRITABLE` only for leftovers; conns marked closing are reaped, so a token is never reused
-//!    within one batch of events.
+//!    within one batch of events. (Replies queued before the delivery pass are written just
+//!    before it, so a publisher's `OK` does not wait for the fan-out it triggered.)
 //!
 //! `docs/architecture.md` states these phases too; keep the two in step.
 
@@ -264,6 +265,10 @@ impl EventLoop {
             // Its buffered commands can run now; decode them next turn without waiting.
             self.still_readable.push(token);
         }
+        // Replies first: a publisher's OK must not wait behind the delivery pass its own
+        // publish triggered (with many channels that pass is most of the turn), or the
+        // publisher's next batch waits too.
+        self.write_pending();
         self.broker.pump(now);
         self.broker.checkpoint_if_changed();
         self.write_pending();
