@@ -166,8 +166,16 @@ fn a_requeued_message_does_not_pin_old_segments() {
         let due = batch_started + PACE;
         batch_started = Instant::now().max(due);
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
-        let now = segments(dir.path());
+        let mut now = segments(dir.path());
         max_segments = max_segments.max(now);
+        // Under CPU contention (the rest of the suite runs in parallel) maintenance can run
+        // late: give it a few periods to catch up before calling the segments pinned. Pinned
+        // segments never come back under the bound, so this still fails without carrying.
+        let grace = Instant::now() + Duration::from_secs(5);
+        while now > MAX_SEGMENTS && Instant::now() < grace {
+            std::thread::sleep(Duration::from_millis(20));
+            now = segments(dir.path());
+        }
         assert!(
             now <= MAX_SEGMENTS,
             "{now} segments after {pushed} messages: the REQ'd message pins old segments"
