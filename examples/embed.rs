@@ -4,13 +4,8 @@ use std::time::Duration;
 
 pub fn main() -> Result<(), Box<dyn std::error::Error>> {
     let data = std::env::temp_dir().join(format!("corq-embed-{}", std::process::id()));
-    let opts = corq::Options {
-        tcp_address: "127.0.0.1:0".parse()?,
-        http_address: "127.0.0.1:0".into(),
-        data_path: data.clone(),
-        ..Default::default()
-    };
-    let server = corq::Server::bind(opts.validate()?)?;
+    // The embedding: bind, run on a thread of ours, and (below) stop it from here.
+    let server = corq::Server::bind(corq::Options::local(&data).validate()?)?;
     let (addr, handle) = (server.tcp_addr(), server.handle());
     let thread = std::thread::spawn(move || server.run());
 

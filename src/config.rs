@@ -126,6 +126,17 @@ impl std::ops::Deref for Config {
 }
 
 impl Options {
+    /// Defaults, but listening on loopback ports the OS picks and keeping data in `data_path`:
+    /// what an embedding program or a test usually wants.
+    pub fn local(data_path: impl Into<PathBuf>) -> Options {
+        Options {
+            tcp_address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_address: "127.0.0.1:0".to_owned(),
+            data_path: data_path.into(),
+            ..Options::default()
+        }
+    }
+
     /// The HTTP listen address, or `None` when `--http-address` is empty (HTTP disabled).
     ///
     /// # Errors

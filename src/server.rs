@@ -2,8 +2,7 @@
 //! from anywhere with a [`Handle`].
 //!
 //! ```no_run
-//! let cfg = corq::Options { tcp_address: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
-//! let server = corq::Server::bind(cfg.validate().unwrap()).unwrap();
+//! let server = corq::Server::bind(corq::Options::local("/tmp/queue").validate().unwrap()).unwrap();
 //! let handle = server.handle();
 //! std::thread::spawn(move || server.run());
 //! handle.shutdown();

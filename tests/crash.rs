@@ -367,6 +367,16 @@ fn bit_flips_in_closed_segments_never_deliver_a_corrupt_message() {
         warnings >= 1,
         "each skipped record must be named in a warning"
     );
+    let metrics = http_get(child.http, "/metrics");
+    let counted = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("corq_topic_corrupt_records_skipped_total{topic=\"flip\"} "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert_eq!(
+        counted,
+        Some(lost as u64),
+        "/metrics must count the skipped records:\n{metrics}"
+    );
     // A flip in a length field can cost the rest of its segment, never more.
     assert!(
         lost <= flips * 500,

@@ -22,3 +22,4 @@ mod protocol;
 mod pubsub;
 mod restart;
 mod retention;
+mod tools;

@@ -55,12 +55,7 @@ pub struct TestServer {
 
 /// Options for a test server: loopback, port 0, the given data dir.
 pub fn test_options(dir: &Path) -> Options {
-    Options {
-        tcp_address: "127.0.0.1:0".parse().unwrap(),
-        http_address: "127.0.0.1:0".into(),
-        data_path: dir.to_owned(),
-        ..Options::default()
-    }
+    Options::local(dir)
 }
 
 impl TestServer {
@@ -275,6 +270,22 @@ impl Raw {
     }
 }
 
+/// `GET path` over a fresh HTTP/1.1 connection (`Connection: close`); returns the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut all = String::new();
+    s.read_to_string(&mut all).unwrap();
+    let (head, body) = all.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}
+
 /// Drains a subscribed connection: every message it is sent, FIN'ing each, until two round
 /// trips show nothing more; returns (attempts, body) in delivery order.
 pub fn drain(c: &mut Raw) -> Vec<(u16, Vec<u8>)> {
@@ -308,6 +319,8 @@ pub fn subscribe_and_drain(addr: SocketAddr, topic: &str) -> Vec<(u16, Vec<u8>)>
 pub struct ChildServer {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Its HTTP listener.
+    pub http: SocketAddr,
     /// Every line it logged (stderr), for tests that check a warning was given.
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -335,22 +348,29 @@ impl ChildServer {
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let keep = log.clone();
         std::thread::spawn(move || {
-            let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent {
-                    if let Some(addr) = line.split("TCP: listening on ").nth(1) {
-                        let _ = tx.send(addr.trim().to_owned());
-                        sent = true;
+                for kind in ["TCP", "HTTP"] {
+                    if let Some(addr) = line.split(&format!("{kind}: listening on ")).nth(1) {
+                        let _ = tx.send((kind, addr.trim().to_owned()));
                     }
                 }
                 keep.lock().unwrap().push(line);
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(a) => a.parse().unwrap(),
-            Err(_) => panic!("corqd did not start: {:?}", log.lock().unwrap()),
-        };
-        ChildServer { child, addr, log }
+        let (mut addr, mut http) = (None, None);
+        while addr.is_none() || http.is_none() {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(("TCP", a)) => addr = Some(a.parse().unwrap()),
+                Ok((_, a)) => http = Some(a.parse().unwrap()),
+                Err(_) => panic!("corqd did not start: {:?}", log.lock().unwrap()),
+            }
+        }
+        ChildServer {
+            child,
+            addr: addr.unwrap(),
+            http: http.unwrap(),
+            log,
+        }
     }
 
     /// SIGKILL: no shutdown code runs.
