@@ -74,9 +74,14 @@ pub struct BenchArgs {
     /// offered load in messages/s: open-loop publishing (required for e2e)
     #[arg(long)]
     pub rate: Option<u64>,
-    /// generator threads for the closed-loop publishers and the consumers
+    /// generator threads for the closed-loop publishers and the consumers (with --rate, the
+    /// first one also runs the paced publishers)
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// with --rate: poll without ever sleeping while publishing (for a generator pinned to a
+    /// core of its own; its CPU then reads ~100 %). false: sleep until the next message is due
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub spin: bool,
     /// write the configuration and results as JSON
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -116,6 +121,7 @@ impl BenchArgs {
         cfg.channels = self.channels;
         cfg.rate = self.rate;
         cfg.threads = self.threads;
+        cfg.spin = self.spin;
         cfg.validate()?;
         Ok(Some(cfg))
     }

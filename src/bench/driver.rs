@@ -61,11 +61,7 @@ fn connect_and_loop(
     let mut poll = Poll::new().map_err(|e| BenchError::Run(format!("poll: {e}")))?;
     let mut conns = Vec::with_capacity(plans.len());
     for (i, plan) in plans.into_iter().enumerate() {
-        let std = std::net::TcpStream::connect(addr)
-            .and_then(|s| s.set_nodelay(true).map(|()| s))
-            .and_then(|s| s.set_nonblocking(true).map(|()| s))
-            .map_err(|e| BenchError::Run(format!("cannot connect to {addr}: {e}")))?;
-        let mut stream = mio::net::TcpStream::from_std(std);
+        let mut stream = connect(addr)?;
         poll.registry()
             .register(
                 &mut stream,
@@ -127,6 +123,18 @@ fn event_loop(
         Progress::add(&control.subscribed, delta.subscribed);
     }
     Ok(rec)
+}
+
+/// A non-blocking, `TCP_NODELAY` connection to `addr`, ready to register with a `Poll`.
+///
+/// # Errors
+/// The connection failure, naming the address.
+pub fn connect(addr: SocketAddr) -> Result<mio::net::TcpStream, BenchError> {
+    std::net::TcpStream::connect(addr)
+        .and_then(|s| s.set_nodelay(true).map(|()| s))
+        .and_then(|s| s.set_nonblocking(true).map(|()| s))
+        .map(mio::net::TcpStream::from_std)
+        .map_err(|e| BenchError::Run(format!("cannot connect to {addr}: {e}")))
 }
 
 fn io_err(e: std::io::Error) -> BenchError {

@@ -8,7 +8,7 @@
 //! | `wire.rs`   | pre-built PUB/MPUB frames with stamp slots, in-place frame scanning, FIN |
 //! | `conn.rs`   | one non-blocking connection: closed-loop publisher or consumer |
 //! | `driver.rs` | a `mio` loop driving many connections from one thread |
-//! | `pacer.rs`  | the open-loop publisher: a fixed schedule, intended times in the bodies |
+//! | `pacer.rs`  | the open-loop publisher and its consumers in one (spinning) thread: a fixed schedule, intended times in the bodies |
 //! | `supervise.rs` | the main thread during a run: start, warm-up, stop rules, the progress line |
 //! | `stats.rs`  | per-thread recorders, shared progress counters, the [`Report`] and its summary |
 //! | `hgrm.rs`   | HdrHistogram's percentile-distribution text (`--hgrm`) |
@@ -131,6 +131,8 @@ pub struct BenchConfig {
     pub rate: Option<u64>,
     /// Generator threads driving the closed-loop and consumer connections.
     pub threads: usize,
+    /// Open loop: the paced thread polls without sleeping while the schedule runs.
+    pub spin: bool,
 }
 
 impl BenchConfig {
@@ -153,6 +155,7 @@ impl BenchConfig {
             channels: 1,
             rate: None,
             threads: 1,
+            spin: true,
         }
     }
 
@@ -369,33 +372,43 @@ fn spawn_threads(
         }
     }
     let mut workers = Vec::new();
-    if cfg.mode.publishes() {
-        if let Some(rate) = cfg.rate {
-            let commands = cfg.count.map(|n| n.div_ceil(cfg.batch as u64));
-            let (c, p, t, cfg) = (
-                control.clone(),
-                progress.clone(),
-                template.clone(),
-                cfg.clone(),
-            );
-            workers.push(std::thread::spawn(move || {
-                pacer::run(cfg.address, cfg.connections, &t, rate, commands, &c, &p)
-            }));
-        } else {
-            for i in 0..cfg.connections {
-                add(Plan {
-                    role: Role::Publisher(Publisher {
-                        template: template.clone(),
-                        pipeline: cfg.pipeline,
-                        quota: per_conn(i),
-                        sent_at: std::collections::VecDeque::with_capacity(cfg.pipeline),
-                    }),
-                    channel: String::new(),
-                });
-            }
+    let paced = cfg.rate.filter(|_| cfg.mode.publishes());
+    if paced.is_none() && cfg.mode.publishes() {
+        for i in 0..cfg.connections {
+            add(Plan {
+                role: Role::Publisher(Publisher {
+                    template: template.clone(),
+                    pipeline: cfg.pipeline,
+                    quota: per_conn(i),
+                    sent_at: std::collections::VecDeque::with_capacity(cfg.pipeline),
+                }),
+                channel: String::new(),
+            });
         }
     }
-    for plan in plans.into_iter().filter(|p| !p.is_empty()) {
+    let mut plans = plans.into_iter();
+    if let Some(rate) = paced {
+        // The paced publishers and the first thread's consumers share one spinning thread.
+        let consumers = plans.next().unwrap_or_default();
+        let commands = cfg.count.map(|n| n.div_ceil(cfg.batch as u64));
+        let (c, p, t, cfg) = (
+            control.clone(),
+            progress.clone(),
+            template.clone(),
+            cfg.clone(),
+        );
+        workers.push(std::thread::spawn(move || {
+            let load = pacer::PacedLoad {
+                connections: cfg.connections,
+                template: &t,
+                rate,
+                commands,
+                spin: cfg.spin,
+            };
+            pacer::run(cfg.address, &load, consumers, (&cfg.topic, cfg.rdy), &c, &p)
+        }));
+    }
+    for plan in plans.filter(|p| !p.is_empty()) {
         let (c, p, cfg) = (control.clone(), progress.clone(), cfg.clone());
         workers.push(std::thread::spawn(move || {
             driver::run(cfg.address, &cfg.topic, cfg.rdy, plan, &c, &p)

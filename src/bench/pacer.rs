@@ -1,29 +1,53 @@
-//! The open-loop publisher (`e2e`, and `pub`/`pubsub` with `--rate`): one thread sends message
-//! `k` at its intended time `start + k / rate`, whatever the server does. If the thread falls
-//! behind (a stalled server, a full socket) it sends the overdue messages at once, but each
-//! body still carries its *intended* time, so consumers measure receive − intended and a stall
-//! shows up in the percentiles instead of silently slowing the schedule (coordinated omission).
+//! The open-loop publisher (`e2e`, and `pub`/`pubsub` with `--rate`) and, in the same thread,
+//! the consumers of the first generator thread. Message `k` is due at `start + k / rate`,
+//! whatever the server does. If the thread falls behind (a stalled server, a full socket) it
+//! sends the overdue messages at once, but each body still carries its *intended* time, so
+//! consumers measure receive − intended and a stall shows up in the percentiles instead of
+//! silently slowing the schedule (coordinated omission).
 //!
-//! Commands go round-robin over the connections, `--batch` messages each (a batch leaves when
-//! its last message is due). The `OK` for command `j` is matched by order on its connection,
-//! so its ack latency is measured from the intended time of its last message, with no shared
-//! state. Waits use `ppoll` with a nanosecond timeout (and 1 ns timer slack), waking early
-//! when an `OK` arrives, so `OK`s are timed when they come rather than at the next send.
+//! The thread never sleeps while publishing is open: one pass reads the clock, appends every
+//! command due by then to its connection's write buffer (one `write` per connection with
+//! bytes pending), then polls every socket with a zero timeout and handles what arrived:
+//! `OK`s (timed from the intended time) and message frames (timed from the stamp, FINed in
+//! one write per read pass). Sleeping between messages cost two cross-core wake-ups per
+//! message (pacer, then consumer), about 16–18 µs of CPU each and milliseconds of tail; a
+//! spinning thread on its own core pays none. Its CPU therefore reads ~100 % by design.
+//!
+//! With `--spin false` the same thread sleeps instead until the next message is due or a
+//! socket is ready: `ppoll` on the epoll descriptor with a nanosecond timeout and 1 ns timer
+//! slack. That costs a wake-up per message, but fares better than spinning on a core that
+//! other processes share (a spinning thread loses whole scheduler slices to them).
+//!
+//! Commands go round-robin over the publisher connections, `--batch` messages each (a batch
+//! leaves when its last message is due). The `OK` for command `j` is matched by order on its
+//! connection, so its ack latency is measured from the intended time of its last message, with
+//! no shared state.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::driver::ns_since;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+use super::conn::{Conn, Delta};
+use super::driver::{self, ns_since, Plan};
 use super::stats::{Progress, Recorder};
 use super::wire::{self, PublishTemplate, FRAME_ERROR, FRAME_RESPONSE};
 use super::{BenchError, Control};
 use crate::protocol::{HEARTBEAT, MAGIC_V2};
 
-/// Longest single wait, so control changes (stop) are seen promptly.
-const MAX_WAIT_NS: u64 = 10_000_000;
+/// Poll timeout before publishing opens and after the schedule is done (only consumers'
+/// stragglers are left): no schedule to keep, so the thread may sleep.
+const IDLE_POLL: Duration = Duration::from_millis(1);
+/// Readiness events fetched per poll.
+const EVENTS: usize = 1024;
+/// Initial read buffer of a publisher connection (it only receives `OK`s).
+const READ_BUF: usize = 64 * 1024;
+/// Longest sleep with `--spin false`, so control changes (stop) are seen promptly.
+const MAX_SLEEP_NS: u64 = 10_000_000;
 
 /// One paced connection.
 #[derive(Debug)]
@@ -61,109 +85,211 @@ impl Schedule {
     }
 }
 
-/// Runs the paced publishers until the schedule ends (`--count`, or publishing switched off),
-/// then waits for the outstanding `OK`s.
+/// What the paced thread publishes.
+#[derive(Debug)]
+pub struct PacedLoad<'a> {
+    /// Publisher connections, commands round-robin over them.
+    pub connections: usize,
+    /// The command to send.
+    pub template: &'a PublishTemplate,
+    /// Messages per second.
+    pub rate: u64,
+    /// Commands to send under `--count`; `None` with `--duration`.
+    pub commands: Option<u64>,
+    /// Poll without sleeping while the schedule runs (`--spin`), else sleep until due.
+    pub spin: bool,
+}
+
+/// Runs the paced publishers, and the consumers in `consumers`, until [`Control::stop`].
 ///
 /// # Errors
 /// Connection, socket or protocol errors, and fatal server errors.
 pub fn run(
     addr: SocketAddr,
-    connections: usize,
-    template: &PublishTemplate,
-    rate: u64,
-    commands: Option<u64>,
+    load: &PacedLoad<'_>,
+    consumers: Vec<Plan>,
+    (topic, rdy): (&str, u64),
     control: &Control,
     progress: &Progress,
 ) -> Result<Recorder, BenchError> {
-    let result = paced(
-        addr,
-        connections,
-        template,
-        rate,
-        commands,
-        control,
-        progress,
-    );
+    let result = connect_and_spin(addr, load, consumers, (topic, rdy), control, progress);
     if result.is_err() {
         control.stop.store(true, Ordering::Relaxed);
     }
     result
 }
 
-fn paced(
+fn connect_and_spin(
     addr: SocketAddr,
-    connections: usize,
-    template: &PublishTemplate,
-    rate: u64,
-    commands: Option<u64>,
+    load: &PacedLoad<'_>,
+    consumers: Vec<Plan>,
+    (topic, rdy): (&str, u64),
     control: &Control,
     progress: &Progress,
 ) -> Result<Recorder, BenchError> {
     set_timer_slack();
-    let mut conns = (0..connections)
-        .map(|_| Paced::connect(addr))
-        .collect::<Result<Vec<_>, _>>()?;
-    if !wait_for_start(control) {
-        return Ok(Recorder::new(u64::MAX));
+    let poll = Poll::new().map_err(|e| BenchError::Run(format!("poll: {e}")))?;
+    let mut paced = Vec::with_capacity(load.connections);
+    for i in 0..load.connections {
+        let mut stream = driver::connect(addr)?;
+        // WRITABLE: a write left pending by a full socket is retried when space frees up.
+        let both = Interest::READABLE | Interest::WRITABLE;
+        register(&poll, &mut stream, i, both)?;
+        paced.push(Paced::new(stream));
     }
-    let origin = control.origin;
-    let sched = Schedule {
-        start_ns: ns_since(origin),
-        rate,
-        batch: template.batch() as u64,
+    let mut subs = Vec::with_capacity(consumers.len());
+    for (i, plan) in consumers.into_iter().enumerate() {
+        let mut stream = driver::connect(addr)?;
+        let both = Interest::READABLE | Interest::WRITABLE;
+        register(&poll, &mut stream, load.connections + i, both)?;
+        subs.push(Conn::new(stream, plan.role, topic, &plan.channel, rdy));
+    }
+    for c in &mut subs {
+        c.flush().map_err(io_err)?;
+    }
+    let mut spin = Spin {
+        poll,
+        events: Events::with_capacity(EVENTS),
+        paced,
+        subs,
+        rec: Recorder::new(u64::MAX),
     };
-    let mut rec = Recorder::new(control.measure_from_ns.load(Ordering::Relaxed));
-    let n = conns.len() as u64;
-    let mut next = 0u64; // the next command to send
-    let mut waiter = Waiter::default();
-    loop {
-        if control.stop.load(Ordering::Relaxed) {
-            break;
-        }
-        let sending = control.publishing.load(Ordering::Relaxed) && commands != Some(next);
-        let sent = if sending {
-            let due = Due {
-                now: ns_since(origin),
-                last: commands,
-            };
-            queue_due(&mut conns, template, &sched, &mut next, due)
-        } else {
-            0
-        };
-        rec.sent += sent;
-        Progress::add(&progress.sent, sent);
-        for c in conns.iter_mut().filter(|c| c.wpos < c.wbuf.len()) {
-            c.flush()?;
-        }
-        if !sending && conns.iter().all(|c| c.acked == c.sent) {
-            break;
-        }
-        let wait = if sending {
-            sched.command_due(next).saturating_sub(ns_since(origin))
-        } else {
-            MAX_WAIT_NS
-        };
-        waiter.wait(&conns, wait.min(MAX_WAIT_NS))?;
-        let mut acked = 0;
-        for (i, c) in conns.iter_mut().enumerate() {
-            if waiter.ready(i) {
-                acked += c.read_oks(i as u64, n, &sched, &mut rec, origin)?;
-            }
-        }
-        Progress::add(&progress.published, acked);
-    }
-    Ok(rec)
+    spin.run(load, control, progress)?;
+    Ok(spin.rec)
 }
 
-/// Waits until publishing opens; false if the run stopped first.
-fn wait_for_start(control: &Control) -> bool {
-    while !control.publishing.load(Ordering::Relaxed) {
-        if control.stop.load(Ordering::Relaxed) {
-            return false;
+fn register(poll: &Poll, s: &mut TcpStream, token: usize, i: Interest) -> Result<(), BenchError> {
+    poll.registry()
+        .register(s, Token(token), i)
+        .map_err(|e| BenchError::Run(format!("register: {e}")))
+}
+
+fn io_err(e: io::Error) -> BenchError {
+    BenchError::Run(format!("write: {e}"))
+}
+
+/// The spinning thread's state: tokens `0..paced.len()` are publishers, the rest consumers.
+struct Spin {
+    poll: Poll,
+    events: Events,
+    paced: Vec<Paced>,
+    subs: Vec<Conn>,
+    rec: Recorder,
+}
+
+impl Spin {
+    fn run(
+        &mut self,
+        load: &PacedLoad<'_>,
+        control: &Control,
+        progress: &Progress,
+    ) -> Result<(), BenchError> {
+        let origin = control.origin;
+        let clock = move || ns_since(origin);
+        let n = self.paced.len() as u64;
+        let mut sched: Option<Schedule> = None;
+        let mut next = 0u64; // the next command to send
+        let mut done = false; // the schedule is over and every command answered
+        while !control.stop.load(Ordering::Relaxed) {
+            let publishing = control.publishing.load(Ordering::Relaxed);
+            if publishing && sched.is_none() {
+                self.rec.measure_from_ns = control.measure_from_ns.load(Ordering::Relaxed);
+                sched = Some(Schedule {
+                    start_ns: clock(),
+                    rate: load.rate,
+                    batch: load.template.batch() as u64,
+                });
+            }
+            let mut delta = Delta::default();
+            let sending = publishing && load.commands != Some(next);
+            if let (Some(s), true) = (&sched, sending) {
+                let due = Due {
+                    now: clock(),
+                    last: load.commands,
+                };
+                delta.sent = queue_due(&mut self.paced, load.template, s, &mut next, due);
+            }
+            for c in self.paced.iter_mut().filter(|c| c.wpos < c.wbuf.len()) {
+                c.flush()?;
+            }
+            let waiting = sched.is_some() && !done;
+            let timeout = match (&sched, waiting) {
+                (Some(s), true) if !load.spin => {
+                    let until = if sending {
+                        s.command_due(next).saturating_sub(clock())
+                    } else {
+                        MAX_SLEEP_NS
+                    };
+                    sleep_until_ready(&self.poll, until.min(MAX_SLEEP_NS))?;
+                    Duration::ZERO
+                }
+                (_, true) => Duration::ZERO,
+                (_, false) => IDLE_POLL,
+            };
+            if let Err(e) = self.poll.poll(&mut self.events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(BenchError::Run(format!("poll: {e}")));
+                }
+            }
+            for event in self.events.iter() {
+                let t = event.token().0;
+                if let Some(c) = self.paced.get_mut(t) {
+                    let s = sched.as_ref();
+                    delta.published += c.read_oks(t as u64, n, s, &mut self.rec, origin)?;
+                } else if let Some(c) = self.subs.get_mut(t - self.paced.len()) {
+                    if event.is_readable() {
+                        c.on_readable(&clock, false, &mut self.rec, &mut delta)?;
+                    }
+                    c.flush().map_err(io_err)?;
+                }
+            }
+            if sched.is_some() && !sending {
+                done = self.paced.iter().all(|c| c.acked == c.sent);
+            }
+            self.rec.sent += delta.sent;
+            Progress::add(&progress.published, delta.published);
+            Progress::add(&progress.consumed, delta.consumed);
+            Progress::add(&progress.sent, delta.sent);
+            Progress::add(&control.subscribed, delta.subscribed);
         }
-        std::thread::sleep(Duration::from_millis(1));
+        Ok(())
     }
-    true
+}
+
+/// Sleeps up to `ns` or until the epoll descriptor of `poll` has an event (`--spin false`).
+/// `ppoll` takes a nanosecond timeout where `epoll_wait` rounds up to whole milliseconds.
+fn sleep_until_ready(poll: &Poll, ns: u64) -> Result<(), BenchError> {
+    if ns == 0 {
+        return Ok(());
+    }
+    let mut fd = libc::pollfd {
+        fd: poll.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ts = libc::timespec {
+        tv_sec: (ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: one valid pollfd we own for the call; the timespec lives on the stack; a null
+    // sigmask leaves the signal mask unchanged.
+    let r = unsafe { libc::ppoll(&mut fd, 1, &ts, std::ptr::null()) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(BenchError::Run(format!("ppoll: {e}")));
+        }
+    }
+    Ok(())
+}
+
+/// Asks for 1 ns timer slack on this thread: the default 50 µs would add up to 50 µs of
+/// lateness to every sleeping send (`--spin false`), the order of the latencies measured.
+fn set_timer_slack() {
+    // SAFETY: PR_SET_TIMERSLACK takes a plain integer and affects only the calling thread.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+    }
 }
 
 /// The moment of a queueing pass, and the command count not to reach (`--count`).
@@ -195,24 +321,19 @@ fn queue_due(
 }
 
 impl Paced {
-    fn connect(addr: SocketAddr) -> Result<Paced, BenchError> {
-        let stream = TcpStream::connect(addr)
-            .and_then(|s| s.set_nodelay(true).map(|()| s))
-            .and_then(|s| s.set_nonblocking(true).map(|()| s))
-            .map_err(|e| BenchError::Run(format!("cannot connect to {addr}: {e}")))?;
-        Ok(Paced {
+    fn new(stream: TcpStream) -> Paced {
+        Paced {
             stream,
             wbuf: MAGIC_V2.to_vec(),
             wpos: 0,
-            rbuf: vec![0; 64 * 1024],
+            rbuf: vec![0; READ_BUF],
             rlen: 0,
             sent: 0,
             acked: 0,
-        })
+        }
     }
 
-    /// One write of what is pending; a partial write leaves the rest for the next pass
-    /// (`ppoll` watches `POLLOUT` while bytes are pending).
+    /// One write of what is pending; a partial write leaves the rest for the next pass.
     fn flush(&mut self) -> Result<(), BenchError> {
         match self.stream.write(&self.wbuf[self.wpos..]) {
             Ok(0) => return Err(BenchError::Run("write returned 0".into())),
@@ -229,58 +350,67 @@ impl Paced {
         Ok(())
     }
 
-    /// Reads once and times every `OK` that read completed. Connection `index` of `n` carries
-    /// commands `index, index + n, …`, so its `m`-th `OK` answers command `m × n + index`.
-    ///
-    /// One read per wake-up: `ppoll` is level-triggered, so anything left is reported again at
-    /// once, and a second read that would only say `WouldBlock` costs a syscall per message at
-    /// low rates.
+    /// Reads until the socket is drained (the poll is edge-triggered) and times every `OK`.
+    /// Connection `index` of `n` carries commands `index, index + n, …`, so its `m`-th `OK`
+    /// answers command `m × n + index`. Returns the messages acknowledged.
     fn read_oks(
         &mut self,
         index: u64,
         n: u64,
-        sched: &Schedule,
+        sched: Option<&Schedule>,
         rec: &mut Recorder,
         origin: std::time::Instant,
     ) -> Result<u64, BenchError> {
-        if self.rlen == self.rbuf.len() {
-            let len = self.rbuf.len();
-            self.rbuf.resize(len * 2, 0);
-        }
-        let got = match self.stream.read(&mut self.rbuf[self.rlen..]) {
-            Ok(0) => return Err(BenchError::Run("server closed the connection".into())),
-            Ok(k) => k,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) =>
-            {
-                return Ok(0)
+        let mut acked = 0;
+        loop {
+            if self.rlen == self.rbuf.len() {
+                let len = self.rbuf.len();
+                self.rbuf.resize(len * 2, 0);
             }
-            Err(e) => return Err(BenchError::Run(format!("read: {e}"))),
-        };
-        self.rlen += got;
-        let now = ns_since(origin);
+            let got = match self.stream.read(&mut self.rbuf[self.rlen..]) {
+                Ok(0) => return Err(BenchError::Run("server closed the connection".into())),
+                Ok(k) => k,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(acked),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(BenchError::Run(format!("read: {e}"))),
+            };
+            // A short read drained the socket: later data raises a new edge.
+            let short = self.rlen + got < self.rbuf.len();
+            self.rlen += got;
+            acked += self.handle_frames(index, n, sched, rec, ns_since(origin))?;
+            if short {
+                return Ok(acked);
+            }
+        }
+    }
+
+    fn handle_frames(
+        &mut self,
+        index: u64,
+        n: u64,
+        sched: Option<&Schedule>,
+        rec: &mut Recorder,
+        now: u64,
+    ) -> Result<u64, BenchError> {
         let (mut pos, mut acked) = (0, 0);
         while let Some((f, used)) = wire::scan_frame(&self.rbuf[pos..self.rlen])
             .map_err(|e| BenchError::Run(format!("protocol error: {}", e.0)))?
         {
             pos += used;
-            match (f.frame_type, f.data) {
-                (FRAME_RESPONSE, HEARTBEAT) => self.wbuf.extend_from_slice(b"NOP\n"),
-                (FRAME_RESPONSE, b"OK") => {
+            match (f.frame_type, f.data, sched) {
+                (FRAME_RESPONSE, HEARTBEAT, _) => self.wbuf.extend_from_slice(b"NOP\n"),
+                (FRAME_RESPONSE, b"OK", Some(sched)) if self.acked < self.sent => {
                     let due = sched.command_due(self.acked * n + index);
                     Recorder::latency(&mut rec.ack, now, due, rec.measure_from_ns);
                     rec.published.add(sched.batch, now, rec.measure_from_ns);
                     self.acked += 1;
                     acked += sched.batch;
                 }
-                (FRAME_ERROR, text) => {
+                (FRAME_ERROR, text, _) => {
                     let text = String::from_utf8_lossy(text);
                     return Err(BenchError::Run(format!("server error: {text}")));
                 }
-                (_, data) => {
+                (_, data, _) => {
                     let data = String::from_utf8_lossy(data);
                     return Err(BenchError::Run(format!("unexpected frame {data:?}")));
                 }
@@ -289,68 +419,6 @@ impl Paced {
         self.rbuf.copy_within(pos..self.rlen, 0);
         self.rlen -= pos;
         Ok(acked)
-    }
-}
-
-/// `ppoll` over the paced connections, its `pollfd` array kept between calls.
-#[derive(Debug, Default)]
-struct Waiter {
-    fds: Vec<libc::pollfd>,
-}
-
-impl Waiter {
-    /// Sleeps up to `ns` (0: just checks), waking early when a connection has bytes to read
-    /// or, with bytes pending, can write again.
-    fn wait(&mut self, conns: &[Paced], ns: u64) -> Result<(), BenchError> {
-        self.fds.clear();
-        self.fds.extend(conns.iter().map(|c| libc::pollfd {
-            fd: c.stream.as_raw_fd(),
-            events: libc::POLLIN
-                | if c.wpos < c.wbuf.len() {
-                    libc::POLLOUT
-                } else {
-                    0
-                },
-            revents: 0,
-        }));
-        let ts = libc::timespec {
-            tv_sec: (ns / 1_000_000_000) as libc::time_t,
-            tv_nsec: (ns % 1_000_000_000) as libc::c_long,
-        };
-        // SAFETY: `fds` is a valid array of `fds.len()` pollfds that we own for the call; the
-        // timespec lives on the stack; a null sigmask leaves the signal mask unchanged.
-        let r = unsafe {
-            libc::ppoll(
-                self.fds.as_mut_ptr(),
-                self.fds.len() as libc::nfds_t,
-                &ts,
-                std::ptr::null(),
-            )
-        };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(BenchError::Run(format!("ppoll: {e}")));
-            }
-            self.fds.iter_mut().for_each(|f| f.revents = 0);
-        }
-        Ok(())
-    }
-
-    /// True when connection `i` had an event (readable, error or hang-up: reading tells which).
-    fn ready(&self, i: usize) -> bool {
-        self.fds
-            .get(i)
-            .is_some_and(|f| f.revents & !libc::POLLOUT != 0)
-    }
-}
-
-/// Asks for 1 ns timer slack on this thread: the default 50 µs would add up to 50 µs of
-/// lateness to every scheduled send, which is the order of the latencies being measured.
-fn set_timer_slack() {
-    // SAFETY: PR_SET_TIMERSLACK takes a plain integer and affects only the calling thread.
-    unsafe {
-        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
     }
 }
 
