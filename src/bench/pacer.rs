@@ -192,8 +192,10 @@ impl Spin {
         let mut done = false; // the schedule is over and every command answered
         while !control.stop.load(Ordering::Relaxed) {
             let publishing = control.publishing.load(Ordering::Relaxed);
+            // Read every pass, as the driver threads do: with relaxed loads, `publishing`
+            // may be seen before the warm-up's end is.
+            self.rec.measure_from_ns = control.measure_from_ns.load(Ordering::Relaxed);
             if publishing && sched.is_none() {
-                self.rec.measure_from_ns = control.measure_from_ns.load(Ordering::Relaxed);
                 sched = Some(Schedule {
                     start_ns: clock(),
                     rate: load.rate,
