@@ -7,27 +7,32 @@
 //!
 //! # Levels
 //!
-//! The wheel has [`NUM_LEVELS`] = 3 levels of [`SLOTS`] = 4096 slots (`LEVEL_BITS` = 12 bits
-//! of the deadline each). A slot on level `L` covers `4096^L` ms, so a whole level covers
-//! `4096^(L+1)` ms:
+//! The wheel has [`NUM_LEVELS`] = 5 levels of [`SLOTS`] = 256 slots (`LEVEL_BITS` = 8 bits of
+//! the deadline each). A slot on level `L` covers `256^L` ms, so a whole level covers
+//! `256^(L+1)` ms:
 //!
-//! | level | one slot covers | whole level covers          | bits of the deadline used as slot |
-//! |-------|-----------------|-----------------------------|-----------------------------------|
-//! | 0     | 1 ms            | 4.096 s                     | 0..12                             |
-//! | 1     | 4.096 s         | 16 777.216 s (4.66 h)       | 12..24                            |
-//! | 2     | 4.66 h          | 2^36 ms (795 days)          | 24..36                            |
-//! | overflow list | -       | everything further away     | -                                 |
+//! | level | one slot covers     | whole level covers        | bits of the deadline used as slot |
+//! |-------|---------------------|---------------------------|-----------------------------------|
+//! | 0     | 1 ms                | 256 ms                    | 0..8                              |
+//! | 1     | 256 ms              | 65.536 s                  | 8..16                             |
+//! | 2     | 65.536 s            | 16 777 s (4.66 h)         | 16..24                            |
+//! | 3     | 4.66 h              | 2^32 ms (49.7 days)       | 24..32                            |
+//! | 4     | 49.7 days           | 2^40 ms (34.8 years)      | 32..40                            |
+//! | overflow list | -           | everything further away   | -                                 |
 //!
-//! One hour (nsqd's `--max-req-timeout`) lands on level 1 (on level 2 only when it crosses a
-//! 4.66 h boundary of the wheel's time). Deadlines 2^36 ms (2.2 years) or more past the
-//! wheel's epoch go to an unsorted overflow list that is re-examined when the wheel's time
-//! reaches the epoch of the earliest of them, so any `u64` deadline fires correctly.
+//! One hour (nsqd's `--max-req-timeout`) lands on level 2. Deadlines 2^40 ms (34.8 years) or
+//! more past the wheel's epoch go to an unsorted overflow list that is re-examined when the
+//! wheel's time reaches the epoch of the earliest of them, so any `u64` deadline fires
+//! correctly.
 //!
-//! The width is one constant: `LEVEL_BITS` = 6, 8 and 12 (6, 5 and 3 levels, all covering at
-//! least 2^36 ms) were measured at 1 M pending timers over an hour. Wider levels mean fewer
-//! cascades per timer (3, 2 and 1 before firing), which is where expiry spent its time:
-//! 12 bits cut expiry from ~84 to ~67 ns per timer (cascading ~55 → ~34 ns), for ~3 ns more
-//! on insert and cancel (more slot vectors and counters to touch). See `docs/bench-timer.md`.
+//! The width is one constant, `LEVEL_BITS`; the number of levels follows from it (enough for
+//! at least 2^36 ms before the overflow list). 6, 8 and 12 bits (6, 5 and 3 levels) were
+//! measured at 1 M pending timers over an hour: a timer cascades 3, 2 and 1 times before it
+//! fires, and expiry cost ~84, ~76 and ~67 ns per timer. 12 bits was fastest at 1 M but
+//! costs insert ~3 ns there and more at 10 k, adds a fixed ~390 KiB (77 bytes per timer at
+//! 10 k pending) and lost its expiry gain at 10 M (entries cascaded into level 0 up to 4 s
+//! early are cold again when they fire); 8 bits keeps insert as it was, adds 40 KiB, and was
+//! the fastest at 10 M (expiry ~144 -> ~119 ns). See `docs/bench-timer.md`.
 //!
 //! # Slot math
 //!
@@ -36,23 +41,24 @@
 //! highest bit in which the two differ (tokio's `level_for`):
 //!
 //! ```text
-//! level = msb((elapsed ^ deadline) | 4095) / 12          (>= 3 means the overflow list)
-//! slot  = (deadline >> (12 * level)) % 4096
+//! level = msb((elapsed ^ deadline) | 255) / 8          (>= 5 means the overflow list)
+//! slot  = (deadline >> (8 * level)) % 256
 //! ```
 //!
 //! # Invariants
 //!
-//! * An entry on level `L` shares every bit above `12 * (L + 1)` with `elapsed`, and its
+//! * An entry on level `L` shares every bit above `8 * (L + 1)` with `elapsed`, and its
 //!   level-`L` slot is *strictly after* `elapsed`'s. So on each level all occupied slots lie
 //!   ahead of the current position: the first occupied slot of the level is the next slot due,
-//!   and the slot's start time is `(elapsed with the low 12 * (L + 1) bits cleared) +
-//!   slot * 4096^L`, which is always `> elapsed`.
-//! * Each level's occupied slots are a two-level bitmap: 64 `u64` words (one bit per slot)
-//!   and a summary word with bit `w` set iff word `w` is non-zero. The first occupied slot is
-//!   `64 * tz(summary) + tz(words[tz(summary)])`: two `trailing_zeros`, no scan.
+//!   and the slot's start time is `(elapsed with the low 8 * (L + 1) bits cleared) +
+//!   slot * 256^L`, which is always `> elapsed`.
+//! * Each level's occupied slots are a two-level bitmap: 4 `u64` words (one bit per slot) and
+//!   a summary word with bit `w` set iff word `w` is non-zero. The first occupied slot is
+//!   `64 * tz(summary) + tz(words[tz(summary)])`: two `trailing_zeros`, no scan, for any width
+//!   up to 4096 slots.
 //! * Every slot on level `L` starts later than every entry on levels below `L` (those all lie in
 //!   `elapsed`'s own level-`L` slot). So the next slot due is the first occupied slot of the
-//!   *lowest* non-empty level: finding it costs at most 3 × 2 `trailing_zeros`.
+//!   *lowest* non-empty level: finding it costs at most 5 × 2 `trailing_zeros`.
 //! * A deadline at or before `elapsed` (inserted "in the past") goes on the ready list and
 //!   fires on the next poll.
 //!
@@ -63,14 +69,14 @@
 //! the rest are refiled with the new `elapsed`, which puts them on a strictly lower level
 //! (their level-`L` bits now equal `elapsed`'s). Finally `elapsed = now`. Empty time costs
 //! nothing: a jump of 10 hours touches only the occupied slots in between, never each tick.
-//! With deadlines up to an hour away a timer cascades at most once (level 1 → 0) before it
-//! fires, twice when it crosses a 4.66 h boundary.
+//! With deadlines up to an hour away a timer cascades at most twice (level 2 → 1 → 0) before
+//! it fires, three times when it crosses a 4.66 h boundary.
 //!
 //! A slot is emptied in batches of 32 keys: a first pass only loads each key's entry (the
 //! loads are independent, so their cache misses overlap), a second pass fires or refiles the
 //! batch from cache. Without `unsafe` there is no prefetch instruction; this gets the same
 //! overlap in safe code (together with the dense counters below, cascading at 1 M pending went
-//! from ~90 to ~60 ns per timer with 64-slot levels, before wider levels took it to ~34 ns).
+//! from ~90 to ~60 ns per timer with 64-slot levels, before wider levels took it to ~46 ns).
 //!
 //! `poll` also keeps `next_due`, a lower bound on the next slot start: exact after each poll,
 //! lowered by every filing, left alone by `cancel`. A poll before it with an empty ready list
@@ -81,9 +87,9 @@
 //!
 //! Each slot (and the ready and overflow lists) is an append-only `Vec<u32>` of slab keys, and
 //! each entry records its list (home, one byte, and slot, two bytes) and its index in it.
-//! Lists are numbered `level × 4096 + slot`, then the overflow list (12 288) and the ready
-//! list (12 289), and their live and total key counts sit in one dense array (12 290 × 8
-//! bytes = 96 KiB, L2-resident), apart from the key vectors. Removal (`cancel`, and
+//! Lists are numbered `level × 256 + slot`, then the overflow list (1 280) and the ready list
+//! (1 281), and their live and total key counts sit in one dense array (1 282 × 8 bytes =
+//! 10 KiB, L1-resident), apart from the key vectors. Removal (`cancel`, and
 //! `reschedule` to a different slot) only detaches the entry and decrements the list's live
 //! count, leaving its key as a *tombstone*: `cancel` touches the entry (one slab access, the
 //! only likely cache miss) and the counter, and the key vector only when the list empties or
@@ -111,15 +117,15 @@
 //! * `insert`: O(1). An XOR, a `leading_zeros`, and a push onto the slot's vector.
 //! * `cancel`, `reschedule`: O(1) amortised. Detach (a tombstone, a counter), plus for
 //!   `reschedule` a push; compaction is O(len) but only after `len / 2` removals paid for it.
-//! * `next_deadline`: O(levels), at most 3 two-level bitmap lookups (6 `trailing_zeros`).
+//! * `next_deadline`: O(levels), at most 5 two-level bitmap lookups (10 `trailing_zeros`).
 //! * `poll`: O(levels) per slot visited plus O(1) per key handed out, refiled or skipped. An
-//!   entry moves down at most 2 times in its life (it only ever moves to a lower level), and an
-//!   overflow entry is revisited once per 2^36 ms epoch, so expiry is amortised O(1) per timer.
+//!   entry moves down at most 4 times in its life (it only ever moves to a lower level), and an
+//!   overflow entry is revisited once per 2^40 ms epoch, so expiry is amortised O(1) per timer.
 //! * Memory: one slab entry per pending timer (payload, deadline, generation, a `u32` index, a
 //!   one-byte home and a two-byte slot: 23 bytes + payload, rounded to alignment, so 32 bytes
 //!   with a `u64` payload) plus 4 bytes per key in a slot vector (up to ~2× that with
-//!   tombstones and `Vec` growth), plus a fixed ~390 KiB: 96 KiB of counters, 12 290 `Vec`
-//!   headers (288 KiB) and 1.5 KiB of bitmaps. At 1 M pending that is 39.6 bytes per timer in
+//!   tombstones and `Vec` growth), plus a fixed ~40 KiB: 10 KiB of counters, 1 282 `Vec`
+//!   headers (30 KiB) and 200 bytes of bitmaps. At 1 M pending that is 39.2 bytes per timer in
 //!   all, payload included (39.1 with 64-slot levels). No allocation per insert once the slab
 //!   and the slot vectors have grown: drained vectors keep their buffers.
 //!
@@ -127,12 +133,12 @@
 //!
 //! `elapsed = 1 000`, and a message goes in flight with a 60 s timeout: `deadline = 61 000`.
 //!
-//! 1. `1 000 ^ 61 000 = 60 832`, whose highest bit is 15, so the level is `15 / 12 = 1`, and
-//!    the slot is `(61 000 >> 12) % 4096 = 14`. `next_deadline()` says `14 × 4 096 = 57 344`:
-//!    a cascade point, earlier than the deadline, which is allowed.
-//! 2. `poll(57 344)` reaches that slot: `elapsed = 57 344`, the entry is not due, and
-//!    `57 344 ^ 61 000 = 3 656` (bit 11) refiles it on level 0, slot `61 000 % 4096 = 3 656`,
-//!    which starts at `57 344 + 3 656 = 61 000`: exactly the deadline.
+//! 1. `1 000 ^ 61 000 = 60 832`, whose highest bit is 15, so the level is `15 / 8 = 1`, and
+//!    the slot is `(61 000 >> 8) % 256 = 238`. `next_deadline()` says `238 × 256 = 60 928`: a
+//!    cascade point, earlier than the deadline, which is allowed.
+//! 2. `poll(60 928)` reaches that slot: `elapsed = 60 928`, the entry is not due, and
+//!    `60 928 ^ 61 000 = 72` (bit 6) refiles it on level 0, slot `61 000 % 256 = 72`, which
+//!    starts at `60 928 + 72 = 61 000`: exactly the deadline.
 //! 3. `poll(61 000)` hands the payload out: on time to the millisecond, after one cascade
 //!    (with 64-slot levels it took two: level 2 → 1 → 0). A TOUCH in between would have been
 //!    a `reschedule`: detach (O(1)) and refile from the current `elapsed`.
@@ -147,12 +153,12 @@ use slab::Slab;
 use std::fmt;
 
 /// Bits of the deadline each level consumes (6..=16): a level has `2^LEVEL_BITS` slots.
-const LEVEL_BITS: u32 = 12;
+const LEVEL_BITS: u32 = 8;
 /// Slots per level.
 pub(crate) const SLOTS: usize = 1 << LEVEL_BITS;
 /// Number of levels: enough to cover at least 2^36 ms (2.2 years) before the overflow list.
 pub(crate) const NUM_LEVELS: usize = 36usize.div_ceil(LEVEL_BITS as usize);
-/// `u64` words in one level's occupied bitmap (64 for 4096 slots; see [`Occupied`]).
+/// `u64` words in one level's occupied bitmap (4 for 256 slots; see [`Occupied`]).
 const WORDS: usize = SLOTS / 64;
 // A slot fits the entry's `u16`, a bitmap word is whole, and the `Home` enum has a variant
 // for every level.
@@ -190,8 +196,8 @@ pub struct TimerId {
 /// A fieldless enum (rather than a `u8`) gives the compiler a niche, so `Slab`'s internal
 /// vacant/occupied enum costs no extra tag word.
 ///
-/// There is a variant for up to 6 levels (`LEVEL_BITS = 6`); with 12-bit levels only
-/// `L0..=L2` are used.
+/// There is a variant for up to 6 levels (`LEVEL_BITS = 6`); with 8-bit levels `L5` is
+/// unused.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[repr(u8)]
 enum Home {
@@ -241,7 +247,7 @@ const OVERFLOW_SLOT: u16 = 0;
 const READY_SLOT: u16 = 1;
 
 /// Which slots of one level are occupied: a two-level bitmap, so finding the first occupied
-/// slot of a 4096-slot level costs two `trailing_zeros` (for 64 slots, `summary` is 0 or 1).
+/// slot costs two `trailing_zeros` however wide the level (up to 4096 slots: 64 words).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 struct Occupied {
     /// Bit `w` is set iff `words[w] != 0`.
@@ -314,9 +320,8 @@ impl<T> Entry<T> {
     }
 }
 
-/// The counters of one list, kept in a dense array apart from the key vectors: all 12 290
-/// take 96 KiB and stay in L2, so `cancel` touches its entry and nothing else that can miss
-/// the cache.
+/// The counters of one list, kept in a dense array apart from the key vectors: all 1 282
+/// take 10 KiB and stay in L1, so `cancel` touches its entry and nothing else that can miss.
 ///
 /// Removal is lazy: `cancel` and `reschedule` leave the key behind as a *tombstone* and only
 /// decrement `live`. A key at index `i` of a list is live iff its entry still exists and
@@ -469,7 +474,7 @@ impl<T> Wheel<T> {
     /// Removes a pending timer and returns its payload; `None` (touching nothing) if `id` has
     /// already fired or been cancelled.
     ///
-    /// Touches the entry (one slab access) and the list's counters in L2; the list's key
+    /// Touches the entry (one slab access) and the list's counters in L1; the list's key
     /// vector only when the list empties or is compacted.
     pub fn cancel(&mut self, id: TimerId) -> Option<T> {
         let list = self.lookup(id)?.list();
@@ -891,14 +896,17 @@ mod tests {
             cases.push((0, first, Some(level)));
             cases.push((first - 1, first, Some(level)));
         }
-        // The geometry of the module doc's table: 4096 slots, 3 levels, an hour on level 1.
-        assert_eq!((SLOTS, NUM_LEVELS, WHEEL_SPAN), (4096, 3, 1 << 36));
+        // The geometry of the module doc's table: 256 slots, 5 levels, an hour on level 2.
+        assert_eq!((SLOTS, NUM_LEVELS, WHEEL_SPAN), (256, 5, 1 << 40));
         cases.extend([
-            (0, 4_095, Some(0)),
-            (0, 4_096, Some(1)),
-            (0, 3_600_000, Some(1)),
-            (0, (1 << 24) - 1, Some(1)),
-            (0, 1 << 24, Some(2)),
+            (0, 255, Some(0)),
+            (0, 256, Some(1)),
+            (0, 65_535, Some(1)),
+            (0, 65_536, Some(2)),
+            (0, 3_600_000, Some(2)),
+            (0, (1 << 24) - 1, Some(2)),
+            (0, 1 << 24, Some(3)),
+            (0, 1 << 32, Some(4)),
         ]);
         for (elapsed, deadline, level) in cases {
             assert_eq!(
@@ -996,8 +1004,8 @@ mod tests {
     fn worked_example_from_module_doc() {
         let mut w = Wheel::new(1_000);
         let id = w.insert(61_000, "msg");
-        assert_eq!(w.next_deadline(), Some(57_344));
-        assert!(polled(&mut w, 57_344).is_empty());
+        assert_eq!(w.next_deadline(), Some(60_928));
+        assert!(polled(&mut w, 60_928).is_empty());
         assert_eq!(w.next_deadline(), Some(61_000));
         assert!(polled(&mut w, 60_999).is_empty());
         assert_eq!(w.deadline(id), Some(61_000));
