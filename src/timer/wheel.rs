@@ -28,11 +28,12 @@
 //! The width is one constant, `LEVEL_BITS`; the number of levels follows from it (enough for
 //! at least 2^36 ms before the overflow list). 6, 8 and 12 bits (6, 5 and 3 levels) were
 //! measured at 1 M pending timers over an hour: a timer cascades 3, 2 and 1 times before it
-//! fires, and expiry cost ~84, ~76 and ~67 ns per timer. 12 bits was fastest at 1 M but
-//! costs insert ~3 ns there and more at 10 k, adds a fixed ~390 KiB (77 bytes per timer at
-//! 10 k pending) and lost its expiry gain at 10 M (entries cascaded into level 0 up to 4 s
-//! early are cold again when they fire); 8 bits keeps insert as it was, adds 40 KiB, and was
-//! the fastest at 10 M (expiry ~144 -> ~119 ns). See `docs/bench-timer.md`.
+//! fires, and expiry cost ~84, ~76 and ~67 ns per timer in one session. 12 bits was fastest
+//! at 1 M but costs insert ~3 ns there and more at 10 k, adds a fixed ~390 KiB (77 bytes per
+//! timer at 10 k pending) and lost its expiry gain at 10 M (entries cascaded into level 0 up
+//! to 4 s early are cold again when they fire). 8 bits keeps insert and cancel as they were,
+//! adds ~36 KiB, takes expiry at 1 M from ~89 to ~79 ns and was the fastest at 10 M (~144 →
+//! ~119 ns). See `docs/bench-timer.md`.
 //!
 //! # Slot math
 //!
@@ -76,7 +77,7 @@
 //! loads are independent, so their cache misses overlap), a second pass fires or refiles the
 //! batch from cache. Without `unsafe` there is no prefetch instruction; this gets the same
 //! overlap in safe code (together with the dense counters below, cascading at 1 M pending went
-//! from ~90 to ~60 ns per timer with 64-slot levels, before wider levels took it to ~46 ns).
+//! from ~90 to ~60 ns per timer with 64-slot levels, before wider levels took it to ~48 ns).
 //!
 //! `poll` also keeps `next_due`, a lower bound on the next slot start: exact after each poll,
 //! lowered by every filing, left alone by `cancel`. A poll before it with an empty ready list
