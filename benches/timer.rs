@@ -17,8 +17,9 @@
 //! * reschedule: move N/10 random timers to a new random deadline (TOUCH).
 //! * expire: poll every millisecond from 1 to 3 600 000 (like a busy reactor), handing out all
 //!   N timers; cost = total time / N. "(cascade)" is the part of it spent in the polls at
-//!   multiples of 64 ms, where all cascading from level 1 and up happens, less the firing
-//!   done there (at the other polls' per-timer rate) and less the cost of timing them.
+//!   multiples of 64 ms, where all cascading happens (every slot boundary of level 1 and up
+//!   is a multiple of 64 ms for any level width of 6 bits or more), less the firing done
+//!   there (at the other polls' per-timer rate) and less the cost of timing them.
 //! * memory: bytes the global allocator holds for the structure after the fill, / N.
 //!
 //! Also printed: the memory floor, i.e. the latency of random 4-byte loads over 32 MB (the
