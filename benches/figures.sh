@@ -76,7 +76,7 @@ case_runs() {
     echo "$name: corq bench $*  [corqd ${server_flags[*]}]"
 }
 
-want() { [ $# -eq 0 ] || [[ " $WANT " == *" $1 "* ]]; }
+want() { [ -z "$WANT" ] || [[ " $WANT " == *" $1 "* ]]; }
 WANT="$*"
 
 if want pub; then
@@ -174,3 +174,5 @@ if want recovery; then
     done
     rm -rf "$KEEP"
 fi
+
+echo done
