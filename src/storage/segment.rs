@@ -199,7 +199,11 @@ impl PreparedSegment {
         match made {
             Ok(map) => {
                 if prefault {
+                    // Readahead on for the helper's walk (it populates the page cache in big
+                    // batches), off again for the appends (see `map`).
+                    let _ = map.advise(memmap2::Advice::Normal);
                     prefault_pages(&map);
+                    let _ = map.advise(memmap2::Advice::Random);
                 }
                 Ok(PreparedSegment { path, file, map })
             }
