@@ -23,6 +23,7 @@ impl Broker {
 
     /// The delivery pass: every channel touched this turn hands messages to its ready consumers.
     pub fn pump(&mut self, now: Now) {
+        self.pass = self.pass.wrapping_add(1);
         while let Some((tk, chk)) = self.pump_queue.pop() {
             self.pump_channel(tk, chk, now);
         }
@@ -39,6 +40,7 @@ impl Broker {
         if ch.paused {
             return;
         }
+        let pass = self.pass;
         let clients = &mut self.clients;
         while let Some(ck) =
             ch.pick_consumer(|c| clients.get_mut(c).is_some_and(Client::take_ready))
@@ -55,7 +57,18 @@ impl Broker {
                 break;
             };
             let (offset, attempts) = (msg.offset, msg.attempts);
-            let rec = match topic.log.read(msg.loc) {
+            // In one delivery pass every channel reads the same new records: the first read
+            // verifies the CRC, the others trust it (see `Topic::verified`).
+            let verified = topic.verified.contains(pass, msg.loc);
+            let read = if verified {
+                topic.log.read_already_verified(msg.loc)
+            } else {
+                topic.log.read(msg.loc)
+            };
+            if read.is_ok() && !verified {
+                topic.verified.note(pass, msg.loc);
+            }
+            let rec = match read {
                 Ok(rec) => rec,
                 Err(e) => {
                     // Corrupt (already counted and logged by the log) or missing: never deliver.

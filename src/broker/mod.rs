@@ -154,6 +154,8 @@ pub struct Broker {
     unblocked: Vec<usize>,
     /// Reactor tokens whose handshake deadline passed this turn.
     expired_handshakes: Vec<usize>,
+    /// Counts delivery passes, so a topic's "verified this pass" range expires with its pass.
+    pass: u64,
 }
 
 /// Subdirectory of the data path that holds one directory per topic.
@@ -228,6 +230,7 @@ impl Broker {
             topology_changed: false,
             unblocked: Vec::new(),
             expired_handshakes: Vec::new(),
+            pass: 0,
             rng: 0x2545_F491_4F6C_DD1D ^ now.wall_ns as u64,
         };
         broker.restore(now)?;

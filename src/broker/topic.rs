@@ -37,6 +37,9 @@ pub struct Topic {
     pub message_bytes: u64,
     /// Strict mode: publishers' `OK`s waiting for the log to be durable, oldest first.
     pub pending_acks: VecDeque<PendingAck>,
+    /// Records whose CRC was verified in the current delivery pass (fan-out reads them once per
+    /// channel; verifying once is enough within one single-threaded pass).
+    pub verified: VerifiedRange,
     /// Whether channels track e2e latency (`--e2e-processing-latency-percentile` is set).
     pub track_e2e: bool,
     /// Checkpoints submitted but not yet confirmed on disk: (generation, retention floor of
@@ -70,6 +73,7 @@ impl Topic {
             track_e2e: false,
             checkpoint_floors: VecDeque::new(),
             disk_floor: None,
+            verified: VerifiedRange::default(),
         }
     }
 
@@ -175,6 +179,20 @@ impl Topic {
 
 #[cfg(test)]
 mod tests {
+    use super::VerifiedRange;
+
+    #[test]
+    fn verified_range_grows_and_expires_with_its_pass() {
+        let mut v = VerifiedRange::default();
+        assert!(!v.contains(1, 0));
+        v.note(1, 10);
+        v.note(1, 11);
+        assert!(v.contains(1, 10) && v.contains(1, 11) && !v.contains(1, 12));
+        assert!(!v.contains(2, 10), "a new pass verifies again");
+        v.note(1, 20);
+        assert!(!v.contains(1, 10) && v.contains(1, 20));
+    }
+
     use super::*;
     use crate::storage::LogConfig;
 
@@ -230,5 +248,37 @@ mod tests {
         t.insert_channel(Channel::new("c", 7));
         assert_eq!(t.safe_floor(0), Some(7));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// A contiguous range of log offsets read with their CRC checked during one delivery pass.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct VerifiedRange {
+    /// The pass the range belongs to; any other pass sees it as empty.
+    pass: u64,
+    /// First verified offset.
+    start: u64,
+    /// One past the last verified offset.
+    end: u64,
+}
+
+impl VerifiedRange {
+    /// Whether `offset` was verified in pass `pass`.
+    pub fn contains(&self, pass: u64, offset: u64) -> bool {
+        self.pass == pass && self.start <= offset && offset < self.end
+    }
+
+    /// Notes that `offset` was just verified in pass `pass` (extending the range when it is the
+    /// next offset, starting a new one otherwise).
+    pub fn note(&mut self, pass: u64, offset: u64) {
+        if self.pass == pass && offset == self.end {
+            self.end += 1;
+        } else {
+            *self = VerifiedRange {
+                pass,
+                start: offset,
+                end: offset.saturating_add(1),
+            };
+        }
     }
 }

@@ -305,12 +305,24 @@ impl Log {
     /// `NotFound` below the head, at or past the tail, or in a recovery gap; `Corruption` if
     /// the bytes fail verification (counted and logged once per offset).
     pub fn read(&self, offset: u64) -> Result<Record<'_>, StorageError> {
+        self.read_with(offset, true)
+    }
+
+    /// As [`Log::read`] without the CRC check: only for a record the caller read with
+    /// [`Log::read`] moments ago, in the same single-threaded pass (the broker's delivery pass
+    /// hands one record to every channel: it is verified once, for the first). Length, kind
+    /// and offset are still checked.
+    pub fn read_already_verified(&self, offset: u64) -> Result<Record<'_>, StorageError> {
+        self.read_with(offset, false)
+    }
+
+    fn read_with(&self, offset: u64, verify_crc: bool) -> Result<Record<'_>, StorageError> {
         let not_found = StorageError::NotFound { offset };
         if offset >= self.tail {
             return Err(not_found);
         }
         let seg = &self.segments[self.segment_for(offset).ok_or(not_found)?];
-        match seg.read(offset) {
+        match seg.read(offset, verify_crc) {
             None => Err(StorageError::NotFound { offset }),
             Some(Ok(r)) => Ok(r),
             Some(Err(why)) => {
@@ -479,7 +491,7 @@ impl<'a> Iterator for LogIter<'a> {
             }
             let offset = self.next;
             self.next += 1;
-            match seg.read(offset) {
+            match seg.read(offset, true) {
                 Some(Ok(r)) => return Some(r),
                 Some(Err(why)) => log.note_corrupt(seg, offset, &why),
                 None => {}

@@ -211,6 +211,16 @@ pub fn is_end(buf: &[u8]) -> bool {
 /// data), expecting it to carry `expected` as its offset. Returns the record (borrowing `buf`)
 /// and its span, padding included. Never panics, whatever the bytes.
 pub fn decode(buf: &[u8], expected: u64) -> Result<(Record<'_>, usize), Corrupt> {
+    decode_with(buf, expected, true)
+}
+
+/// As [`decode`], but skips the CRC when `verify_crc` is false: only for a record the caller
+/// has just decoded with its CRC checked (every other check still runs).
+pub fn decode_with(
+    buf: &[u8],
+    expected: u64,
+    verify_crc: bool,
+) -> Result<(Record<'_>, usize), Corrupt> {
     if buf.len() < RECORD_HEADER_LEN {
         return Err(Corrupt::Truncated);
     }
@@ -222,10 +232,12 @@ pub fn decode(buf: &[u8], expected: u64) -> Result<(Record<'_>, usize), Corrupt>
     if len > buf.len() {
         return Err(Corrupt::LenPastEnd(len32));
     }
-    let stored = u32_at(buf, CRC_AT);
-    let computed = checksum(&buf[..len]);
-    if stored != computed {
-        return Err(Corrupt::Crc { stored, computed });
+    if verify_crc {
+        let stored = u32_at(buf, CRC_AT);
+        let computed = checksum(&buf[..len]);
+        if stored != computed {
+            return Err(Corrupt::Crc { stored, computed });
+        }
     }
     // Past the CRC the bytes are what a writer wrote; these checks catch format mismatches and
     // misplaced (stale or copied) records, not bit rot.

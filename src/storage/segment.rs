@@ -332,11 +332,11 @@ impl Segment {
 
     /// The record at `offset`: `None` if this segment has no record there, `Some(Err)` if the
     /// bytes fail verification (the CRC is checked on every read).
-    pub fn read(&self, offset: u64) -> Option<Result<Record<'_>, Corrupt>> {
+    pub fn read(&self, offset: u64, verify_crc: bool) -> Option<Result<Record<'_>, Corrupt>> {
         let i = usize::try_from(offset.checked_sub(self.base)?).ok()?;
         let pos = *self.index.get(i)? as usize;
         let buf = self.map.get(pos..self.write_pos)?;
-        Some(record::decode(buf, offset).map(|(r, _)| r))
+        Some(record::decode_with(buf, offset, verify_crc).map(|(r, _)| r))
     }
 
     /// Called when a newer segment becomes active: the index stops growing.
