@@ -12,7 +12,7 @@ use super::channel::{self, AckError, Channel, ReqAt};
 use super::client::{Client, ClientKey};
 use super::durable::{AckReply, PendingAck, PubVerb};
 use super::topic::Topic;
-use super::{fatal, queue_pump, topic_dir, Broker, Now, TimerEvent};
+use super::{fatal, queue_pump, queue_storage, topic_dir, Broker, Now, TimerEvent};
 
 impl Broker {
     /// Runs one decoded command for a client.
@@ -202,6 +202,7 @@ impl Broker {
             NewRecord::message(now.wall_ns, deliver_at_ns, body)
         });
         append_all(&mut topic.log, records)?;
+        queue_storage(&mut self.storage_due, tk, topic);
         topic.message_count += count;
         topic.message_bytes += bytes;
         if let Some(c) = self.clients.get_mut(ck) {

@@ -7,7 +7,7 @@ use crate::protocol::{self, encode};
 
 use super::channel::{InFlight, Requeued};
 use super::client::{Client, ClientKey};
-use super::{queue_pump, Broker, Now, TimerEvent};
+use super::{queue_pump, queue_storage, Broker, Now, TimerEvent};
 use crate::timer::TimerId;
 
 impl Broker {
@@ -178,31 +178,50 @@ impl Broker {
 
     /// The earliest time (monotonic ms) at which a timer may fire or a log's sync falls due.
     pub fn next_deadline(&self) -> Option<u64> {
+        // Only topics on the storage list can have a sync deadline (see `storage_step`).
         let syncs = self
-            .topics
+            .storage_due
             .iter()
-            .filter_map(|(_, t)| t.log.next_sync_deadline_ms());
+            .filter_map(|&tk| self.topics.get(tk))
+            .filter_map(|t| t.log.next_sync_deadline_ms());
         syncs.chain(self.wheel.next_deadline()).min()
     }
 
     /// The storage step of the loop turn: apply what the helper thread finished, and hand it
     /// the syncs and segment pre-creations that are due.
+    ///
+    /// Only the topics on the storage list are visited, not every topic: a topic joins it when
+    /// it is appended to, when one of its jobs finishes, and at each maintenance step, and stays
+    /// while its log has unsynced records waiting for the sync timeout.
     pub fn storage_step(&mut self, now: Now) {
+        let mut applied = std::mem::take(&mut self.applied);
         while let Some((key, done)) = self.worker.try_recv() {
             // A result for a deleted topic (or a reused key) is ignored by the log itself.
-            if let Some(topic) = usize::try_from(key)
-                .ok()
-                .and_then(|k| self.topics.get_mut(k))
-            {
+            let Some(tk) = usize::try_from(key).ok() else {
+                continue;
+            };
+            if let Some(topic) = self.topics.get_mut(tk) {
                 topic.log.apply(done);
+                queue_storage(&mut self.storage_due, tk, topic);
+                applied.push(tk);
             }
         }
-        self.release_acks();
-        for (tk, topic) in self.topics.iter_mut() {
+        // Acks can only be released where a sync result just arrived.
+        self.release_acks(&applied);
+        applied.clear();
+        self.applied = applied;
+        let mut due = std::mem::take(&mut self.storage_due);
+        due.retain(|&tk| {
+            let Some(topic) = self.topics.get_mut(tk) else {
+                return false;
+            };
             for job in topic.log.poll_jobs(now.mono_ms) {
                 self.worker.submit(tk as u64, job);
             }
-        }
+            topic.storage_queued = topic.log.next_sync_deadline_ms().is_some();
+            topic.storage_queued
+        });
+        self.storage_due = due;
     }
 
     /// Fires every timer due at `now`.

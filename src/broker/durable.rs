@@ -103,9 +103,14 @@ impl Broker {
 
     /// Answers every parked publish whose records are now durable, or fails them all if the
     /// topic's log failed.
-    pub(super) fn release_acks(&mut self) {
+    /// Only the given topics are looked at: a topic's acks change only when its sync results
+    /// arrive.
+    pub(super) fn release_acks(&mut self, topics: &[usize]) {
         let mut released = Vec::new();
-        for (_, topic) in self.topics.iter_mut() {
+        for &tk in topics {
+            let Some(topic) = self.topics.get_mut(tk) else {
+                continue;
+            };
             let failure = topic.log.failure().map(str::to_owned);
             let durable = topic.log.durable_offset();
             while let Some(ack) = topic.pending_acks.front().copied() {

@@ -4,7 +4,7 @@
 use log::{debug, info, warn};
 
 use super::topic::Topic;
-use super::{carry, Broker, Now, TimerEvent};
+use super::{carry, queue_storage, Broker, Now, TimerEvent};
 
 /// Deletes the segments of `topic` that neither its channels nor the checkpoint on disk
 /// (generation `written`) need.
@@ -25,7 +25,9 @@ impl Broker {
     pub(super) fn maintenance(&mut self, now: Now) {
         let window = self.cfg.e2e_processing_latency_window_time;
         let written = self.checkpointer.written();
-        for (_, topic) in self.topics.iter_mut() {
+        for (tk, topic) in self.topics.iter_mut() {
+            // Retention and carrying leave storage work (removals, syncs of carried records).
+            queue_storage(&mut self.storage_due, tk, topic);
             for (_, ch) in topic.channels.iter_mut() {
                 if let Some(e2e) = &mut ch.e2e {
                     e2e.rotate(now.mono_ms, window);
@@ -67,7 +69,8 @@ impl Broker {
             }
         }
         // Strict mode: publishes waiting for a sync get their answer before the sockets close.
-        self.release_acks();
+        let all: Vec<usize> = self.topics.iter().map(|(tk, _)| tk).collect();
+        self.release_acks(&all);
         let snapshot = self.snapshot();
         if let Err(e) = self.checkpointer.write_now(snapshot) {
             warn!("final checkpoint failed: {e}");

@@ -154,6 +154,10 @@ pub struct Broker {
     unblocked: Vec<usize>,
     /// Reactor tokens whose handshake deadline passed this turn.
     expired_handshakes: Vec<usize>,
+    /// Topics whose logs may have storage work or a sync deadline (see `storage_step`).
+    storage_due: Vec<usize>,
+    /// Reused list of topics whose jobs finished this turn.
+    applied: Vec<usize>,
     /// Counts delivery passes, so a topic's "verified this pass" range expires with its pass.
     pass: u64,
 }
@@ -231,6 +235,8 @@ impl Broker {
             unblocked: Vec::new(),
             expired_handshakes: Vec::new(),
             pass: 0,
+            storage_due: Vec::new(),
+            applied: Vec::new(),
             rng: 0x2545_F491_4F6C_DD1D ^ now.wall_ns as u64,
         };
         broker.restore(now)?;
@@ -407,6 +413,14 @@ pub(crate) fn fatal(code: &'static str, desc: &str) -> ProtoError {
         code,
         desc: desc.to_owned(),
         fatal: true,
+    }
+}
+
+/// Puts a topic on the storage list (see `Broker::storage_step`) unless it already is.
+pub(crate) fn queue_storage(list: &mut Vec<usize>, tk: usize, topic: &mut Topic) {
+    if !topic.storage_queued {
+        topic.storage_queued = true;
+        list.push(tk);
     }
 }
 

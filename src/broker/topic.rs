@@ -37,6 +37,8 @@ pub struct Topic {
     pub message_bytes: u64,
     /// Strict mode: publishers' `OK`s waiting for the log to be durable, oldest first.
     pub pending_acks: VecDeque<PendingAck>,
+    /// Whether the topic is on the broker's storage list.
+    pub storage_queued: bool,
     /// Records whose CRC was verified in the current delivery pass (fan-out reads them once per
     /// channel; verifying once is enough within one single-threaded pass).
     pub verified: VerifiedRange,
@@ -74,6 +76,7 @@ impl Topic {
             checkpoint_floors: VecDeque::new(),
             disk_floor: None,
             verified: VerifiedRange::default(),
+            storage_queued: false,
         }
     }
 
