@@ -152,17 +152,31 @@ pub fn map(file: &File, path: &Path) -> Result<MmapMut, StorageError> {
 /// Page size assumed when pre-faulting (a smaller real page size only means fewer touches).
 const PREFAULT_STRIDE: usize = 4096;
 
+/// Pages touched between two `sched_yield`s while pre-faulting (~0.2–0.5 ms of kernel work).
+const PREFAULT_CHUNK_PAGES: usize = 32;
+
 /// Read-faults every page of a fresh map, so the kernel allocates and zeroes the page-cache
 /// pages here (on the helper thread) rather than as first-touch faults inside appends on the
 /// reactor thread. Pages are only read, not dirtied: a sync still writes back just what appends
 /// wrote. (Done by hand rather than with MAP_POPULATE so the process's mmap lock is not held
-/// for the whole populate while the appending thread takes its own faults; in our benchmark
-/// runs the two performed alike.)
+/// for the whole populate while the appending thread takes its own faults.)
+///
+/// Why one page per fault and a yield every chunk: this walk is the only long CPU-bound work
+/// of the helper thread, and the helper may share the reactor's core. With readahead on (as
+/// this walk once had) a single fault zeroed the whole 8 MiB readahead window inside the
+/// kernel, ~20 ms that a `PREEMPT_NONE` kernel does not interrupt even for a woken reactor;
+/// and a helper that stays runnable is handed whole scheduler ticks (4 ms at 250 Hz) now and
+/// then even at `SCHED_IDLE` priority. Faulting one page at a time (the map is `MADV_RANDOM`)
+/// and yielding every chunk bounds what the reactor can wait for to one chunk.
 fn prefault_pages(map: &MmapMut) {
     let mut acc = 0u8;
-    for i in (0..map.len()).step_by(PREFAULT_STRIDE) {
-        // SAFETY: `i < map.len()`; a volatile read keeps the touch from being optimised out.
-        acc ^= unsafe { std::ptr::read_volatile(map.as_ptr().add(i)) };
+    let chunk = PREFAULT_STRIDE * PREFAULT_CHUNK_PAGES;
+    for start in (0..map.len()).step_by(chunk) {
+        for i in (start..map.len().min(start + chunk)).step_by(PREFAULT_STRIDE) {
+            // SAFETY: `i < map.len()`; a volatile read keeps the touch from being optimised out.
+            acc ^= unsafe { std::ptr::read_volatile(map.as_ptr().add(i)) };
+        }
+        std::thread::yield_now();
     }
     std::hint::black_box(acc);
 }
@@ -199,11 +213,7 @@ impl PreparedSegment {
         match made {
             Ok(map) => {
                 if prefault {
-                    // Readahead on for the helper's walk (it populates the page cache in big
-                    // batches), off again for the appends (see `map`).
-                    let _ = map.advise(memmap2::Advice::Normal);
                     prefault_pages(&map);
-                    let _ = map.advise(memmap2::Advice::Random);
                 }
                 Ok(PreparedSegment { path, file, map })
             }
