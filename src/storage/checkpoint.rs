@@ -175,6 +175,8 @@ impl Checkpointer {
         let thread = thread::Builder::new()
             .name("corq-checkpoint".into())
             .spawn(move || {
+                // Nobody waits for a checkpoint write: idle CPU time only (see `priority`).
+                super::priority::enter_background();
                 while let Ok(mut job) = rx.recv() {
                     // Several may have queued up while a write ran: only the newest matters.
                     while let Ok(newer) = rx.try_recv() {

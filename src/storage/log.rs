@@ -29,6 +29,10 @@ static NEXT_LOG_ID: AtomicU64 = AtomicU64::new(1);
 /// open, before any new name is used.
 static NEXT_PREALLOC: AtomicU64 = AtomicU64::new(1);
 
+/// After a segment had to be created inline, this many pre-creations run on the foreground
+/// (normal-priority) lane before the log tries the background lane again.
+const URGENT_PREPARES_AFTER_INLINE: u8 = 4;
+
 /// A topic's log. See the module docs of `storage` for the file map and `docs/storage-format.md`.
 pub struct Log {
     dir: PathBuf,
@@ -63,6 +67,10 @@ pub struct Log {
     bad: RefCell<BTreeSet<u64>>,
     /// Segments created inline because no pre-created one was ready (a tuning signal).
     inline_creations: u64,
+    /// Pre-creations still to run on the foreground lane: set when a segment had to be
+    /// created inline (this log outruns background pre-creation), counted down by each
+    /// pre-created segment that was ready in time.
+    urgent_prepares: u8,
     /// Test seam: when set, segment allocation fails with ENOSPC.
     alloc_fault: Option<Arc<AtomicBool>>,
     /// Segment files dropped by retention, waiting for a removal job.
@@ -131,6 +139,7 @@ impl Log {
             bad: RefCell::new(rec.holes.into_iter().collect()),
             alloc_fault: None,
             inline_creations: 0,
+            urgent_prepares: 0,
             to_remove: Vec::new(),
         };
         if log.segments.is_empty() {
@@ -220,7 +229,7 @@ impl Log {
                 self.dir.display()
             );
             let prep = self.create_prepared()?;
-            self.inline_creations += 1;
+            self.note_inline_creation();
             self.ready.push(prep);
         }
         let start = self.tail;
@@ -255,13 +264,16 @@ impl Log {
             return Ok(());
         }
         let prep = match self.ready.pop() {
-            Some(p) => p,
+            Some(p) => {
+                self.urgent_prepares = self.urgent_prepares.saturating_sub(1);
+                p
+            }
             None => {
                 debug!(
                     "{}: no pre-created segment ready; creating one inline",
                     self.dir.display()
                 );
-                self.inline_creations += 1;
+                self.note_inline_creation();
                 self.create_prepared()?
             }
         };
@@ -275,6 +287,11 @@ impl Log {
         self.segments.push(seg);
         self.dir_dirty = true;
         Ok(())
+    }
+
+    fn note_inline_creation(&mut self) {
+        self.inline_creations += 1;
+        self.urgent_prepares = URGENT_PREPARES_AFTER_INLINE;
     }
 
     fn next_prealloc_path(&mut self) -> PathBuf {
@@ -506,6 +523,7 @@ mod tests {
     use super::*;
     use crate::storage::segment::segment_file_name;
     use crate::storage::testutil::{Rng, TempDir};
+    use crate::storage::worker::JobKind;
     use crate::storage::{Job, JobDone, StorageWorker};
     use std::io::{Seek, SeekFrom, Write};
 
@@ -1078,6 +1096,98 @@ mod tests {
     }
 
     #[test]
+    fn syncs_nobody_waits_for_run_in_the_background_lane() {
+        let tmp = TempDir::new("lanes-strict");
+        let mut strict = Log::open(
+            tmp.path(),
+            LogConfig {
+                sync_every: 1,
+                ..cfg()
+            },
+        )
+        .unwrap();
+        strict.append(&new_rec(b"x", 0)).unwrap();
+        let job = strict.poll_jobs(0).find(Job::is_sync).unwrap();
+        assert!(!job.is_background(), "strict-mode publishers wait for it");
+
+        let tmp = TempDir::new("lanes-interval");
+        let mut log = Log::open(
+            tmp.path(),
+            LogConfig {
+                sync_every: 10,
+                sync_timeout_ms: 2000,
+                ..cfg()
+            },
+        )
+        .unwrap();
+        log.run_jobs_inline(0);
+        for i in 0..10 {
+            log.append(&new_rec(b"x", i)).unwrap();
+        }
+        let early = log.poll_jobs(100).find(Job::is_sync).unwrap();
+        assert!(
+            early.is_background(),
+            "an early interval sync waits for idle CPU"
+        );
+        log.apply(early.run());
+        log.append(&new_rec(b"x", 10)).unwrap();
+        assert_eq!(log.poll_jobs(200).count(), 0);
+        let late = log.poll_jobs(2200).find(Job::is_sync).unwrap();
+        assert!(
+            !late.is_background(),
+            "records that waited the whole timeout"
+        );
+    }
+
+    /// Appends 1 KiB records until `poll_jobs` hands out a pre-creation (other jobs run inline).
+    fn fill_until_prepare(log: &mut Log) -> Job {
+        let body = vec![7u8; 1024];
+        loop {
+            let mut prepare = None;
+            for job in log.poll_jobs(0) {
+                if matches!(job.kind, JobKind::Prepare { .. }) {
+                    prepare = Some(job);
+                } else {
+                    log.apply(job.run());
+                }
+            }
+            if let Some(job) = prepare {
+                return job;
+            }
+            log.append(&new_rec(&body, log.tail())).unwrap();
+        }
+    }
+
+    /// Appends 1 KiB records until the log rolls to a new segment.
+    fn fill_until_roll(log: &mut Log) {
+        let body = vec![7u8; 1024];
+        let segments = log.segments.len();
+        while log.segments.len() == segments {
+            log.append(&new_rec(&body, log.tail())).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_log_that_outruns_background_precreation_precreates_in_the_foreground() {
+        let tmp = TempDir::new("lanes-prepare");
+        let mut log = Log::open(tmp.path(), cfg()).unwrap();
+        let first = fill_until_prepare(&mut log);
+        assert!(first.is_background(), "ahead of need: idle CPU only");
+        // The writer gets to the end of the segment before the pre-creation is done.
+        fill_until_roll(&mut log);
+        assert_eq!(log.inline_creations(), 1);
+        log.apply(first.run());
+        for round in 0..URGENT_PREPARES_AFTER_INLINE {
+            fill_until_roll(&mut log); // uses the pre-created segment: in time
+            let job = fill_until_prepare(&mut log);
+            let urgent = round + 1 < URGENT_PREPARES_AFTER_INLINE;
+            assert_eq!(!job.is_background(), urgent, "round {round}");
+            log.apply(job.run());
+        }
+        assert_eq!(log.inline_creations(), 1);
+    }
+
+    #[test]
     fn failed_sync_poisons_appends_but_not_reads() {
         let tmp = TempDir::new("poison");
         let mut log = Log::open(tmp.path(), cfg()).unwrap();
@@ -1098,6 +1208,55 @@ mod tests {
         let mut other = Log::open(TempDir::new("other").path(), cfg()).unwrap();
         other.apply(JobDone::failed_sync_for_test(log.id, 1));
         assert!(other.failure().is_none());
+    }
+
+    /// Scheduling policies of this process's threads named `name`.
+    fn policies_of_threads_named(name: &str) -> Vec<libc::c_int> {
+        let mut out = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            let Ok(tid) = task.file_name().to_string_lossy().parse::<libc::pid_t>() else {
+                continue;
+            };
+            if comm.trim_end() == name {
+                // SAFETY: reads the policy of a thread id of this process; -1 if it is gone.
+                out.push(unsafe { libc::sched_getscheduler(tid) });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_background_lane_runs_at_idle_priority_and_the_foreground_lane_does_not() {
+        let worker = StorageWorker::spawn(Box::new(|| {})).unwrap();
+        // A job through each lane, so both threads are surely running before we look.
+        let tmp = TempDir::new("lanes-threads");
+        worker.submit(0, Job::remove_dir(tmp.path().join("absent")));
+        let mut log = Log::open(
+            tmp.path(),
+            LogConfig {
+                sync_every: 1,
+                ..cfg()
+            },
+        )
+        .unwrap();
+        log.append(&new_rec(b"x", 0)).unwrap();
+        for job in log.poll_jobs(0) {
+            worker.submit(0, job);
+        }
+        let mut done = 0;
+        while done < 2 {
+            if worker.try_recv().is_some() {
+                done += 1;
+            }
+            std::thread::yield_now();
+        }
+        let idle = policies_of_threads_named("corq-storage-bg");
+        assert!(!idle.is_empty());
+        assert!(idle.iter().all(|&p| p == libc::SCHED_IDLE), "{idle:?}");
+        let fore = policies_of_threads_named("corq-storage");
+        assert!(!fore.is_empty());
+        assert!(fore.iter().all(|&p| p == libc::SCHED_OTHER), "{fore:?}");
     }
 
     #[test]

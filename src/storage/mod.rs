@@ -32,6 +32,7 @@
 pub mod checkpoint;
 mod error;
 mod log;
+mod priority;
 mod record;
 mod recovery;
 mod segment;

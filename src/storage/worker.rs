@@ -1,9 +1,18 @@
 //! Background work: the [`Job`]s a [`Log`](super::Log) hands out (fsync, pre-creating the next
-//! segment) and the [`StorageWorker`] helper thread that runs them so the reactor never blocks.
+//! segment, unlinking) and the [`StorageWorker`] helper threads that run them so the reactor
+//! never blocks.
 //!
 //! Flow: `log.poll_jobs(now)` → `worker.submit(key, job)` → (helper thread) `job.run()` →
 //! `notify()` → reactor: `worker.try_recv()` → `log.apply(done)`. Without a worker,
 //! `log.run_jobs_inline(now)` does the same synchronously.
+//!
+//! Two lanes, one thread each (see [`super::priority`] for why): the foreground lane, at
+//! normal priority, runs what someone waits for (strict-mode syncs, interval syncs whose
+//! records have waited the whole `--sync-timeout`, and the pre-creation of a segment a fast
+//! writer will need before a background one could finish); the background lane, at
+//! `SCHED_IDLE`, runs the rest (early interval syncs, pre-creation ahead of need, unlinking). A thread cannot move
+//! itself back from `SCHED_IDLE` without privileges, hence a thread per lane. Results may
+//! arrive out of submission order across lanes; `Log::apply` handles each kind on its own.
 
 use super::segment::PreparedSegment;
 use super::StorageError;
@@ -15,7 +24,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// A unit of blocking storage work. `Send`: built on the reactor, run on the helper thread.
@@ -32,16 +41,20 @@ pub(crate) enum JobKind {
     /// last sync). On Linux an fsync of the fd also writes back pages dirtied through the
     /// shared mmap. `target` is the log's tail when the job was made: on success every offset
     /// below it is durable.
+    /// `background`: nobody waits for it (interval mode, not yet overdue).
     Sync {
         target: u64,
         files: Vec<(PathBuf, Arc<File>)>,
         dir: Option<(PathBuf, Arc<File>)>,
+        background: bool,
     },
-    /// Create, fallocate and map the next segment under a temporary name.
+    /// Create, fallocate, map and pre-fault the next segment under a temporary name.
+    /// `background`: no writer is waiting for it yet (it runs on the background lane).
     Prepare {
         path: PathBuf,
         size: u64,
         fault: Option<Arc<AtomicBool>>,
+        background: bool,
     },
     /// Unlink segments retention dropped (freeing a large file's extents can take
     /// milliseconds), or a deleted topic's whole directory.
@@ -71,13 +84,15 @@ impl Job {
     /// `Log::run_jobs_inline`.
     pub fn run(self) -> JobDone {
         let kind = match self.kind {
-            JobKind::Sync { target, files, dir } => DoneKind::Synced {
+            JobKind::Sync {
+                target, files, dir, ..
+            } => DoneKind::Synced {
                 target,
                 result: sync_all(&files, dir.as_ref()),
             },
-            JobKind::Prepare { path, size, fault } => {
-                DoneKind::Prepared(PreparedSegment::create(path, size, fault.as_deref(), true))
-            }
+            JobKind::Prepare {
+                path, size, fault, ..
+            } => DoneKind::Prepared(PreparedSegment::create(path, size, fault.as_deref(), true)),
             JobKind::Remove { paths, dir } => {
                 remove_all(&paths, dir);
                 DoneKind::Removed
@@ -92,6 +107,14 @@ impl Job {
     /// True for a sync job (as opposed to a segment pre-creation).
     pub fn is_sync(&self) -> bool {
         matches!(self.kind, JobKind::Sync { .. })
+    }
+
+    /// Whether the job can wait for idle CPU time (the background lane).
+    pub(crate) fn is_background(&self) -> bool {
+        match self.kind {
+            JobKind::Sync { background, .. } | JobKind::Prepare { background, .. } => background,
+            JobKind::Remove { .. } => true,
+        }
     }
 }
 
@@ -156,53 +179,93 @@ impl JobDone {
 /// Wakes the reactor after each finished job (e.g. a closure calling `mio::Waker::wake`).
 pub type Notify = Box<dyn Fn() + Send>;
 
-/// A helper thread that runs [`Job`]s in submission order and hands back `(log_key, JobDone)`.
-/// Dropping it lets queued jobs finish, then joins the thread.
+/// Helper threads (a foreground and a background lane) that run [`Job`]s in submission order
+/// per lane and hand back `(log_key, JobDone)`. Dropping it lets queued jobs finish, then
+/// joins the threads.
 pub struct StorageWorker {
-    /// `None` only during drop.
-    tx: Option<mpsc::Sender<(u64, Job)>>,
+    /// Syncs and urgent pre-creations, at normal priority. `None` only during drop.
+    foreground: Option<LaneThread>,
+    /// Pre-creation ahead of need and unlinking, at `SCHED_IDLE`. `None` only during drop.
+    background: Option<LaneThread>,
     rx: mpsc::Receiver<(u64, JobDone)>,
-    /// Results of jobs run inline because the thread was gone (it never should be).
+    /// Results of jobs run inline because a thread was gone (it never should be).
     fallback: RefCell<VecDeque<(u64, JobDone)>>,
-    thread: Option<JoinHandle<()>>,
+}
+
+/// One lane's queue and thread.
+struct LaneThread {
+    tx: mpsc::Sender<(u64, Job)>,
+    thread: JoinHandle<()>,
+}
+
+impl LaneThread {
+    fn spawn(
+        name: &str,
+        background: bool,
+        done_tx: mpsc::Sender<(u64, JobDone)>,
+        notify: Arc<Mutex<Notify>>,
+    ) -> io::Result<LaneThread> {
+        let (tx, jobs) = mpsc::channel::<(u64, Job)>();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                if background {
+                    super::priority::enter_background();
+                }
+                for (key, job) in jobs {
+                    if done_tx.send((key, job.run())).is_err() {
+                        break; // the owner is gone: nobody to tell.
+                    }
+                    // A poisoned lock only means another lane panicked mid-call; still wake.
+                    let notify = notify.lock().unwrap_or_else(|e| e.into_inner());
+                    notify();
+                }
+            })?;
+        Ok(LaneThread { tx, thread })
+    }
+
+    fn join(self) {
+        drop(self.tx);
+        if self.thread.join().is_err() {
+            error!("storage worker thread panicked");
+        }
+    }
 }
 
 impl std::fmt::Debug for StorageWorker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StorageWorker")
-            .field("running", &self.thread.is_some())
+            .field("running", &self.foreground.is_some())
             .finish()
     }
 }
 
 impl StorageWorker {
-    /// Starts the thread. `notify` is called on it after every finished job.
+    /// Starts the threads. `notify` is called on one of them after every finished job.
     pub fn spawn(notify: Notify) -> io::Result<StorageWorker> {
-        let (tx, jobs) = mpsc::channel::<(u64, Job)>();
         let (done_tx, rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("corq-storage".into())
-            .spawn(move || {
-                for (key, job) in jobs {
-                    if done_tx.send((key, job.run())).is_err() {
-                        break; // the owner is gone: nobody to tell.
-                    }
-                    notify();
-                }
-            })?;
+        let notify = Arc::new(Mutex::new(notify));
+        let foreground =
+            LaneThread::spawn("corq-storage", false, done_tx.clone(), Arc::clone(&notify))?;
+        let background = LaneThread::spawn("corq-storage-bg", true, done_tx, notify)?;
         Ok(StorageWorker {
-            tx: Some(tx),
+            foreground: Some(foreground),
+            background: Some(background),
             rx,
             fallback: RefCell::default(),
-            thread: Some(thread),
         })
     }
 
     /// Queues `job` for the log the caller knows as `log_key`. Never blocks, unless the thread
     /// has died, in which case the job runs inline (and an error is logged) so no sync is lost.
     pub fn submit(&self, log_key: u64, job: Job) {
-        let Some(tx) = &self.tx else { return };
-        if let Err(mpsc::SendError((key, job))) = tx.send((log_key, job)) {
+        let lane = if job.is_background() {
+            &self.background
+        } else {
+            &self.foreground
+        };
+        let Some(lane) = lane else { return };
+        if let Err(mpsc::SendError((key, job))) = lane.tx.send((log_key, job)) {
             error!("storage worker thread is gone; running a job inline");
             self.fallback.borrow_mut().push_back((key, job.run()));
         }
@@ -219,11 +282,11 @@ impl StorageWorker {
 
 impl Drop for StorageWorker {
     fn drop(&mut self) {
-        self.tx = None;
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
-                error!("storage worker thread panicked");
-            }
+        for lane in [self.foreground.take(), self.background.take()]
+            .into_iter()
+            .flatten()
+        {
+            lane.join();
         }
     }
 }

@@ -77,12 +77,16 @@ impl Log {
         }
         self.sync_in_flight = Some(self.tail);
         self.unsynced_since_ms = None;
-        Some(self.build_sync_job())
+        // Strict-mode publishers wait for this sync; in interval mode nobody does until the
+        // records have waited the whole timeout (see `storage::priority`).
+        let waited_out = now_ms.saturating_sub(since) >= self.cfg.sync_timeout_ms;
+        let background = self.cfg.sync_every != 1 && !waited_out;
+        Some(self.build_sync_job(background))
     }
 
     /// A sync of everything appended so far: the segments holding `[durable, tail)` and, if a
     /// segment was installed since the last sync, the directory.
-    fn build_sync_job(&mut self) -> Job {
+    fn build_sync_job(&mut self, background: bool) -> Job {
         let first = self.segment_for(self.durable).unwrap_or(0);
         let files = self.segments[first..]
             .iter()
@@ -98,6 +102,7 @@ impl Log {
                 target: self.tail,
                 files,
                 dir,
+                background,
             },
         }
     }
@@ -115,7 +120,7 @@ impl Log {
         if self.tail == self.durable && !self.dir_dirty {
             return Ok(());
         }
-        let done = self.build_sync_job().run();
+        let done = self.build_sync_job(false).run();
         if let DoneKind::Synced { target, result } = done.kind {
             match result {
                 Ok(()) => self.durable = self.durable.max(target),
@@ -150,6 +155,9 @@ impl Log {
             path,
             size: self.cfg.max_bytes_per_file,
             fault: self.alloc_fault.clone(),
+            // Background (idle CPU only) unless the previous pre-creation came too late: this
+            // log writes fast enough that the writer would otherwise fault the pages itself.
+            background: self.urgent_prepares == 0,
         };
         Some(Job {
             log_id: self.id,
