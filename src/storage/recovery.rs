@@ -255,7 +255,12 @@ fn load_segment(
         return Ok(None);
     }
     check_header(&mut map, &path, base)?;
+    // The scan reads the file front to back: readahead on for it (with the map's usual
+    // MADV_RANDOM a cold 1.2 GB log took 20 s to scan in 4 KiB reads, 0.75 s with readahead),
+    // back off for serving (see `segment::map`). Advice failing is harmless.
+    let _ = map.advise(memmap2::Advice::Sequential);
     let scan = scan(&map, base, !is_last);
+    let _ = map.advise(memmap2::Advice::Random);
     report_cut(&path, &scan, is_last);
     if is_last {
         zero_tail(&mut map, &path, scan.end)?;
