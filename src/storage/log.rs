@@ -1137,6 +1137,13 @@ mod tests {
             !late.is_background(),
             "records that waited the whole timeout"
         );
+        log.apply(late.run());
+        // Syncing fell behind (a background sync ran long while appends went on).
+        for i in 11..(11 + 4 * 10) {
+            log.append(&new_rec(b"x", i)).unwrap();
+        }
+        let behind = log.poll_jobs(2300).find(Job::is_sync).unwrap();
+        assert!(!behind.is_background(), "four syncs' worth waiting");
     }
 
     /// Appends 1 KiB records until `poll_jobs` hands out a pre-creation (other jobs run inline).

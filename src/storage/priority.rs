@@ -10,15 +10,17 @@
 //!
 //! The price is starvation when every core is busy, so the work someone waits for stays at
 //! normal priority on the foreground lane of the [`StorageWorker`](super::StorageWorker):
-//! strict-mode syncs, interval syncs whose records waited the whole `--sync-timeout`, and the
+//! strict-mode syncs, interval syncs that fell behind (records waited the whole
+//! `--sync-timeout`, or 4 × `--sync-every` records are waiting), and the
 //! pre-creation of a segment for a log that outran background pre-creation. (A thread cannot
 //! leave `SCHED_IDLE` again without `CAP_SYS_NICE`, hence one thread per lane rather than one
 //! thread changing its policy per job.)
 //!
-//! Measured on the 2-core benchmark VM (`benches/figures.sh e2e pub`, after the pre-fault walk
-//! was made page-by-page, see `segment.rs`): with the helpers at normal priority e2e p99 at
-//! 50 k msg/s was 0.24–0.8 ms, with the two lanes 0.09–0.11 ms; MPUB throughput went from
-//! 1.84 M to 2.1 M msg/s, since the reactor no longer shares its core at equal weight.
+//! Measured on the 2-core benchmark VM (`benches/figures.sh e2e`, after the pre-fault walk was
+//! made page-by-page, see `segment.rs`): with the helpers at normal priority e2e p99 at
+//! 50 k msg/s was 0.24–0.8 ms, with the two lanes 0.07–0.11 ms. Running every interval sync in
+//! the background raised MPUB throughput further (2.1 M msg/s) but left 0.8 GB unsynced after
+//! a 5 M-message burst, hence the catch-up rule; with it MPUB runs as before (~1.66 M msg/s).
 //!
 //! Linux only; elsewhere, or if the call fails, the thread keeps its priority.
 

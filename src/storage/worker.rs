@@ -7,8 +7,8 @@
 //! `log.run_jobs_inline(now)` does the same synchronously.
 //!
 //! Two lanes, one thread each (see [`super::priority`] for why): the foreground lane, at
-//! normal priority, runs what someone waits for (strict-mode syncs, interval syncs whose
-//! records have waited the whole `--sync-timeout`, and the pre-creation of a segment a fast
+//! normal priority, runs what someone waits for (strict-mode syncs, interval syncs that fell
+//! behind, and the pre-creation of a segment a fast
 //! writer will need before a background one could finish); the background lane, at
 //! `SCHED_IDLE`, runs the rest (early interval syncs, pre-creation ahead of need, unlinking). A thread cannot move
 //! itself back from `SCHED_IDLE` without privileges, hence a thread per lane. Results may
