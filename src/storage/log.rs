@@ -1030,14 +1030,7 @@ mod tests {
     #[test]
     fn strict_mode_group_commit() {
         let tmp = TempDir::new("strict");
-        let mut log = Log::open(
-            tmp.path(),
-            LogConfig {
-                sync_every: 1,
-                ..cfg()
-            },
-        )
-        .unwrap();
+        let mut log = open_syncing(&tmp, 1);
         log.run_jobs_inline(0); // initial sync (directory)
         for i in 0..3 {
             log.append(&new_rec(b"x", i)).unwrap();
@@ -1063,18 +1056,20 @@ mod tests {
         assert_eq!(log.poll_jobs(0).count(), 0);
     }
 
+    /// A log syncing every `sync_every` records or after 2 s.
+    fn open_syncing(tmp: &TempDir, sync_every: u64) -> Log {
+        let cfg = LogConfig {
+            sync_every,
+            sync_timeout_ms: 2000,
+            ..cfg()
+        };
+        Log::open(tmp.path(), cfg).unwrap()
+    }
+
     #[test]
     fn interval_mode_syncs_by_count_or_time() {
         let tmp = TempDir::new("interval");
-        let mut log = Log::open(
-            tmp.path(),
-            LogConfig {
-                sync_every: 10,
-                sync_timeout_ms: 2000,
-                ..cfg()
-            },
-        )
-        .unwrap();
+        let mut log = open_syncing(&tmp, 10);
         // The directory is dirty from creating the first segment: the clock starts at this poll.
         log.run_jobs_inline(0);
         assert_eq!(log.durable_offset(), 0);
@@ -1098,28 +1093,13 @@ mod tests {
     #[test]
     fn syncs_nobody_waits_for_run_in_the_background_lane() {
         let tmp = TempDir::new("lanes-strict");
-        let mut strict = Log::open(
-            tmp.path(),
-            LogConfig {
-                sync_every: 1,
-                ..cfg()
-            },
-        )
-        .unwrap();
+        let mut strict = open_syncing(&tmp, 1);
         strict.append(&new_rec(b"x", 0)).unwrap();
         let job = strict.poll_jobs(0).find(Job::is_sync).unwrap();
         assert!(!job.is_background(), "strict-mode publishers wait for it");
 
         let tmp = TempDir::new("lanes-interval");
-        let mut log = Log::open(
-            tmp.path(),
-            LogConfig {
-                sync_every: 10,
-                sync_timeout_ms: 2000,
-                ..cfg()
-            },
-        )
-        .unwrap();
+        let mut log = open_syncing(&tmp, 10);
         log.run_jobs_inline(0);
         for i in 0..10 {
             log.append(&new_rec(b"x", i)).unwrap();
@@ -1239,14 +1219,7 @@ mod tests {
         // A job through each lane, so both threads are surely running before we look.
         let tmp = TempDir::new("lanes-threads");
         worker.submit(0, Job::remove_dir(tmp.path().join("absent")));
-        let mut log = Log::open(
-            tmp.path(),
-            LogConfig {
-                sync_every: 1,
-                ..cfg()
-            },
-        )
-        .unwrap();
+        let mut log = open_syncing(&tmp, 1);
         log.append(&new_rec(b"x", 0)).unwrap();
         for job in log.poll_jobs(0) {
             worker.submit(0, job);
@@ -1275,14 +1248,7 @@ mod tests {
             w.fetch_add(1, Ordering::Relaxed);
         }))
         .unwrap();
-        let mut log = Log::open(
-            tmp.path(),
-            LogConfig {
-                sync_every: 1,
-                ..cfg()
-            },
-        )
-        .unwrap();
+        let mut log = open_syncing(&tmp, 1);
         let body = vec![1u8; 500];
         let mut submitted = 0;
         for i in 0..400u64 {
