@@ -140,21 +140,11 @@ impl Conn {
         delta: &mut Delta,
     ) -> Result<(), BenchError> {
         loop {
-            if self.rlen == self.rbuf.len() {
-                // A frame larger than the buffer: grow to hold it (sizes are capped by
-                // scan_frame's MAX_FRAME_SIZE check before they get here).
-                let len = self.rbuf.len();
-                self.rbuf.resize(len * 2, 0);
-            }
-            let n = match self.stream.read(&mut self.rbuf[self.rlen..]) {
-                Ok(0) => return Err(BenchError::Run("server closed the connection".into())),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(BenchError::Run(format!("read: {e}"))),
+            let ReadMore::Data { short } =
+                read_more(&mut self.stream, &mut self.rbuf, &mut self.rlen)?
+            else {
+                return Ok(());
             };
-            let short = self.rlen + n < self.rbuf.len();
-            self.rlen += n;
             let now = clock();
             self.handle_frames(now, rec, delta)?;
             if publishing {
@@ -244,5 +234,45 @@ fn on_error(data: &[u8]) -> Result<(), BenchError> {
         Ok(())
     } else {
         Err(BenchError::Run(format!("server error: {text}")))
+    }
+}
+
+/// What one [`read_more`] brought.
+pub(super) enum ReadMore {
+    /// `WouldBlock`: the socket is drained.
+    Drained,
+    /// Bytes were appended; `short` if they did not fill the buffer, i.e. the read drained the
+    /// socket (with an edge-triggered poll, later data raises a new edge, so the read that
+    /// would only return `WouldBlock` can be skipped).
+    Data { short: bool },
+}
+
+/// One `read` from `stream` into `rbuf[*rlen..]`, advancing `*rlen`; a full buffer is doubled
+/// first (a frame larger than it: sizes are capped by `scan_frame`'s `MAX_FRAME_SIZE` check
+/// before they get here).
+///
+/// # Errors
+/// The server closed the connection, or the read failed.
+pub(super) fn read_more(
+    stream: &mut TcpStream,
+    rbuf: &mut Vec<u8>,
+    rlen: &mut usize,
+) -> Result<ReadMore, BenchError> {
+    if *rlen == rbuf.len() {
+        let len = rbuf.len();
+        rbuf.resize(len * 2, 0);
+    }
+    loop {
+        match stream.read(&mut rbuf[*rlen..]) {
+            Ok(0) => return Err(BenchError::Run("server closed the connection".into())),
+            Ok(n) => {
+                let short = *rlen + n < rbuf.len();
+                *rlen += n;
+                return Ok(ReadMore::Data { short });
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadMore::Drained),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(BenchError::Run(format!("read: {e}"))),
+        }
     }
 }

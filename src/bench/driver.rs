@@ -42,22 +42,6 @@ pub fn run(
     control: &Control,
     progress: &Progress,
 ) -> Result<Recorder, BenchError> {
-    let result = connect_and_loop(addr, topic, rdy, plans, control, progress);
-    if result.is_err() {
-        // Let the other threads and the main loop wind down instead of waiting for a count.
-        control.stop.store(true, Ordering::Relaxed);
-    }
-    result
-}
-
-fn connect_and_loop(
-    addr: SocketAddr,
-    topic: &str,
-    rdy: u64,
-    plans: Vec<Plan>,
-    control: &Control,
-    progress: &Progress,
-) -> Result<Recorder, BenchError> {
     let mut poll = Poll::new().map_err(|e| BenchError::Run(format!("poll: {e}")))?;
     let mut conns = Vec::with_capacity(plans.len());
     for (i, plan) in plans.into_iter().enumerate() {

@@ -284,6 +284,17 @@ pub struct Control {
     pub subscribed: AtomicU64,
 }
 
+impl Control {
+    /// Passes a worker thread's result through; on an error, tells every other thread and the
+    /// main loop to wind down instead of waiting for a count that will never come.
+    fn stop_on_error<T>(&self, result: Result<T, BenchError>) -> Result<T, BenchError> {
+        if result.is_err() {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
 /// Runs one benchmark and returns its report. `progress_line` prints a line a second on
 /// stderr when stderr is a terminal.
 ///
@@ -405,13 +416,20 @@ fn spawn_threads(
                 commands,
                 spin: cfg.spin,
             };
-            pacer::run(cfg.address, &load, consumers, (&cfg.topic, cfg.rdy), &c, &p)
+            c.stop_on_error(pacer::run(
+                cfg.address,
+                &load,
+                consumers,
+                (&cfg.topic, cfg.rdy),
+                &c,
+                &p,
+            ))
         }));
     }
     for plan in plans.filter(|p| !p.is_empty()) {
         let (c, p, cfg) = (control.clone(), progress.clone(), cfg.clone());
         workers.push(std::thread::spawn(move || {
-            driver::run(cfg.address, &cfg.topic, cfg.rdy, plan, &c, &p)
+            c.stop_on_error(driver::run(cfg.address, &cfg.topic, cfg.rdy, plan, &c, &p))
         }));
     }
     workers

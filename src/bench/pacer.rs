@@ -23,7 +23,7 @@
 //! connection, so its ack latency is measured from the intended time of its last message, with
 //! no shared state.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
@@ -32,7 +32,7 @@ use std::time::Duration;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use super::conn::{Conn, Delta};
+use super::conn::{read_more, Conn, Delta, ReadMore};
 use super::driver::{self, ns_since, Plan};
 use super::stats::{Progress, Recorder};
 use super::wire::{self, PublishTemplate, FRAME_ERROR, FRAME_RESPONSE};
@@ -105,21 +105,6 @@ pub struct PacedLoad<'a> {
 /// # Errors
 /// Connection, socket or protocol errors, and fatal server errors.
 pub fn run(
-    addr: SocketAddr,
-    load: &PacedLoad<'_>,
-    consumers: Vec<Plan>,
-    (topic, rdy): (&str, u64),
-    control: &Control,
-    progress: &Progress,
-) -> Result<Recorder, BenchError> {
-    let result = connect_and_spin(addr, load, consumers, (topic, rdy), control, progress);
-    if result.is_err() {
-        control.stop.store(true, Ordering::Relaxed);
-    }
-    result
-}
-
-fn connect_and_spin(
     addr: SocketAddr,
     load: &PacedLoad<'_>,
     consumers: Vec<Plan>,
@@ -365,20 +350,11 @@ impl Paced {
     ) -> Result<u64, BenchError> {
         let mut acked = 0;
         loop {
-            if self.rlen == self.rbuf.len() {
-                let len = self.rbuf.len();
-                self.rbuf.resize(len * 2, 0);
-            }
-            let got = match self.stream.read(&mut self.rbuf[self.rlen..]) {
-                Ok(0) => return Err(BenchError::Run("server closed the connection".into())),
-                Ok(k) => k,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(acked),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(BenchError::Run(format!("read: {e}"))),
+            let ReadMore::Data { short } =
+                read_more(&mut self.stream, &mut self.rbuf, &mut self.rlen)?
+            else {
+                return Ok(acked);
             };
-            // A short read drained the socket: later data raises a new edge.
-            let short = self.rlen + got < self.rbuf.len();
-            self.rlen += got;
             acked += self.handle_frames(index, n, sched, rec, ns_since(origin))?;
             if short {
                 return Ok(acked);
