@@ -235,6 +235,51 @@ fn data_end(path: &Path) -> usize {
     bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
 }
 
+/// Whether any of the topic's segment files holds `needle` (read with plain `read`, as a
+/// restarted process would see the page cache).
+fn in_segment_files(dir: &Path, topic: &str, needle: &[u8]) -> bool {
+    segments(dir, topic).iter().any(|p| {
+        let bytes = std::fs::read(p).unwrap();
+        bytes.windows(needle.len()).any(|w| w == needle)
+    })
+}
+
+#[test]
+fn an_ok_means_the_record_is_already_in_the_segment_file() {
+    // Appends are buffered and written once per loop turn (`Log::flush`); the turn writes them
+    // before any reply leaves, so whatever an OK acknowledged survives a kill -9 right after.
+    let dir = TempDir::new("ok-in-file");
+    let server = TestServer::start(test_options(dir.path()));
+    let mut c = Raw::connect(server.addr);
+    c.publish("okfile", b"plain-pub-0001");
+    assert!(in_segment_files(dir.path(), "okfile", b"plain-pub-0001"));
+    let mut mpub = b"MPUB okfile\n".to_vec();
+    let bodies: [&[u8]; 2] = [b"mpub-body-one", b"mpub-body-two"];
+    let mut payload = (bodies.len() as u32).to_be_bytes().to_vec();
+    for b in bodies {
+        payload.extend_from_slice(&(b.len() as u32).to_be_bytes());
+        payload.extend_from_slice(b);
+    }
+    mpub.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    mpub.extend_from_slice(&payload);
+    c.send(&mpub);
+    c.expect_response(b"OK");
+    assert!(bodies
+        .iter()
+        .all(|b| in_segment_files(dir.path(), "okfile", b)));
+    // A publisher that hangs up right after its PUB gets its OK in the same turn as the
+    // hang-up is read: that early reply, too, waits for the write.
+    let mut last = Raw::connect(server.addr);
+    let mut cmd = b"PUB okfile\n".to_vec();
+    cmd.extend_from_slice(&14u32.to_be_bytes());
+    cmd.extend_from_slice(b"pub-then-close");
+    last.send(&cmd);
+    last.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    last.expect_response(b"OK");
+    assert!(in_segment_files(dir.path(), "okfile", b"pub-then-close"));
+    server.stop();
+}
+
 /// Publishes `n` bodies `m00000`.. zero-padded to `width` bytes and stops the server cleanly.
 fn fill(dir: &Path, topic: &str, n: usize, width: usize, extra: &[&str]) -> Vec<String> {
     let child = ChildServer::start(dir, extra);

@@ -187,12 +187,25 @@ impl Broker {
         syncs.chain(self.wheel.next_deadline()).min()
     }
 
+    /// Writes this turn's appends to their files now, ahead of [`Broker::storage_step`], for
+    /// the one reply that leaves before it (a connection that closed mid-turn gets its last
+    /// replies at once): an `OK` never leaves before its record is in the log.
+    pub fn flush_appends(&mut self) {
+        for &tk in &self.storage_due {
+            if let Some(topic) = self.topics.get_mut(tk) {
+                // A failure fails the log and is logged there; the publish already succeeded.
+                let _ = topic.log.flush();
+            }
+        }
+    }
+
     /// The storage step of the loop turn: apply what the helper thread finished, and hand it
     /// the syncs and segment pre-creations that are due.
     ///
     /// Only the topics on the storage list are visited, not every topic: a topic joins it when
     /// it is appended to, when one of its jobs finishes, and at each maintenance step, and stays
     /// while its log has unsynced records waiting for the sync timeout.
+    /// Every log on the list is flushed first (`Log::poll_jobs`).
     pub fn storage_step(&mut self, now: Now) {
         let mut applied = std::mem::take(&mut self.applied);
         while let Some((key, done)) = self.worker.try_recv() {

@@ -368,7 +368,9 @@ impl EventLoop {
                 }
                 ReadOutcome::Drained => return,
                 ReadOutcome::Closed => {
-                    // Commands already read were applied; their replies are best effort.
+                    // Commands already read were applied; their replies are best effort, and
+                    // go after their records are written (see `Log::flush`).
+                    self.broker.flush_appends();
                     self.flush_conn(key);
                     self.mark_closing(key);
                     return;

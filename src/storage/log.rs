@@ -7,7 +7,7 @@
 
 use super::record::{self, RECORD_ALIGN, RECORD_HEADER_LEN};
 use super::recovery;
-use super::segment::{PreparedSegment, Segment, PREALLOC_SUFFIX, SEGMENT_HEADER_LEN};
+use super::segment::{PreparedSegment, Segment, FLUSH_AT, PREALLOC_SUFFIX, SEGMENT_HEADER_LEN};
 use super::worker::Job;
 use super::{LogConfig, NewRecord, Record, StorageError};
 use ::log::{debug, error, info, warn};
@@ -144,7 +144,8 @@ impl Log {
         };
         if log.segments.is_empty() {
             let prep = log.create_prepared()?;
-            log.segments.push(Segment::install(prep, dir, 0)?);
+            log.segments
+                .push(Segment::install(prep, dir, 0, Vec::new())?);
             log.dir_dirty = true;
         }
         log.tail = log.active().end();
@@ -197,8 +198,9 @@ impl Log {
         }
     }
 
-    /// Appends one record and returns its offset. The bytes go straight into the map; nothing
-    /// is allocated, unless the segment is full and no pre-created one is ready (then one is
+    /// Appends one record and returns its offset. The bytes go into the active segment's
+    /// pending buffer (readable at once; written to the file by [`Log::flush`]); nothing is
+    /// allocated, unless the segment is full and no pre-created one is ready (then one is
     /// created inline, with a `debug!`).
     ///
     /// # Errors
@@ -210,6 +212,7 @@ impl Log {
         self.make_room(span)?;
         let offset = self.active_mut().append(rec, span);
         self.tail = offset + 1;
+        self.flush_if_large();
         Ok(offset)
     }
 
@@ -239,8 +242,40 @@ impl Log {
             self.make_room(span)
                 .inspect_err(|e| error!("batch partly appended ({start}..{}): {e}", self.tail))?;
             self.tail = self.active_mut().append(r, span) + 1;
+            self.flush_if_large();
         }
         Ok(start..self.tail)
+    }
+
+    /// Writes what was appended since the last flush to the active segment's file, so it is in
+    /// the page cache (and survives a crash of this process). The broker flushes every log it
+    /// appended to once per loop turn, before any reply leaves ([`Log::poll_jobs`] does it
+    /// first thing), which is what makes a publisher's `OK` mean "in the log".
+    ///
+    /// # Errors
+    /// `Failed` if the log already failed; `Io` if the write fails, which also fails the log as
+    /// a failed sync does (the unwritten records stay readable until the log is closed).
+    pub fn flush(&mut self) -> Result<(), StorageError> {
+        self.check_writable()?;
+        let seg = self.active_mut();
+        if let Err(e) = seg.flush() {
+            let err = StorageError::io(&seg.path, "pwrite", e);
+            error!(
+                "{}: write failed, refusing further appends: {err}",
+                self.dir.display()
+            );
+            self.failed = Some(err.to_string());
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Flushes now rather than at the end of the turn once the pending bytes are many: a
+    /// failure poisons the log and fails the next append, like any other write failure.
+    fn flush_if_large(&mut self) {
+        if self.active().pending_len() >= FLUSH_AT {
+            let _ = self.flush();
+        }
     }
 
     /// How many new segments writing `recs` takes.
@@ -277,13 +312,18 @@ impl Log {
                 self.create_prepared()?
             }
         };
-        let seg = Segment::install(prep, &self.dir, self.tail)?;
+        // The old segment's bytes must reach its file before it stops being the active one.
+        if let Err(e) = self.flush() {
+            prep.discard();
+            return Err(e);
+        }
+        let buf = self.active_mut().seal();
+        let seg = Segment::install(prep, &self.dir, self.tail, buf)?;
         info!(
             "rolled {} to segment {}",
             self.dir.display(),
             seg.path.display()
         );
-        self.active_mut().seal();
         self.segments.push(seg);
         self.dir_dirty = true;
         Ok(())
@@ -473,8 +513,11 @@ impl Log {
 }
 
 impl Drop for Log {
-    /// Unused pre-created segments are removed rather than left for the next open.
+    /// Pending appends are written (a log closed without `sync_blocking`, e.g. in tools and
+    /// tests, still leaves every record in its file); unused pre-created segments are removed
+    /// rather than left for the next open.
     fn drop(&mut self) {
+        let _ = self.flush();
         for prep in self.ready.drain(..) {
             prep.discard();
         }
@@ -795,6 +838,8 @@ mod tests {
         let tmp = TempDir::new("flip");
         let mut log = Log::open(tmp.path(), cfg()).unwrap();
         let lens = fill(&mut log, &mut rng, 10, 100);
+        // In the file, so a flip there is what a live read sees.
+        log.flush().unwrap();
         let path = tmp.path().join(segment_file_name(0));
         let start5 = SEGMENT_HEADER_LEN
             + lens[..5]
@@ -1152,6 +1197,60 @@ mod tests {
         while log.segments.len() == segments {
             log.append(&new_rec(&body, log.tail())).unwrap();
         }
+    }
+
+    /// Whether `needle` occurs in the bytes of the file at `path` (read with plain `read`).
+    fn file_holds(path: &Path, needle: &[u8]) -> bool {
+        let bytes = std::fs::read(path).unwrap();
+        bytes.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn appends_are_readable_at_once_and_reach_the_file_at_the_flush() {
+        let tmp = TempDir::new("flush");
+        let mut log = Log::open(tmp.path(), cfg()).unwrap();
+        let first = tmp.path().join(segment_file_name(0));
+        let body = b"pending-record-body".to_vec();
+        let off = log.append(&new_rec(&body, 0)).unwrap();
+        // Readable from the pending buffer, not yet in the file (nor is the fresh header).
+        assert_eq!(log.read(off).unwrap().body, &body[..]);
+        assert!(!file_holds(&first, &body));
+        assert!(!file_holds(&first, b"CORQLOG"));
+        // poll_jobs (the broker's once-per-turn storage step) writes it, header included.
+        let _ = log.poll_jobs(0).count();
+        assert!(file_holds(&first, &body));
+        assert!(file_holds(&first, b"CORQLOG"));
+        assert_eq!(log.read(off).unwrap().body, &body[..]);
+        // A roll writes the old segment's tail before the new one becomes active, and a batch
+        // past FLUSH_AT is written without waiting for the turn to end.
+        let last = b"last-before-the-roll".to_vec();
+        let at = log.append(&new_rec(&last, log.tail())).unwrap();
+        fill_until_roll(&mut log);
+        assert!(file_holds(&first, &last));
+        assert_eq!(log.read(at).unwrap().body, &last[..]);
+        // A batch past FLUSH_AT (in segments big enough to hold it) is written at once,
+        // without waiting for the turn's flush.
+        let tmp_big = TempDir::new("flush-big");
+        let big_cfg = LogConfig {
+            max_bytes_per_file: 4 * FLUSH_AT as u64,
+            ..cfg()
+        };
+        let mut big_log = Log::open(tmp_big.path(), big_cfg).unwrap();
+        let big = vec![9u8; 4000];
+        let recs: Vec<NewRecord<'_>> = (0..FLUSH_AT / 4000 + 2).map(|_| new_rec(&big, 0)).collect();
+        let range = big_log.append_batch(&recs).unwrap();
+        assert!(big_log.active().pending_len() < FLUSH_AT);
+        let written = std::fs::read(tmp_big.path().join(segment_file_name(0))).unwrap();
+        assert!(written.iter().filter(|&&b| b == 9).count() >= FLUSH_AT - 2 * big.len());
+        for off in range {
+            assert_eq!(big_log.read(off).unwrap().body, &big[..]);
+        }
+        // Closing writes what is still pending: a reopen finds every record.
+        let (tail, last_off) = (log.tail(), log.append(&new_rec(b"at-close", 0)).unwrap());
+        drop(log);
+        let re = Log::open(tmp.path(), cfg()).unwrap();
+        assert_eq!(re.tail(), tail + 1);
+        assert_eq!(re.read(last_off).unwrap().body, b"at-close");
     }
 
     #[test]

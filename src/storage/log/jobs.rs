@@ -35,7 +35,10 @@ impl Log {
     /// The jobs due at `now_ms` (a monotonic ms clock of the caller's choosing): at most one
     /// sync and one segment pre-creation. Submit them to a [`StorageWorker`](crate::storage::StorageWorker)
     /// and pass the results to [`Log::apply`].
+    /// Flushes pending appends first (see [`Log::flush`]): a sync covers what was written.
     pub fn poll_jobs(&mut self, now_ms: u64) -> impl Iterator<Item = Job> + 'static {
+        // A failure poisons the log; sync_job then produces nothing.
+        let _ = self.flush();
         let sync = self.sync_job(now_ms);
         let prepare = self.prepare_job(now_ms);
         let remove = self.remove_job();
@@ -127,6 +130,7 @@ impl Log {
         if self.tail == self.durable && !self.dir_dirty {
             return Ok(());
         }
+        self.flush()?;
         let done = self.build_sync_job(false).run();
         if let DoneKind::Synced { target, result } = done.kind {
             match result {
