@@ -35,6 +35,7 @@ impl Broker {
             }
             carry::carry_forward(topic);
             trim(topic, written);
+            topic.log.release_idle_buffer();
         }
         self.checkpoint();
         let next = now.mono_ms + self.cfg.sync_timeout;

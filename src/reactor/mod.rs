@@ -12,9 +12,12 @@
 //!    gets its leftover output; the waker token means another thread wants our attention.
 //! 3. **Timers:** `now` is read once and the wheel fires what is due (timeouts, deferrals,
 //!    heartbeats, the periodic sync/retention/checkpoint step).
-//! 4. **Delivery:** the broker's pump hands messages to ready consumers of every channel that
+//! 4. **Storage step:** the logs appended to this turn write their pending bytes (one `pwrite`
+//!    each: the `OK`s below must not leave before their records are in the log), finished
+//!    storage jobs are applied and due ones handed to the helper threads.
+//! 5. **Delivery:** the broker's pump hands messages to ready consumers of every channel that
 //!    something touched this turn.
-//! 5. **Before sleep:** each connection with pending output gets one write pass, registering
+//! 6. **Before sleep:** each connection with pending output gets one write pass, registering
 //!    `WRITABLE` only for leftovers; conns marked closing are reaped, so a token is never reused
 //!    within one batch of events. (Replies queued before the delivery pass are written just
 //!    before it, so a publisher's `OK` does not wait for the fan-out it triggered.)

@@ -257,7 +257,10 @@ impl Log {
     /// a failed sync does (the unwritten records stay readable until the log is closed).
     pub fn flush(&mut self) -> Result<(), StorageError> {
         self.check_writable()?;
-        let seg = self.active_mut();
+        // No segment at all only while `open` fails to create the first one (then drops us).
+        let Some(seg) = self.segments.last_mut() else {
+            return Ok(());
+        };
         if let Err(e) = seg.flush() {
             let err = StorageError::io(&seg.path, "pwrite", e);
             error!(
@@ -268,6 +271,12 @@ impl Log {
             return Err(err);
         }
         Ok(())
+    }
+
+    /// Frees the active segment's pending-buffer memory if the log was not appended to since
+    /// the last call (the broker calls it each maintenance step, every `--sync-timeout`).
+    pub fn release_idle_buffer(&mut self) {
+        self.active_mut().release_idle_buffer();
     }
 
     /// Flushes now rather than at the end of the turn once the pending bytes are many: a
@@ -997,7 +1006,7 @@ mod tests {
             max_bytes_per_file: 1 << 20,
             ..cfg()
         };
-        let mut log = Log::open(&mnt.join("topic"), c).unwrap();
+        let mut log = Log::open(&mnt.join("topic"), c.clone()).unwrap();
         let body = vec![3u8; 4000];
         let err = (0..10_000)
             .find_map(|_| {
@@ -1013,6 +1022,13 @@ mod tests {
         );
         let tail = log.tail();
         assert!(tail > 500);
+        // A new log on the full filesystem fails to open, with the error (its half-built
+        // state is dropped, not flushed into a panic).
+        let other = Log::open(&mnt.join("other"), c);
+        assert!(
+            matches!(&other, Err(StorageError::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOSPC)),
+            "{other:?}"
+        );
         assert_eq!(log.iter_from(0).count() as u64, tail);
         // Free space by retention, then appends work again.
         assert!(log.delete_below(tail).unwrap() >= 2);
@@ -1245,6 +1261,16 @@ mod tests {
         for off in range {
             assert_eq!(big_log.read(off).unwrap().body, &big[..]);
         }
+        // A log that goes a whole maintenance period without appends gives its buffer back.
+        big_log.release_idle_buffer();
+        assert!(
+            big_log.active().pending_capacity() >= FLUSH_AT,
+            "appended lately"
+        );
+        let _ = big_log.poll_jobs(0).count();
+        big_log.release_idle_buffer();
+        assert_eq!(big_log.active().pending_capacity(), 0);
+        assert_eq!(big_log.read(0).unwrap().body, &big[..]);
         // Closing writes what is still pending: a reopen finds every record.
         let (tail, last_off) = (log.tail(), log.append(&new_rec(b"at-close", 0)).unwrap());
         drop(log);

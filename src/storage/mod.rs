@@ -12,7 +12,7 @@
 //! | `mod.rs`        | the public value types ([`LogConfig`], [`NewRecord`], [`Record`]) and this map |
 //! | `error.rs`      | [`StorageError`] |
 //! | `record.rs`     | the record byte layout, pure encode/decode with CRC |
-//! | `segment.rs`    | one mmapped segment file: header layout, naming, allocation, append/read |
+//! | `segment.rs`    | one segment file: header layout, naming, allocation, the pending (not yet written) buffer, append/flush/read |
 //! | `recovery.rs`   | the open-time scan: rebuild indexes, cut torn tails, report stray files |
 //! | `log.rs`        | [`Log`]: open, append/read/iterate, retention |
 //! | `log/jobs.rs`   | [`Log`]'s background-job state: when to sync or pre-create, applying results |

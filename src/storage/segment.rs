@@ -134,18 +134,19 @@ pub fn allocate(file: &File, len: u64, fault: Option<&AtomicBool>) -> io::Result
     Ok(())
 }
 
-/// Maps the whole of `file` read-write, with readahead off.
+/// Maps the whole of `file`, with readahead off. Appends never store through the map (see
+/// [`Segment`]); only recovery writes through it (a rewritten header, a zeroed cut tail).
 pub fn map(file: &File, path: &Path) -> Result<MmapMut, StorageError> {
     // SAFETY: the file belongs to this log's directory, which this process owns exclusively; it
     // is never truncated while mapped (we only fallocate, which does not shrink).
     let map = unsafe { MmapOptions::new().map_mut(file) }
         .map_err(|e| StorageError::io(path, "mmap", e))?;
     // Why MADV_RANDOM: a first touch of a not-yet-cached page of a fresh (unwritten) segment
-    // otherwise triggers readahead, and the kernel zeroes the whole readahead window (hundreds
-    // of KiB) inside that one fault: a multi-millisecond stall of the appending reactor every
-    // few hundred appends. With readahead off each fault zeroes one page (~1 µs), spread evenly.
-    // Reads do not need readahead either: the log is mostly read right behind the writer, and
-    // recovery and pre-faulting walk the pages themselves. A failed advice is harmless.
+    // otherwise triggers readahead, and the kernel zeroes the whole readahead window (up to
+    // 8 MiB) inside that one fault: a stall of many milliseconds for whichever thread touched
+    // it. With readahead off each fault zeroes one page. Reads do not need readahead either: the
+    // log is mostly read right behind the writer (pages the writer just filled), and recovery
+    // and pre-faulting walk the pages themselves. A failed advice is harmless.
     let _ = map.advise(memmap2::Advice::Random);
     Ok(map)
 }
@@ -157,9 +158,9 @@ const PREFAULT_STRIDE: usize = 4096;
 const PREFAULT_CHUNK_PAGES: usize = 32;
 
 /// Read-faults every page of a fresh map, so the kernel allocates and zeroes the page-cache
-/// pages here (on the helper thread) rather than as first-touch faults inside appends on the
-/// reactor thread. Pages are only read, not dirtied: a sync still writes back just what appends
-/// wrote. (Done by hand rather than with MAP_POPULATE so the process's mmap lock is not held
+/// pages here (on the helper thread) rather than inside the reactor's `pwrite`s, which then
+/// only copy into them. Pages are only read, not dirtied: a sync still writes back just what
+/// appends wrote. (Done by hand rather than with MAP_POPULATE so the process's mmap lock is not held
 /// for the whole populate while the appending thread takes its own faults.)
 ///
 /// Why one page per fault and a yield every chunk: this walk is the only long CPU-bound work
@@ -194,7 +195,8 @@ pub struct PreparedSegment {
 impl PreparedSegment {
     /// Creates `path` (which must not exist), allocates `size` bytes and maps it, pre-faulting
     /// the pages when `prefault` (on the helper thread; an inline fallback skips it, since
-    /// pre-faulting there would only turn many small first-touch faults into one long stall).
+    /// pre-faulting there would only turn page allocations spread over many `pwrite`s into
+    /// one long stall).
     /// On failure the half-made file is removed. This blocks: keep it off the reactor thread.
     pub fn create(
         path: PathBuf,
@@ -270,6 +272,8 @@ pub struct Segment {
     flushed: usize,
     /// Encoded records (or a new segment's header) not yet written: bytes `[flushed, write_pos)`.
     pending: Vec<u8>,
+    /// Whether anything was appended since the last [`Segment::release_idle_buffer`].
+    appended_lately: bool,
 }
 
 /// Pending bytes past which the log flushes a segment at once rather than at the end of the
@@ -295,6 +299,7 @@ impl Segment {
             write_pos,
             flushed: write_pos,
             pending: Vec::new(),
+            appended_lately: false,
         }
     }
 
@@ -359,6 +364,7 @@ impl Segment {
     pub fn append(&mut self, rec: &NewRecord<'_>, span: usize) -> u64 {
         let offset = self.end();
         let pos = self.write_pos;
+        self.appended_lately = true;
         let at = self.pending.len();
         // Within capacity after the first few turns: the log flushes before FLUSH_AT.
         self.pending.resize(at + span, 0);
@@ -387,6 +393,12 @@ impl Segment {
         self.pending.len()
     }
 
+    /// Memory the pending buffer holds.
+    #[cfg(test)]
+    pub fn pending_capacity(&self) -> usize {
+        self.pending.capacity()
+    }
+
     /// Writes the pending bytes to the file (one `pwrite`, retried on a short write). On
     /// failure they stay pending (and readable); a retry rewrites the same bytes in place.
     pub fn flush(&mut self) -> io::Result<()> {
@@ -401,6 +413,15 @@ impl Segment {
             self.pending.shrink_to(FLUSH_AT);
         }
         Ok(())
+    }
+
+    /// Frees the pending buffer's memory if nothing was appended since the last call and
+    /// nothing is pending (the broker calls it every maintenance step): a topic that went quiet
+    /// does not keep the buffer its busiest turn grew (up to [`FLUSH_AT`] and a record).
+    pub fn release_idle_buffer(&mut self) {
+        if !std::mem::take(&mut self.appended_lately) && self.pending.is_empty() {
+            self.pending = Vec::new();
+        }
     }
 
     /// Called when a newer segment becomes active (after a successful flush): the index stops

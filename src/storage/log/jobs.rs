@@ -24,7 +24,7 @@ const PREPARE_RETRY_MS: u64 = 1000;
 /// The next segment is pre-created once the active one is `1 / PRECREATE_AT_FRACTION` full.
 /// Measured (strace, loaded 2-core box): pre-faulting 100 MiB took ~14 ms alone but 115-210 ms
 /// while the appending thread competed for the CPU, and a full-speed writer fills a segment in
-/// ~100 ms; starting at 1/8 leaves the helper ~7/8 of a segment's time.
+/// well under a second; starting at 1/8 leaves the helper ~7/8 of a segment's time.
 const PRECREATE_AT_FRACTION: usize = 8;
 /// An interval sync runs on the foreground lane once this many times `sync_every` records are
 /// unsynced (syncing has fallen behind).
