@@ -224,6 +224,7 @@ impl Broker {
         applied.clear();
         self.applied = applied;
         let mut due = std::mem::take(&mut self.storage_due);
+        let mut failed_now = Vec::new();
         due.retain(|&tk| {
             let Some(topic) = self.topics.get_mut(tk) else {
                 return false;
@@ -231,10 +232,15 @@ impl Broker {
             for job in topic.log.poll_jobs(now.mono_ms) {
                 self.worker.submit(tk as u64, job);
             }
+            if topic.log.failure().is_some() && !topic.pending_acks.is_empty() {
+                // Its write failed: no sync will come to answer the strict publishers waiting.
+                failed_now.push(tk);
+            }
             topic.storage_queued = topic.log.next_sync_deadline_ms().is_some();
             topic.storage_queued
         });
         self.storage_due = due;
+        self.release_acks(&failed_now);
     }
 
     /// Fires every timer due at `now`.

@@ -73,6 +73,8 @@ pub struct Log {
     urgent_prepares: u8,
     /// Test seam: when set, segment allocation fails with ENOSPC.
     alloc_fault: Option<Arc<AtomicBool>>,
+    /// Test seam: when set, writing pending appends fails with EIO.
+    write_fault: Option<Arc<AtomicBool>>,
     /// Segment files dropped by retention, waiting for a removal job.
     to_remove: Vec<PathBuf>,
 }
@@ -138,6 +140,7 @@ impl Log {
             recovery_lost: rec.corrupt,
             bad: RefCell::new(rec.holes.into_iter().collect()),
             alloc_fault: None,
+            write_fault: None,
             inline_creations: 0,
             urgent_prepares: 0,
             to_remove: Vec::new(),
@@ -261,7 +264,13 @@ impl Log {
         let Some(seg) = self.segments.last_mut() else {
             return Ok(());
         };
-        if let Err(e) = seg.flush() {
+        let written = match &self.write_fault {
+            Some(f) if f.load(Ordering::Relaxed) && seg.pending_len() > 0 => {
+                Err(std::io::Error::from_raw_os_error(libc::EIO))
+            }
+            _ => seg.flush(),
+        };
+        if let Err(e) = written {
             let err = StorageError::io(&seg.path, "pwrite", e);
             error!(
                 "{}: write failed, refusing further appends: {err}",
@@ -507,6 +516,12 @@ impl Log {
     #[doc(hidden)]
     pub fn set_alloc_fault(&mut self, flag: Option<Arc<AtomicBool>>) {
         self.alloc_fault = flag;
+    }
+
+    /// Test seam: while `flag` is set, writing pending appends to the file fails with EIO.
+    #[doc(hidden)]
+    pub fn set_write_fault(&mut self, flag: Option<Arc<AtomicBool>>) {
+        self.write_fault = flag;
     }
 
     /// Segments created inline on the append path (no pre-created one was ready) since open.
@@ -1320,6 +1335,30 @@ mod tests {
         let mut other = Log::open(TempDir::new("other").path(), cfg()).unwrap();
         other.apply(JobDone::failed_sync_for_test(log.id, 1));
         assert!(other.failure().is_none());
+    }
+
+    #[test]
+    fn failed_write_poisons_appends_and_keeps_the_records_readable() {
+        let tmp = TempDir::new("write-fault");
+        let mut log = open_syncing(&tmp, 1);
+        let fault = Arc::new(AtomicBool::new(true));
+        log.set_write_fault(Some(fault.clone()));
+        let off = log.append(&new_rec(b"accepted", 0)).unwrap();
+        // The turn's flush fails: the log fails, makes no sync (strict publishers waiting on
+        // one are answered from `failure()`), refuses appends and still serves the record.
+        assert_eq!(log.poll_jobs(0).filter(Job::is_sync).count(), 0);
+        assert!(
+            log.failure().is_some_and(|why| why.contains("pwrite")),
+            "{:?}",
+            log.failure()
+        );
+        assert!(matches!(
+            log.append(&new_rec(b"later", 1)),
+            Err(StorageError::Failed(_))
+        ));
+        assert_eq!(log.read(off).unwrap().body, b"accepted");
+        assert_eq!(log.durable_offset(), 0);
+        assert!(matches!(log.sync_blocking(), Err(StorageError::Failed(_))));
     }
 
     /// Scheduling policies of this process's threads named `name`.
