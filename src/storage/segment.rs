@@ -1,4 +1,5 @@
-//! One segment file: its header, its name, its allocation, and append/read through its map.
+//! One segment file: its header, its name, its allocation, appends (buffered, written with
+//! `pwrite`) and reads (through its map).
 //!
 //! # Segment header layout (little-endian, 32 bytes)
 //!
@@ -23,8 +24,10 @@
 //! # Allocation
 //!
 //! Files are allocated for real with `posix_fallocate` to their full size before they are
-//! mapped: a full disk fails here, with an error, instead of raising SIGBUS on a later store
-//! into a sparse mapping. It also means `fdatasync` never has size metadata to write.
+//! mapped: a full disk fails here, when a segment is created (an `E_PUB_FAILED` for the publish
+//! that needed it, nothing half-appended), rather than in the middle of a later write, and a
+//! read through the map never meets a hole. It also means `fdatasync` never has size metadata
+//! to write.
 
 use super::record::{self, Corrupt};
 use super::{NewRecord, Record, StorageError};
