@@ -267,8 +267,8 @@ fn an_ok_means_the_record_is_already_in_the_segment_file() {
     assert!(bodies
         .iter()
         .all(|b| in_segment_files(dir.path(), "okfile", b)));
-    // A publisher that hangs up right after its PUB gets its OK in the same turn as the
-    // hang-up is read: that early reply, too, waits for the write.
+    // A publisher that hangs up right after its PUB still gets its OK (in the turn that read
+    // the hang-up, before the conn is reaped), and that reply too waits for the write.
     let mut last = Raw::connect(server.addr);
     let mut cmd = b"PUB okfile\n".to_vec();
     cmd.extend_from_slice(&14u32.to_be_bytes());

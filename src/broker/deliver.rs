@@ -187,18 +187,6 @@ impl Broker {
         syncs.chain(self.wheel.next_deadline()).min()
     }
 
-    /// Writes this turn's appends to their files now, ahead of [`Broker::storage_step`], for
-    /// the one reply that leaves before it (a connection that closed mid-turn gets its last
-    /// replies at once): an `OK` never leaves before its record is in the log.
-    pub fn flush_appends(&mut self) {
-        for &tk in &self.storage_due {
-            if let Some(topic) = self.topics.get_mut(tk) {
-                // A failure fails the log and is logged there; the publish already succeeded.
-                let _ = topic.log.flush();
-            }
-        }
-    }
-
     /// The storage step of the loop turn: apply what the helper thread finished, and hand it
     /// the syncs and segment pre-creations that are due.
     ///

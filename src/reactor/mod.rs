@@ -371,10 +371,9 @@ impl EventLoop {
                 }
                 ReadOutcome::Drained => return,
                 ReadOutcome::Closed => {
-                    // Commands already read were applied; their replies are best effort, and
-                    // go after their records are written (see `Log::flush`).
-                    self.broker.flush_appends();
-                    self.flush_conn(key);
+                    // Commands already read were applied; their replies are best effort and
+                    // leave with everyone's in this turn's write pass, after the storage step
+                    // has written their records (see `Log::flush`), before the conn is reaped.
                     self.mark_closing(key);
                     return;
                 }

@@ -264,13 +264,7 @@ impl Log {
         let Some(seg) = self.segments.last_mut() else {
             return Ok(());
         };
-        let written = match &self.write_fault {
-            Some(f) if f.load(Ordering::Relaxed) && seg.pending_len() > 0 => {
-                Err(std::io::Error::from_raw_os_error(libc::EIO))
-            }
-            _ => seg.flush(),
-        };
-        if let Err(e) = written {
+        if let Err(e) = seg.flush(self.write_fault.as_deref()) {
             let err = StorageError::io(&seg.path, "pwrite", e);
             error!(
                 "{}: write failed, refusing further appends: {err}",

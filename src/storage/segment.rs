@@ -256,8 +256,9 @@ impl PreparedSegment {
 ///
 /// # Invariants
 /// `index[i]` is the byte position of the record with offset `base + i`; positions are
-/// increasing, 8-aligned, and `< write_pos <= map.len()`. `flushed <= write_pos`, and
-/// `pending` holds exactly the bytes `[flushed, write_pos)`; no record straddles `flushed`.
+/// increasing, 8-aligned, and `< write_pos <= map.len()`. `pending` is the segment's last bytes,
+/// `[flushed(), write_pos)` with `flushed() = write_pos - pending.len()`; everything before
+/// `flushed()` is in the file, and no record straddles it.
 #[derive(Debug)]
 pub struct Segment {
     /// For messages and for `delete`.
@@ -271,9 +272,8 @@ pub struct Segment {
     index: Vec<u32>,
     /// Next free byte (end of the last record, padding included).
     write_pos: usize,
-    /// File position up to which appended bytes have been written to the file.
-    flushed: usize,
-    /// Encoded records (or a new segment's header) not yet written: bytes `[flushed, write_pos)`.
+    /// Encoded records (or a new segment's header) not yet written to the file: the last
+    /// `pending.len()` bytes before `write_pos`.
     pending: Vec<u8>,
     /// Whether anything was appended since the last [`Segment::release_idle_buffer`].
     appended_lately: bool,
@@ -300,7 +300,6 @@ impl Segment {
             base,
             index,
             write_pos,
-            flushed: write_pos,
             pending: Vec::new(),
             appended_lately: false,
         }
@@ -337,8 +336,7 @@ impl Segment {
         buf.clear();
         buf.extend_from_slice(&encode_header(base));
         let mut seg = Segment::from_parts(path, file, map, base, Vec::new(), SEGMENT_HEADER_LEN);
-        seg.flushed = 0;
-        seg.pending = buf;
+        seg.pending = buf; // the header: bytes [0, SEGMENT_HEADER_LEN), not yet written
         Ok(seg)
     }
 
@@ -384,11 +382,17 @@ impl Segment {
     pub fn read(&self, offset: u64, verify_crc: bool) -> Option<Result<Record<'_>, Corrupt>> {
         let i = usize::try_from(offset.checked_sub(self.base)?).ok()?;
         let pos = *self.index.get(i)? as usize;
-        let buf = match pos.checked_sub(self.flushed) {
+        let flushed = self.flushed();
+        let buf = match pos.checked_sub(flushed) {
             Some(in_pending) => self.pending.get(in_pending..)?,
-            None => self.map.get(pos..self.flushed)?,
+            None => self.map.get(pos..flushed)?,
         };
         Some(record::decode_with(buf, offset, verify_crc).map(|(r, _)| r))
+    }
+
+    /// File position up to which appended bytes have been written to the file.
+    fn flushed(&self) -> usize {
+        self.write_pos - self.pending.len()
     }
 
     /// Bytes appended but not yet written to the file.
@@ -404,12 +408,16 @@ impl Segment {
 
     /// Writes the pending bytes to the file (one `pwrite`, retried on a short write). On
     /// failure they stay pending (and readable); a retry rewrites the same bytes in place.
-    pub fn flush(&mut self) -> io::Result<()> {
+    /// `fault` is the test seam: when set, the write fails with EIO as a failing disk would.
+    pub fn flush(&mut self, fault: Option<&AtomicBool>) -> io::Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        self.file.write_all_at(&self.pending, self.flushed as u64)?;
-        self.flushed = self.write_pos;
+        if fault.is_some_and(|f| f.load(Ordering::Relaxed)) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        self.file
+            .write_all_at(&self.pending, self.flushed() as u64)?;
         self.pending.clear();
         if self.pending.capacity() > 4 * FLUSH_AT {
             // One huge record grew it; do not keep megabytes per topic for good.

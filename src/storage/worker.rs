@@ -38,9 +38,9 @@ pub struct Job {
 #[derive(Debug)]
 pub(crate) enum JobKind {
     /// fdatasync these segment files (and the directory, if a segment was installed since the
-    /// last sync). On Linux an fsync of the fd also writes back pages dirtied through the
-    /// shared mmap. `target` is the log's tail when the job was made: on success every offset
-    /// below it is durable.
+    /// last sync). The log wrote its pending appends before making the job, so they are in
+    /// the page cache the fsync writes back. `target` is the log's tail when the job was made:
+    /// on success every offset below it is durable.
     /// `background`: nobody waits for it (interval mode, not yet overdue).
     Sync {
         target: u64,
