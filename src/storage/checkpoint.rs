@@ -424,6 +424,16 @@ mod tests {
     }
 
     #[test]
+    fn the_layout_is_the_documented_one() {
+        let empty = Checkpoint::default();
+        // zlib.crc32(b'"topics":[]}') == 0x8cf827be (docs/storage-format.md's recipe agrees).
+        assert_eq!(
+            encode(&empty).unwrap(),
+            br#"{"version":2,"crc32":"8cf827be","topics":[]}"#
+        );
+    }
+
+    #[test]
     fn version_1_still_loads_unverified() {
         let v1 = br#"{"version":1,"topics":[{"name":"t","paused":false,"distributed":4,"channels":[{"name":"c","paused":true,"cursor":10,"pending":[{"offset":3,"attempts":2,"due_wall_ns":99},{"offset":5,"attempts":1,"due_wall_ns":0,"loc":11}]}]}]}"#;
         let want = Checkpoint {
