@@ -494,6 +494,72 @@ fn a_checkpoint_failing_its_checksum_redelivers_everything_or_stops_when_strict(
     server.terminate();
 }
 
+#[test]
+fn a_damaged_checkpoint_still_delivers_a_carried_message_whose_original_segment_is_gone() {
+    let dir = TempDir::new("cp-carry");
+    let first_seg = dir
+        .path()
+        .join("topics")
+        .join("t.topic")
+        .join(format!("{:020}.log", 0));
+    {
+        // Maintenance (carrying, retention, checkpoint) every 20 ms.
+        let mut opts = small_options(dir.path());
+        opts.sync_timeout = 20;
+        let server = TestServer::start(opts);
+        let mut held = Raw::connect(server.addr);
+        held.sub("t", "ch");
+        held.publish("t", &body(0));
+        held.cmd("RDY 1", None);
+        let (_, _, id, _) = held.expect_message();
+        assert_eq!(id, "0000000000000000");
+        // Message 0 stays in flight while 40 more flow through another consumer.
+        let mut flow = Raw::connect(server.addr);
+        flow.sub("t", "ch");
+        flow.cmd("RDY 100", None);
+        let mut publisher = Raw::connect(server.addr);
+        for i in 1..=40 {
+            publisher.publish("t", &body(i));
+        }
+        let flowed = drain(&mut flow);
+        assert_eq!(flowed.len(), 40);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while first_seg.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "message 0 was never carried forward"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop((held, flow, publisher));
+        server.stop();
+    }
+    let cp = read_checkpoint(dir.path());
+    let pending = &cp["topics"][0]["channels"][0]["pending"][0];
+    assert_eq!(pending["offset"], 0, "{cp}");
+    assert!(pending["loc"].as_u64().is_some(), "{cp}");
+    // Damage it: any change the checksum catches.
+    let cursor = cp["topics"][0]["channels"][0]["cursor"].as_u64().unwrap();
+    let text = std::fs::read_to_string(checkpoint_path(dir.path())).unwrap();
+    let damaged = text.replace(
+        &format!(r#""cursor":{cursor},"#),
+        &format!(r#""cursor":{},"#, cursor + 1),
+    );
+    assert_ne!(damaged, text);
+    std::fs::write(checkpoint_path(dir.path()), damaged).unwrap();
+
+    let server = ChildServer::start(dir.path(), &SMALL);
+    wait_for_log(&server, &["DAMAGED CHECKPOINT"]);
+    let got = drain_ids(server.addr, "t");
+    assert_own_bodies_once(&got);
+    assert!(
+        ids(&got).contains(&0),
+        "the carried message is lost: {:?}",
+        ids(&got)
+    );
+    server.terminate();
+}
+
 // ----- quarantine -------------------------------------------------------------------------
 
 #[test]

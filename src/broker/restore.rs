@@ -9,7 +9,7 @@
 //!
 //! | anomaly | what happens |
 //! |---|---|
-//! | checksum mismatch | the file is copied to `corq.dat.damaged`; every channel it names restarts at its log's head (everything retained is delivered again: nothing acknowledged is lost, finished messages come back); `--strict-recovery` exits instead |
+//! | checksum mismatch | the file is copied to `corq.dat.damaged`; every channel it names restarts at its log's head, with the carried copies whose original is gone pending (everything retained is delivered again: nothing acknowledged is lost, finished messages come back); `--strict-recovery` exits instead |
 //! | no checkpoint, topic logs present | the topics are opened; each one's retained messages go to its first channel |
 //! | a topic or channel listed twice | the first entry wins, one log is opened |
 //! | a pending entry listed twice | the first wins (one delivery) |
@@ -163,6 +163,9 @@ impl Broker {
             );
             topic.distributed = tail;
         }
+        // With a damaged checkpoint every channel restarts at the head, and the cursor skips
+        // carried copies: the ones whose original is gone must be handed over explicitly.
+        let orphans = damaged.then(|| carried_orphans(&self.topics[tk].log));
         let mut seen = HashSet::new();
         for cs in &state.channels {
             if !names::is_valid_channel_name(&cs.name) || names::is_ephemeral(&cs.name) {
@@ -179,7 +182,7 @@ impl Broker {
                 );
                 continue;
             }
-            self.restore_channel(tk, cs, damaged, now);
+            self.restore_channel(tk, cs, orphans.as_deref(), now);
         }
         let topic = &self.topics[tk];
         info!(
@@ -190,21 +193,26 @@ impl Broker {
         Ok(())
     }
 
-    fn restore_channel(&mut self, tk: usize, cs: &ChannelState, damaged: bool, now: Now) {
+    /// Restores one channel. `orphans` is set when the checkpoint is damaged: the channel then
+    /// starts at the log's head with those carried messages pending, whatever the entry says.
+    fn restore_channel(
+        &mut self,
+        tk: usize,
+        cs: &ChannelState,
+        orphans: Option<&[PendingState]>,
+        now: Now,
+    ) {
         let topic = &mut self.topics[tk];
         let what = format!("topic {} channel {}", topic.name, cs.name);
-        let cursor = if damaged {
-            topic.log.head()
-        } else {
-            checked_cursor(&what, cs.cursor, &topic.log)
+        let (cursor, pending) = match orphans {
+            Some(o) => (topic.log.head(), o.to_vec()),
+            None => (
+                checked_cursor(&what, cs.cursor, &topic.log),
+                verified_pending(&what, cs, &topic.log),
+            ),
         };
         let mut ch = Channel::new(&cs.name, cursor);
         ch.paused = cs.paused;
-        let pending = if damaged {
-            Vec::new()
-        } else {
-            verified_pending(&what, cs, &topic.log)
-        };
         let chk = topic.insert_channel(ch);
         let ch = &mut topic.channels[chk];
         for p in pending {
@@ -311,6 +319,27 @@ impl Broker {
             topics: topics.chain(quarantined).collect(),
         }
     }
+}
+
+/// Carried copies (kind 2) whose original is below the head (deleted), newest copy of each:
+/// messages a cursor starting at the head would never reach.
+fn carried_orphans(log: &Log) -> Vec<PendingState> {
+    let head = log.head();
+    let mut newest = std::collections::BTreeMap::new();
+    for rec in log.iter_from(head) {
+        if let Some(orig) = rec.carried_from.filter(|&o| o < head) {
+            newest.insert(orig, (rec.offset, rec.attempts));
+        }
+    }
+    newest
+        .into_iter()
+        .map(|(offset, (loc, attempts))| PendingState {
+            offset,
+            attempts,
+            due_wall_ns: 0,
+            loc: Some(loc),
+        })
+        .collect()
 }
 
 /// The checkpoint's cursor, clamped into the log's range with a warning naming what it costs.
