@@ -228,6 +228,23 @@ pub fn write(path: &Path, cp: &Checkpoint) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// What the checkpoint thread logs about a write: only changes (a checkpoint is attempted every
+/// `--sync-timeout`; a warning per attempt would repeat forever on a broken disk).
+#[derive(Debug)]
+enum Report<'e> {
+    /// The first failure after success (or at start).
+    Failing(&'e io::Error),
+    /// The first success after failures.
+    Recovered,
+}
+
+fn report<'e>(failing: &mut bool, result: &'e io::Result<()>) -> Option<Report<'e>> {
+    match result {
+        Ok(()) => std::mem::take(failing).then_some(Report::Recovered),
+        Err(e) => (!std::mem::replace(failing, true)).then_some(Report::Failing(e)),
+    }
+}
+
 /// A helper thread that writes checkpoints, always the newest one submitted.
 #[derive(Debug)]
 pub struct Checkpointer {
@@ -266,22 +283,20 @@ impl Checkpointer {
                     while let Ok(newer) = rx.try_recv() {
                         job = newer;
                     }
-                    match write(&thread_path, &job.1) {
+                    let result = write(&thread_path, &job.1);
+                    if result.is_ok() {
                         // Release: whoever sees the generation sees a file that is on disk.
-                        Ok(()) => {
-                            thread_written.store(job.0, Ordering::Release);
-                            if std::mem::take(&mut failing) {
-                                info!("checkpoint {}: written again", thread_path.display());
-                            }
+                        thread_written.store(job.0, Ordering::Release);
+                    }
+                    match report(&mut failing, &result) {
+                        Some(Report::Failing(e)) => warn!(
+                            "checkpoint {}: {e} (retried at every checkpoint; logged again once it succeeds)",
+                            thread_path.display()
+                        ),
+                        Some(Report::Recovered) => {
+                            info!("checkpoint {}: written again", thread_path.display())
                         }
-                        Err(e) if !failing => {
-                            failing = true;
-                            warn!(
-                                "checkpoint {}: {e} (retried at every checkpoint; logged again once it succeeds)",
-                                thread_path.display()
-                            );
-                        }
-                        Err(_) => {}
+                        None => {}
                     }
                 }
             })?;
@@ -421,6 +436,29 @@ mod tests {
         fs::write(&path, b"{\"version\":9,\"topics\":[]}").unwrap();
         assert!(load(&path).unwrap_err().contains("version 9"));
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn write_failures_are_reported_once_per_change() {
+        let mut failing = false;
+        let err = || Err(io::Error::other("disk gone"));
+        assert!(report(&mut failing, &Ok(())).is_none());
+        assert!(matches!(
+            report(&mut failing, &err()),
+            Some(Report::Failing(_))
+        ));
+        for _ in 0..5 {
+            assert!(report(&mut failing, &err()).is_none());
+        }
+        assert!(matches!(
+            report(&mut failing, &Ok(())),
+            Some(Report::Recovered)
+        ));
+        assert!(report(&mut failing, &Ok(())).is_none());
+        assert!(matches!(
+            report(&mut failing, &err()),
+            Some(Report::Failing(_))
+        ));
     }
 
     #[test]
