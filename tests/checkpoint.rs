@@ -231,6 +231,22 @@ fn a_second_server_on_the_same_data_path_exits_1_and_the_first_keeps_its_message
 }
 
 #[test]
+fn an_embedded_second_server_gets_the_lock_error_from_bind() {
+    let dir = TempDir::new("lock-embed");
+    let first = TestServer::start(test_options(dir.path()));
+    let err = corq::Server::bind(test_options(dir.path()).validate().unwrap())
+        .expect_err("a second server on the same data path must not bind")
+        .to_string();
+    assert!(
+        err.starts_with("--data-path: failed to lock data-path: cannot flock directory"),
+        "{err}"
+    );
+    first.stop();
+    // Released with the first server: the path can be used again.
+    TestServer::start(test_options(dir.path())).stop();
+}
+
+#[test]
 fn a_data_path_under_a_file_exits_1_naming_the_path() {
     let dir = TempDir::new("dp-under");
     std::fs::write(dir.path().join("f"), b"x").unwrap();
