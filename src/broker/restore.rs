@@ -102,7 +102,8 @@ impl Broker {
         warn!(
             "{}: DAMAGED CHECKPOINT: {why}; {kept}. Its topics and channels are restored, but \
              every channel starts again at its log's first offset: all retained messages are \
-             delivered again (none lost, finished ones repeated); deferred ones are due at once",
+             delivered again (none lost, finished ones repeated); DPUB deadlines hold, REQ delays \
+             not",
             path.display()
         );
         Ok(cp)
@@ -328,15 +329,16 @@ fn carried_orphans(log: &Log) -> Vec<PendingState> {
     let mut newest = std::collections::BTreeMap::new();
     for rec in log.iter_from(head) {
         if let Some(orig) = rec.carried_from.filter(|&o| o < head) {
-            newest.insert(orig, (rec.offset, rec.attempts));
+            newest.insert(orig, (rec.offset, rec.attempts, rec.deliver_at_ns));
         }
     }
     newest
         .into_iter()
-        .map(|(offset, (loc, attempts))| PendingState {
+        .map(|(offset, (loc, attempts, due_wall_ns))| PendingState {
             offset,
             attempts,
-            due_wall_ns: 0,
+            // A carried copy keeps the deadline the message had when it was carried.
+            due_wall_ns,
             loc: Some(loc),
         })
         .collect()
