@@ -102,6 +102,10 @@ pub struct Options {
     /// pin the reactor thread to this CPU core (Linux)
     #[arg(long)]
     pub cpu: Option<usize>,
+    /// exit at start when a topic's log cannot be opened or the checkpoint fails its checksum
+    /// (default: quarantine the topic, redeliver from the logs, and serve the rest)
+    #[arg(long, default_value_t = false)]
+    pub strict_recovery: bool,
 }
 
 impl Default for Options {

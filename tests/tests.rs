@@ -9,11 +9,14 @@
 //! - `abuse`: silent, idle, stuck and slowloris clients
 //! - `http`: the HTTP API, its effects over TCP, hostile HTTP input
 //! - `client`: the project's own client against the server, and the embedding example
+//! - `checkpoint`: the data-path lock and start-up check, the checkpoint checked against the
+//!   logs, quarantined topics
 //! - `bench`: `corq bench` against its fake server (the stall test) and a real server, its CLI
 mod util;
 
 mod abuse;
 mod bench;
+mod checkpoint;
 mod client;
 mod crash;
 mod durability;

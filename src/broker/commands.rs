@@ -135,6 +135,10 @@ impl Broker {
         if let Some(&tk) = self.topic_index.get(name) {
             return Ok(tk);
         }
+        if let Some(q) = self.quarantined.get(name) {
+            // Never open a second log over files left for inspection.
+            return Err(StorageError::Failed(q.reason.clone()));
+        }
         let log = Log::open(&topic_dir(&self.data_dir, name), self.log_config())?;
         let mut topic = Topic::new(name, log, 0);
         topic.track_e2e = !self.cfg.e2e_processing_latency_percentile.is_empty();

@@ -57,7 +57,8 @@ impl PubVerb {
 pub enum AckReply {
     /// TCP protocol V2: an `OK` response frame (or a fatal error frame).
     Nsq,
-    /// HTTP `/pub` or `/mpub`: `200 OK` (or `503 EXITING`), with the request's reply context.
+    /// HTTP `/pub` or `/mpub`: `200 OK` (or 503 with what failed), with the request's reply
+    /// context.
     Http(ReplyCtx),
 }
 
@@ -125,9 +126,11 @@ impl Broker {
             match (ack.reply, failure) {
                 (AckReply::Nsq, None) => self.respond(ack.client, b"OK"),
                 (AckReply::Nsq, Some(why)) => self.fail(ack.client, &ack.verb.failed(&why)),
-                (AckReply::Http(ctx), failure) => {
-                    self.http_publish_reply(ack.client, &ctx, failure.is_none())
-                }
+                (AckReply::Http(ctx), failure) => self.http_publish_reply(
+                    ack.client,
+                    &ctx,
+                    failure.as_deref().map(|why| (ack.verb, why)),
+                ),
             }
             if let Some(c) = self.clients.get_mut(ack.client) {
                 c.awaiting_acks = c.awaiting_acks.saturating_sub(1);

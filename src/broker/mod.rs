@@ -15,6 +15,7 @@ mod carry;
 pub mod channel;
 pub mod client;
 mod commands;
+mod datapath;
 mod deliver;
 pub mod durable;
 mod maintenance;
@@ -90,6 +91,21 @@ pub enum StartError {
     Io(PathBuf, std::io::Error),
     /// The checkpoint is not valid JSON of the expected shape.
     BadCheckpoint(PathBuf, String),
+    /// Another server holds the data path's lock.
+    Locked(PathBuf, std::io::Error),
+    /// The data path is a file.
+    NotADirectory(PathBuf),
+    /// The data path cannot be used: what failed (create, write, sync a file) and why.
+    DataPath {
+        /// The path the failing call was made on.
+        path: PathBuf,
+        /// What could not be done.
+        what: &'static str,
+        /// The OS error.
+        err: std::io::Error,
+    },
+    /// A topic could not be opened and `--strict-recovery` forbids quarantining it.
+    Strict(String, String),
 }
 
 impl Now {
@@ -109,6 +125,22 @@ impl std::fmt::Display for StartError {
             StartError::BadCheckpoint(p, e) => {
                 write!(f, "{}: invalid checkpoint: {e}", p.display())
             }
+            // nsqd's words (`failed to lock data-path: cannot flock directory ...`), our name.
+            StartError::Locked(p, e) => write!(
+                f,
+                "failed to lock data-path: cannot flock directory {} - {e} (possibly in use by another instance of corqd)",
+                p.display()
+            ),
+            StartError::NotADirectory(p) => {
+                write!(f, "{} is a file, not a directory", p.display())
+            }
+            StartError::DataPath { path, what, err } => {
+                write!(f, "{}: {what}: {err}", path.display())
+            }
+            StartError::Strict(topic, why) => write!(
+                f,
+                "topic {topic} cannot be opened and --strict-recovery is set: {why}"
+            ),
         }
     }
 }
@@ -160,6 +192,20 @@ pub struct Broker {
     applied: Vec<usize>,
     /// Counts delivery passes, so a topic's "verified this pass" range expires with its pass.
     pass: u64,
+    /// Topics whose logs failed to open at start: name → why, and their checkpoint entry
+    /// (written back unchanged). They answer errors; their files are left alone.
+    quarantined: HashMap<String, Quarantined>,
+    /// The data path's `flock`, held for the broker's life.
+    _lock: datapath::DataPathLock,
+}
+
+/// A topic left closed at start because its log could not be opened.
+#[derive(Debug, Clone)]
+pub struct Quarantined {
+    /// Why its log could not be opened.
+    pub reason: String,
+    /// Its checkpoint entry, if it had one: kept in every checkpoint until the topic is fixed.
+    pub state: Option<crate::storage::checkpoint::TopicState>,
 }
 
 /// Subdirectory of the data path that holds one directory per topic.
@@ -212,6 +258,7 @@ impl Broker {
             max_deflate_level: 6,
             auth_required: false,
         };
+        let lock = datapath::claim(&data_dir)?;
         let checkpointer = Checkpointer::spawn(data_dir.join(CHECKPOINT_FILE))
             .map_err(|e| StartError::Io(data_dir.clone(), e))?;
         let worker =
@@ -238,6 +285,8 @@ impl Broker {
             storage_due: Vec::new(),
             applied: Vec::new(),
             rng: 0x2545_F491_4F6C_DD1D ^ now.wall_ns as u64,
+            quarantined: HashMap::new(),
+            _lock: lock,
         };
         broker.restore(now)?;
         let first = now.mono_ms + broker.cfg.sync_timeout;

@@ -31,6 +31,7 @@ impl Broker {
             .topics
             .iter()
             .map(|(_, t)| self.topic_stats(t))
+            .chain(self.quarantined_stats())
             .collect();
         let producers = self
             .clients
@@ -88,7 +89,20 @@ impl Broker {
             message_bytes: t.message_bytes,
             paused: t.paused,
             e2e_processing_latency: self.e2e(e2e),
+            quarantined: None,
         }
+    }
+
+    /// Quarantined topics: no figures (their logs are closed), the reason, and the paused flag
+    /// their checkpoint entry holds.
+    fn quarantined_stats(&self) -> impl Iterator<Item = TopicStats> + '_ {
+        self.quarantined.iter().map(|(name, q)| TopicStats {
+            topic_name: name.clone(),
+            paused: q.state.as_ref().is_some_and(|s| s.paused),
+            e2e_processing_latency: self.e2e(None),
+            quarantined: Some(q.reason.clone()),
+            ..TopicStats::default()
+        })
     }
 
     fn channel_stats(&self, t: &Topic, c: &Channel) -> ChannelStats {

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use log::{debug, warn};
 
 use crate::config::Config;
-use crate::http::{response, routes, ReplyCtx};
+use crate::http::{response, ReplyCtx};
 
 use super::client::ClientKey;
 use super::durable::{AckReply, PendingAck, PubVerb};
@@ -60,7 +60,8 @@ impl Broker {
     }
 
     /// `/pub` and `/mpub`: publishes and answers `200 OK` (after the sync in strict mode), or
-    /// `503 EXITING` when the log refuses the write, as nsqd does for a failed put.
+    /// 503 saying what failed when the log refuses the write (nsqd answers `EXITING` to any
+    /// failed put; corq is not exiting then, so it says why, in the TCP error's words).
     pub fn http_publish<'a>(
         &mut self,
         ck: ClientKey,
@@ -77,7 +78,7 @@ impl Broker {
         match self.publish_to(ck, topic, bodies, defer_ms, now) {
             Err(e) => {
                 warn!("topic {topic}: HTTP {} failed: {e}", verb.name());
-                self.http_publish_reply(ck, ctx, false);
+                self.http_publish_reply(ck, ctx, Some((verb, &e.to_string())));
             }
             Ok(Some((tk, upto))) => {
                 let ack = PendingAck {
@@ -88,17 +89,23 @@ impl Broker {
                 };
                 self.park_ack(tk, ack);
             }
-            Ok(None) => self.http_publish_reply(ck, ctx, true),
+            Ok(None) => self.http_publish_reply(ck, ctx, None),
         }
     }
 
-    /// The answer to an HTTP publish.
-    pub(super) fn http_publish_reply(&mut self, ck: ClientKey, ctx: &ReplyCtx, ok: bool) {
-        self.write_to(ck, |out| {
-            if ok {
-                response::ok_text(out, ctx, "OK");
-            } else {
-                response::api_error(out, ctx, routes::EXITING);
+    /// The answer to an HTTP publish: `200 OK`, or `503 {"message":"E_PUB_FAILED PUB failed
+    /// <why>"}` (MPUB likewise) for a publish the storage refused.
+    pub fn http_publish_reply(
+        &mut self,
+        ck: ClientKey,
+        ctx: &ReplyCtx,
+        failure: Option<(PubVerb, &str)>,
+    ) {
+        self.write_to(ck, |out| match failure {
+            None => response::ok_text(out, ctx, "OK"),
+            Some((verb, why)) => {
+                let text = verb.failed(&why).frame_data();
+                response::error_json(out, ctx, 503, &text);
             }
         });
         if !ctx.keep_alive {

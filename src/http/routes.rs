@@ -13,8 +13,8 @@
 //! | route | checks, in order |
 //! |---|---|
 //! | `Ping` | health: `OK` 200, else 500 with the health text ([`super::response::plain`]) |
-//! | `Pub` | 413 `MSG_TOO_BIG` (parser, before the body) → 400 `MSG_EMPTY` (empty body) → 400 `INVALID_REQUEST` (query) → [`topic_arg`] → [`defer_arg`] → publish (503 `EXITING`) → `OK` |
-//! | `Mpub` | 413 `BODY_TOO_BIG` (parser) → `INVALID_REQUEST` → [`topic_arg`] → *create the topic* → [`mpub_binary`] → [`super::mpub`] split → publish all (503 `EXITING`) → `OK` (also for zero messages) |
+//! | `Pub` | 413 `MSG_TOO_BIG` (parser, before the body) → 400 `MSG_EMPTY` (empty body) → 400 `INVALID_REQUEST` (query) → [`topic_arg`] → [`defer_arg`] → publish (503 `E_PUB_FAILED PUB failed <why>`) → `OK` |
+//! | `Mpub` | 413 `BODY_TOO_BIG` (parser) → `INVALID_REQUEST` → [`topic_arg`] → *create the topic* (503 `E_MPUB_FAILED MPUB failed <why>`) → [`mpub_binary`] → [`super::mpub`] split → publish all (503 `E_MPUB_FAILED ...`) → `OK` (also for zero messages) |
 //! | `Stats` | `INVALID_REQUEST` → [`super::stats::StatsQuery`] → [`super::stats::apply_query`] → JSON ([`super::response::json`]) or text ([`super::response::ok_text`]) |
 //! | `TopicCreate` | `INVALID_REQUEST` → [`topic_arg`] → create → empty 200 |
 //! | `TopicEmpty` | `INVALID_REQUEST` → [`topic_arg`] → 404 `TOPIC_NOT_FOUND` → 500 `INTERNAL_ERROR` → empty 200 |
@@ -296,7 +296,8 @@ pub const TOPIC_NOT_FOUND: ApiError = ApiError::new(404, "TOPIC_NOT_FOUND");
 pub const CHANNEL_NOT_FOUND: ApiError = ApiError::new(404, "CHANNEL_NOT_FOUND");
 /// 500 `INTERNAL_ERROR`.
 pub const INTERNAL_ERROR: ApiError = ApiError::new(500, "INTERNAL_ERROR");
-/// 503 `EXITING` (a publish refused because the server is shutting down or the put failed).
+/// 503 `EXITING` (nsqd's answer to any failed put; corq answers a storage failure with the
+/// failed command's error text instead, see `Broker::http_publish_reply`).
 pub const EXITING: ApiError = ApiError::new(503, "EXITING");
 /// 400 `INVALID_OPTION` (/config).
 pub const INVALID_OPTION: ApiError = bad("INVALID_OPTION");

@@ -198,10 +198,18 @@ impl HttpServer {
         now: Now,
     ) {
         let (max_msg, max_body) = (self.limits.max_msg_size, self.limits.max_body_size);
+        // Why the topic could not be created: answered as a failed MPUB, not `EXITING`.
+        let mut create_failed = None;
         let checked = (|| {
             let q = query(req)?;
             let topic = routes::topic_arg(q)?;
-            broker.create_topic(topic).map_err(|_| routes::EXITING)?;
+            broker.create_topic(topic).map_err(|e| {
+                create_failed = Some(match e {
+                    AdminError::Storage(e) => e.to_string(),
+                    other => other.code().to_owned(),
+                });
+                routes::EXITING
+            })?;
             let bodies = if routes::mpub_binary(q) {
                 mpub::split_binary(&req.body, max_msg, max_body)?
             } else {
@@ -220,6 +228,10 @@ impl HttpServer {
                     defer_ms: 0,
                 };
                 broker.http_publish(ck, what, bodies.into_iter(), now, ctx)
+            }
+            Err(_) if create_failed.is_some() => {
+                let why = create_failed.unwrap_or_default();
+                broker.http_publish_reply(ck, ctx, Some((PubVerb::Mpub, &why)))
             }
             Err(e) => broker.write_to(ck, |out| response::api_error(out, ctx, e)),
         }

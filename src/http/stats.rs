@@ -50,6 +50,10 @@ pub struct TopicStats {
     pub paused: bool,
     /// The merge of the channels' latency figures.
     pub e2e_processing_latency: E2eLatency,
+    /// corq only, and only when set: why the topic was left closed at start (its log could not
+    /// be opened); it answers errors until repaired and corqd restarted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantined: Option<String>,
 }
 
 /// One channel.

@@ -80,6 +80,9 @@ fn write_topic(t: &TopicStats, ctx: &TextCtx<'_>, out: &mut String) {
         t.message_count,
         e2e_text(&t.e2e_processing_latency)
     );
+    if let Some(why) = &t.quarantined {
+        let _ = writeln!(out, "    QUARANTINED: {why}");
+    }
     for c in &t.channels {
         write_channel(c, ctx, out);
     }

@@ -5,22 +5,31 @@
 //! The writing runs on a helper thread ([`Checkpointer`]) so the reactor never waits on a disk;
 //! only the final checkpoint of a clean shutdown is written synchronously.
 //!
-//! Format (version 1):
+//! Format (version 2): one JSON object whose first two members are fixed, so a reader finds the
+//! checksum without parsing:
 //!
 //! ```json
-//! {"version":1,"topics":[{"name":"t","paused":false,"distributed":0,"channels":[
+//! {"version":2,"crc32":"9f3a1c07","topics":[{"name":"t","paused":false,"distributed":0,"channels":[
 //!   {"name":"c","paused":false,"cursor":120,"pending":[{"offset":97,"attempts":2,"due_wall_ns":0},
 //!   {"offset":12,"attempts":9,"due_wall_ns":1764032400000000000,"loc":118}]}]}]}
 //! ```
 //!
-//! | field | meaning |
+//! | bytes / field | meaning |
 //! |---|---|
+//! | `{"version":2,"crc32":"` | fixed 22-byte prefix ([`V2_PREFIX`]) |
+//! | 8 lowercase hex digits | CRC-32 (IEEE, `crc32fast`) of every byte after the `",` that follows them, up to the end of the file |
+//! | `",` | fixed |
+//! | `"topics":[...]}` | the checksummed rest: the topics, then the closing brace |
 //! | `distributed` | offsets below it went to channels that existed then; a first channel starts here |
 //! | `cursor` | the next offset the channel has never taken |
 //! | `pending` | messages below `cursor` not yet finished: in flight, requeued or deferred |
 //! | `attempts` | deliveries so far (the next one shows attempts + 1, as nsqd after a restart) |
 //! | `due_wall_ns` | for a deferred message, its wall-clock due time; 0 = ready now |
-//! | `loc` | where the message's record is now, if it was carried forward (a kind-2 record); absent = `offset`. Checkpoints written before `loc` existed load unchanged |
+//! | `loc` | where the message's record is now, if it was carried forward (a kind-2 record); absent = `offset` |
+//!
+//! Version 1 is the same JSON without the `crc32` member (and `"version":1`); it is still read,
+//! unverified. [`load`] tells an intact checkpoint from a damaged one ([`Loaded`]); what the
+//! broker does with a damaged one is `broker/restore.rs`'s business.
 //!
 //! The helper thread counts the checkpoints it has written ([`Checkpointer::written`]): the
 //! broker deletes a segment only once a checkpoint that no longer needs it is on disk.
@@ -36,11 +45,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 
-use log::warn;
+use log::{info, warn};
 use serde::{Deserialize, Serialize};
 
-/// The checkpoint format version this code writes and reads.
-pub const CHECKPOINT_VERSION: u32 = 1;
+/// The checkpoint format version this code writes (it also reads version 1).
+pub const CHECKPOINT_VERSION: u32 = 2;
+
+/// How every version-2 checkpoint starts; the checksum's 8 hex digits follow.
+pub const V2_PREFIX: &[u8] = br#"{"version":2,"crc32":""#;
 
 /// The whole checkpoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,24 +117,94 @@ impl PendingState {
     }
 }
 
+/// A checkpoint as read from disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Loaded {
+    /// Its checksum matches (version 2), or it is version 1, which has none.
+    Intact(Checkpoint),
+    /// It parses, but its checksum does not match (or a version 2 lacks one): any value in it
+    /// may be wrong.
+    Damaged {
+        /// What failed.
+        why: String,
+        /// What the file says, unverified.
+        salvaged: Checkpoint,
+    },
+}
+
 /// Reads a checkpoint; `Ok(None)` when there is none yet.
 ///
 /// # Errors
-/// The I/O error, or a message saying why the JSON is not a checkpoint.
-pub fn load(path: &Path) -> Result<Option<Checkpoint>, String> {
-    let bytes = match fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.to_string()),
-    };
-    let cp: Checkpoint = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-    if cp.version != CHECKPOINT_VERSION {
-        return Err(format!(
-            "version {} is not supported (expected {CHECKPOINT_VERSION})",
-            cp.version
-        ));
+/// The I/O error, or a message saying why the bytes are not a checkpoint at all (not JSON of
+/// the expected shape, an unknown version).
+pub fn load(path: &Path) -> Result<Option<Loaded>, String> {
+    match fs::read(path) {
+        Ok(b) => decode(&b).map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.to_string()),
     }
-    Ok(Some(cp))
+}
+
+/// Parses and verifies a checkpoint file's bytes (see the module doc for the layout).
+///
+/// # Errors
+/// As [`load`].
+pub fn decode(bytes: &[u8]) -> Result<Loaded, String> {
+    let parsed = serde_json::from_slice::<Checkpoint>(bytes).map_err(|e| e.to_string());
+    let Some(rest) = bytes.strip_prefix(V2_PREFIX) else {
+        // No checksum where version 2 puts it: version 1, or damage to the prefix itself.
+        let cp = parsed?;
+        return match cp.version {
+            1 => Ok(Loaded::Intact(cp)),
+            2 => Ok(Loaded::Damaged {
+                why: "version 2 without its checksum prefix".into(),
+                salvaged: cp,
+            }),
+            v => Err(format!(
+                "version {v} is not supported (expected 1 or {CHECKPOINT_VERSION})"
+            )),
+        };
+    };
+    let stored = rest
+        .get(..8)
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .and_then(|h| u32::from_str_radix(h, 16).ok());
+    let body = rest
+        .get(10..)
+        .filter(|_| rest.get(8..10) == Some(b"\",".as_slice()));
+    let actual = body.map(crc32fast::hash);
+    match (stored.is_some() && stored == actual, parsed) {
+        (true, Ok(cp)) => Ok(Loaded::Intact(cp)),
+        (true, Err(e)) => Err(e),
+        (false, Ok(cp)) => Ok(Loaded::Damaged {
+            why: format!(
+                "checksum mismatch (stored {}, computed {})",
+                stored.map_or("unreadable".into(), |c| format!("{c:08x}")),
+                actual.map_or("nothing".into(), |c| format!("{c:08x}")),
+            ),
+            salvaged: cp,
+        }),
+        (false, Err(e)) => Err(format!("checksum mismatch, and not parseable: {e}")),
+    }
+}
+
+/// The bytes of a version-2 checkpoint file (whatever `cp.version` says).
+///
+/// # Errors
+/// If serialisation fails (it cannot for these types, but the error is passed on).
+pub fn encode(cp: &Checkpoint) -> io::Result<Vec<u8>> {
+    #[derive(Serialize)]
+    struct Rest<'a> {
+        topics: &'a [TopicState],
+    }
+    let json = serde_json::to_vec(&Rest { topics: &cp.topics }).map_err(io::Error::other)?;
+    // `{"topics":[...]}` without its opening brace: the checksummed rest.
+    let rest = json.get(1..).unwrap_or_default();
+    let mut out = Vec::with_capacity(V2_PREFIX.len() + 10 + rest.len());
+    out.extend_from_slice(V2_PREFIX);
+    write!(out, "{:08x}\",", crc32fast::hash(rest))?;
+    out.extend_from_slice(rest);
+    Ok(out)
 }
 
 /// Writes a checkpoint atomically (tmp file, fsync, rename, fsync of the directory).
@@ -130,7 +212,7 @@ pub fn load(path: &Path) -> Result<Option<Checkpoint>, String> {
 /// # Errors
 /// The first I/O error.
 pub fn write(path: &Path, cp: &Checkpoint) -> io::Result<()> {
-    let json = serde_json::to_vec(cp).map_err(io::Error::other)?;
+    let json = encode(cp)?;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -144,6 +226,23 @@ pub fn write(path: &Path, cp: &Checkpoint) -> io::Result<()> {
     }
     fs::rename(&tmp, path)?;
     File::open(dir)?.sync_all()
+}
+
+/// What the checkpoint thread logs about a write: only changes (a checkpoint is attempted every
+/// `--sync-timeout`; a warning per attempt would repeat forever on a broken disk).
+#[derive(Debug)]
+enum Report<'e> {
+    /// The first failure after success (or at start).
+    Failing(&'e io::Error),
+    /// The first success after failures.
+    Recovered,
+}
+
+fn report<'e>(failing: &mut bool, result: &'e io::Result<()>) -> Option<Report<'e>> {
+    match result {
+        Ok(()) => std::mem::take(failing).then_some(Report::Recovered),
+        Err(e) => (!std::mem::replace(failing, true)).then_some(Report::Failing(e)),
+    }
 }
 
 /// A helper thread that writes checkpoints, always the newest one submitted.
@@ -177,15 +276,27 @@ impl Checkpointer {
             .spawn(move || {
                 // Nobody waits for a checkpoint write: idle CPU time only (see `priority`).
                 super::priority::enter_background();
+                // Logged once per change, not on every attempt (one every --sync-timeout).
+                let mut failing = false;
                 while let Ok(mut job) = rx.recv() {
                     // Several may have queued up while a write ran: only the newest matters.
                     while let Ok(newer) = rx.try_recv() {
                         job = newer;
                     }
-                    match write(&thread_path, &job.1) {
+                    let result = write(&thread_path, &job.1);
+                    if result.is_ok() {
                         // Release: whoever sees the generation sees a file that is on disk.
-                        Ok(()) => thread_written.store(job.0, Ordering::Release),
-                        Err(e) => warn!("checkpoint {}: {e}", thread_path.display()),
+                        thread_written.store(job.0, Ordering::Release);
+                    }
+                    match report(&mut failing, &result) {
+                        Some(Report::Failing(e)) => warn!(
+                            "checkpoint {}: {e} (retried at every checkpoint; logged again once it succeeds)",
+                            thread_path.display()
+                        ),
+                        Some(Report::Recovered) => {
+                            info!("checkpoint {}: written again", thread_path.display())
+                        }
+                        None => {}
                     }
                 }
             })?;
@@ -295,7 +406,8 @@ mod tests {
             thread::sleep(std::time::Duration::from_millis(1));
         }
         cp.write_now(sample()).unwrap();
-        assert_eq!(load(&path).unwrap(), Some(sample()));
+        assert_eq!(load(&path).unwrap(), Some(Loaded::Intact(sample())));
+        assert!(fs::read(&path).unwrap().starts_with(V2_PREFIX));
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -324,5 +436,83 @@ mod tests {
         fs::write(&path, b"{\"version\":9,\"topics\":[]}").unwrap();
         assert!(load(&path).unwrap_err().contains("version 9"));
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn write_failures_are_reported_once_per_change() {
+        let mut failing = false;
+        let err = || Err(io::Error::other("disk gone"));
+        assert!(report(&mut failing, &Ok(())).is_none());
+        assert!(matches!(
+            report(&mut failing, &err()),
+            Some(Report::Failing(_))
+        ));
+        for _ in 0..5 {
+            assert!(report(&mut failing, &err()).is_none());
+        }
+        assert!(matches!(
+            report(&mut failing, &Ok(())),
+            Some(Report::Recovered)
+        ));
+        assert!(report(&mut failing, &Ok(())).is_none());
+        assert!(matches!(
+            report(&mut failing, &err()),
+            Some(Report::Failing(_))
+        ));
+    }
+
+    #[test]
+    fn the_layout_is_the_documented_one() {
+        let empty = Checkpoint::default();
+        // zlib.crc32(b'"topics":[]}') == 0x8cf827be (docs/storage-format.md's recipe agrees).
+        assert_eq!(
+            encode(&empty).unwrap(),
+            br#"{"version":2,"crc32":"8cf827be","topics":[]}"#
+        );
+    }
+
+    #[test]
+    fn version_1_still_loads_unverified() {
+        let v1 = br#"{"version":1,"topics":[{"name":"t","paused":false,"distributed":4,"channels":[{"name":"c","paused":true,"cursor":10,"pending":[{"offset":3,"attempts":2,"due_wall_ns":99},{"offset":5,"attempts":1,"due_wall_ns":0,"loc":11}]}]}]}"#;
+        let want = Checkpoint {
+            version: 1,
+            ..sample()
+        };
+        assert_eq!(decode(v1).unwrap(), Loaded::Intact(want));
+    }
+
+    #[test]
+    fn every_flipped_byte_after_the_prefix_is_caught() {
+        let good = encode(&sample()).unwrap();
+        assert_eq!(decode(&good).unwrap(), Loaded::Intact(sample()));
+        for i in V2_PREFIX.len()..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x01;
+            match decode(&bad) {
+                Ok(Loaded::Damaged { why, .. }) => assert!(why.contains("checksum"), "{why}"),
+                Err(e) => assert!(e.contains("checksum") || e.contains("expected"), "{i}: {e}"),
+                Ok(Loaded::Intact(cp)) => panic!("byte {i} flipped, still intact: {cp:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_flipped_digit_is_damaged_but_salvaged() {
+        let good = encode(&sample()).unwrap();
+        let text = String::from_utf8(good).unwrap();
+        let bad = text.replace(r#""cursor":10"#, r#""cursor":90"#);
+        match decode(bad.as_bytes()).unwrap() {
+            Loaded::Damaged { why, salvaged } => {
+                assert!(why.starts_with("checksum mismatch (stored "), "{why}");
+                assert_eq!(salvaged.topics[0].channels[0].cursor, 90);
+            }
+            other => panic!("not damaged: {other:?}"),
+        }
+        // A version 2 file rewritten without its prefix (pretty-printed by hand) is unverified.
+        let pretty = serde_json::to_string_pretty(&sample()).unwrap();
+        assert!(matches!(
+            decode(pretty.as_bytes()).unwrap(),
+            Loaded::Damaged { .. }
+        ));
     }
 }
