@@ -6,15 +6,18 @@
 //!
 //! - **Damage inside a segment** (any segment, the last included): a record whose length is
 //!   out of bounds, whose CRC fails, whose kind is unknown or whose offset is not the next one
-//!   is not the end of the data. The scan *resynchronises*: it searches forward, 8-aligned,
-//!   for the first record that verifies (length, CRC, kind) and claims an offset `o` with
-//!   `next <= o <= next + skipped_bytes / 40` (every lost record took at least 40 bytes, the
-//!   smallest record: a claim beyond that cannot be true, and a claim below `next` is stale or
-//!   copied data). Only the damaged bytes are skipped. Offsets `next..o` are lost: the first
-//!   stays in the index as a *hole* pointing at the damaged bytes (`read` returns
-//!   `Corruption`, as before), the others are [`LOST`] entries (`read` returns `NotFound`);
-//!   iterators skip both, and each counts once as a corrupt record. If `o == next` the bytes
-//!   held no record (junk), and nothing is lost.
+//!   is not the end of the data. The scan *resynchronises*: if the bad record's own length
+//!   points at a record that verifies as `next + 1`, it carries on there (a flipped body byte;
+//!   the body, publisher-chosen bytes, is never searched). Otherwise it searches forward,
+//!   8-aligned, for the first record that verifies (length, CRC, kind) and claims an offset
+//!   `o` with `next <= o <= next + skipped_bytes / 40` (every lost record took at least 40
+//!   bytes, the smallest record: a claim beyond that cannot be true, and a claim below `next`
+//!   is stale or copied data). Byte order and offset order agree inside a segment, so the
+//!   first record that passes is the successor. Only the damaged bytes are skipped.
+//!   Offsets `next..o` are lost: the first stays in the index as a *hole* pointing at the
+//!   damaged bytes (`read` returns `Corruption`, as before), the others are [`LOST`] entries
+//!   (`read` returns `NotFound`); iterators skip both, and each counts once as a corrupt
+//!   record. If `o == next` the bytes held no record (junk), and nothing is lost.
 //! - **Damage with nothing valid after it** in the **last segment** is a torn tail from a
 //!   crash (unsynced appends may be lost): it is zeroed to its last non-zero byte and synced,
 //!   appends continue after the last valid record; it counts as one corrupt record (how many
@@ -177,9 +180,15 @@ pub fn scan(map: &[u8], base: u64) -> Scan {
 }
 
 /// For damaged bytes at `from` where offset `next` was expected: the position and offset of
-/// the first later record (8-aligned, before `data_end`) that verifies and whose offset the
-/// skipped bytes could account for (see the module docs).
+/// the record to carry on from. First the one the bad record's own length points at, if it
+/// verifies as `next + 1` (the usual case, a flipped body byte: the body, which a publisher
+/// chose and which may hold record-like bytes, is then never searched); else the first later
+/// record (8-aligned, before `data_end`) that verifies and whose offset the skipped bytes
+/// could account for (see the module docs).
 fn resync(map: &[u8], from: usize, next: u64, data_end: usize) -> Option<(usize, u64)> {
+    if let Some(hit) = implied_successor(map, from, next) {
+        return Some(hit);
+    }
     let mut at = from.checked_add(record::RECORD_ALIGN)?;
     while at < data_end {
         let rest = map.get(at..)?;
@@ -192,6 +201,21 @@ fn resync(map: &[u8], from: usize, next: u64, data_end: usize) -> Option<(usize,
         at += record::RECORD_ALIGN;
     }
     None
+}
+
+/// The record right after the bad one at `from`, by its length field, if it verifies as the
+/// offset after `next`.
+fn implied_successor(map: &[u8], from: usize, next: u64) -> Option<(usize, u64)> {
+    let len_bytes = map.get(from..)?.get(..4)?.try_into().ok()?;
+    let len = u32::from_le_bytes(len_bytes) as usize;
+    if len < record::RECORD_HEADER_LEN {
+        return None;
+    }
+    let at = from.checked_add(record::align_up(len)?)?;
+    let want = next.checked_add(1)?;
+    record::decode(map.get(at..)?, want)
+        .ok()
+        .map(|_| (at, want))
 }
 
 /// One past the last non-zero byte of `map` (0 if it is all zero): no record lies beyond.
@@ -654,6 +678,36 @@ mod tests {
         let s = scan(&m, 0);
         assert_eq!(readable(&m, 0, &s), all_but(6, &[3]));
         assert_eq!(s.index.len(), 6);
+    }
+
+    #[test]
+    fn a_record_hidden_in_a_damaged_body_is_not_taken_for_the_real_one() {
+        // Record 3's body (publisher-chosen bytes) holds a valid record claiming offset 3, at
+        // an 8-aligned segment position (body byte 12 = record byte 48).
+        let (mut m, starts) = image(0, 8, 120, 4096);
+        let mut body = vec![3u8; 120];
+        encode_at(&mut body, 12, 3, 0xab, 10);
+        let rec = crate::storage::NewRecord {
+            timestamp_ns: 1,
+            deliver_at_ns: 0,
+            attempts: 0,
+            carried_from: None,
+            body: &body,
+        };
+        assert_eq!(
+            record::encode(&mut m[starts[3]..], 3, &rec),
+            starts[4] - starts[3]
+        );
+        // A byte of record 3 before the planted one flips. Its length still points at
+        // record 4, which verifies: the body is never searched.
+        m[starts[3] + 40] ^= 1;
+        let s = scan(&m, 0);
+        assert_eq!(s.holes, vec![3]);
+        assert_eq!(
+            s.index[3] as usize, starts[3],
+            "offset 3 is the damaged record, a hole"
+        );
+        assert_eq!(readable(&m, 0, &s), all_but(8, &[3]));
     }
 
     #[test]
