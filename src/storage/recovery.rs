@@ -782,8 +782,9 @@ mod tests {
         assert_eq!(log.corrupt_records(), 3 + 10);
     }
 
+    /// Random damage: no panic, and every index entry is a hole, LOST, or the right record.
     #[test]
-    fn garbage_never_panics_and_never_indexes_a_wrong_record() {
+    fn garbage_never_panics() {
         let mut rng = Rng::new(0x1234_5678);
         for round in 0..400 {
             let (mut m, _) = image(0, 8, 20, 1024);
