@@ -230,7 +230,7 @@ pub fn segments(dir: &Path, topic: &str) -> Vec<PathBuf> {
 }
 
 /// One past the last non-zero byte: where the records of a preallocated segment end.
-pub fn data_end(path: &Path) -> usize {
+fn data_end(path: &Path) -> usize {
     let bytes = std::fs::read(path).unwrap();
     bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
 }
