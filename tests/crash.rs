@@ -218,7 +218,7 @@ fn crash_loop_with_consumers_brings_back_every_unfinished_message() {
 }
 
 /// The topic's segment files, oldest first.
-fn segments(dir: &Path, topic: &str) -> Vec<PathBuf> {
+pub fn segments(dir: &Path, topic: &str) -> Vec<PathBuf> {
     let tdir = dir.join("topics").join(format!("{topic}.topic"));
     let mut v: Vec<PathBuf> = std::fs::read_dir(tdir)
         .unwrap()
@@ -281,7 +281,7 @@ fn an_ok_means_the_record_is_already_in_the_segment_file() {
 }
 
 /// Publishes `n` bodies `m00000`.. zero-padded to `width` bytes and stops the server cleanly.
-fn fill(dir: &Path, topic: &str, n: usize, width: usize, extra: &[&str]) -> Vec<String> {
+pub fn fill(dir: &Path, topic: &str, n: usize, width: usize, extra: &[&str]) -> Vec<String> {
     let child = ChildServer::start(dir, extra);
     let mut c = Raw::connect(child.addr);
     c.sub(topic, "ch");
@@ -295,7 +295,7 @@ fn fill(dir: &Path, topic: &str, n: usize, width: usize, extra: &[&str]) -> Vec<
     bodies
 }
 
-fn consume_in_order(addr: SocketAddr, topic: &str) -> Vec<Vec<u8>> {
+pub fn consume_in_order(addr: SocketAddr, topic: &str) -> Vec<Vec<u8>> {
     subscribe_and_drain(addr, topic)
         .into_iter()
         .map(|(_, body)| body)
@@ -422,10 +422,11 @@ fn bit_flips_in_closed_segments_never_deliver_a_corrupt_message() {
         Some(lost as u64),
         "/metrics must count the skipped records:\n{metrics}"
     );
-    // A flip in a length field can cost the rest of its segment, never more.
+    // Recovery resynchronises after a bad record (a flipped length included): each flip
+    // costs at most the record it hit.
     assert!(
-        lost <= flips * 500,
-        "lost {lost}: more than the damaged segments held"
+        lost <= flips,
+        "lost {lost}: more than the {flips} records hit"
     );
     child.terminate();
 }

@@ -5,6 +5,7 @@
 //! - `restart`: clean restart, kill -9, DPUB across a restart
 //! - `durability`: strict mode (`--sync-every=1`): acks after the sync, reply order
 //! - `crash`: kill -9 loops under load, torn tails, bit flips, a full disk
+//! - `recovery`: damaged or missing segment files cost only the damaged records, named at warn
 //! - `retention`: a long-REQ'd message does not pin old segments (carrying forward)
 //! - `abuse`: silent, idle, stuck and slowloris clients
 //! - `http`: the HTTP API, its effects over TCP, hostile HTTP input
@@ -23,6 +24,7 @@ mod durability;
 mod http;
 mod protocol;
 mod pubsub;
+mod recovery;
 mod restart;
 mod retention;
 mod tools;

@@ -201,10 +201,11 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// True when `buf` (the bytes from a record position to the end of data) holds no further
-/// record: fewer than 4 bytes left, or a zero length (preallocated space is zeroed).
-pub fn is_end(buf: &[u8]) -> bool {
-    buf.len() < CRC_AT || u32_at(buf, LEN_AT) == 0
+/// The offset the record at the start of `buf` claims, unverified: recovery's cheap first
+/// filter when it searches damaged bytes for the next record (`decode` then verifies it).
+/// `None` if fewer than a record header's bytes are left.
+pub fn claimed_offset(buf: &[u8]) -> Option<u64> {
+    (buf.len() >= RECORD_HEADER_LEN).then(|| u64_at(buf, OFFSET_AT))
 }
 
 /// Decodes and verifies the record at the start of `buf` (which runs to the end of the written
@@ -424,13 +425,16 @@ mod tests {
     }
 
     #[test]
-    fn zero_length_is_end_of_data() {
-        assert!(is_end(&[0u8; 64]));
-        assert!(is_end(&[1u8; 3]));
-        assert!(!is_end(&enc(0, b"a")));
+    fn zero_length_is_never_a_record_and_the_claimed_offset_is_read_raw() {
+        // Recovery tells a zero word followed by stray bytes from a torn record by this error.
         assert!(matches!(
             decode(&[0u8; 64], 0),
             Err(Corrupt::LenTooSmall(0))
         ));
+        let mut r = enc(77, b"abc");
+        assert_eq!(claimed_offset(&r), Some(77));
+        r[OFFSET_AT] ^= 1; // no longer verifies, but still claims
+        assert_eq!(claimed_offset(&r), Some(76));
+        assert_eq!(claimed_offset(&r[..RECORD_HEADER_LEN - 1]), None);
     }
 }

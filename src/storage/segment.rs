@@ -255,8 +255,9 @@ impl PreparedSegment {
 /// read from the map (the page cache is coherent with `pwrite`), one above it from `pending`.
 ///
 /// # Invariants
-/// `index[i]` is the byte position of the record with offset `base + i`; positions are
-/// increasing, 8-aligned, and `< write_pos <= map.len()`. `pending` is the segment's last bytes,
+/// `index[i]` is the byte position of the record with offset `base + i`, or [`LOST`] if
+/// recovery found that offset's record destroyed; positions are increasing, 8-aligned, and
+/// `< write_pos <= map.len()`. `pending` is the segment's last bytes,
 /// `[flushed(), write_pos)` with `flushed() = write_pos - pending.len()`; everything before
 /// `flushed()` is in the file, and no record straddles it.
 #[derive(Debug)]
@@ -278,6 +279,10 @@ pub struct Segment {
     /// Whether anything was appended since the last [`Segment::release_idle_buffer`].
     appended_lately: bool,
 }
+
+/// Index entry of an offset whose record recovery could not locate (damaged bytes were
+/// skipped): reads of it are `None` (`NotFound`). Never a real position: those are 8-aligned.
+pub const LOST: u32 = u32::MAX;
 
 /// Pending bytes past which the log flushes a segment at once rather than at the end of the
 /// loop turn: bounds the buffer (and the size of one `pwrite`) under an MPUB flood.
@@ -342,6 +347,8 @@ impl Segment {
 
     /// One past the last offset this segment holds.
     pub fn end(&self) -> u64 {
+        // cannot overflow: recovery refuses bases above `recovery::MAX_BASE` (2^63 - 1), and
+        // a segment (< 4 GiB) holds fewer than 2^32 records.
         self.base + self.index.len() as u64
     }
 
@@ -381,7 +388,7 @@ impl Segment {
     /// bytes fail verification (the CRC is checked on every read).
     pub fn read(&self, offset: u64, verify_crc: bool) -> Option<Result<Record<'_>, Corrupt>> {
         let i = usize::try_from(offset.checked_sub(self.base)?).ok()?;
-        let pos = *self.index.get(i)? as usize;
+        let pos = *self.index.get(i).filter(|&&p| p != LOST)? as usize;
         let flushed = self.flushed();
         let buf = match pos.checked_sub(flushed) {
             Some(in_pending) => self.pending.get(in_pending..)?,
