@@ -345,7 +345,7 @@ fn admin_action(broker: &mut Broker, route: &Route, req: &Request<'_>) -> Result
 }
 
 /// The OS hostname (nsqd's default `--broadcast-address`).
-fn hostname() -> String {
+pub fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
