@@ -36,9 +36,20 @@ pub struct Options {
     /// <addr>:<port> to listen on for HTTP clients (empty disables the HTTP API)
     #[arg(long, default_value = "0.0.0.0:4151")]
     pub http_address: String,
-    /// address that will be registered with lookupd and shown in /info (defaults to the hostname)
+    /// address that will be registered with lookupd (defaults to the OS hostname)
     #[arg(long, default_value = "")]
     pub broadcast_address: String,
+    /// TCP port that will be registered with lookupd (defaults to the TCP port that this
+    /// corqd is listening on)
+    #[arg(long, default_value_t = 0)]
+    pub broadcast_tcp_port: u16,
+    /// HTTP port that will be registered with lookupd (defaults to the HTTP port that this
+    /// corqd is listening on)
+    #[arg(long, default_value_t = 0)]
+    pub broadcast_http_port: u16,
+    /// lookupd TCP address (may be given multiple times, or comma-separated)
+    #[arg(long, value_delimiter = ',')]
+    pub lookupd_tcp_address: Vec<String>,
     /// path to store the topic logs and the checkpoint (defaults to the current directory)
     #[arg(long, default_value = ".")]
     pub data_path: PathBuf,
@@ -197,6 +208,15 @@ impl Options {
             );
         }
         self.http_socket_addr()?;
+        for a in &self.lookupd_tcp_address {
+            let port = a.trim().rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+            if !matches!(port, Some(Ok(_))) {
+                return bad(
+                    "lookupd-tcp-address",
+                    &format!("{a:?}: expected <host>:<port>"),
+                );
+            }
+        }
         if parse_level(&self.log_level).is_none() {
             return bad(
                 "log-level",

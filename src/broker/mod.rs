@@ -18,6 +18,7 @@ mod commands;
 mod deliver;
 pub mod durable;
 mod maintenance;
+pub mod peers;
 mod restore;
 pub mod snapshot;
 pub mod topic;
@@ -160,6 +161,9 @@ pub struct Broker {
     applied: Vec<usize>,
     /// Counts delivery passes, so a topic's "verified this pass" range expires with its pass.
     pass: u64,
+    /// Topic and channel creations and deletions since the reactor last took them, for the
+    /// lookupd peers (`peers`): the broker reports, the reactor's peer module talks.
+    peer_events: Vec<peers::PeerEvent>,
 }
 
 /// Subdirectory of the data path that holds one directory per topic.
@@ -238,8 +242,12 @@ impl Broker {
             storage_due: Vec::new(),
             applied: Vec::new(),
             rng: 0x2545_F491_4F6C_DD1D ^ now.wall_ns as u64,
+            peer_events: Vec::new(),
         };
         broker.restore(now)?;
+        // What was loaded is registered in full on each lookupd connect; only changes made
+        // while running are events (nsqd does not pre-create channels for loaded topics).
+        broker.peer_events.clear();
         let first = now.mono_ms + broker.cfg.sync_timeout;
         broker.wheel.insert(first, TimerEvent::Maintenance);
         Ok(broker)
