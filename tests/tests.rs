@@ -7,6 +7,7 @@
 //! - `crash`: kill -9 loops under load, torn tails, bit flips, a full disk
 //! - `retention`: a long-REQ'd message does not pin old segments (carrying forward)
 //! - `abuse`: silent, idle, stuck and slowloris clients
+//! - `lookupd`: `corq lookupd` and corqd's lookupd registration in a small cluster
 //! - `http`: the HTTP API, its effects over TCP, hostile HTTP input
 //! - `client`: the project's own client against the server, and the embedding example
 //! - `bench`: `corq bench` against its fake server (the stall test) and a real server, its CLI
@@ -18,6 +19,7 @@ mod client;
 mod crash;
 mod durability;
 mod http;
+mod lookupd;
 mod protocol;
 mod pubsub;
 mod restart;
