@@ -382,3 +382,26 @@ fn lookupd_hostile_input_gets_nsqlookupds_errors_and_it_keeps_serving() {
     assert_eq!(http_get(lk.http, "/ping"), "OK");
     assert_eq!(http_get(lk.http, "/topics"), r#"{"topics":[]}"#);
 }
+
+#[test]
+fn clean_shutdown_unregisters_ephemeral_topics() {
+    let lk = TestLookupd::start();
+    let (n, _d) = node(&[lk.tcp]);
+    let mut c = Raw::connect(n.addr);
+    c.sub("et#ephemeral", "ec#ephemeral");
+    wait_until("the ephemeral topic registered", || {
+        http_get(lk.http, "/topics").contains("et#ephemeral")
+    });
+    assert_eq!(
+        http_get(n.http, "/config/broadcast_tcp_port"),
+        "0",
+        "0 means the bound port"
+    );
+    n.stop();
+    // A dropped connection alone leaves registration keys behind; the UNREGISTER sent at a
+    // clean shutdown removes an ephemeral topic left without producers.
+    wait_until("the ephemeral topic unregistered", || {
+        !http_get(lk.http, "/topics").contains("et#ephemeral")
+    });
+    assert_eq!(lk.nodes(), 0);
+}
