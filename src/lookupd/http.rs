@@ -103,6 +103,8 @@ pub fn handle(
         Endpoint::Info => Ok(Some(to_json(&json!({ "version": crate::NSQD_VERSION })))),
         Endpoint::Debug => Ok(Some(debug(reg))),
         Endpoint::Topics => Ok(Some(to_json(&json!({ "topics": reg.topics() })))),
+        // nsqlookupd's /nodes reads no parameters, so a bad query string is no error there.
+        Endpoint::Nodes => Ok(Some(nodes(reg, filters, now_ns))),
         _ => with_query(reg, endpoint, req, filters, now_ns),
     };
     match result {
@@ -151,7 +153,6 @@ fn with_query(
         Endpoint::Channels => Ok(Some(to_json(
             &json!({ "channels": reg.channels(topic()?) }),
         ))),
-        Endpoint::Nodes => Ok(Some(nodes(reg, filters, now_ns))),
         Endpoint::TopicCreate => {
             let t = topic()?;
             if !is_valid_topic_name(t) {
@@ -378,7 +379,7 @@ mod tests {
             call(&mut reg, "GET", "/channels?topic=none"),
             (200, r#"{"channels":[]}"#.into())
         );
-        let (s, b) = call(&mut reg, "GET", "/nodes");
+        let (s, b) = call(&mut reg, "GET", "/nodes?%zz");
         assert_eq!(s, 200);
         assert!(b.contains(r#""tombstones":[false],"topics":["t"]"#), "{b}");
         let (s, b) = call(&mut reg, "GET", "/debug");

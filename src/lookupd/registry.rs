@@ -20,23 +20,32 @@ use crate::protocol::names::is_ephemeral;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct PeerInfo {
     /// The peer's `ip:port` as lookupd sees it (also its id).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_default")]
     pub remote_address: String,
     /// The peer's OS hostname (optional).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_default")]
     pub hostname: String,
     /// The address consumers dial.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_default")]
     pub broadcast_address: String,
     /// The port consumers dial (nsqd's broadcast TCP port).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_default")]
     pub tcp_port: i64,
     /// The peer's broadcast HTTP port.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_default")]
     pub http_port: i64,
     /// The peer's version string.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_default")]
     pub version: String,
+}
+
+/// Go's decoder leaves a field at its zero value for a JSON `null`; serde would refuse it.
+fn null_is_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// The three kinds of registration.

@@ -115,7 +115,8 @@ pub fn decode(buf: &[u8], identified: bool) -> Result<Option<(Command, usize)>, 
             if !identified {
                 return Err(LookupError::new("E_INVALID", "client must IDENTIFY"));
             }
-            let (topic, channel) = topic_channel(verb, &params[1..])?;
+            // `params` holds at least the verb: splitting never yields nothing.
+            let (topic, channel) = topic_channel(verb, params.get(1..).unwrap_or_default())?;
             if verb == "REGISTER" {
                 Command::Register { topic, channel }
             } else {
@@ -306,6 +307,10 @@ mod tests {
         let (cmd, used) = decode(&buf, false).unwrap().unwrap();
         assert_eq!(used, buf.len());
         assert!(matches!(cmd, Command::Identify(i) if i.tcp_port == 4150 && i.hostname == "vm"));
+        // A null is Go's zero value, not an error (hostname is optional).
+        let body = br#"{"broadcast_address":"h","hostname":null,"http_port":1,"tcp_port":2,"version":"v","extra":[1]}"#;
+        let (cmd, _) = decode(&identify_bytes(body), false).unwrap().unwrap();
+        assert!(matches!(cmd, Command::Identify(i) if i.hostname.is_empty() && i.tcp_port == 2));
     }
 
     #[test]
