@@ -283,7 +283,6 @@ impl Peer {
                         self.addr, info.broadcast_address, info.http_port
                     );
                     self.info = Some(info);
-                    self.failures = 0;
                 }
                 Expect::Ok if data == b"OK" => {}
                 Expect::Ok => {
@@ -293,6 +292,12 @@ impl Peer {
             }
             used += n;
             self.reply_deadline = (!self.expect.is_empty()).then_some(now + REPLY_TIMEOUT_MS);
+            if self.expect.is_empty() {
+                // Every command so far was answered as it should be: the backoff starts over.
+                // (Not on IDENTIFY alone, or a lookupd refusing every REGISTER would be
+                // retried at the shortest delay forever.)
+                self.failures = 0;
+            }
         }
         self.inb.drain(..used);
         Ok(())
@@ -356,8 +361,7 @@ impl Peer {
     /// Closes the connection and schedules a retry with backoff.
     fn fail(&mut self, why: &str, now: u64, reg: &Registry) {
         self.failures = self.failures.saturating_add(1);
-        let shift = (self.failures - 1).min(16);
-        let delay = (BASE_BACKOFF_MS << shift).min(MAX_BACKOFF_MS);
+        let delay = backoff_ms(self.failures);
         warn!("lookupd {}: {why}; retrying in {delay} ms", self.addr);
         self.close(reg);
         self.state = State::Idle {
@@ -378,6 +382,12 @@ impl Peer {
     }
 }
 
+/// The delay before the next attempt after `failures` consecutive failures (>= 1).
+fn backoff_ms(failures: u32) -> u64 {
+    let shift = failures.saturating_sub(1).min(16);
+    (BASE_BACKOFF_MS << shift).min(MAX_BACKOFF_MS)
+}
+
 /// Whether a non-blocking connect has finished (mio's recipe: check `take_error`, then
 /// `peer_addr`).
 fn connected(stream: &TcpStream) -> io::Result<bool> {
@@ -388,5 +398,17 @@ fn connected(stream: &TcpStream) -> io::Result<bool> {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let got: Vec<u64> = (1..=9).map(backoff_ms).collect();
+        assert_eq!(got, [200, 400, 800, 1600, 3200, 6400, 12800, 15000, 15000]);
+        assert_eq!(backoff_ms(u32::MAX), MAX_BACKOFF_MS);
     }
 }
