@@ -251,8 +251,8 @@ fn fake_lookupd(reply: &'static [u8]) -> (SocketAddr, Arc<AtomicUsize>) {
                 if !reply.is_empty() {
                     let _ = s.write_all(reply);
                 }
-                // Hold the connection (stalled) or let corqd close it (garbage).
-                let _ = s.read(&mut buf);
+                // Read (and never answer) until corqd closes the connection.
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
             });
         }
     });
@@ -262,7 +262,7 @@ fn fake_lookupd(reply: &'static [u8]) -> (SocketAddr, Arc<AtomicUsize>) {
 #[test]
 fn garbage_and_stalled_lookupds_never_stop_the_node() {
     let (garbage, tries) = fake_lookupd(b"HTTP/1.1 400 Bad Request\r\n\r\n");
-    let (stalled, _) = fake_lookupd(b"");
+    let (stalled, stalled_tries) = fake_lookupd(b"");
     let (huge, huge_tries) = fake_lookupd(b"\xff\xff\xff\xffxxxx");
     let (n, _d) = node(&[garbage, stalled, huge]);
     let mut p = Producer::connect(n.addr).unwrap();
@@ -280,9 +280,12 @@ fn garbage_and_stalled_lookupds_never_stop_the_node() {
             c.fin(&m.id).unwrap();
         }
     }
-    // corqd dropped the garbage answers and came back (with backoff) to try again.
-    wait_until("reconnects after garbage", || {
-        tries.load(Ordering::SeqCst) >= 2 && huge_tries.load(Ordering::SeqCst) >= 2
+    // corqd dropped the garbage answers and the silent lookupd (after its reply deadline)
+    // and came back, with backoff, to try again.
+    wait_until("reconnects after garbage and silence", || {
+        tries.load(Ordering::SeqCst) >= 2
+            && huge_tries.load(Ordering::SeqCst) >= 2
+            && stalled_tries.load(Ordering::SeqCst) >= 2
     });
     assert_eq!(http_get(n.http, "/ping"), "OK");
 }
