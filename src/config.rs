@@ -376,4 +376,20 @@ mod tests {
         let parsed = Options::try_parse_from(["corqd", "--msg-timeout", "soon"]);
         assert!(parsed.unwrap_err().to_string().contains("--msg-timeout"));
     }
+
+    #[test]
+    fn lookupd_addresses_repeat_and_split_on_commas() {
+        let args = ["corqd", "--lookupd-tcp-address", "a:4160,b:4160"];
+        let o = Options::try_parse_from(args.iter().chain(&["--lookupd-tcp-address", "c:1"]));
+        let o = o.unwrap();
+        assert_eq!(o.lookupd_tcp_address, ["a:4160", "b:4160", "c:1"]);
+        assert_eq!((o.broadcast_tcp_port, o.broadcast_http_port), (0, 0));
+        assert!(o.validate().is_ok());
+        let bad = Options::try_parse_from(["corqd", "--lookupd-tcp-address", "nohost"]).unwrap();
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("--lookupd-tcp-address"));
+    }
 }
