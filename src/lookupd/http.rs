@@ -313,6 +313,12 @@ mod tests {
     };
 
     fn call(reg: &mut Registry, method: &str, target: &str) -> (u16, String) {
+        let (status, _, body) = call_raw(reg, method, target);
+        (status, body)
+    }
+
+    /// (status, head, body).
+    fn call_raw(reg: &mut Registry, method: &str, target: &str) -> (u16, String, String) {
         let raw = format!("{method} {target} HTTP/1.1\r\nHost: x\r\n\r\n");
         let limits = HttpLimits {
             max_head_bytes: 16 * 1024,
@@ -325,8 +331,29 @@ mod tests {
         handle(reg, &req, &ReplyCtx::for_request(&req), F, 0, &mut out);
         let text = String::from_utf8(out).unwrap();
         let status = text[9..12].parse().unwrap();
-        let body = text.split_once("\r\n\r\n").unwrap().1.to_owned();
-        (status, body)
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        (status, head.to_owned(), body.to_owned())
+    }
+
+    #[test]
+    fn v1_header_on_api_replies_not_on_ping() {
+        let mut reg = registry();
+        let (_, head, _) = call_raw(&mut reg, "GET", "/lookup?topic=t");
+        assert!(
+            head.contains("X-Nsq-Content-Type: nsq; version=1.0"),
+            "{head}"
+        );
+        assert!(
+            head.contains("Content-Type: application/json; charset=utf-8"),
+            "{head}"
+        );
+        let (_, head, _) = call_raw(&mut reg, "GET", "/lookup?topic=none");
+        assert!(
+            head.contains("X-Nsq-Content-Type: nsq; version=1.0"),
+            "{head}"
+        );
+        let (_, head, _) = call_raw(&mut reg, "GET", "/ping");
+        assert!(!head.contains("X-Nsq"), "{head}");
     }
 
     fn registry() -> Registry {
