@@ -116,7 +116,7 @@ impl Broker {
             if let Some(t) = self.topics.get_mut(tk) {
                 if let Some(mut ch) = t.remove_channel(chk) {
                     let event = PeerEvent::ChannelDeleted(t.name.clone(), ch.name.clone());
-                    self.peer_events.push(event);
+                    self.peer_event(event);
                     ch.cancel_timers(&mut self.wheel);
                     for ck in ch.consumers {
                         self.close_silently(ck);

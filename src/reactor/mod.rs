@@ -16,7 +16,8 @@
 //!    each: the `OK`s below must not leave before their records are in the log), finished
 //!    storage jobs are applied and due ones handed to the helper threads.
 //! 5. **Delivery:** the broker's pump hands messages to ready consumers of every channel that
-//!    something touched this turn.
+//!    something touched this turn. Then the lookupd peers (`peers`) take their turn: the
+//!    broker's topology events become REGISTER/UNREGISTER lines, their sockets are driven.
 //! 6. **Before sleep:** each connection with pending output gets one write pass, registering
 //!    `WRITABLE` only for leftovers; conns marked closing are reaped, so a token is never reused
 //!    within one batch of events. (Replies queued before the delivery pass are written just
