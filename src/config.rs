@@ -36,9 +36,20 @@ pub struct Options {
     /// <addr>:<port> to listen on for HTTP clients (empty disables the HTTP API)
     #[arg(long, default_value = "0.0.0.0:4151")]
     pub http_address: String,
-    /// address that will be registered with lookupd and shown in /info (defaults to the hostname)
+    /// address that will be registered with lookupd (defaults to the OS hostname)
     #[arg(long, default_value = "")]
     pub broadcast_address: String,
+    /// TCP port that will be registered with lookupd (defaults to the TCP port that this
+    /// corqd is listening on)
+    #[arg(long, default_value_t = 0)]
+    pub broadcast_tcp_port: u16,
+    /// HTTP port that will be registered with lookupd (defaults to the HTTP port that this
+    /// corqd is listening on)
+    #[arg(long, default_value_t = 0)]
+    pub broadcast_http_port: u16,
+    /// lookupd TCP address (may be given multiple times, or comma-separated)
+    #[arg(long, value_delimiter = ',')]
+    pub lookupd_tcp_address: Vec<String>,
     /// path to store the topic logs and the checkpoint (defaults to the current directory)
     #[arg(long, default_value = ".")]
     pub data_path: PathBuf,
@@ -201,6 +212,15 @@ impl Options {
             );
         }
         self.http_socket_addr()?;
+        for a in &self.lookupd_tcp_address {
+            let port = a.trim().rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+            if !matches!(port, Some(Ok(_))) {
+                return bad(
+                    "lookupd-tcp-address",
+                    &format!("{a:?}: expected <host>:<port>"),
+                );
+            }
+        }
         if parse_level(&self.log_level).is_none() {
             return bad(
                 "log-level",
@@ -359,5 +379,21 @@ mod tests {
         );
         let parsed = Options::try_parse_from(["corqd", "--msg-timeout", "soon"]);
         assert!(parsed.unwrap_err().to_string().contains("--msg-timeout"));
+    }
+
+    #[test]
+    fn lookupd_addresses_repeat_and_split_on_commas() {
+        let args = ["corqd", "--lookupd-tcp-address", "a:4160,b:4160"];
+        let o = Options::try_parse_from(args.iter().chain(&["--lookupd-tcp-address", "c:1"]));
+        let o = o.unwrap();
+        assert_eq!(o.lookupd_tcp_address, ["a:4160", "b:4160", "c:1"]);
+        assert_eq!((o.broadcast_tcp_port, o.broadcast_http_port), (0, 0));
+        assert!(o.validate().is_ok());
+        let bad = Options::try_parse_from(["corqd", "--lookupd-tcp-address", "nohost"]).unwrap();
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .0
+            .contains("--lookupd-tcp-address"));
     }
 }

@@ -11,6 +11,8 @@
 //! | [`bench`]    | `corq bench`: the load generator with HDR-histogram latencies and its fake server |
 //! | [`broker`]   | topics, channels, client sessions, RDY, in-flight, requeue, deferral |
 //! | [`http`]     | the HTTP API's pure parts: request parsing, routes, replies, `/stats`, `/metrics` |
+//! | [`lookupd`]  | `corq lookupd`: a wire-compatible nsqlookupd on its own small loop |
+//! | [`peers`]    | corqd as a lookupd peer: registration connections on the reactor's poll |
 //! | [`reactor`]  | the `mio` event loop: listener, connections, the loop turn |
 //! | [`server`]   | the embedding API: `Server::bind`, `Server::run`, `Handle::shutdown` |
 //! | [`config`]   | every tunable, with nsqd's flag names and defaults |
@@ -24,6 +26,8 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod http;
+pub mod lookupd;
+pub mod peers;
 pub mod protocol;
 pub mod reactor;
 pub mod server;

@@ -8,6 +8,7 @@
 //! - `recovery`: damaged or missing segment files cost only the damaged records, named at warn
 //! - `retention`: a long-REQ'd message does not pin old segments (carrying forward)
 //! - `abuse`: silent, idle, stuck and slowloris clients
+//! - `lookupd`: `corq lookupd` and corqd's lookupd registration in a small cluster
 //! - `http`: the HTTP API, its effects over TCP, hostile HTTP input
 //! - `client`: the project's own client against the server, and the embedding example
 //! - `checkpoint`: the data-path lock and start-up check, the checkpoint checked against the
@@ -22,6 +23,7 @@ mod client;
 mod crash;
 mod durability;
 mod http;
+mod lookupd;
 mod protocol;
 mod pubsub;
 mod recovery;

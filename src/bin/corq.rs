@@ -49,14 +49,24 @@ enum Cmd {
     },
     /// Load-generate against an NSQ server: throughput and HDR latency percentiles
     Bench(Box<corq::bench::cli::BenchArgs>),
+    /// Run a wire-compatible nsqlookupd (nsqlookupd's flags and defaults)
+    Lookupd(corq::lookupd::LookupdOptions),
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The tools log warnings only; lookupd is a server and logs its lifecycle (--log-level).
+    let level = match &cli.cmd {
+        Cmd::Lookupd(o) => {
+            corq::config::parse_level(&o.log_level).unwrap_or(log::LevelFilter::Info)
+        }
+        _ => log::LevelFilter::Warn,
+    };
     env_logger::Builder::new()
-        .filter_level(log::LevelFilter::Warn)
+        .filter_level(level)
         .parse_env("CORQ_LOG")
         .init();
-    let result = match Cli::parse().cmd {
+    let result = match cli.cmd {
         Cmd::Pub {
             nsqd_tcp_address,
             batch,
@@ -69,6 +79,7 @@ fn main() -> ExitCode {
             topic,
         } => tail(nsqd_tcp_address, channel, count, &topic),
         Cmd::Bench(args) => corq::bench::cli::main(&args).map_err(Into::into),
+        Cmd::Lookupd(opts) => corq::lookupd::main(&opts).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 
 use log::info;
 
+use super::peers::PeerEvent;
 use super::{queue_pump, Broker};
 use crate::storage::StorageError;
 
@@ -63,6 +64,8 @@ impl Broker {
             t.channel_key(channel);
             self.topology_changed |= !t.ephemeral && !crate::protocol::names::is_ephemeral(channel);
             info!("topic {topic}: new channel {channel}");
+            let event = PeerEvent::ChannelCreated(topic.to_owned(), channel.to_owned());
+            self.peer_event(event);
         }
         Ok(())
     }

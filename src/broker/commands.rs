@@ -11,6 +11,7 @@ use crate::timer::Wheel;
 use super::channel::{self, AckError, Channel, ReqAt};
 use super::client::{Client, ClientKey};
 use super::durable::{AckReply, PendingAck, PubVerb};
+use super::peers::PeerEvent;
 use super::topic::Topic;
 use super::{fatal, queue_pump, queue_storage, topic_dir, Broker, Now, TimerEvent};
 
@@ -123,6 +124,10 @@ impl Broker {
             self.topology_changed = true;
             info!("topic {topic_name}: new channel {channel_name}");
         }
+        if !known {
+            let event = PeerEvent::ChannelCreated(topic_name.to_owned(), channel_name.to_owned());
+            self.peer_event(event);
+        }
         if let Some(c) = self.clients.get_mut(ck) {
             c.state = ConnState::Subscribed;
             c.sub = Some((tk, chk));
@@ -146,6 +151,7 @@ impl Broker {
             self.topology_changed = true;
         }
         info!("topic {name}: created");
+        self.peer_event(PeerEvent::TopicCreated(name.to_owned()));
         let tk = self.topics.insert(topic);
         self.topic_index.insert(name.to_owned(), tk);
         Ok(tk)

@@ -3,6 +3,7 @@
 
 use log::{debug, info, warn};
 
+use super::peers::PeerEvent;
 use super::topic::Topic;
 use super::{carry, queue_storage, Broker, Now, TimerEvent};
 
@@ -92,7 +93,9 @@ impl Broker {
             self.topology_changed = true;
         }
         info!("topic {}: channel {} deleted", topic.name, ch.name);
+        let event = PeerEvent::ChannelDeleted(topic.name.clone(), ch.name.clone());
         let drop_topic = topic.ephemeral && topic.channels.is_empty();
+        self.peer_event(event);
         for ck in ch.consumers {
             self.close_silently(ck);
         }
@@ -107,9 +110,13 @@ impl Broker {
             return;
         };
         let keys: Vec<usize> = topic.channels.iter().map(|(k, _)| k).collect();
+        // nsqd's order: the topic's UNREGISTER first, then one per channel.
+        self.peer_event(PeerEvent::TopicDeleted(topic.name.clone()));
         for chk in keys {
             if let Some(t) = self.topics.get_mut(tk) {
                 if let Some(mut ch) = t.remove_channel(chk) {
+                    let event = PeerEvent::ChannelDeleted(t.name.clone(), ch.name.clone());
+                    self.peer_event(event);
                     ch.cancel_timers(&mut self.wheel);
                     for ck in ch.consumers {
                         self.close_silently(ck);

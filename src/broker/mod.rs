@@ -19,6 +19,7 @@ mod datapath;
 mod deliver;
 pub mod durable;
 mod maintenance;
+pub mod peers;
 mod restore;
 pub mod snapshot;
 pub mod topic;
@@ -197,6 +198,9 @@ pub struct Broker {
     quarantined: HashMap<String, Quarantined>,
     /// The data path's `flock`, held for the broker's life.
     _lock: datapath::DataPathLock,
+    /// Topic and channel creations and deletions since the reactor last took them, for the
+    /// lookupd peers (`peers`): the broker reports, the reactor's peer module talks.
+    peer_events: Vec<peers::PeerEvent>,
 }
 
 /// A topic left closed at start because its log could not be opened.
@@ -287,8 +291,12 @@ impl Broker {
             rng: 0x2545_F491_4F6C_DD1D ^ now.wall_ns as u64,
             quarantined: HashMap::new(),
             _lock: lock,
+            peer_events: Vec::new(),
         };
         broker.restore(now)?;
+        // What was loaded is registered in full on each lookupd connect; only changes made
+        // while running are events (nsqd does not pre-create channels for loaded topics).
+        broker.peer_events.clear();
         let first = now.mono_ms + broker.cfg.sync_timeout;
         broker.wheel.insert(first, TimerEvent::Maintenance);
         Ok(broker)

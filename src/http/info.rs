@@ -117,6 +117,8 @@ pub fn config_value(
         "tcp_address" => Value::from(opts.tcp_address.to_string()),
         "http_address" => Value::from(opts.http_address.clone()),
         "broadcast_address" => Value::from(broadcast_address(opts, hostname)),
+        "broadcast_tcp_port" => Value::from(opts.broadcast_tcp_port),
+        "broadcast_http_port" => Value::from(opts.broadcast_http_port),
         "data_path" => Value::from(opts.data_path.display().to_string()),
         "nsqlookupd_tcp_addresses" => Value::from(lookupd.to_vec()),
         "max_msg_size" => Value::from(opts.max_msg_size),

@@ -37,9 +37,10 @@ pub struct HttpServer {
     pub start_time: i64,
     /// Start, for the text `/stats` uptime.
     pub started: Instant,
-    /// `nsqlookupd_tcp_addresses` as last set by `PUT /config` (corq does not register with
-    /// lookupd yet; the value is kept and reported).
+    /// `nsqlookupd_tcp_addresses`: `--lookupd-tcp-address`, or as last set by `PUT /config`.
     pub lookupd: Vec<String>,
+    /// Set by a `PUT /config/nsqlookupd_tcp_addresses`; the reactor applies it to its peers.
+    pub lookupd_changed: bool,
 }
 
 /// What handling a connection's buffer did.
@@ -67,7 +68,8 @@ impl HttpServer {
             tcp_port: i64::from(tcp_port),
             start_time,
             started: Instant::now(),
-            lookupd: Vec::new(),
+            lookupd: opts.lookupd_tcp_address.clone(),
+            lookupd_changed: false,
         }
     }
 
@@ -304,7 +306,10 @@ impl HttpServer {
         ctx: &ReplyCtx,
     ) -> Result<(), ApiError> {
         match info::config_put(name, body, self.limits.max_msg_size)? {
-            ConfigChange::LookupdAddresses(addrs) => self.lookupd = addrs,
+            ConfigChange::LookupdAddresses(addrs) => {
+                self.lookupd = addrs;
+                self.lookupd_changed = true;
+            }
             ConfigChange::LogLevel(level) => {
                 if let Some(l) = crate::config::parse_level(&level) {
                     log::set_max_level(l);
@@ -357,7 +362,7 @@ fn admin_action(broker: &mut Broker, route: &Route, req: &Request<'_>) -> Result
 }
 
 /// The OS hostname (nsqd's default `--broadcast-address`).
-fn hostname() -> String {
+pub fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most buf.len() bytes into our buffer.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };

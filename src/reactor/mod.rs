@@ -16,7 +16,8 @@
 //!    each: the `OK`s below must not leave before their records are in the log), finished
 //!    storage jobs are applied and due ones handed to the helper threads.
 //! 5. **Delivery:** the broker's pump hands messages to ready consumers of every channel that
-//!    something touched this turn.
+//!    something touched this turn. Then the lookupd peers (`peers`) take their turn: the
+//!    broker's topology events become REGISTER/UNREGISTER lines, their sockets are driven.
 //! 6. **Before sleep:** each connection with pending output gets one write pass, registering
 //!    `WRITABLE` only for leftovers; conns marked closing are reaped, so a token is never reused
 //!    within one batch of events. (Replies queued before the delivery pass are written just
@@ -39,6 +40,7 @@ use slab::Slab;
 use crate::broker::{Broker, Now};
 use crate::config::Config;
 use crate::http::serve::{HttpServer, Served};
+use crate::peers::{self, Peers};
 use crate::protocol::{self, decode, DecodeError, MAX_LINE};
 use crate::server::ServerError;
 use crate::timer::Clock;
@@ -105,6 +107,8 @@ pub struct EventLoop {
     /// One read buffer shared by every connection: bytes go from here into a conn's own buffer
     /// only as far as they arrive, so idle connections hold none.
     scratch: Vec<u8>,
+    /// The lookupd connections (`--lookupd-tcp-address`); their tokens are `peers::owns`'.
+    peers: Peers,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -143,6 +147,14 @@ impl EventLoop {
             http = Some(HttpServer::new(&cfg.opts, http_port, tcp_port));
         }
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(ServerError::Io)?);
+        let peers = {
+            let tcp_port = listener.local_addr().map_err(ServerError::Io)?.port();
+            let http_port = http_listener
+                .as_ref()
+                .and_then(|l| l.local_addr().ok())
+                .map_or(0, |a| a.port());
+            Peers::new(&cfg.opts, tcp_port, http_port, waker.clone())
+        };
         let notify_waker = waker.clone();
         let notify = Box::new(move || {
             // A failed wake only delays the result to the next turn.
@@ -169,6 +181,7 @@ impl EventLoop {
             max_buffered,
             ready: Vec::new(),
             scratch: vec![0; READ_SCRATCH],
+            peers,
         })
     }
 
@@ -193,6 +206,9 @@ impl EventLoop {
         info!("shutting down");
         self.listener = None;
         self.http_listener = None;
+        let now_ms = self.clock.now_ms();
+        self.peers
+            .shutdown(&self.broker, self.poll.registry(), now_ms);
         self.broker.shutdown();
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
@@ -218,6 +234,7 @@ impl EventLoop {
                 LISTENER => accept = true,
                 HTTP_LISTENER => accept_http = true,
                 WAKER => trace!("woken"),
+                token if peers::owns(token) => self.peers.on_event(token),
                 Token(key) => {
                     let read = event.is_readable() || event.is_read_closed() || event.is_error();
                     self.ready.push((key, read, event.is_writable()));
@@ -273,10 +290,25 @@ impl EventLoop {
         // publisher's next batch waits too.
         self.write_pending();
         self.broker.pump(now);
+        self.step_peers();
         self.broker.checkpoint_if_changed();
         self.write_pending();
         self.reap();
         Ok(())
+    }
+
+    /// The lookupd peers' turn: a `PUT /config/nsqlookupd_tcp_addresses` is applied, then
+    /// the broker's topology events are sent and the connections driven (`peers::Peers::step`).
+    fn step_peers(&mut self) {
+        if let Some(http) = &mut self.http {
+            if std::mem::take(&mut http.lookupd_changed) {
+                self.peers
+                    .set_addresses(&http.lookupd, self.poll.registry());
+            }
+        }
+        let now_ms = self.clock.now_ms();
+        self.peers
+            .step(now_ms, &mut self.broker, self.poll.registry());
     }
 
     /// How long poll may sleep: until the next timer, not at all if input is waiting.
@@ -284,7 +316,10 @@ impl EventLoop {
         if !self.still_readable.is_empty() {
             return Some(Duration::ZERO);
         }
-        let deadline = self.broker.next_deadline()?;
+        let deadline = match (self.broker.next_deadline(), self.peers.next_deadline()) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
         Some(Duration::from_millis(
             deadline.saturating_sub(self.clock.now_ms()),
         ))
