@@ -36,6 +36,7 @@ mod priority;
 mod record;
 mod recovery;
 mod segment;
+mod space;
 mod worker;
 
 #[cfg(test)]
