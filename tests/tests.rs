@@ -5,6 +5,7 @@
 //! - `restart`: clean restart, kill -9, DPUB across a restart
 //! - `durability`: strict mode (`--sync-every=1`): acks after the sync, reply order
 //! - `crash`: kill -9 loops under load, torn tails, bit flips, a full disk
+//! - `disk`: disk on demand: many small topics on a small disk, a full disk mid-segment
 //! - `retention`: a long-REQ'd message does not pin old segments (carrying forward)
 //! - `abuse`: silent, idle, stuck and slowloris clients
 //! - `http`: the HTTP API, its effects over TCP, hostile HTTP input
@@ -16,6 +17,7 @@ mod abuse;
 mod bench;
 mod client;
 mod crash;
+mod disk;
 mod durability;
 mod http;
 mod protocol;

@@ -1,7 +1,15 @@
 //! [`Log`]: one topic's segmented log. Owns the segment list, offset assignment, reads by
-//! offset, iteration, retention, and the state machine of background jobs (sync policy and
-//! segment pre-creation). Blocking work is never done here on the hot path: it is handed out
-//! as [`Job`](super::Job)s (see `worker.rs`), except for the documented inline fallbacks.
+//! offset, iteration, retention, and the state machine of background jobs (sync policy,
+//! growing the active segment's file, segment pre-creation). Blocking work is never done here
+//! on the hot path: it is handed out as [`Job`](super::Job)s (see `worker.rs`), except for
+//! the documented inline fallbacks (a growth step or a segment creation the helper did not
+//! finish in time, both counted).
+//!
+//! Disk is taken on demand: a new log's first segment is 64 KiB, grown ahead of the writer by
+//! the helper (see `space.rs` for the steps), and the next segment is pre-created only when
+//! the active one is nearly full, sized like its growth steps. An append that needs space not
+//! yet allocated allocates it first (an MPUB allocates for the whole batch before writing any
+//! of it), so a full disk is an `Io` error from `append`, never a fault.
 //!
 //! The sync policy and job state machine live in the child module `log/jobs.rs`.
 
@@ -1152,6 +1160,155 @@ mod tests {
         )
         .unwrap();
         assert_eq!(log.tail(), tail + 1);
+    }
+
+    /// Appends `body` and keeps a copy, checking the offset it got.
+    fn push(log: &mut Log, bodies: &mut Vec<Vec<u8>>, body: Vec<u8>) {
+        let off = log.append(&new_rec(&body, log.tail())).unwrap();
+        assert_eq!(off as usize, bodies.len());
+        bodies.push(body);
+    }
+
+    fn reads_back(log: &Log, bodies: &[Vec<u8>]) {
+        assert_eq!(log.iter_from(0).count(), bodies.len());
+        for (r, b) in log.iter_from(0).zip(bodies) {
+            assert_eq!(r.body, &b[..], "record {}", r.offset);
+        }
+    }
+
+    #[test]
+    fn a_segment_starts_small_and_grows_by_helper_steps_ahead_of_the_writer() {
+        let tmp = TempDir::new("growth");
+        let c = LogConfig {
+            max_bytes_per_file: 4 << 20,
+            ..cfg()
+        };
+        let mut log = Log::open(tmp.path(), c.clone()).unwrap();
+        let mut bodies = Vec::new();
+        // One small message: 64 KiB on disk, and no growth or spare segment is due.
+        push(&mut log, &mut bodies, b"one".to_vec());
+        assert_eq!(log.disk_bytes(), space::INITIAL_ALLOC);
+        assert!(log.poll_jobs(0).all(|j| j.is_sync()), "only a sync is due");
+        let seg0 = tmp.path().join(segment_file_name(0));
+        assert_eq!(
+            std::fs::metadata(&seg0).unwrap().len(),
+            space::INITIAL_ALLOC
+        );
+        // A writer the helper keeps up with: every step is a job, none inline.
+        let mut sizes = vec![log.active().allocated()];
+        while log.segment_count() == 1 {
+            let len = 1000 + (log.tail() as usize * 7) % 3000;
+            let body = body_for(log.tail(), len);
+            push(&mut log, &mut bodies, body);
+            log.run_jobs_inline(0);
+            if log.segment_count() == 1 && sizes.last() != Some(&log.active().allocated()) {
+                sizes.push(log.active().allocated());
+            }
+        }
+        assert_eq!(log.inline_growths(), 0);
+        assert_eq!(log.inline_creations(), 0, "the spare came in time");
+        let kib: Vec<usize> = sizes.iter().map(|s| s >> 10).collect();
+        assert_eq!(
+            kib,
+            [64, 128, 256, 512, 1024, 2048, 4096],
+            "doubling to the limit"
+        );
+        reads_back(&log, &bodies);
+        let tail = log.tail();
+        drop(log);
+        let log = Log::open(tmp.path(), c).unwrap();
+        assert_eq!((log.tail(), log.corrupt_records()), (tail, 0));
+        reads_back(&log, &bodies);
+    }
+
+    #[test]
+    fn a_writer_that_outruns_the_helper_grows_inline_by_whole_steps() {
+        let tmp = TempDir::new("growth-inline");
+        let c = LogConfig {
+            max_bytes_per_file: 4 << 20,
+            max_msg_size: 1 << 20,
+            ..cfg()
+        };
+        let mut log = Log::open(tmp.path(), c.clone()).unwrap();
+        let mut bodies = Vec::new();
+        // No jobs run: past 64 KiB the append itself must grow the file.
+        while log.active().allocated() == 64 << 10 {
+            let body = body_for(log.tail(), 3000);
+            push(&mut log, &mut bodies, body);
+        }
+        assert_eq!(
+            (log.inline_growths(), log.active().allocated()),
+            (1, 128 << 10)
+        );
+        // A record needing several steps takes them all at once (128K -> 256K -> 512K).
+        push(&mut log, &mut bodies, vec![7u8; 300 << 10]);
+        assert_eq!(
+            (log.inline_growths(), log.active().allocated()),
+            (2, 512 << 10)
+        );
+        // A growth job made before that inline step still applies harmlessly, and the next
+        // steps run on the foreground lane.
+        let jobs: Vec<Job> = log.poll_jobs(0).filter(|j| !j.is_sync()).collect();
+        assert!(
+            jobs.iter().all(|j| !j.is_background()),
+            "urgent after inline growth"
+        );
+        for j in jobs {
+            log.apply(j.run());
+        }
+        reads_back(&log, &bodies);
+        let seg0 = tmp.path().join(segment_file_name(0));
+        let len = std::fs::metadata(&seg0).unwrap().len();
+        assert_eq!(
+            len,
+            log.active().allocated() as u64,
+            "file length = allocation"
+        );
+        drop(log);
+        let log = Log::open(tmp.path(), c).unwrap();
+        reads_back(&log, &bodies);
+    }
+
+    #[test]
+    fn a_failed_growth_job_is_retried_and_the_writer_gets_enospc() {
+        let tmp = TempDir::new("growth-enospc");
+        let mut log = Log::open(
+            tmp.path(),
+            LogConfig {
+                max_bytes_per_file: 1 << 20,
+                ..cfg()
+            },
+        )
+        .unwrap();
+        let fault = Arc::new(AtomicBool::new(true));
+        log.set_alloc_fault(Some(Arc::clone(&fault)));
+        let mut bodies = Vec::new();
+        let err = loop {
+            let body = body_for(log.tail(), 2000);
+            match log.append(&new_rec(&body, log.tail())) {
+                Ok(_) => bodies.push(body),
+                Err(e) => break e,
+            }
+            log.run_jobs_inline(0); // growth jobs fail, and are not retried at once
+        };
+        assert!(
+            matches!(&err, StorageError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC)),
+            "{err}"
+        );
+        assert!(err.to_string().contains("fallocate"), "{err}");
+        assert_eq!(log.active().allocated(), 64 << 10);
+        assert!(
+            log.failure().is_none(),
+            "a full disk does not poison the log"
+        );
+        reads_back(&log, &bodies);
+        fault.store(false, Ordering::Relaxed);
+        let jobs: Vec<Job> = log.poll_jobs(500).filter(|j| !j.is_sync()).collect();
+        assert!(jobs.is_empty(), "retry waits");
+        log.run_jobs_inline(2000);
+        assert_eq!(log.active().allocated(), 128 << 10, "retried");
+        push(&mut log, &mut bodies, vec![1u8; 100]);
+        reads_back(&log, &bodies);
     }
 
     #[test]

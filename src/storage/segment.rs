@@ -23,11 +23,15 @@
 //!
 //! # Allocation
 //!
-//! Files are allocated for real with `posix_fallocate` to their full size before they are
-//! mapped: a full disk fails here, when a segment is created (an `E_PUB_FAILED` for the publish
-//! that needed it, nothing half-appended), rather than in the middle of a later write, and a
-//! read through the map never meets a hole. It also means `fdatasync` never has size metadata
-//! to write.
+//! A segment is mapped once at its size limit (`--max-bytes-per-file`) while its file starts
+//! at 64 KiB and grows on demand (the policy and its arithmetic are in `space.rs`): by a
+//! helper-thread [`Growth`] step ahead of the writer, or inline by [`Segment::reserve`] when
+//! the writer needs room first. Mapping past the end of a file is allowed; touching a page
+//! past it is a SIGBUS, so nothing does: reads stay below the written position (inside the
+//! file) and pre-faulting stops at the allocated length. Every byte is allocated for real with
+//! `posix_fallocate`: a full disk fails an allocation (an `E_PUB_FAILED` for the publish that
+//! needed it, nothing half-appended), never a later access, and a read through the map never
+//! meets a hole. A pre-created segment (`.prealloc`) starts with one growth step's worth.
 
 use super::record::{self, Corrupt};
 use super::space;
