@@ -37,7 +37,7 @@ use super::record::{self, Corrupt};
 use super::space;
 use super::{NewRecord, Record, StorageError};
 use memmap2::{MmapMut, MmapOptions};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -126,34 +126,8 @@ pub fn decode_header(buf: &[u8]) -> Header {
     Header::Valid(u64::from_le_bytes(b))
 }
 
-pub use super::space::allocate;
-
-/// One growth step of a segment's file, made on the reactor and run on the helper thread: see
-/// [`Segment::grow_target`].
-#[derive(Debug)]
-pub struct Growth {
-    /// The segment's base offset (which segment the result is for).
-    pub base: u64,
-    path: PathBuf,
-    file: Arc<File>,
-    /// Held so the pages can be pre-faulted even if the segment is dropped meanwhile.
-    map: Arc<MmapMut>,
-    from: u64,
-    /// The new allocated length.
-    pub to: u64,
-}
-
-impl Growth {
-    /// Allocates `[from, to)` and pre-faults those pages (only after the allocation
-    /// succeeded: a page past the end of the file must never be touched). Blocks.
-    pub fn run(&self, fault: Option<&AtomicBool>) -> Result<(), StorageError> {
-        allocate(&self.file, self.from, self.to, fault)
-            .map_err(|e| StorageError::io(&self.path, "fallocate", e))?;
-        // cannot truncate: both are <= the map's length, a usize.
-        space::prefault_range(&self.map, self.from as usize, self.to as usize);
-        Ok(())
-    }
-}
+pub use super::space::{allocate, Growth, PreparedSegment};
+use super::space::{covering, grow_file};
 
 /// Maps `len` bytes of `file` (its whole length when `None`), with readahead off. The map may
 /// be longer than the file: a segment is mapped once at its size limit and its file grows under
@@ -182,110 +156,6 @@ pub fn map_len(file: &File, path: &Path, len: Option<usize>) -> Result<MmapMut, 
 /// Maps the whole of `file` (recovery: every byte of it is scanned).
 pub fn map(file: &File, path: &Path) -> Result<MmapMut, StorageError> {
     map_len(file, path, None)
-}
-
-/// Extends a file's allocation from `*allocated` to `to` bytes on the calling thread (an
-/// inline growth, or growing a pre-created segment before use).
-fn grow_file(
-    file: &File,
-    path: &Path,
-    allocated: &mut usize,
-    to: usize,
-    fault: Option<&AtomicBool>,
-) -> Result<(), StorageError> {
-    if to <= *allocated {
-        return Ok(());
-    }
-    allocate(file, *allocated as u64, to as u64, fault)
-        .map_err(|e| StorageError::io(path, "fallocate", e))?;
-    *allocated = to;
-    Ok(())
-}
-
-/// The allocation that holds `need` bytes, by whole growth steps from `allocated`, within a
-/// segment of `limit` bytes; `None` if `need` is past the limit.
-fn covering(allocated: usize, need: usize, limit: usize) -> Option<usize> {
-    let at = space::alloc_covering(allocated as u64, need as u64, limit as u64)?;
-    // cannot truncate: at <= limit, a usize.
-    Some(at as usize)
-}
-
-/// A created, allocated and mapped file that has no base offset yet.
-#[derive(Debug)]
-pub struct PreparedSegment {
-    /// Its temporary (`.prealloc`) path.
-    path: PathBuf,
-    file: File,
-    /// Mapped at the segment's limit; only `[0, allocated)` is backed by the file.
-    map: MmapMut,
-    allocated: usize,
-}
-
-impl PreparedSegment {
-    /// Creates `path` (which must not exist), allocates `size` bytes, maps `limit` bytes (the
-    /// file grows under the map later) and pre-faults the allocated pages when `prefault` (on
-    /// the helper thread; an inline fallback skips it, since pre-faulting there would only
-    /// turn page allocations spread over many `pwrite`s into one long stall).
-    /// On failure the half-made file is removed. This blocks: keep it off the reactor thread.
-    pub fn create(
-        path: PathBuf,
-        size: u64,
-        limit: u64,
-        fault: Option<&AtomicBool>,
-        prefault: bool,
-    ) -> Result<Self, StorageError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| StorageError::io(&path, "create", e))?;
-        let size = size.min(limit);
-        let too_big = || StorageError::Config(format!("segment size {limit} exceeds memory"));
-        let made = usize::try_from(limit)
-            .map_err(|_| too_big())
-            .and_then(|len| {
-                allocate(&file, 0, size, fault)
-                    .map_err(|e| StorageError::io(&path, "fallocate", e))?;
-                map_len(&file, &path, Some(len))
-            });
-        match made {
-            Ok(map) => {
-                // cannot truncate: size <= limit, which fits a usize (checked above).
-                let allocated = size as usize;
-                if prefault {
-                    space::prefault_range(&map, 0, allocated);
-                }
-                Ok(PreparedSegment {
-                    path,
-                    file,
-                    map,
-                    allocated,
-                })
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&path);
-                Err(e)
-            }
-        }
-    }
-
-    /// Bytes allocated.
-    pub fn len(&self) -> usize {
-        self.allocated
-    }
-
-    /// Extends the allocation, by whole growth steps, to hold `need` bytes (a batch that will
-    /// fill this segment): on the calling thread.
-    pub fn reserve(&mut self, need: usize, fault: Option<&AtomicBool>) -> Result<(), StorageError> {
-        let to = covering(self.allocated, need, self.map.len()).unwrap_or(self.map.len());
-        grow_file(&self.file, &self.path, &mut self.allocated, to, fault)
-    }
-
-    /// Unmaps and removes the file (a result that arrived for a log that is gone).
-    pub fn discard(self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
 }
 
 /// One mapped segment with its in-memory index and its unwritten tail.
