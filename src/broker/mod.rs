@@ -447,3 +447,31 @@ pub(crate) fn ephemeral_segment_bytes(cfg: &LogConfig) -> u64 {
         .max(fits_largest)
         .min(cfg.max_bytes_per_file)
 }
+
+#[cfg(test)]
+mod ephemeral_tests {
+    use super::ephemeral_segment_bytes;
+    use crate::storage::LogConfig;
+
+    #[test]
+    fn ephemeral_segments_are_small_but_hold_the_largest_message() {
+        let cfg = LogConfig::default();
+        assert_eq!(ephemeral_segment_bytes(&cfg), 4 << 20);
+        let big = LogConfig {
+            max_msg_size: 10 << 20,
+            max_bytes_per_file: 100 << 20,
+            ..cfg.clone()
+        };
+        assert_eq!(ephemeral_segment_bytes(&big), (10 << 20) + 1024);
+        let small = LogConfig {
+            max_bytes_per_file: 1 << 20,
+            max_msg_size: 1000,
+            ..cfg
+        };
+        assert_eq!(
+            ephemeral_segment_bytes(&small),
+            1 << 20,
+            "never past the setting"
+        );
+    }
+}
