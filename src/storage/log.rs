@@ -1138,6 +1138,11 @@ mod tests {
         );
         let tail = log.tail();
         assert!(tail > 500);
+        // Reopening on the full disk works: a short last segment is not re-allocated to the
+        // limit, and every record reads back.
+        drop(log);
+        let mut log = Log::open(&mnt.join("topic"), c.clone()).unwrap();
+        assert_eq!(log.tail(), tail);
         // A new log on the full filesystem fails to open, with the error (its half-built
         // state is dropped, not flushed into a panic).
         let other = Log::open(&mnt.join("other"), c);
@@ -1218,6 +1223,37 @@ mod tests {
         drop(log);
         let log = Log::open(tmp.path(), c).unwrap();
         assert_eq!((log.tail(), log.corrupt_records()), (tail, 0));
+        reads_back(&log, &bodies);
+    }
+
+    #[test]
+    fn a_short_last_segment_is_not_extended_on_open_and_still_grows() {
+        let tmp = TempDir::new("short-open");
+        let c = LogConfig {
+            max_bytes_per_file: 4 << 20,
+            ..cfg()
+        };
+        let mut bodies = Vec::new();
+        {
+            let mut log = Log::open(tmp.path(), c.clone()).unwrap();
+            push(&mut log, &mut bodies, b"x".to_vec());
+        }
+        let seg0 = tmp.path().join(segment_file_name(0));
+        let size = || std::fs::metadata(&seg0).unwrap().len();
+        assert_eq!(size(), space::INITIAL_ALLOC);
+        let mut log = Log::open(tmp.path(), c).unwrap();
+        assert_eq!(
+            size(),
+            space::INITIAL_ALLOC,
+            "not re-allocated to the limit"
+        );
+        assert_eq!(log.disk_bytes(), space::INITIAL_ALLOC);
+        while size() == space::INITIAL_ALLOC {
+            let body = body_for(log.tail(), 4000);
+            push(&mut log, &mut bodies, body);
+            log.run_jobs_inline(0);
+        }
+        assert_eq!(size(), 2 * space::INITIAL_ALLOC, "one growth step");
         reads_back(&log, &bodies);
     }
 

@@ -183,7 +183,8 @@ pub fn map(file: &File, path: &Path) -> Result<MmapMut, StorageError> {
 /// `index[i]` is the byte position of the record with offset `base + i`; positions are
 /// increasing, 8-aligned, and `< write_pos <= map.len()`; `write_pos` is 8-aligned, and
 /// `flushed() <= allocated` (a recovered file cut inside its last record's padding may end
-/// a few bytes short of `write_pos`, until the next append allocates). `pending` is the
+/// up to 7 bytes short of `write_pos` until the next append allocates; those bytes lie on the
+/// file's last, partly backed page, which reads as zeros: no SIGBUS). `pending` is the
 /// segment's last bytes, `[flushed(), write_pos)` with `flushed() = write_pos - pending.len()`;
 /// everything before `flushed()` is in the file, and no record straddles it.
 #[derive(Debug)]
