@@ -431,25 +431,6 @@ fn bit_flips_in_closed_segments_never_deliver_a_corrupt_message() {
     child.terminate();
 }
 
-/// Mounts a tmpfs of `size` on a fresh directory; None when not permitted (not root).
-fn tmpfs(size: &str) -> Option<TempDir> {
-    let dir = TempDir::new("tmpfs");
-    let ok = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(dir.path())
-        .status()
-        .is_ok_and(|s| s.success());
-    ok.then_some(dir)
-}
-
-struct Unmount(PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_full_disk_fails_publishes_and_the_server_keeps_serving() {
     let Some(dir) = tmpfs("6m") else {

@@ -6,6 +6,7 @@
 //! - `durability`: strict mode (`--sync-every=1`): acks after the sync, reply order
 //! - `crash`: kill -9 loops under load, torn tails, bit flips, a full disk
 //! - `recovery`: damaged or missing segment files cost only the damaged records, named at warn
+//! - `disk`: disk on demand: many small topics on a small disk, a full disk mid-segment
 //! - `retention`: a long-REQ'd message does not pin old segments (carrying forward)
 //! - `abuse`: silent, idle, stuck and slowloris clients
 //! - `lookupd`: `corq lookupd` and corqd's lookupd registration in a small cluster
@@ -21,6 +22,7 @@ mod bench;
 mod checkpoint;
 mod client;
 mod crash;
+mod disk;
 mod durability;
 mod http;
 mod lookupd;

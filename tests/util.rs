@@ -428,3 +428,35 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Mounts a tmpfs of `size` (e.g. `"64m"`) on a fresh directory; None when not permitted (not
+/// root). Pair it with [`Unmount`].
+pub fn tmpfs(size: &str) -> Option<TempDir> {
+    let dir = TempDir::new("tmpfs");
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir.path())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(dir)
+}
+
+/// Unmounts a path on drop (declare it after the [`TempDir`] so it runs first).
+pub struct Unmount(pub PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Bytes in use on the filesystem holding `path` (statvfs).
+pub fn fs_used_bytes(path: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: `st` is a plain C struct we own; `c` is a valid NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0, "statvfs");
+    (st.f_blocks - st.f_bfree) as u64 * st.f_frsize as u64
+}

@@ -144,7 +144,11 @@ impl Broker {
             // Never open a second log over files left for inspection.
             return Err(StorageError::Failed(q.reason.clone()));
         }
-        let log = Log::open(&topic_dir(&self.data_dir, name), self.log_config())?;
+        let mut cfg = self.log_config();
+        if names::is_ephemeral(name) {
+            cfg.max_bytes_per_file = super::ephemeral_segment_bytes(&cfg);
+        }
+        let log = Log::open(&topic_dir(&self.data_dir, name), cfg)?;
         let mut topic = Topic::new(name, log, 0);
         topic.track_e2e = !self.cfg.e2e_processing_latency_percentile.is_empty();
         if !topic.ephemeral {

@@ -302,7 +302,8 @@ impl Broker {
         Ok(broker)
     }
 
-    /// The log configuration every topic uses.
+    /// The log configuration every topic uses (an ephemeral one with smaller segments, see
+    /// [`ephemeral_segment_bytes`]).
     fn log_config(&self) -> LogConfig {
         LogConfig {
             max_bytes_per_file: self.cfg.max_bytes_per_file,
@@ -486,5 +487,48 @@ pub(crate) fn queue_pump(queue: &mut Vec<(usize, usize)>, tk: usize, chk: usize,
     if !ch.pump_queued {
         ch.pump_queued = true;
         queue.push((tk, chk));
+    }
+}
+
+/// Segment size of an `#ephemeral` topic: 4 MiB (or what the largest message needs, or the
+/// configured size if smaller). Why: nsqd keeps an ephemeral topic in memory only and drops
+/// what overflows `--mem-queue-size`; corq keeps one log per topic, so an ephemeral topic's
+/// log lives on disk like any other but in small segments. Its file starts at 64 KiB and grows
+/// on demand, retention frees each segment as soon as every channel has passed it (so the
+/// disk held is the unconsumed messages plus at most one small segment and its spare), and
+/// the whole directory is deleted with the topic and at start. Nothing is dropped.
+pub(crate) fn ephemeral_segment_bytes(cfg: &LogConfig) -> u64 {
+    const EPHEMERAL_SEGMENT: u64 = 4 * 1024 * 1024;
+    let fits_largest = u64::from(cfg.max_msg_size).saturating_add(1024);
+    EPHEMERAL_SEGMENT
+        .max(fits_largest)
+        .min(cfg.max_bytes_per_file)
+}
+
+#[cfg(test)]
+mod ephemeral_tests {
+    use super::ephemeral_segment_bytes;
+    use crate::storage::LogConfig;
+
+    #[test]
+    fn ephemeral_segments_are_small_but_hold_the_largest_message() {
+        let cfg = LogConfig::default();
+        assert_eq!(ephemeral_segment_bytes(&cfg), 4 << 20);
+        let big = LogConfig {
+            max_msg_size: 10 << 20,
+            max_bytes_per_file: 100 << 20,
+            ..cfg.clone()
+        };
+        assert_eq!(ephemeral_segment_bytes(&big), (10 << 20) + 1024);
+        let small = LogConfig {
+            max_bytes_per_file: 1 << 20,
+            max_msg_size: 1000,
+            ..cfg
+        };
+        assert_eq!(
+            ephemeral_segment_bytes(&small),
+            1 << 20,
+            "never past the setting"
+        );
     }
 }

@@ -1,13 +1,22 @@
 //! [`Log`]: one topic's segmented log. Owns the segment list, offset assignment, reads by
-//! offset, iteration, retention, and the state machine of background jobs (sync policy and
-//! segment pre-creation). Blocking work is never done here on the hot path: it is handed out
-//! as [`Job`](super::Job)s (see `worker.rs`), except for the documented inline fallbacks.
+//! offset, iteration, retention, and the state machine of background jobs (sync policy,
+//! growing the active segment's file, segment pre-creation). Blocking work is never done here
+//! on the hot path: it is handed out as [`Job`](super::Job)s (see `worker.rs`), except for
+//! the documented inline fallbacks (a growth step or a segment creation the helper did not
+//! finish in time, both counted).
+//!
+//! Disk is taken on demand: a new log's first segment is 64 KiB, grown ahead of the writer by
+//! the helper (see `space.rs` for the steps), and the next segment is pre-created only when
+//! the active one is nearly full, sized like its growth steps. An append that needs space not
+//! yet allocated allocates it first (an MPUB allocates for the whole batch before writing any
+//! of it), so a full disk is an `Io` error from `append`, never a fault.
 //!
 //! The sync policy and job state machine live in the child module `log/jobs.rs`.
 
 use super::record::{self, RECORD_ALIGN, RECORD_HEADER_LEN};
 use super::recovery;
 use super::segment::{PreparedSegment, Segment, FLUSH_AT, PREALLOC_SUFFIX, SEGMENT_HEADER_LEN};
+use super::space;
 use super::worker::Job;
 use super::{LogConfig, NewRecord, Record, StorageError};
 use ::log::{debug, error, info, warn};
@@ -32,6 +41,8 @@ static NEXT_PREALLOC: AtomicU64 = AtomicU64::new(1);
 /// After a segment had to be created inline, this many pre-creations run on the foreground
 /// (normal-priority) lane before the log tries the background lane again.
 const URGENT_PREPARES_AFTER_INLINE: u8 = 4;
+/// Likewise for growth steps after a segment had to be grown inline.
+const URGENT_GROWS_AFTER_INLINE: u8 = 8;
 
 /// A topic's log. See the module docs of `storage` for the file map and `docs/storage-format.md`.
 pub struct Log {
@@ -58,6 +69,15 @@ pub struct Log {
     /// Set by a failed pre-creation; `poll_jobs` turns it into a retry time.
     prepare_failed: bool,
     prepare_retry_at_ms: u64,
+    /// A growth step of the active segment is running on the helper.
+    grow_in_flight: bool,
+    /// Set by a failed growth step; `poll_jobs` turns it into a retry time.
+    grow_failed: bool,
+    grow_retry_at_ms: u64,
+    /// Growth steps done inline because the helper had not made the room yet.
+    inline_growths: u64,
+    /// Growth steps still to run on the foreground lane (as `urgent_prepares`).
+    urgent_grows: u8,
     /// Why the log is poisoned, if it is.
     failed: Option<String>,
     /// Records lost to recovery cuts.
@@ -136,6 +156,11 @@ impl Log {
             prepare_in_flight: false,
             prepare_failed: false,
             prepare_retry_at_ms: 0,
+            grow_in_flight: false,
+            grow_failed: false,
+            grow_retry_at_ms: 0,
+            inline_growths: 0,
+            urgent_grows: 0,
             failed: None,
             recovery_lost: rec.corrupt,
             bad: RefCell::new(rec.holes.into_iter().collect()),
@@ -146,11 +171,16 @@ impl Log {
             to_remove: Vec::new(),
         };
         if log.segments.is_empty() {
-            let prep = log.create_prepared()?;
+            let size = space::initial_alloc(log.cfg.max_bytes_per_file);
+            let prep = log.create_prepared(size)?;
             log.segments
                 .push(Segment::install(prep, dir, 0, Vec::new())?);
             log.dir_dirty = true;
         }
+        // A recovered active segment is mapped at its file's length; map it at the limit so it
+        // can grow under the map. (validate: the limit fits a u32, hence a usize.)
+        let limit = log.cfg.max_bytes_per_file as usize;
+        log.active_mut().map_to_limit(limit)?;
         log.tail = log.active().end();
         // Nothing is known durable until our first sync (it covers every segment).
         log.durable = log.head();
@@ -203,8 +233,9 @@ impl Log {
 
     /// Appends one record and returns its offset. The bytes go into the active segment's
     /// pending buffer (readable at once; written to the file by [`Log::flush`]); nothing is
-    /// allocated, unless the segment is full and no pre-created one is ready (then one is
-    /// created inline, with a `debug!`).
+    /// allocated, unless the helper has not grown the file far enough yet (then it grows
+    /// inline) or the segment is full and no pre-created one is ready (then one is created
+    /// inline), each with a `debug!`.
     ///
     /// # Errors
     /// `TooLarge`, `Failed` (poisoned), `Io` if a needed segment cannot be created (disk full):
@@ -228,16 +259,17 @@ impl Log {
         for r in recs {
             self.span_of(r)?;
         }
-        let rolls = self.rolls_needed(recs);
-        while self.ready.len() < rolls {
+        let plan = self.batch_plan(recs);
+        while self.ready.len() < plan.rolls {
             debug!(
                 "{}: creating a segment inline for a batch",
                 self.dir.display()
             );
-            let prep = self.create_prepared()?;
+            let prep = self.create_prepared(self.next_segment_size())?;
             self.note_inline_creation();
             self.ready.push(prep);
         }
+        self.reserve_for_batch(&plan)?;
         let start = self.tail;
         for r in recs {
             // cannot fail: validated above.
@@ -290,27 +322,71 @@ impl Log {
         }
     }
 
-    /// How many new segments writing `recs` takes.
-    fn rolls_needed(&self, recs: &[NewRecord<'_>]) -> usize {
+    /// How writing `recs` fills segments: see [`BatchPlan`].
+    fn batch_plan(&self, recs: &[NewRecord<'_>]) -> BatchPlan {
         let fresh = self.cfg.max_bytes_per_file as usize - SEGMENT_HEADER_LEN;
-        let mut room = self.active().capacity() - self.active().used();
-        let mut rolls = 0;
+        let active = self.active();
+        let mut room = active.capacity() - active.used();
+        let mut plan = BatchPlan {
+            active_bytes: 0,
+            rolls: 0,
+            new_segment_end: SEGMENT_HEADER_LEN,
+        };
+        let mut in_new = 0usize;
         for r in recs {
             let span = record::encoded_len(r.stored_len()).unwrap_or(usize::MAX);
             if span > room {
-                rolls += 1;
+                plan.rolls += 1;
                 room = fresh;
+                in_new = 0;
             }
             room = room.saturating_sub(span);
+            if plan.rolls == 0 {
+                plan.active_bytes = plan.active_bytes.saturating_add(span);
+            } else {
+                in_new = in_new.saturating_add(span);
+                let end = SEGMENT_HEADER_LEN.saturating_add(in_new);
+                plan.new_segment_end = plan.new_segment_end.max(end);
+            }
         }
-        rolls
+        plan
+    }
+
+    /// Allocates, before the first record of a batch is written, all the room the batch
+    /// needs: in the active segment and in each pre-created segment it will roll into (so a
+    /// full disk appends none of it).
+    fn reserve_for_batch(&mut self, plan: &BatchPlan) -> Result<(), StorageError> {
+        self.reserve_inline(plan.active_bytes)?;
+        let fault = self.alloc_fault.clone();
+        let n = self.ready.len();
+        // `make_room` pops from the end: those are the segments the batch rolls into.
+        for prep in &mut self.ready[n - plan.rolls..] {
+            prep.reserve(plan.new_segment_end, fault.as_deref())?;
+        }
+        Ok(())
+    }
+
+    /// Grows the active segment's file on this thread if `span` more bytes do not fit its
+    /// allocation (the helper's growth step did not come in time): counted, and later steps
+    /// go to the foreground lane for a while.
+    fn reserve_inline(&mut self, span: usize) -> Result<(), StorageError> {
+        let fault = self.alloc_fault.clone();
+        if self.active_mut().reserve(span, fault.as_deref())? {
+            debug!(
+                "{}: the file was not grown far enough ahead; grew it inline",
+                self.dir.display()
+            );
+            self.inline_growths += 1;
+            self.urgent_grows = URGENT_GROWS_AFTER_INLINE;
+        }
+        Ok(())
     }
 
     fn make_room(&mut self, span: usize) -> Result<(), StorageError> {
         if self.active().has_room(span) {
-            return Ok(());
+            return self.reserve_inline(span);
         }
-        let prep = match self.ready.pop() {
+        let mut prep = match self.ready.pop() {
             Some(p) => {
                 self.urgent_prepares = self.urgent_prepares.saturating_sub(1);
                 p
@@ -321,9 +397,15 @@ impl Log {
                     self.dir.display()
                 );
                 self.note_inline_creation();
-                self.create_prepared()?
+                self.create_prepared(self.next_segment_size())?
             }
         };
+        // A pre-created segment may be smaller than this record: room first, then the roll.
+        let need = SEGMENT_HEADER_LEN.saturating_add(span);
+        if let Err(e) = prep.reserve(need, self.alloc_fault.as_deref()) {
+            self.ready.push(prep);
+            return Err(e);
+        }
         // The old segment's bytes must reach its file before it stops being the active one.
         if let Err(e) = self.flush() {
             prep.discard();
@@ -341,6 +423,14 @@ impl Log {
         Ok(())
     }
 
+    /// How much a new segment starts with: proportional to how far the active one grew.
+    fn next_segment_size(&self) -> u64 {
+        space::precreate_size(
+            self.active().allocated() as u64,
+            self.cfg.max_bytes_per_file,
+        )
+    }
+
     fn note_inline_creation(&mut self) {
         self.inline_creations += 1;
         self.urgent_prepares = URGENT_PREPARES_AFTER_INLINE;
@@ -351,10 +441,11 @@ impl Log {
         self.dir.join(format!("{seq:020}{PREALLOC_SUFFIX}"))
     }
 
-    fn create_prepared(&mut self) -> Result<PreparedSegment, StorageError> {
+    fn create_prepared(&mut self, size: u64) -> Result<PreparedSegment, StorageError> {
         let path = self.next_prealloc_path();
         PreparedSegment::create(
             path,
+            size,
             self.cfg.max_bytes_per_file,
             self.alloc_fault.as_deref(),
             false,
@@ -447,7 +538,7 @@ impl Log {
 
     /// Bytes allocated on disk: segments plus pre-created ones.
     pub fn disk_bytes(&self) -> u64 {
-        let segs: usize = self.segments.iter().map(Segment::capacity).sum();
+        let segs: usize = self.segments.iter().map(Segment::allocated).sum();
         let ready: usize = self.ready.iter().map(PreparedSegment::len).sum();
         (segs + ready) as u64
     }
@@ -523,6 +614,11 @@ impl Log {
         self.inline_creations
     }
 
+    /// Growth steps done on the append path (the helper had not grown the file far enough).
+    pub fn inline_growths(&self) -> u64 {
+        self.inline_growths
+    }
+
     /// Pre-created segments waiting (for tests and stats).
     #[doc(hidden)]
     pub fn ready_segments(&self) -> usize {
@@ -540,6 +636,17 @@ impl Drop for Log {
             prep.discard();
         }
     }
+}
+
+/// How a batch fills segments, from [`Log::batch_plan`].
+#[derive(Debug)]
+struct BatchPlan {
+    /// Bytes the batch writes into the active segment.
+    active_bytes: usize,
+    /// New segments it rolls into.
+    rolls: usize,
+    /// The largest end position (header included) it reaches in a new segment.
+    new_segment_end: usize,
 }
 
 /// Iterator over a log's records; see [`Log::iter_from`].
@@ -1034,6 +1141,11 @@ mod tests {
         );
         let tail = log.tail();
         assert!(tail > 500);
+        // Reopening on the full disk works: a short last segment is not re-allocated to the
+        // limit, and every record reads back.
+        drop(log);
+        let mut log = Log::open(&mnt.join("topic"), c.clone()).unwrap();
+        assert_eq!(log.tail(), tail);
         // A new log on the full filesystem fails to open, with the error (its half-built
         // state is dropped, not flushed into a panic).
         let other = Log::open(&mnt.join("other"), c);
@@ -1056,6 +1168,186 @@ mod tests {
         )
         .unwrap();
         assert_eq!(log.tail(), tail + 1);
+    }
+
+    /// Appends `body` and keeps a copy, checking the offset it got.
+    fn push(log: &mut Log, bodies: &mut Vec<Vec<u8>>, body: Vec<u8>) {
+        let off = log.append(&new_rec(&body, log.tail())).unwrap();
+        assert_eq!(off as usize, bodies.len());
+        bodies.push(body);
+    }
+
+    fn reads_back(log: &Log, bodies: &[Vec<u8>]) {
+        assert_eq!(log.iter_from(0).count(), bodies.len());
+        for (r, b) in log.iter_from(0).zip(bodies) {
+            assert_eq!(r.body, &b[..], "record {}", r.offset);
+        }
+    }
+
+    #[test]
+    fn a_segment_starts_small_and_grows_by_helper_steps_ahead_of_the_writer() {
+        let tmp = TempDir::new("growth");
+        let c = LogConfig {
+            max_bytes_per_file: 4 << 20,
+            ..cfg()
+        };
+        let mut log = Log::open(tmp.path(), c.clone()).unwrap();
+        let mut bodies = Vec::new();
+        // One small message: 64 KiB on disk, and no growth or spare segment is due.
+        push(&mut log, &mut bodies, b"one".to_vec());
+        assert_eq!(log.disk_bytes(), space::INITIAL_ALLOC);
+        assert!(log.poll_jobs(0).all(|j| j.is_sync()), "only a sync is due");
+        let seg0 = tmp.path().join(segment_file_name(0));
+        assert_eq!(
+            std::fs::metadata(&seg0).unwrap().len(),
+            space::INITIAL_ALLOC
+        );
+        // A writer the helper keeps up with: every step is a job, none inline.
+        let mut sizes = vec![log.active().allocated()];
+        while log.segment_count() == 1 {
+            let len = 1000 + (log.tail() as usize * 7) % 3000;
+            let body = body_for(log.tail(), len);
+            push(&mut log, &mut bodies, body);
+            log.run_jobs_inline(0);
+            if log.segment_count() == 1 && sizes.last() != Some(&log.active().allocated()) {
+                sizes.push(log.active().allocated());
+            }
+        }
+        assert_eq!(log.inline_growths(), 0);
+        assert_eq!(log.inline_creations(), 0, "the spare came in time");
+        let kib: Vec<usize> = sizes.iter().map(|s| s >> 10).collect();
+        assert_eq!(
+            kib,
+            [64, 128, 256, 512, 1024, 2048, 4096],
+            "doubling to the limit"
+        );
+        reads_back(&log, &bodies);
+        let tail = log.tail();
+        drop(log);
+        let log = Log::open(tmp.path(), c).unwrap();
+        assert_eq!((log.tail(), log.corrupt_records()), (tail, 0));
+        reads_back(&log, &bodies);
+    }
+
+    #[test]
+    fn a_short_last_segment_is_not_extended_on_open_and_still_grows() {
+        let tmp = TempDir::new("short-open");
+        let c = LogConfig {
+            max_bytes_per_file: 4 << 20,
+            ..cfg()
+        };
+        let mut bodies = Vec::new();
+        {
+            let mut log = Log::open(tmp.path(), c.clone()).unwrap();
+            push(&mut log, &mut bodies, b"x".to_vec());
+        }
+        let seg0 = tmp.path().join(segment_file_name(0));
+        let size = || std::fs::metadata(&seg0).unwrap().len();
+        assert_eq!(size(), space::INITIAL_ALLOC);
+        let mut log = Log::open(tmp.path(), c).unwrap();
+        assert_eq!(
+            size(),
+            space::INITIAL_ALLOC,
+            "not re-allocated to the limit"
+        );
+        assert_eq!(log.disk_bytes(), space::INITIAL_ALLOC);
+        while size() == space::INITIAL_ALLOC {
+            let body = body_for(log.tail(), 4000);
+            push(&mut log, &mut bodies, body);
+            log.run_jobs_inline(0);
+        }
+        assert_eq!(size(), 2 * space::INITIAL_ALLOC, "one growth step");
+        reads_back(&log, &bodies);
+    }
+
+    #[test]
+    fn a_writer_that_outruns_the_helper_grows_inline_by_whole_steps() {
+        let tmp = TempDir::new("growth-inline");
+        let c = LogConfig {
+            max_bytes_per_file: 4 << 20,
+            max_msg_size: 1 << 20,
+            ..cfg()
+        };
+        let mut log = Log::open(tmp.path(), c.clone()).unwrap();
+        let mut bodies = Vec::new();
+        // No jobs run: past 64 KiB the append itself must grow the file.
+        while log.active().allocated() == 64 << 10 {
+            let body = body_for(log.tail(), 3000);
+            push(&mut log, &mut bodies, body);
+        }
+        assert_eq!(
+            (log.inline_growths(), log.active().allocated()),
+            (1, 128 << 10)
+        );
+        // A record needing several steps takes them all at once (128K -> 256K -> 512K).
+        push(&mut log, &mut bodies, vec![7u8; 300 << 10]);
+        assert_eq!(
+            (log.inline_growths(), log.active().allocated()),
+            (2, 512 << 10)
+        );
+        // A growth job made before that inline step still applies harmlessly, and the next
+        // steps run on the foreground lane.
+        let jobs: Vec<Job> = log.poll_jobs(0).filter(|j| !j.is_sync()).collect();
+        assert!(
+            jobs.iter().all(|j| !j.is_background()),
+            "urgent after inline growth"
+        );
+        for j in jobs {
+            log.apply(j.run());
+        }
+        reads_back(&log, &bodies);
+        let seg0 = tmp.path().join(segment_file_name(0));
+        let len = std::fs::metadata(&seg0).unwrap().len();
+        assert_eq!(
+            len,
+            log.active().allocated() as u64,
+            "file length = allocation"
+        );
+        drop(log);
+        let log = Log::open(tmp.path(), c).unwrap();
+        reads_back(&log, &bodies);
+    }
+
+    #[test]
+    fn a_failed_growth_job_is_retried_and_the_writer_gets_enospc() {
+        let tmp = TempDir::new("growth-enospc");
+        let mut log = Log::open(
+            tmp.path(),
+            LogConfig {
+                max_bytes_per_file: 1 << 20,
+                ..cfg()
+            },
+        )
+        .unwrap();
+        let fault = Arc::new(AtomicBool::new(true));
+        log.set_alloc_fault(Some(Arc::clone(&fault)));
+        let mut bodies = Vec::new();
+        let err = loop {
+            let body = body_for(log.tail(), 2000);
+            match log.append(&new_rec(&body, log.tail())) {
+                Ok(_) => bodies.push(body),
+                Err(e) => break e,
+            }
+            log.run_jobs_inline(0); // growth jobs fail, and are not retried at once
+        };
+        assert!(
+            matches!(&err, StorageError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC)),
+            "{err}"
+        );
+        assert!(err.to_string().contains("fallocate"), "{err}");
+        assert_eq!(log.active().allocated(), 64 << 10);
+        assert!(
+            log.failure().is_none(),
+            "a full disk does not poison the log"
+        );
+        reads_back(&log, &bodies);
+        fault.store(false, Ordering::Relaxed);
+        let jobs: Vec<Job> = log.poll_jobs(500).filter(|j| !j.is_sync()).collect();
+        assert!(jobs.is_empty(), "retry waits");
+        log.run_jobs_inline(2000);
+        assert_eq!(log.active().allocated(), 128 << 10, "retried");
+        push(&mut log, &mut bodies, vec![1u8; 100]);
+        reads_back(&log, &bodies);
     }
 
     #[test]
@@ -1467,14 +1759,14 @@ mod tests {
         let tmp = TempDir::new("stale");
         let dir = tmp.path().join("topic");
         let body = vec![9u8; 1000];
-        let fill_eighth = |log: &mut Log| {
-            while log.active().used() * 8 < log.active().capacity() {
+        let fill_near_full = |log: &mut Log| {
+            while log.active().used() * 8 < log.active().capacity() * 7 {
                 let off = log.tail();
                 log.append(&new_rec(&body, off)).unwrap();
             }
         };
         let mut a = Log::open(&dir, cfg()).unwrap();
-        fill_eighth(&mut a);
+        fill_near_full(&mut a);
         let job = a
             .poll_jobs(0)
             .find(|j| !j.is_sync())
@@ -1482,7 +1774,7 @@ mod tests {
         let stale = job.run();
         a.destroy().unwrap();
         let mut b = Log::open(&dir, cfg()).unwrap();
-        fill_eighth(&mut b);
+        fill_near_full(&mut b);
         b.run_jobs_inline(0);
         assert_eq!(b.ready_segments(), 1);
         b.apply(stale);

@@ -13,6 +13,7 @@
 //! | `error.rs`      | [`StorageError`] |
 //! | `record.rs`     | the record byte layout, pure encode/decode with CRC |
 //! | `segment.rs`    | one segment file: header layout, naming, allocation, the pending (not yet written) buffer, append/flush/read |
+//! | `space.rs`      | disk on demand: initial size, growth steps, when to grow or pre-create, `fallocate`, pre-faulting, the growth step and pre-created segment the helper makes |
 //! | `recovery.rs`   | the open-time scan: rebuild indexes, cut torn tails, report stray files |
 //! | `log.rs`        | [`Log`]: open, append/read/iterate, retention |
 //! | `log/jobs.rs`   | [`Log`]'s background-job state: when to sync or pre-create, applying results |
@@ -23,9 +24,9 @@
 //! # Threads
 //!
 //! A [`Log`] lives on one thread (the reactor). Anything that can block for long (fsync,
-//! creating and `fallocate`-ing a segment) is packaged as a [`Job`] by [`Log::poll_jobs`], run by
-//! a [`StorageWorker`] (or inline by [`Log::run_jobs_inline`] when there is no worker) and its
-//! [`JobDone`] handed back with [`Log::apply`].
+//! creating a segment, `fallocate`-ing its next growth step) is packaged as a [`Job`] by
+//! [`Log::poll_jobs`], run by a [`StorageWorker`] (or inline by [`Log::run_jobs_inline`] when
+//! there is no worker) and its [`JobDone`] handed back with [`Log::apply`].
 //!
 //! The on-disk format and the recovery policy are described in `docs/storage-format.md`.
 
@@ -36,6 +37,7 @@ mod priority;
 mod record;
 mod recovery;
 mod segment;
+mod space;
 mod worker;
 
 #[cfg(test)]
@@ -48,8 +50,9 @@ pub use self::worker::{Job, JobDone, Notify, StorageWorker};
 /// Tunables of one log. Defaults follow nsqd's flags of the same names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogConfig {
-    /// Segment size, header included (nsqd `--max-bytes-per-file`); default 100 MiB. Every
-    /// segment is allocated to this size up front. Must fit in a u32 (the index stores u32s).
+    /// Segment size, header included (nsqd `--max-bytes-per-file`); default 100 MiB. A
+    /// segment's file starts at 64 KiB and grows to this on demand (see `space.rs`). Must fit
+    /// in a u32 (the index stores u32s).
     pub max_bytes_per_file: u64,
     /// Largest body accepted (nsqd `--max-msg-size`); default 1 MiB.
     pub max_msg_size: u32,

@@ -262,8 +262,8 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
     Ok(found)
 }
 
-/// Scans the directory and loads every segment. `max_bytes` is the size the last segment is
-/// extended to if it is shorter (so appends into it cannot fault).
+/// Scans the directory and loads every segment. `max_bytes` is the segment size limit (a last
+/// segment shorter than it is left to grow on demand).
 pub fn recover(dir: &Path, max_bytes: u64) -> Result<Recovered, StorageError> {
     let found = list_segments(dir)?;
     let mut out = Recovered::default();
@@ -323,9 +323,12 @@ fn open_rw(path: &Path) -> Result<File, StorageError> {
         .map_err(|e| StorageError::io(path, "open", e))
 }
 
-/// Rejects files too large to index with u32 positions, and extends a short last segment to
-/// `max_bytes` (a truncated file or a smaller old setting) so appends into it are backed by
-/// real blocks; if that fails, appends roll to a new segment sooner.
+/// Rejects files too large to index with u32 positions. A last segment shorter than
+/// `max_bytes` is normal (segments grow on demand, see `space.rs`): it is not extended here,
+/// the log grows it when appends need room. Its existing length is allocated for real (a
+/// no-op for our own files; fills holes in a file made sparse by a copy tool, so appends into
+/// it cannot meet ENOSPC at `pwrite` time). If that fails (disk full) the open goes on: the
+/// records are readable, and an append that needs space gets the error.
 fn size_file(file: &File, path: &Path, is_last: bool, max_bytes: u64) -> Result<(), StorageError> {
     let size = file
         .metadata()
@@ -340,9 +343,9 @@ fn size_file(file: &File, path: &Path, is_last: bool, max_bytes: u64) -> Result<
         });
     }
     if is_last && size < max_bytes {
-        if let Err(e) = segment::allocate(file, max_bytes, None) {
+        if let Err(e) = segment::allocate(file, 0, size, None) {
             warn!(
-                "cannot extend {} to {max_bytes} bytes: {e}; continuing at {size}",
+                "cannot allocate the {size} bytes of {}: {e}; appends may fail",
                 path.display()
             );
         }

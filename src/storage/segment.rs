@@ -23,19 +23,23 @@
 //!
 //! # Allocation
 //!
-//! Files are allocated for real with `posix_fallocate` to their full size before they are
-//! mapped: a full disk fails here, when a segment is created (an `E_PUB_FAILED` for the publish
-//! that needed it, nothing half-appended), rather than in the middle of a later write, and a
-//! read through the map never meets a hole. It also means `fdatasync` never has size metadata
-//! to write.
+//! A segment is mapped once at its size limit (`--max-bytes-per-file`) while its file starts
+//! at 64 KiB and grows on demand (the policy and its arithmetic are in `space.rs`): by a
+//! helper-thread [`Growth`] step ahead of the writer, or inline by [`Segment::reserve`] when
+//! the writer needs room first. Mapping past the end of a file is allowed; touching a page
+//! past it is a SIGBUS, so nothing does: reads stay below the written position (inside the
+//! file) and pre-faulting stops at the allocated length. Every byte is allocated for real with
+//! `posix_fallocate`: a full disk fails an allocation (an `E_PUB_FAILED` for the publish that
+//! needed it, nothing half-appended), never a later access, and a read through the map never
+//! meets a hole. A pre-created segment (`.prealloc`) starts with one growth step's worth.
 
 use super::record::{self, Corrupt};
+use super::space;
 use super::{NewRecord, Record, StorageError};
 use memmap2::{MmapMut, MmapOptions};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -122,28 +126,23 @@ pub fn decode_header(buf: &[u8]) -> Header {
     Header::Valid(u64::from_le_bytes(b))
 }
 
-/// Allocates `len` bytes of real blocks for `file`. `fault` is the test seam: when set, the
-/// call fails with ENOSPC as a full disk would.
-pub fn allocate(file: &File, len: u64, fault: Option<&AtomicBool>) -> io::Result<()> {
-    if fault.is_some_and(|f| f.load(Ordering::Relaxed)) {
-        return Err(io::Error::from_raw_os_error(libc::ENOSPC));
-    }
-    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
-    // SAFETY: plain syscall on an fd we own; no memory is passed.
-    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
-    if rc != 0 {
-        return Err(io::Error::from_raw_os_error(rc));
-    }
-    Ok(())
-}
+pub use super::space::{allocate, Growth, PreparedSegment};
+use super::space::{covering, grow_file};
 
-/// Maps the whole of `file`, with readahead off. Appends never store through the map (see
-/// [`Segment`]); only recovery writes through it (a rewritten header, a zeroed cut tail).
-pub fn map(file: &File, path: &Path) -> Result<MmapMut, StorageError> {
+/// Maps `len` bytes of `file` (its whole length when `None`), with readahead off. The map may
+/// be longer than the file: a segment is mapped once at its size limit and its file grows under
+/// the map (only touching a page past the end of the file faults, and nothing reads past the
+/// written position, which is always inside the file). Appends never store through the map
+/// (see [`Segment`]); only recovery writes through it (a rewritten header, a zeroed cut tail).
+pub fn map_len(file: &File, path: &Path, len: Option<usize>) -> Result<MmapMut, StorageError> {
+    let mut opts = MmapOptions::new();
+    if let Some(len) = len {
+        opts.len(len);
+    }
     // SAFETY: the file belongs to this log's directory, which this process owns exclusively; it
-    // is never truncated while mapped (we only fallocate, which does not shrink).
-    let map = unsafe { MmapOptions::new().map_mut(file) }
-        .map_err(|e| StorageError::io(path, "mmap", e))?;
+    // is never truncated while mapped (we only fallocate, which does not shrink), and no read
+    // goes past the written position, which is below the file's length.
+    let map = unsafe { opts.map_mut(file) }.map_err(|e| StorageError::io(path, "mmap", e))?;
     // Why MADV_RANDOM: a first touch of a not-yet-cached page of a fresh (unwritten) segment
     // otherwise triggers readahead, and the kernel zeroes the whole readahead window (up to
     // 8 MiB) inside that one fault: a stall of many milliseconds for whichever thread touched
@@ -154,91 +153,9 @@ pub fn map(file: &File, path: &Path) -> Result<MmapMut, StorageError> {
     Ok(map)
 }
 
-/// Page size assumed when pre-faulting (a smaller real page size only means fewer touches).
-const PREFAULT_STRIDE: usize = 4096;
-
-/// Pages touched between two `sched_yield`s while pre-faulting (~0.2–0.5 ms of kernel work).
-const PREFAULT_CHUNK_PAGES: usize = 32;
-
-/// Read-faults every page of a fresh map, so the kernel allocates and zeroes the page-cache
-/// pages here (on the helper thread) rather than inside the reactor's `pwrite`s, which then
-/// only copy into them. Pages are only read, not dirtied: a sync still writes back just what
-/// appends wrote. (Done by hand rather than with MAP_POPULATE so the process's mmap lock is not held
-/// for the whole populate while the appending thread takes its own faults.)
-///
-/// Why one page per fault and a yield every chunk: this walk is the only long CPU-bound work
-/// of the helper thread, and the helper may share the reactor's core. With readahead on (as
-/// this walk once had) a single fault zeroed the whole 8 MiB readahead window inside the
-/// kernel, ~20 ms that a `PREEMPT_NONE` kernel does not interrupt even for a woken reactor;
-/// and a helper that stays runnable is handed whole scheduler ticks (4 ms at 250 Hz) now and
-/// then even at `SCHED_IDLE` priority. Faulting one page at a time (the map is `MADV_RANDOM`)
-/// and yielding every chunk bounds what the reactor can wait for to one chunk.
-fn prefault_pages(map: &MmapMut) {
-    let mut acc = 0u8;
-    let chunk = PREFAULT_STRIDE * PREFAULT_CHUNK_PAGES;
-    for start in (0..map.len()).step_by(chunk) {
-        for i in (start..map.len().min(start + chunk)).step_by(PREFAULT_STRIDE) {
-            // SAFETY: `i < map.len()`; a volatile read keeps the touch from being optimised out.
-            acc ^= unsafe { std::ptr::read_volatile(map.as_ptr().add(i)) };
-        }
-        std::thread::yield_now();
-    }
-    std::hint::black_box(acc);
-}
-
-/// A created, allocated and mapped file that has no base offset yet.
-#[derive(Debug)]
-pub struct PreparedSegment {
-    /// Its temporary (`.prealloc`) path.
-    path: PathBuf,
-    file: File,
-    map: MmapMut,
-}
-
-impl PreparedSegment {
-    /// Creates `path` (which must not exist), allocates `size` bytes and maps it, pre-faulting
-    /// the pages when `prefault` (on the helper thread; an inline fallback skips it, since
-    /// pre-faulting there would only turn page allocations spread over many `pwrite`s into
-    /// one long stall).
-    /// On failure the half-made file is removed. This blocks: keep it off the reactor thread.
-    pub fn create(
-        path: PathBuf,
-        size: u64,
-        fault: Option<&AtomicBool>,
-        prefault: bool,
-    ) -> Result<Self, StorageError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| StorageError::io(&path, "create", e))?;
-        let made = allocate(&file, size, fault)
-            .map_err(|e| StorageError::io(&path, "fallocate", e))
-            .and_then(|()| map(&file, &path));
-        match made {
-            Ok(map) => {
-                if prefault {
-                    prefault_pages(&map);
-                }
-                Ok(PreparedSegment { path, file, map })
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&path);
-                Err(e)
-            }
-        }
-    }
-
-    /// Bytes allocated.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    /// Unmaps and removes the file (a result that arrived for a log that is gone).
-    pub fn discard(self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
+/// Maps the whole of `file` (recovery: every byte of it is scanned).
+pub fn map(file: &File, path: &Path) -> Result<MmapMut, StorageError> {
+    map_len(file, path, None)
 }
 
 /// One mapped segment with its in-memory index and its unwritten tail.
@@ -254,19 +171,33 @@ impl PreparedSegment {
 /// into the page cache with none of them. Reads see both halves: a record below `flushed` is
 /// read from the map (the page cache is coherent with `pwrite`), one above it from `pending`.
 ///
+/// # Space
+/// The map covers the segment's whole size limit (`capacity()`) from the start; the file
+/// behind it is allocated only up to `allocated` and grows (see `space.rs`): by a helper-thread
+/// job ahead of the writer ([`Segment::grow_target`], [`Segment::note_allocated`]), or inline
+/// when a record needs room the helper has not made yet ([`Segment::reserve`]). Every byte
+/// below `write_pos` is allocated, and nothing reads at or past `write_pos`, so no access ever
+/// touches a page past the end of the file.
+///
 /// # Invariants
 /// `index[i]` is the byte position of the record with offset `base + i`, or [`LOST`] if
 /// recovery found that offset's record destroyed; positions are increasing, 8-aligned, and
-/// `< write_pos <= map.len()`. `pending` is the segment's last bytes,
-/// `[flushed(), write_pos)` with `flushed() = write_pos - pending.len()`; everything before
-/// `flushed()` is in the file, and no record straddles it.
+/// `< write_pos <= map.len()`; `write_pos` is 8-aligned, and
+/// `flushed() <= allocated` (a recovered file cut inside its last record's padding may end
+/// up to 7 bytes short of `write_pos` until the next append allocates; those bytes lie on the
+/// file's last, partly backed page, which reads as zeros: no SIGBUS). `pending` is the
+/// segment's last bytes, `[flushed(), write_pos)` with `flushed() = write_pos - pending.len()`;
+/// everything before `flushed()` is in the file, and no record straddles it.
 #[derive(Debug)]
 pub struct Segment {
     /// For messages and for `delete`.
     pub path: PathBuf,
-    /// Shared with sync jobs, which fsync it on the helper thread.
+    /// Shared with sync and growth jobs, which fsync or fallocate it on the helper thread.
     pub file: Arc<File>,
-    map: MmapMut,
+    /// Shared with growth jobs, which pre-fault newly allocated pages through it.
+    map: Arc<MmapMut>,
+    /// Bytes of the file allocated (its length): the part of the map that may be touched.
+    allocated: usize,
     /// Offset of the first record (from the header / the name).
     pub base: u64,
     /// Offset -> byte position; rebuilt by recovery, so `read` is O(1).
@@ -289,7 +220,7 @@ pub const LOST: u32 = u32::MAX;
 pub const FLUSH_AT: usize = 256 * 1024;
 
 impl Segment {
-    /// Wraps an existing, recovered file.
+    /// Wraps an existing, recovered file, mapped whole (its allocation is its length).
     pub fn from_parts(
         path: PathBuf,
         file: File,
@@ -298,10 +229,14 @@ impl Segment {
         index: Vec<u32>,
         write_pos: usize,
     ) -> Self {
+        // A file cut inside the last record's padding ends unaligned; appends continue at the
+        // aligned position (the next append allocates up to it first).
+        let write_pos = record::align_up(write_pos).unwrap_or(write_pos);
         Segment {
             path,
             file: Arc::new(file),
-            map,
+            allocated: map.len(),
+            map: Arc::new(map),
             base,
             index,
             write_pos,
@@ -325,12 +260,12 @@ impl Segment {
             path: tmp,
             file,
             map,
+            allocated,
         } = prep;
-        if map.len() < SEGMENT_HEADER_LEN {
+        if allocated < SEGMENT_HEADER_LEN {
             let _ = std::fs::remove_file(&tmp);
             return Err(StorageError::Config(format!(
-                "segment size {} below header",
-                map.len()
+                "segment size {allocated} below header"
             )));
         }
         let path = dir.join(segment_file_name(base));
@@ -341,6 +276,7 @@ impl Segment {
         buf.clear();
         buf.extend_from_slice(&encode_header(base));
         let mut seg = Segment::from_parts(path, file, map, base, Vec::new(), SEGMENT_HEADER_LEN);
+        seg.allocated = allocated;
         seg.pending = buf; // the header: bytes [0, SEGMENT_HEADER_LEN), not yet written
         Ok(seg)
     }
@@ -352,9 +288,72 @@ impl Segment {
         self.base + self.index.len() as u64
     }
 
-    /// Bytes mapped (= allocated).
+    /// Bytes mapped: the most this segment can hold (its size limit, or a longer recovered
+    /// file's length).
     pub fn capacity(&self) -> usize {
         self.map.len()
+    }
+
+    /// Bytes of the file allocated so far (`<= capacity()`).
+    pub fn allocated(&self) -> usize {
+        self.allocated
+    }
+
+    /// Maps the active segment, recovered at its file's length, at `limit` bytes so it can
+    /// grow under the map. No-op when it is mapped that far already. Only at open: no record
+    /// is borrowed from the old map yet.
+    pub fn map_to_limit(&mut self, limit: usize) -> Result<(), StorageError> {
+        if self.map.len() >= limit {
+            return Ok(());
+        }
+        self.map = Arc::new(map_len(&self.file, &self.path, Some(limit))?);
+        Ok(())
+    }
+
+    /// Extends the allocation on the calling thread, by whole growth steps, so that `span`
+    /// more bytes fit; the caller checked `has_room(span)`. Returns whether it had to grow.
+    ///
+    /// # Errors
+    /// `Io` (e.g. ENOSPC) naming the file; nothing changes.
+    pub fn reserve(
+        &mut self,
+        span: usize,
+        fault: Option<&AtomicBool>,
+    ) -> Result<bool, StorageError> {
+        let need = self.write_pos.saturating_add(span);
+        if need <= self.allocated {
+            return Ok(false);
+        }
+        let limit = self.map.len();
+        let to = covering(self.allocated, need, limit).unwrap_or(limit);
+        grow_file(&self.file, &self.path, &mut self.allocated, to, fault)?;
+        Ok(true)
+    }
+
+    /// What a helper-thread growth step should do now, if one is due (see `space.rs`): the
+    /// file and map to grow and pre-fault, and the range `[from, to)` to allocate.
+    pub fn grow_target(&self) -> Option<Growth> {
+        let (allocated, limit) = (self.allocated as u64, self.map.len() as u64);
+        if !space::grow_due(allocated, self.write_pos as u64, limit) {
+            return None;
+        }
+        let to = space::next_alloc(allocated, limit)?;
+        Some(Growth {
+            base: self.base,
+            path: self.path.clone(),
+            file: Arc::clone(&self.file),
+            map: Arc::clone(&self.map),
+            from: allocated,
+            to,
+        })
+    }
+
+    /// A growth job allocated the file up to `to` bytes.
+    pub fn note_allocated(&mut self, to: u64) {
+        let to = usize::try_from(to)
+            .unwrap_or(usize::MAX)
+            .min(self.map.len());
+        self.allocated = self.allocated.max(to);
     }
 
     /// Bytes written, header included.
@@ -372,6 +371,7 @@ impl Segment {
     pub fn append(&mut self, rec: &NewRecord<'_>, span: usize) -> u64 {
         let offset = self.end();
         let pos = self.write_pos;
+        debug_assert!(pos + span <= self.allocated, "append past the allocation");
         self.appended_lately = true;
         let at = self.pending.len();
         // Within capacity after the first few turns: the log flushes before FLUSH_AT.

@@ -1,6 +1,6 @@
-//! Background work: the [`Job`]s a [`Log`](super::Log) hands out (fsync, pre-creating the next
-//! segment, unlinking) and the [`StorageWorker`] helper threads that run them so the reactor
-//! never blocks.
+//! Background work: the [`Job`]s a [`Log`](super::Log) hands out (fsync, growing the active
+//! segment's file ahead of the writer, pre-creating the next segment, unlinking) and the
+//! [`StorageWorker`] helper threads that run them so the reactor never blocks.
 //!
 //! Flow: `log.poll_jobs(now)` → `worker.submit(key, job)` → (helper thread) `job.run()` →
 //! `notify()` → reactor: `worker.try_recv()` → `log.apply(done)`. Without a worker,
@@ -8,13 +8,13 @@
 //!
 //! Two lanes, one thread each (see [`super::priority`] for why): the foreground lane, at
 //! normal priority, runs what someone waits for (strict-mode syncs, interval syncs that fell
-//! behind, and the pre-creation of a segment a fast
-//! writer will need before a background one could finish); the background lane, at
-//! `SCHED_IDLE`, runs the rest (early interval syncs, pre-creation ahead of need, unlinking). A thread cannot move
-//! itself back from `SCHED_IDLE` without privileges, hence a thread per lane. Results may
-//! arrive out of submission order across lanes; `Log::apply` handles each kind on its own.
+//! behind, and the growth or pre-creation a fast writer will need before a background one
+//! could finish); the background lane, at `SCHED_IDLE`, runs the rest (early interval syncs,
+//! growth and pre-creation ahead of need, unlinking). A thread cannot move itself back from
+//! `SCHED_IDLE` without privileges, hence a thread per lane. Results may arrive out of
+//! submission order across lanes; `Log::apply` handles each kind on its own.
 
-use super::segment::PreparedSegment;
+use super::segment::{Growth, PreparedSegment};
 use super::StorageError;
 use ::log::error;
 use std::cell::RefCell;
@@ -48,11 +48,20 @@ pub(crate) enum JobKind {
         dir: Option<(PathBuf, Arc<File>)>,
         background: bool,
     },
-    /// Create, fallocate, map and pre-fault the next segment under a temporary name.
+    /// Create the next segment under a temporary name, fallocate `size` bytes, map `limit`
+    /// bytes and pre-fault the allocated pages.
     /// `background`: no writer is waiting for it yet (it runs on the background lane).
     Prepare {
         path: PathBuf,
         size: u64,
+        limit: u64,
+        fault: Option<Arc<AtomicBool>>,
+        background: bool,
+    },
+    /// Extend the active segment's file by one growth step and pre-fault the new pages.
+    /// `background`: as for `Prepare`.
+    Grow {
+        growth: Growth,
         fault: Option<Arc<AtomicBool>>,
         background: bool,
     },
@@ -75,6 +84,12 @@ pub(crate) enum DoneKind {
         result: Result<(), StorageError>,
     },
     Prepared(Result<PreparedSegment, StorageError>),
+    /// The segment starting at `base` is allocated up to `to` bytes, or the step failed.
+    Grown {
+        base: u64,
+        to: u64,
+        result: Result<(), StorageError>,
+    },
     /// Files unlinked; failures were logged (the files are left behind, nothing else is lost).
     Removed,
 }
@@ -91,8 +106,23 @@ impl Job {
                 result: sync_all(&files, dir.as_ref()),
             },
             JobKind::Prepare {
-                path, size, fault, ..
-            } => DoneKind::Prepared(PreparedSegment::create(path, size, fault.as_deref(), true)),
+                path,
+                size,
+                limit,
+                fault,
+                ..
+            } => DoneKind::Prepared(PreparedSegment::create(
+                path,
+                size,
+                limit,
+                fault.as_deref(),
+                true,
+            )),
+            JobKind::Grow { growth, fault, .. } => DoneKind::Grown {
+                base: growth.base,
+                to: growth.to,
+                result: growth.run(fault.as_deref()),
+            },
             JobKind::Remove { paths, dir } => {
                 remove_all(&paths, dir);
                 DoneKind::Removed
@@ -104,7 +134,7 @@ impl Job {
         }
     }
 
-    /// True for a sync job (as opposed to a segment pre-creation).
+    /// True for a sync job (as opposed to a growth, pre-creation or removal).
     pub fn is_sync(&self) -> bool {
         matches!(self.kind, JobKind::Sync { .. })
     }
@@ -112,7 +142,9 @@ impl Job {
     /// Whether the job can wait for idle CPU time (the background lane).
     pub(crate) fn is_background(&self) -> bool {
         match self.kind {
-            JobKind::Sync { background, .. } | JobKind::Prepare { background, .. } => background,
+            JobKind::Sync { background, .. }
+            | JobKind::Prepare { background, .. }
+            | JobKind::Grow { background, .. } => background,
             JobKind::Remove { .. } => true,
         }
     }
@@ -183,7 +215,7 @@ pub type Notify = Box<dyn Fn() + Send>;
 /// per lane and hand back `(log_key, JobDone)`. Dropping it lets queued jobs finish, then
 /// joins the threads.
 pub struct StorageWorker {
-    /// Syncs and urgent pre-creations, at normal priority. `None` only during drop.
+    /// Syncs and urgent growths and pre-creations, at normal priority. `None` only during drop.
     foreground: Option<LaneThread>,
     /// Pre-creation ahead of need and unlinking, at `SCHED_IDLE`. `None` only during drop.
     background: Option<LaneThread>,

@@ -1,6 +1,18 @@
-//! The background-job half of [`Log`]: deciding when a sync or a segment pre-creation is due
-//! ([`Log::poll_jobs`]), and applying their results ([`Log::apply`]). The jobs themselves and
-//! the thread that runs them are in `worker.rs`.
+//! The background-job half of [`Log`]: deciding when a sync, a growth step of the active
+//! segment or a segment pre-creation is due ([`Log::poll_jobs`]), and applying their results
+//! ([`Log::apply`]). The jobs themselves and the thread that runs them are in `worker.rs`.
+//!
+//! # Space
+//!
+//! - Growth: once the room allocated ahead of the writer runs low (`space::grow_due`), one
+//!   growth step (`space::next_alloc`) is handed to the helper, which fallocates and
+//!   pre-faults it. At most one is in flight; a failed one (disk full) is retried after
+//!   [`PREPARE_RETRY_MS`], and meanwhile a writer that needs the room grows inline and gets
+//!   the error itself.
+//! - Pre-creation: once the active segment is 7/8 of `max_bytes_per_file` full
+//!   (`space::precreate_due`), the next segment is created off-thread, sized like the active
+//!   segment's growth steps (`space::precreate_size`: 64 KiB for a quiet topic, 8 MiB for a
+//!   busy one).
 //!
 //! # Durability
 //!
@@ -14,18 +26,15 @@
 //!   [`StorageError::Failed`](crate::storage::StorageError::Failed); reads still work.
 
 use super::Log;
+use crate::storage::space;
 use crate::storage::worker::{DoneKind, Job, JobDone, JobKind};
 use crate::storage::StorageError;
 use ::log::{debug, error, warn};
 use std::sync::Arc;
 
-/// After a failed pre-creation (e.g. disk full), wait this long before trying again.
+/// After a failed pre-creation or growth step (e.g. disk full), wait this long before trying
+/// again.
 const PREPARE_RETRY_MS: u64 = 1000;
-/// The next segment is pre-created once the active one is `1 / PRECREATE_AT_FRACTION` full.
-/// Measured (strace, loaded 2-core box): pre-faulting 100 MiB took ~14 ms alone but 115-210 ms
-/// while the appending thread competed for the CPU, and a full-speed writer fills a segment in
-/// well under a second; starting at 1/8 leaves the helper ~7/8 of a segment's time.
-const PRECREATE_AT_FRACTION: usize = 8;
 /// An interval sync runs on the foreground lane once this many times `sync_every` records are
 /// unsynced (syncing has fallen behind).
 const SYNC_BEHIND_FACTOR: u64 = 4;
@@ -40,9 +49,10 @@ impl Log {
         // A failure poisons the log; sync_job then produces nothing.
         let _ = self.flush();
         let sync = self.sync_job(now_ms);
+        let grow = self.grow_job(now_ms);
         let prepare = self.prepare_job(now_ms);
         let remove = self.remove_job();
-        sync.into_iter().chain(prepare).chain(remove)
+        sync.into_iter().chain(grow).chain(prepare).chain(remove)
     }
 
     /// Unlinking the segment files retention dropped.
@@ -144,15 +154,38 @@ impl Log {
         Ok(())
     }
 
+    /// One growth step of the active segment, if due (see the module docs).
+    fn grow_job(&mut self, now_ms: u64) -> Option<Job> {
+        if std::mem::take(&mut self.grow_failed) {
+            self.grow_retry_at_ms = now_ms.saturating_add(PREPARE_RETRY_MS);
+        }
+        if self.failed.is_some() || self.grow_in_flight || now_ms < self.grow_retry_at_ms {
+            return None;
+        }
+        let growth = self.active().grow_target()?;
+        self.grow_in_flight = true;
+        let kind = JobKind::Grow {
+            growth,
+            fault: self.alloc_fault.clone(),
+            // Background unless this log recently outran its growth steps.
+            background: self.urgent_grows == 0,
+        };
+        Some(Job {
+            log_id: self.id,
+            kind,
+        })
+    }
+
     fn prepare_job(&mut self, now_ms: u64) -> Option<Job> {
         if std::mem::take(&mut self.prepare_failed) {
             self.prepare_retry_at_ms = now_ms.saturating_add(PREPARE_RETRY_MS);
         }
         let active = self.active();
-        // Pre-create once the active segment is an eighth full: early enough that pre-faulting
-        // the new map finishes before a fast writer needs it, late enough that topics that
-        // barely write do not each hold a spare segment.
-        let due = active.used() * PRECREATE_AT_FRACTION >= active.capacity();
+        // Pre-create only once the active segment is nearly full: a spare file for every
+        // topic that barely writes would cost disk for nothing. The spare is small (a growth
+        // step's size), so pre-faulting it finishes long before a fast writer fills the last
+        // eighth of a segment.
+        let due = space::precreate_due(active.used() as u64, active.capacity() as u64);
         if !due
             || !self.ready.is_empty()
             || self.prepare_in_flight
@@ -164,7 +197,8 @@ impl Log {
         let path = self.next_prealloc_path();
         let kind = JobKind::Prepare {
             path,
-            size: self.cfg.max_bytes_per_file,
+            size: self.next_segment_size(),
+            limit: self.cfg.max_bytes_per_file,
             fault: self.alloc_fault.clone(),
             // Background (idle CPU only) unless the previous pre-creation came too late: this
             // log writes fast enough that the writer would otherwise fault the pages itself.
@@ -215,7 +249,25 @@ impl Log {
                     }
                 }
             }
+            DoneKind::Grown { base, to, result } => self.apply_growth(base, to, result),
             DoneKind::Removed => {}
+        }
+    }
+
+    fn apply_growth(&mut self, base: u64, to: u64, result: Result<(), StorageError>) {
+        self.grow_in_flight = false;
+        match result {
+            Ok(()) => {
+                self.urgent_grows = self.urgent_grows.saturating_sub(1);
+                // The segment may be sealed by now (or gone): its file is allocated all the same.
+                if let Some(seg) = self.segments.iter_mut().find(|s| s.base == base) {
+                    seg.note_allocated(to);
+                }
+            }
+            Err(e) => {
+                warn!("{}: growing the segment failed: {e}", self.dir.display());
+                self.grow_failed = true;
+            }
         }
     }
 
