@@ -99,6 +99,14 @@ pub struct Options {
     /// close a connection that has not sent the protocol magic within this time (corq's own)
     #[arg(long, default_value = "10s", value_parser = parse_duration_ms)]
     pub handshake_timeout: u64,
+    /// close an HTTP connection whose request head has not arrived this long after its first
+    /// byte (corq's own; 0 = never)
+    #[arg(long, default_value = "10s", value_parser = parse_duration_ms)]
+    pub http_header_timeout: u64,
+    /// close an HTTP connection that has sent nothing for this long, between requests or in
+    /// the middle of one (corq's own; 0 = never)
+    #[arg(long, default_value = "1m0s", value_parser = parse_duration_ms)]
+    pub http_idle_timeout: u64,
     /// pin the reactor thread to this CPU core (Linux)
     #[arg(long)]
     pub cpu: Option<usize>,

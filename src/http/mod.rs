@@ -19,6 +19,7 @@
 //! Limits are checked before anything is buffered: a declared `Content-Length` above the route's
 //! limit fails as soon as the head is parsed (reference §2.2, hostile-inputs §2.16).
 
+pub mod chunked;
 pub mod info;
 pub mod metrics;
 pub mod mpub;
@@ -30,6 +31,6 @@ pub mod serve;
 pub mod stats;
 pub mod text;
 
-pub use parse::{parse_request, HttpError, HttpLimits, HttpVersion, Request};
+pub use parse::{parse_request, HttpError, HttpLimits, HttpVersion, Request, RequestReader};
 pub use response::{ContentType, ReplyCtx};
 pub use routes::{route, Route, RouteError};

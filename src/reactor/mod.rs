@@ -251,16 +251,7 @@ impl EventLoop {
         self.broker.on_timers(now);
         let expired: Vec<usize> = self.broker.take_expired_handshakes().collect();
         for key in expired {
-            if let Some(conn) = self.conns.get_mut(key) {
-                conn.handshake_timer = None;
-                if conn.phase == Phase::Magic {
-                    debug!(
-                        "conn {key} ({}): no magic within the handshake deadline",
-                        conn.remote
-                    );
-                    self.mark_closing(key);
-                }
-            }
+            self.on_conn_deadline(key, now);
         }
         self.broker.storage_step(now);
         let unblocked: Vec<usize> = self.broker.take_unblocked().collect();
@@ -317,7 +308,16 @@ impl EventLoop {
                     let now = now(&*self.clock);
                     let conn = if http {
                         let client = self.broker.connect_http(token.0, remote, now);
-                        Conn::new(stream, remote, Phase::Http { client })
+                        let mut conn = Conn::new(stream, remote, Phase::Http { client });
+                        conn.http.last_read_ms = now.mono_ms;
+                        // Only the idle deadline runs until the first byte arrives.
+                        let idle = self.broker.config().http_idle_timeout;
+                        if idle > 0 {
+                            let due = now.timer_base_ms().saturating_add(idle);
+                            let id = self.broker.conn_deadline(token.0, due);
+                            conn.http.timer = Some((id, due));
+                        }
+                        conn
                     } else {
                         let mut conn = Conn::new(stream, remote, Phase::Magic);
                         conn.handshake_timer = Some(self.broker.handshake_deadline(token.0, now));
@@ -358,6 +358,17 @@ impl EventLoop {
                     return;
                 }
             }
+            if conn.rbuf.len() >= self.max_buffered && matches!(conn.phase, Phase::Http { .. }) {
+                // Every HTTP request fits the buffer (head cap + body limit, chunk framing
+                // dropped as it is decoded), and this one is neither waiting nor answered: it
+                // made no progress, and would never read again. Fail rather than spin.
+                error!(
+                    "conn {key} ({}): HTTP request stuck at the buffer cap",
+                    conn.remote
+                );
+                self.mark_closing(key);
+                return;
+            }
             if total >= READ_BUDGET || conn.rbuf.len() >= self.max_buffered {
                 self.still_readable.push(key);
                 return;
@@ -365,6 +376,7 @@ impl EventLoop {
             match conn.read_once(&mut self.scratch) {
                 ReadOutcome::Data(n) => {
                     total += n;
+                    conn.http.last_read_ms = self.clock.now_ms();
                     // Time the commands from when they were read, not from when poll returned:
                     // a REQ or DPUB delay counted from an earlier instant could fire early.
                     now = self.now();
@@ -386,6 +398,9 @@ impl EventLoop {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if let Phase::Http { client } = conn.phase {
+            return self.decode_http(key, client, now);
+        }
         let mut used_total = 0;
         loop {
             let buf = &conn.rbuf[used_total..];
@@ -412,19 +427,8 @@ impl EventLoop {
                     }
                 },
                 Phase::V2 { client } => client,
-                Phase::Http { client } => {
-                    if self.broker.is_closing(client) || self.broker.is_blocked(client) {
-                        break;
-                    }
-                    let Some(http) = &mut self.http else { break };
-                    match http.serve(&mut self.broker, client, buf, now) {
-                        Served::Incomplete | Served::Close => break,
-                        Served::Handled(used) => {
-                            used_total += used;
-                            continue;
-                        }
-                    }
-                }
+                // Served by decode_http.
+                Phase::Http { .. } => break,
             };
             if self.broker.is_closing(client) || self.broker.is_blocked(client) {
                 break;
@@ -447,6 +451,103 @@ impl EventLoop {
             }
         }
         conn.consume(used_total);
+    }
+
+    /// Serves every complete HTTP request in a conn's buffer. The reader keeps its place, so
+    /// this costs only the bytes that arrived since the last call; chunk framing is dropped as
+    /// it is decoded, so the buffer holds a head, a partial chunk and pipelined requests.
+    fn decode_http(&mut self, key: usize, client: usize, now: Now) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(http) = &mut self.http else {
+            return;
+        };
+        let mut used_total = 0;
+        while !self.broker.is_closing(client) && !self.broker.is_blocked(client) {
+            let reader = &mut conn.http.reader;
+            let buf = (&mut conn.rbuf, used_total);
+            match http.serve(&mut self.broker, client, reader, buf, now) {
+                Served::Handled(used) => used_total += used,
+                Served::Incomplete | Served::Close => break,
+            }
+        }
+        conn.consume(used_total);
+        // The header deadline runs from a request's first byte until its head is complete.
+        let in_head = !conn.rbuf.is_empty() && conn.http.reader.in_head();
+        match (in_head, conn.http.head_since_ms) {
+            (true, None) => {
+                conn.http.head_since_ms = Some(now.mono_ms);
+                self.arm_http_timer(key, now);
+            }
+            (false, Some(_)) => conn.http.head_since_ms = None,
+            _ => {}
+        }
+    }
+
+    /// Sets an HTTP conn's wheel timer for its earlier deadline, unless one already fires by
+    /// then (a late timer is simply re-armed when it fires).
+    fn arm_http_timer(&mut self, key: usize, now: Now) {
+        let (header, idle) = (
+            self.broker.config().http_header_timeout,
+            self.broker.config().http_idle_timeout,
+        );
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(due) = conn.http.due(header, idle) else {
+            return;
+        };
+        let due = due.max(now.timer_base_ms());
+        if let Some((id, at)) = conn.http.timer {
+            if at <= due {
+                return;
+            }
+            self.broker.cancel_timer(id);
+        }
+        conn.http.timer = Some((self.broker.conn_deadline(key, due), due));
+    }
+
+    /// A conn's deadline timer fired: a conn still waiting for its magic is closed; an HTTP
+    /// conn is closed if its header or idle deadline has passed, else its timer is re-armed.
+    fn on_conn_deadline(&mut self, key: usize, now: Now) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        match conn.phase {
+            Phase::Magic => {
+                conn.handshake_timer = None;
+                debug!(
+                    "conn {key} ({}): no magic within the handshake deadline",
+                    conn.remote
+                );
+                self.mark_closing(key);
+            }
+            Phase::Http { client } => {
+                conn.http.timer = None;
+                if self.broker.is_blocked(client) {
+                    // Waiting for our own durable ack is not the client's idleness.
+                    conn.http.last_read_ms = now.mono_ms;
+                    conn.http.head_since_ms = conn.http.head_since_ms.map(|_| now.mono_ms);
+                }
+                let cfg = self.broker.config();
+                let due = conn
+                    .http
+                    .due(cfg.http_header_timeout, cfg.http_idle_timeout);
+                if due.is_some_and(|due| due <= now.mono_ms) {
+                    let what = if conn.http.head_since_ms.is_some() {
+                        "no request head within --http-header-timeout"
+                    } else {
+                        "idle for --http-idle-timeout"
+                    };
+                    debug!("conn {key} ({}): {what}", conn.remote);
+                    self.mark_closing(key);
+                } else {
+                    self.arm_http_timer(key, now);
+                }
+            }
+            Phase::V2 { .. } => conn.handshake_timer = None,
+        }
     }
 
     /// Writes what the broker queued for every client that has output.
@@ -544,6 +645,9 @@ impl EventLoop {
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
         if let Some(t) = conn.handshake_timer.take() {
+            self.broker.cancel_timer(t);
+        }
+        if let Some((t, _)) = conn.http.timer.take() {
             self.broker.cancel_timer(t);
         }
         if let Some(client) = conn.phase.client() {
