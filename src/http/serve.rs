@@ -14,8 +14,9 @@ use crate::broker::{Broker, Now};
 
 use super::info::{self, ConfigChange, Info, InfoRuntime};
 use super::metrics::render_metrics;
-use super::parse::{HttpLimits, Request, RequestReader};
+use super::parse::{HttpLimits, Request};
 use super::query::Query;
+use super::reader::RequestReader;
 use super::response::{self, ReplyCtx};
 use super::routes::{self, ApiError, Route};
 use super::stats::{apply_query, render_json, StatsQuery};

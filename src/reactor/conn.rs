@@ -171,3 +171,32 @@ impl Conn {
         Ok(written)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::HttpState;
+
+    #[test]
+    fn http_deadline_is_the_earlier_of_header_and_idle_and_zero_is_off() {
+        let mut st = HttpState {
+            last_read_ms: 1000,
+            ..HttpState::default()
+        };
+        assert_eq!(
+            st.due(300, 5000),
+            Some(6000),
+            "no request started: idle only"
+        );
+        st.head_since_ms = Some(900);
+        assert_eq!(st.due(300, 5000), Some(1200), "header deadline first");
+        assert_eq!(st.due(300, 100), Some(1100), "idle first");
+        assert_eq!(st.due(0, 5000), Some(6000), "header off");
+        assert_eq!(st.due(300, 0), Some(1200), "idle off");
+        assert_eq!(st.due(0, 0), None);
+        // A read moves the idle deadline; the header deadline stays with the request.
+        st.last_read_ms = 2000;
+        assert_eq!(st.due(300, 5000), Some(1200));
+        st.head_since_ms = None;
+        assert_eq!(st.due(300, 5000), Some(7000));
+    }
+}

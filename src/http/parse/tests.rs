@@ -1,4 +1,5 @@
 use super::*;
+use crate::http::reader::RequestReader;
 use crate::http::routes::{BODY_TOO_BIG, INVALID_VALUE_SIZE, MSG_TOO_BIG};
 
 fn limits() -> HttpLimits {
