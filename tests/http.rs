@@ -247,7 +247,10 @@ fn stats_json_and_text_show_real_figures() {
     assert_eq!(ch["channel_name"], "ch");
     assert_eq!(ch["depth"], 1, "one message not yet delivered");
     assert_eq!(ch["in_flight_count"], 1);
-    assert_eq!(ch["message_count"], 2);
+    assert_eq!(
+        ch["message_count"], 3,
+        "nsqd: messages that reached the channel"
+    );
     assert_eq!(ch["client_count"], 1);
     let client = &ch["clients"][0];
     assert_eq!(
@@ -631,4 +634,126 @@ fn idle_http_connections_are_closed_between_and_within_requests() {
     }
     let stats = get(s.http, "/stats?format=json").json();
     assert_eq!(stats["topics"].as_array().map(Vec::len), Some(0), "{stats}");
+}
+
+#[test]
+fn channel_message_count_counts_messages_not_deliveries() {
+    // nsqd counts a message for a channel once, when it reaches the channel: 3 publishes
+    // delivered 5 times (2 REQs) count 3, in /stats JSON and text and in /metrics.
+    let (s, _dir) = start_server();
+    let mut c = Raw::connect(s.addr);
+    c.sub("mc", "ch");
+    for body in ["a", "b", "c"] {
+        assert_eq!(post(s.http, "/pub?topic=mc", body.as_bytes()).status, 200);
+    }
+    c.cmd("RDY 1", None);
+    let mut deliveries = 0;
+    let mut reqs = 0;
+    while deliveries < 5 {
+        let (_, _, id, _) = c.expect_message();
+        deliveries += 1;
+        if reqs < 2 {
+            c.cmd(&format!("REQ {id} 0"), None);
+            reqs += 1;
+        } else {
+            c.cmd(&format!("FIN {id}"), None);
+        }
+    }
+    assert!(c.sync().is_empty(), "nothing more to deliver");
+    let j = get(s.http, "/stats?format=json&topic=mc").json();
+    let ch = &j["topics"][0]["channels"][0];
+    assert_eq!(
+        (ch["message_count"].as_u64(), ch["requeue_count"].as_u64()),
+        (Some(3), Some(2)),
+        "{j}"
+    );
+    assert_eq!(
+        ch["clients"][0]["message_count"], 5,
+        "a client counts its deliveries"
+    );
+    let text = get(s.http, "/stats?topic=mc").text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("[ch "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains(" re-q: 2 ") && line.contains(" msgs: 3 "),
+        "{line}"
+    );
+    let metrics = get(s.http, "/metrics").text();
+    assert!(
+        metrics.contains("corq_channel_messages_total{topic=\"mc\",channel=\"ch\"} 3\n"),
+        "{metrics}"
+    );
+    // A channel created later counts only what reaches it from then on.
+    assert_eq!(
+        post(s.http, "/channel/create?topic=mc&channel=late", b"").status,
+        200
+    );
+    assert_eq!(post(s.http, "/pub?topic=mc", b"d").status, 200);
+    let j = get(s.http, "/stats?format=json&topic=mc&channel=late").json();
+    assert_eq!(j["topics"][0]["channels"][0]["message_count"], 1, "{j}");
+}
+
+#[test]
+fn deferred_publish_without_a_ready_consumer_shows_as_deferred() {
+    // gnsq's test_nsqd_http::test_publish: after emptying the channel, a deferred /pub shows
+    // depth 0 and deferred_count 1, as in nsqd (it used to show depth 1, deferred 0).
+    let (s, _dir) = start_server();
+    assert_eq!(
+        post(s.http, "/channel/create?topic=dt&channel=ch", b"").status,
+        404
+    );
+    assert_eq!(post(s.http, "/topic/create?topic=dt", b"").status, 200);
+    assert_eq!(
+        post(s.http, "/channel/create?topic=dt&channel=ch", b"").status,
+        200
+    );
+    assert_eq!(post(s.http, "/pub?topic=dt", b"sup").status, 200);
+    assert_eq!(
+        post(s.http, "/channel/empty?topic=dt&channel=ch", b"").status,
+        200
+    );
+    assert_eq!(
+        post(s.http, "/pub?topic=dt&defer=60000", b"sup").status,
+        200
+    );
+    let j = get(s.http, "/stats?format=json&topic=dt").json();
+    let ch = &j["topics"][0]["channels"][0];
+    assert_eq!(
+        (ch["depth"].as_i64(), ch["deferred_count"].as_i64()),
+        (Some(0), Some(1)),
+        "{j}"
+    );
+    // Over TCP too, and the message still arrives when it is due, not before.
+    let mut p = Raw::connect(s.addr);
+    let start = Instant::now();
+    p.cmd("DPUB dt 300", Some(b"soon"));
+    p.expect_response(b"OK");
+    let j = get(s.http, "/stats?format=json&topic=dt").json();
+    let ch = &j["topics"][0]["channels"][0];
+    assert_eq!(
+        (ch["depth"].as_i64(), ch["deferred_count"].as_i64()),
+        (Some(0), Some(2)),
+        "{j}"
+    );
+    let start = Instant::now();
+    let mut c = Raw::connect(s.addr);
+    c.sub("dt", "ch");
+    c.cmd("RDY 5", None);
+    assert_eq!(c.expect_message().3, b"soon");
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "delivered early"
+    );
+    let j = get(s.http, "/stats?format=json&topic=dt").json();
+    let ch = &j["topics"][0]["channels"][0];
+    assert_eq!(
+        (
+            ch["in_flight_count"].as_i64(),
+            ch["deferred_count"].as_i64()
+        ),
+        (Some(1), Some(1)),
+        "{j}"
+    );
 }

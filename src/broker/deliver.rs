@@ -128,7 +128,6 @@ impl Broker {
                     loc: msg.loc,
                 },
             );
-            ch.message_count += 1;
             client.in_flight += 1;
             client.message_count += 1;
             let id = protocol::message_id_from_offset(offset);
