@@ -737,13 +737,12 @@ fn deferred_publish_without_a_ready_consumer_shows_as_deferred() {
         (Some(0), Some(2)),
         "{j}"
     );
-    let start = Instant::now();
     let mut c = Raw::connect(s.addr);
     c.sub("dt", "ch");
     c.cmd("RDY 5", None);
     assert_eq!(c.expect_message().3, b"soon");
     assert!(
-        start.elapsed() >= Duration::from_millis(250),
+        start.elapsed() >= Duration::from_millis(300),
         "delivered early"
     );
     let j = get(s.http, "/stats?format=json&topic=dt").json();
