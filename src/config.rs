@@ -36,10 +36,10 @@ pub struct Options {
     /// <addr>:<port> to listen on for HTTP clients (empty disables the HTTP API)
     #[arg(long, default_value = "0.0.0.0:4151")]
     pub http_address: String,
-    /// address that will be registered with lookupd and shown in /info (defaults to the hostname)
-    #[arg(long, default_value = "")]
+    /// address that will be registered with lookupd and shown in /info [default: the hostname]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub broadcast_address: String,
-    /// path to store the topic logs and the checkpoint (defaults to the current directory)
+    /// path to store the topic logs and the checkpoint
     #[arg(long, default_value = ".")]
     pub data_path: PathBuf,
     /// maximum size in bytes of a single message
@@ -107,7 +107,7 @@ pub struct Options {
     /// the middle of one (corq's own; 0 = never)
     #[arg(long, default_value = "1m0s", value_parser = parse_duration_ms)]
     pub http_idle_timeout: u64,
-    /// pin the reactor thread to this CPU core (Linux)
+    /// pin the reactor thread to this CPU core (Linux) [default: not pinned]
     #[arg(long)]
     pub cpu: Option<usize>,
 }
@@ -338,6 +338,22 @@ mod tests {
         assert_eq!(o.sync_every, 2500);
         assert_eq!(o.sync_timeout, 2000);
         assert!(o.validate().is_ok());
+    }
+
+    #[test]
+    fn help_shows_no_empty_or_doubled_defaults() {
+        use clap::CommandFactory;
+        let help = Options::command().render_long_help().to_string();
+        assert!(!help.contains("[default: \"\"]"), "{help}");
+        assert!(!help.contains("(defaults to"), "{help}");
+        assert!(
+            help.contains("shown in /info [default: the hostname]"),
+            "{help}"
+        );
+        // Every flag's help states its default once, or has none to state.
+        for flag in help.split("\n      --").skip(1) {
+            assert!(flag.matches("[default:").count() <= 1, "{flag}");
+        }
     }
 
     #[test]
