@@ -167,11 +167,28 @@ impl ChunkDecoder {
                     }
                     i += n;
                 }
-                _ => {
-                    // cannot fail because: `rest` is not empty.
-                    let b = rest.first().copied().unwrap_or_default();
-                    self.step(b)?;
-                    i += 1;
+                // Fast paths for the common framing when all of it is here: a plain size line
+                // (`1a\r\n`) and the CRLF after data. Anything else (a line cut by the read,
+                // whitespace, an extension, an error) goes byte by byte below.
+                State::DataCr if rest.starts_with(b"\r\n") => {
+                    self.state = State::SizeStart;
+                    self.line_len = 0;
+                    i += 2;
+                }
+                state => {
+                    let plain = (state == State::SizeStart && self.line_len == 0)
+                        .then(|| plain_size_line(rest))
+                        .flatten();
+                    if let Some((size, used)) = plain {
+                        self.size = size;
+                        self.end_size_line()?;
+                        i += used;
+                    } else {
+                        // cannot fail because: `rest` is not empty.
+                        let b = rest.first().copied().unwrap_or_default();
+                        self.step(b)?;
+                        i += 1;
+                    }
                 }
             }
         }
@@ -257,6 +274,22 @@ impl ChunkDecoder {
         self.state = State::Data;
         Ok(())
     }
+}
+
+/// A complete size line of 1 to 16 hex digits and CRLF at the start of `input`: the size and
+/// the line's length. `None` for anything else, which the byte-wise path then handles.
+fn plain_size_line(input: &[u8]) -> Option<(u64, usize)> {
+    let mut size = 0u64;
+    for (i, &b) in input.iter().enumerate().take(17) {
+        match hex_value(b) {
+            Some(v) => size = size << 4 | u64::from(v),
+            None if i > 0 && b == b'\r' => {
+                return (input.get(i + 1) == Some(&b'\n')).then_some((size, i + 2));
+            }
+            None => return None,
+        }
+    }
+    None
 }
 
 fn hex_value(b: u8) -> Option<u8> {
