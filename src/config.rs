@@ -36,8 +36,8 @@ pub struct Options {
     /// <addr>:<port> to listen on for HTTP clients (empty disables the HTTP API)
     #[arg(long, default_value = "0.0.0.0:4151")]
     pub http_address: String,
-    /// address that will be registered with lookupd (defaults to the OS hostname)
-    #[arg(long, default_value = "")]
+    /// address that will be registered with lookupd and shown in /info [default: the hostname]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub broadcast_address: String,
     /// TCP port that will be registered with lookupd (defaults to the TCP port that this
     /// corqd is listening on)
@@ -50,7 +50,7 @@ pub struct Options {
     /// lookupd TCP address (may be given multiple times, or comma-separated)
     #[arg(long, value_delimiter = ',')]
     pub lookupd_tcp_address: Vec<String>,
-    /// path to store the topic logs and the checkpoint (defaults to the current directory)
+    /// path to store the topic logs and the checkpoint
     #[arg(long, default_value = ".")]
     pub data_path: PathBuf,
     /// maximum size in bytes of a single message
@@ -110,7 +110,15 @@ pub struct Options {
     /// close a connection that has not sent the protocol magic within this time (corq's own)
     #[arg(long, default_value = "10s", value_parser = parse_duration_ms)]
     pub handshake_timeout: u64,
-    /// pin the reactor thread to this CPU core (Linux)
+    /// close an HTTP connection whose request head has not arrived this long after its first
+    /// byte (corq's own; 0 = never)
+    #[arg(long, default_value = "10s", value_parser = parse_duration_ms)]
+    pub http_header_timeout: u64,
+    /// close an HTTP connection that has sent nothing for this long, between requests or in
+    /// the middle of one (corq's own; 0 = never)
+    #[arg(long, default_value = "1m0s", value_parser = parse_duration_ms)]
+    pub http_idle_timeout: u64,
+    /// pin the reactor thread to this CPU core (Linux) [default: not pinned]
     #[arg(long)]
     pub cpu: Option<usize>,
     /// exit at start when a topic's log cannot be opened or the checkpoint fails its checksum
@@ -354,6 +362,22 @@ mod tests {
         assert_eq!(o.sync_every, 2500);
         assert_eq!(o.sync_timeout, 2000);
         assert!(o.validate().is_ok());
+    }
+
+    #[test]
+    fn help_shows_no_empty_or_doubled_defaults() {
+        use clap::CommandFactory;
+        let help = Options::command().render_long_help().to_string();
+        assert!(!help.contains("[default: \"\"]"), "{help}");
+        assert!(!help.contains("(defaults to"), "{help}");
+        assert!(
+            help.contains("shown in /info [default: the hostname]"),
+            "{help}"
+        );
+        // Every flag's help states its default once, or has none to state.
+        for flag in help.split("\n      --").skip(1) {
+            assert!(flag.matches("[default:").count() <= 1, "{flag}");
+        }
     }
 
     #[test]

@@ -247,7 +247,10 @@ fn stats_json_and_text_show_real_figures() {
     assert_eq!(ch["channel_name"], "ch");
     assert_eq!(ch["depth"], 1, "one message not yet delivered");
     assert_eq!(ch["in_flight_count"], 1);
-    assert_eq!(ch["message_count"], 2);
+    assert_eq!(
+        ch["message_count"], 3,
+        "nsqd: messages that reached the channel"
+    );
     assert_eq!(ch["client_count"], 1);
     let client = &ch["clients"][0];
     assert_eq!(
@@ -476,4 +479,283 @@ fn strict_mode_http_publish_answers_after_the_sync() {
     }
     let r = post(s.http, "/mpub?topic=sh", b"a\nb\n");
     assert_eq!(r.status, 200);
+}
+
+/// The head of a chunked `/pub` to topic `t`.
+fn chunked_pub_head(t: &str) -> String {
+    format!("POST /pub?topic={t} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+}
+
+/// The `corq_http_connections` gauge (the asking connection included).
+fn http_connections(addr: SocketAddr) -> u64 {
+    let text = get(addr, "/metrics").text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("corq_http_connections "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no corq_http_connections in {text}"))
+}
+
+/// Polls until `cond` holds, for at most [`READ_TIMEOUT`].
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < READ_TIMEOUT, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn twenty_clients_sending_one_byte_chunks_are_served_and_ping_answers_meanwhile() {
+    // Issue 17 item 4: 900,000 chunks `1\r\nA\r\n` (a legal 900 KB body, 5.4 MB encoded, more
+    // than the read buffer) from 20 clients. The body used to be re-parsed whole on every turn
+    // and stopped being read at the buffer cap: no request ever completed.
+    use std::sync::{Arc, Barrier};
+    const CLIENTS: usize = 20;
+    const CHUNKS: usize = 900_000;
+    let (s, _dir) = start_server();
+    let body: Arc<Vec<u8>> = Arc::new(b"1\r\nA\r\n".repeat(CHUNKS));
+    let mid = Arc::new(Barrier::new(CLIENTS + 1));
+    let go_on = Arc::new(Barrier::new(CLIENTS + 1));
+    let attackers: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (body, mid, go_on, addr) = (body.clone(), mid.clone(), go_on.clone(), s.http);
+            std::thread::spawn(move || {
+                // 108 MB of framing to decode in a debug build on a shared machine: generous
+                // deadlines, as nothing here is about speed.
+                let mut c = connect(addr);
+                c.set_write_timeout(Some(READ_TIMEOUT * 12)).unwrap();
+                c.set_read_timeout(Some(READ_TIMEOUT * 12)).unwrap();
+                c.write_all(chunked_pub_head("wedge").as_bytes()).unwrap();
+                // Cut inside a chunk: the server must keep its place across reads.
+                let half = body.len() / 2 + 1;
+                c.write_all(&body[..half]).unwrap();
+                mid.wait();
+                go_on.wait();
+                c.write_all(&body[half..]).unwrap();
+                c.write_all(b"0\r\n\r\n").unwrap();
+                let r = read_response(&mut c);
+                (r.status, r.text())
+            })
+        })
+        .collect();
+    mid.wait();
+    // Every attacker is in the middle of its body: the server still answers.
+    for _ in 0..5 {
+        let r = get(s.http, "/ping");
+        assert_eq!((r.status, r.text()), (200, "OK".to_owned()));
+    }
+    assert!(http_connections(s.http) > CLIENTS as u64);
+    go_on.wait();
+    for a in attackers {
+        assert_eq!(a.join().unwrap(), (200, "OK".to_owned()));
+    }
+    let stats = get(s.http, "/stats?format=json&topic=wedge").json();
+    let topic = &stats["topics"][0];
+    assert_eq!(topic["message_count"], CLIENTS as u64, "{stats}");
+    assert_eq!(topic["message_bytes"], (CLIENTS * CHUNKS) as u64, "{stats}");
+}
+
+#[test]
+fn a_client_leaving_mid_body_is_noticed_and_its_connection_freed() {
+    let (s, _dir) = start_server();
+    assert_eq!(http_connections(s.http), 1, "only the asking connection");
+    // More encoded bytes than the read buffer holds, and no last chunk: the server used to
+    // stop reading at the cap and never saw the peer go.
+    let mut c = connect(s.http);
+    c.write_all(chunked_pub_head("gone").as_bytes()).unwrap();
+    c.write_all(&b"1\r\nA\r\n".repeat(900_000)).unwrap();
+    assert_eq!(http_connections(s.http), 2);
+    drop(c);
+    eventually("the abandoned connection is closed", || {
+        http_connections(s.http) == 1
+    });
+    // nsqd creates the topic only once the body is read: nothing was published.
+    let stats = get(s.http, "/stats?format=json").json();
+    assert_eq!(stats["topics"].as_array().map(Vec::len), Some(0), "{stats}");
+}
+
+/// Reads until the server closes; panics if it sends anything or does not close.
+fn expect_http_closed(c: &mut TcpStream) {
+    let mut rest = Vec::new();
+    match c.read_to_end(&mut rest) {
+        Ok(_) => assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest)),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+}
+
+#[test]
+fn a_half_sent_head_is_closed_at_the_header_deadline() {
+    let dir = TempDir::new("http-header");
+    let opts = corq::Options {
+        http_header_timeout: 300,
+        ..test_options(dir.path())
+    };
+    let s = TestServer::start(opts);
+    let mut silent = connect(s.http);
+    let mut half = connect(s.http);
+    let start = Instant::now();
+    half.write_all(b"GET /ping HTTP/1.1\r\nHo").unwrap();
+    expect_http_closed(&mut half);
+    assert!(start.elapsed() >= Duration::from_millis(290));
+    // The header deadline runs from a request's first byte: a connection that has sent
+    // nothing yet is only subject to the (longer) idle timeout, and is served.
+    silent
+        .write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut silent).text(), "OK");
+}
+
+#[test]
+fn idle_http_connections_are_closed_between_and_within_requests() {
+    let dir = TempDir::new("http-idle");
+    let opts = corq::Options {
+        http_idle_timeout: 300,
+        ..test_options(dir.path())
+    };
+    let s = TestServer::start(opts);
+    let mut silent = connect(s.http);
+    let mut kept_alive = connect(s.http);
+    kept_alive
+        .write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut kept_alive).text(), "OK");
+    let mut stalled = connect(s.http);
+    stalled
+        .write_all(b"POST /pub?topic=t HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        .unwrap();
+    let mut stalled_chunks = connect(s.http);
+    stalled_chunks
+        .write_all(format!("{}1\r\nA\r\n", chunked_pub_head("t")).as_bytes())
+        .unwrap();
+    for c in [
+        &mut silent,
+        &mut kept_alive,
+        &mut stalled,
+        &mut stalled_chunks,
+    ] {
+        expect_http_closed(c);
+    }
+    let stats = get(s.http, "/stats?format=json").json();
+    assert_eq!(stats["topics"].as_array().map(Vec::len), Some(0), "{stats}");
+}
+
+#[test]
+fn channel_message_count_counts_messages_not_deliveries() {
+    // nsqd counts a message for a channel once, when it reaches the channel: 3 publishes
+    // delivered 5 times (2 REQs) count 3, in /stats JSON and text and in /metrics.
+    let (s, _dir) = start_server();
+    let mut c = Raw::connect(s.addr);
+    c.sub("mc", "ch");
+    for body in ["a", "b", "c"] {
+        assert_eq!(post(s.http, "/pub?topic=mc", body.as_bytes()).status, 200);
+    }
+    c.cmd("RDY 1", None);
+    let mut deliveries = 0;
+    let mut reqs = 0;
+    while deliveries < 5 {
+        let (_, _, id, _) = c.expect_message();
+        deliveries += 1;
+        if reqs < 2 {
+            c.cmd(&format!("REQ {id} 0"), None);
+            reqs += 1;
+        } else {
+            c.cmd(&format!("FIN {id}"), None);
+        }
+    }
+    assert!(c.sync().is_empty(), "nothing more to deliver");
+    let j = get(s.http, "/stats?format=json&topic=mc").json();
+    let ch = &j["topics"][0]["channels"][0];
+    assert_eq!(
+        (ch["message_count"].as_u64(), ch["requeue_count"].as_u64()),
+        (Some(3), Some(2)),
+        "{j}"
+    );
+    assert_eq!(
+        ch["clients"][0]["message_count"], 5,
+        "a client counts its deliveries"
+    );
+    let text = get(s.http, "/stats?topic=mc").text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("[ch "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains(" re-q: 2 ") && line.contains(" msgs: 3 "),
+        "{line}"
+    );
+    let metrics = get(s.http, "/metrics").text();
+    assert!(
+        metrics.contains("corq_channel_messages_total{topic=\"mc\",channel=\"ch\"} 3\n"),
+        "{metrics}"
+    );
+    // A channel created later counts only what reaches it from then on.
+    assert_eq!(
+        post(s.http, "/channel/create?topic=mc&channel=late", b"").status,
+        200
+    );
+    assert_eq!(post(s.http, "/pub?topic=mc", b"d").status, 200);
+    let j = get(s.http, "/stats?format=json&topic=mc&channel=late").json();
+    assert_eq!(j["topics"][0]["channels"][0]["message_count"], 1, "{j}");
+}
+
+#[test]
+fn deferred_publish_without_a_ready_consumer_shows_as_deferred() {
+    // gnsq's test_nsqd_http::test_publish: after emptying the channel, a deferred /pub shows
+    // depth 0 and deferred_count 1, as in nsqd (it used to show depth 1, deferred 0).
+    let (s, _dir) = start_server();
+    assert_eq!(
+        post(s.http, "/channel/create?topic=dt&channel=ch", b"").status,
+        404
+    );
+    assert_eq!(post(s.http, "/topic/create?topic=dt", b"").status, 200);
+    assert_eq!(
+        post(s.http, "/channel/create?topic=dt&channel=ch", b"").status,
+        200
+    );
+    assert_eq!(post(s.http, "/pub?topic=dt", b"sup").status, 200);
+    assert_eq!(
+        post(s.http, "/channel/empty?topic=dt&channel=ch", b"").status,
+        200
+    );
+    assert_eq!(
+        post(s.http, "/pub?topic=dt&defer=60000", b"sup").status,
+        200
+    );
+    let j = get(s.http, "/stats?format=json&topic=dt").json();
+    let ch = &j["topics"][0]["channels"][0];
+    assert_eq!(
+        (ch["depth"].as_i64(), ch["deferred_count"].as_i64()),
+        (Some(0), Some(1)),
+        "{j}"
+    );
+    // Over TCP too, and the message still arrives when it is due, not before.
+    let mut p = Raw::connect(s.addr);
+    let start = Instant::now();
+    p.cmd("DPUB dt 300", Some(b"soon"));
+    p.expect_response(b"OK");
+    let j = get(s.http, "/stats?format=json&topic=dt").json();
+    let ch = &j["topics"][0]["channels"][0];
+    assert_eq!(
+        (ch["depth"].as_i64(), ch["deferred_count"].as_i64()),
+        (Some(0), Some(2)),
+        "{j}"
+    );
+    let mut c = Raw::connect(s.addr);
+    c.sub("dt", "ch");
+    c.cmd("RDY 5", None);
+    assert_eq!(c.expect_message().3, b"soon");
+    assert!(
+        start.elapsed() >= Duration::from_millis(300),
+        "delivered early"
+    );
+    let j = get(s.http, "/stats?format=json&topic=dt").json();
+    let ch = &j["topics"][0]["channels"][0];
+    assert_eq!(
+        (
+            ch["in_flight_count"].as_i64(),
+            ch["deferred_count"].as_i64()
+        ),
+        (Some(1), Some(1)),
+        "{j}"
+    );
 }

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use corq::client::{Consumer, Producer};
+use corq::client::{ClientError, Consumer, Producer};
+use corq::protocol::names;
 
 #[derive(Parser)]
 #[command(
@@ -90,8 +91,40 @@ fn main() -> ExitCode {
     }
 }
 
+/// Refuses a name nsqd would refuse, before connecting: a shell-split `'bad topic'` must not
+/// publish to `bad`.
+fn check_name(kind: &str, name: &str) -> Result<(), String> {
+    if names::is_valid_topic_name(name) {
+        return Ok(());
+    }
+    Err(format!(
+        "invalid {kind} name {name:?}: use 1 to {} characters from a-z A-Z 0-9 . _ -, \
+         optionally ending in {}",
+        names::MAX_NAME_LEN,
+        names::EPHEMERAL_SUFFIX
+    ))
+}
+
+/// A failed connection names the address: `connecting to 127.0.0.1:4150: Connection refused`.
+fn connecting(addr: SocketAddr) -> impl FnOnce(ClientError) -> String {
+    move |e| match e {
+        ClientError::Io(e) => format!("connecting to {addr}: {}", io_text(&e)),
+        other => format!("connecting to {addr}: {other}"),
+    }
+}
+
+/// An OS error's text without Rust's ` (os error N)` suffix.
+fn io_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.rsplit_once(" (os error ") {
+        Some((msg, _)) => msg.to_owned(),
+        None => text,
+    }
+}
+
 fn publish(addr: SocketAddr, batch: usize, topic: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let mut producer = Producer::connect(addr)?;
+    check_name("topic", topic)?;
+    let mut producer = Producer::connect(addr).map_err(connecting(addr))?;
     let mut lines: Vec<Vec<u8>> = Vec::with_capacity(batch);
     let send =
         |p: &mut Producer, lines: &mut Vec<Vec<u8>>| -> Result<(), corq::client::ClientError> {
@@ -125,7 +158,9 @@ fn tail(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let channel =
         channel.unwrap_or_else(|| format!("tail{:06}#ephemeral", std::process::id() % 1_000_000));
-    let mut consumer = Consumer::connect(addr, topic, &channel)?;
+    check_name("topic", topic)?;
+    check_name("channel", &channel)?;
+    let mut consumer = Consumer::connect(addr, topic, &channel).map_err(connecting(addr))?;
     consumer.rdy(200)?;
     let mut out = std::io::stdout().lock();
     let mut seen = 0;

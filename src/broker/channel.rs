@@ -154,7 +154,8 @@ pub struct Channel {
     pub consumers: Vec<ClientKey>,
     /// Where the round-robin pick of the next consumer resumes.
     next_consumer: usize,
-    /// Messages this channel delivered for the first time or again.
+    /// Messages that reached this channel (nsqd's count: each published message once, when
+    /// it is appended while the channel exists; not deliveries or requeues).
     pub message_count: u64,
     /// REQs.
     pub requeue_count: u64,

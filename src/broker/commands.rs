@@ -8,7 +8,7 @@ use crate::protocol::{self, identify, names, Command, ConnState, MessageId, Prot
 use crate::storage::{Log, NewRecord, StorageError};
 use crate::timer::Wheel;
 
-use super::channel::{self, AckError, Channel, ReqAt};
+use super::channel::{self, AckError, Channel, ReqAt, Requeued};
 use super::client::{Client, ClientKey};
 use super::durable::{AckReply, PendingAck, PubVerb};
 use super::peers::PeerEvent;
@@ -222,8 +222,22 @@ impl Broker {
         if let Some(c) = self.clients.get_mut(ck) {
             c.count_publish(topic_name, count);
         }
-        if !topic.paused {
-            for (chk, ch) in topic.channels.iter_mut() {
+        let tail = topic.log.tail();
+        for (chk, ch) in topic.channels.iter_mut() {
+            // nsqd counts a message for a channel when it is put into it (deliveries and
+            // requeues do not count); in corq it is in every channel once appended.
+            ch.message_count += count;
+            if deliver_at_ns != 0 && !topic.paused {
+                defer_new_records(
+                    ch,
+                    (tk, chk),
+                    tail - count..tail,
+                    deliver_at_ns,
+                    now,
+                    &mut self.wheel,
+                );
+            }
+            if !topic.paused {
                 queue_pump(&mut self.pump_queue, tk, chk, ch);
             }
         }
@@ -374,5 +388,33 @@ fn append_all<'a>(
             batch.extend(records);
             log.append_batch(&batch).map(|_| ())
         }
+    }
+}
+
+/// A deferred publish goes straight into the deferred set of every channel whose cursor is at
+/// it (nothing unread before it), as nsqd puts a DPUB into each channel's deferred queue at
+/// once: `/stats` shows it as deferred, not as depth, even with no consumer to read it. In a
+/// channel with unread messages before it, it is taken (and deferred) when the cursor gets
+/// there, as before.
+fn defer_new_records(
+    ch: &mut Channel,
+    (topic, channel): (usize, usize),
+    new: std::ops::Range<u64>,
+    deliver_at_ns: i64,
+    now: Now,
+    wheel: &mut Wheel<TimerEvent>,
+) {
+    let wait_ms = u64::try_from(deliver_at_ns.saturating_sub(now.wall_ns) / 1_000_000 + 1)
+        .unwrap_or(u64::MAX);
+    while new.contains(&ch.cursor) {
+        let offset = ch.cursor;
+        ch.cursor += 1;
+        let event = TimerEvent::Deferred {
+            topic,
+            channel,
+            offset,
+        };
+        let due_ms = now.timer_base_ms().saturating_add(wait_ms);
+        ch.defer(Requeued::at(offset, 0), due_ms, deliver_at_ns, event, wheel);
     }
 }

@@ -128,7 +128,6 @@ impl Broker {
                     loc: msg.loc,
                 },
             );
-            ch.message_count += 1;
             client.in_flight += 1;
             client.message_count += 1;
             let id = protocol::message_id_from_offset(offset);
@@ -152,12 +151,18 @@ impl Broker {
         self.wheel.insert(due, TimerEvent::Handshake(token))
     }
 
-    /// Cancels a timer the reactor holds (a handshake deadline).
+    /// Arms a connection deadline the reactor keeps itself (an HTTP conn's header or idle
+    /// deadline) at wheel time `due_ms`; it comes back through [`Self::take_expired_handshakes`].
+    pub fn conn_deadline(&mut self, token: usize, due_ms: u64) -> TimerId {
+        self.wheel.insert(due_ms, TimerEvent::Handshake(token))
+    }
+
+    /// Cancels a timer the reactor holds (a handshake or HTTP deadline).
     pub fn cancel_timer(&mut self, id: TimerId) {
         self.wheel.cancel(id);
     }
 
-    /// Takes the tokens of connections whose handshake deadline passed.
+    /// Takes the tokens of connections whose deadline (handshake, HTTP header or idle) passed.
     pub fn take_expired_handshakes(&mut self) -> std::vec::Drain<'_, usize> {
         self.expired_handshakes.drain(..)
     }

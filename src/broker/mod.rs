@@ -79,7 +79,8 @@ pub enum TimerEvent {
     Heartbeat(ClientKey),
     /// The periodic step: sync the logs, trim them, checkpoint the channels.
     Maintenance,
-    /// A connection (by reactor token) that has not sent its magic by now is closed.
+    /// A connection's deadline (by reactor token): the handshake (no magic by now closes it),
+    /// or an HTTP conn's header or idle deadline; the reactor decides what it means.
     Handshake(usize),
 }
 

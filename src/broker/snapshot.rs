@@ -61,6 +61,7 @@ impl Broker {
         MetricsExtras {
             topics: topics.collect(),
             process_rss_bytes: process_rss_bytes(),
+            http_connections: self.clients.iter().filter(|(_, c)| c.http).count(),
         }
     }
 

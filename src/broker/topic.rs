@@ -96,7 +96,11 @@ impl Topic {
             return k;
         }
         let start = self.start_offset_for_new_channel();
-        self.insert_channel(Channel::new(name, start))
+        let mut channel = Channel::new(name, start);
+        // The backlog a first channel starts with reaches it now, as nsqd's topic pump puts
+        // its buffered messages into its first channel (and counts them there).
+        channel.message_count = self.log.tail().saturating_sub(start);
+        self.insert_channel(channel)
     }
 
     /// Adds a fully built channel (new, or restored from a checkpoint).

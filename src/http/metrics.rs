@@ -30,6 +30,9 @@ pub struct MetricsExtras {
     pub topics: Vec<TopicExtras>,
     /// Resident set size in bytes, if the platform tells.
     pub process_rss_bytes: Option<u64>,
+    /// Open HTTP connections (the one asking included): a client that leaves mid-request
+    /// must leave this count.
+    pub http_connections: usize,
 }
 
 /// A sample value: counts are integers, latencies are seconds.
@@ -167,6 +170,13 @@ pub fn render_metrics(stats: &Stats, extras: &MetricsExtras, out: &mut String) {
         "TCP connections that have published.",
     );
     sample(out, "corq_producers", &[], stats.producers.len());
+    family(
+        out,
+        "corq_http_connections",
+        "gauge",
+        "Open HTTP connections.",
+    );
+    sample(out, "corq_http_connections", &[], extras.http_connections);
     for (name, kind, help, value) in TOPIC_FAMILIES {
         family(out, name, kind, help);
         for t in topics {

@@ -6,7 +6,9 @@
 //!
 //! | file          | owns |
 //! |---------------|------|
-//! | [`parse`]     | incremental request parsing with head, header-count and per-route body caps; chunked bodies |
+//! | [`parse`]     | request parsing with head, header-count and per-route body caps |
+//! | [`reader`]    | a connection's parse kept between reads, so a read costs only its new bytes |
+//! | [`chunked`]   | the incremental chunked-body decoder, with the encoded-size cap |
 //! | [`query`]     | Go's `url.ParseQuery` and path unescaping |
 //! | [`routes`]    | the endpoint table (nsqd `newHTTPServer`), 404/405/redirects, argument checks |
 //! | [`mpub`]      | splitting an `/mpub` body, text and binary, with nsqd's error codes |
@@ -19,11 +21,13 @@
 //! Limits are checked before anything is buffered: a declared `Content-Length` above the route's
 //! limit fails as soon as the head is parsed (reference §2.2, hostile-inputs §2.16).
 
+pub mod chunked;
 pub mod info;
 pub mod metrics;
 pub mod mpub;
 pub mod parse;
 pub mod query;
+pub mod reader;
 pub mod response;
 pub mod routes;
 pub mod serve;
@@ -31,5 +35,6 @@ pub mod stats;
 pub mod text;
 
 pub use parse::{parse_request, HttpError, HttpLimits, HttpVersion, Request};
+pub use reader::RequestReader;
 pub use response::{ContentType, ReplyCtx};
 pub use routes::{route, Route, RouteError};

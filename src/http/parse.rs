@@ -1,8 +1,11 @@
-//! Incremental HTTP/1.x request parsing for a connection's read buffer.
+//! HTTP/1.x request parsing: heads, framing, limits.
 //!
 //! [`parse_request`] looks at the bytes read so far and returns `Ok(None)` until one whole
 //! request (head and body) is there, then the request and how many bytes it used, so pipelined
-//! requests are taken one at a time. The head goes through `httparse`, with a size cap and a
+//! requests are taken one at a time. The server does not call it on every read: its
+//! [`super::reader::RequestReader`] keeps the parse's place between reads and uses the pieces
+//! here, so a read costs only its new bytes. Chunked bodies are decoded by
+//! [`super::chunked::ChunkDecoder`], which also caps their *encoded* size. The head goes through `httparse`, with a size cap and a
 //! header-count cap. The body's limit depends on the route ([`super::routes::body_limit`]) and
 //! is checked as soon as the head is complete: a declared `Content-Length` above it fails at
 //! once, before a single body byte is waited for or buffered (hostile-inputs §2.1, §2.16).
@@ -13,6 +16,7 @@
 
 use std::borrow::Cow;
 
+use super::chunked::{ChunkDecoder, ChunkError};
 use super::query::{self, InvalidQuery, Query};
 use super::routes::{self, ApiError};
 use crate::config::Options;
@@ -117,7 +121,8 @@ struct HeadInfo<'a> {
     expect_continue: bool,
 }
 
-/// Parses the first request in `buf`.
+/// Parses the first request in `buf`, all of it at once: the pure form of [`RequestReader`]
+/// (tests and fuzzing use it; the server reads incrementally).
 ///
 /// Returns `Ok(None)` when more bytes are needed, or the request and the number of bytes it
 /// used (head plus body, chunk framing included).
@@ -131,61 +136,128 @@ pub fn parse_request<'a>(
     let Some(head) = parse_head(buf, limits)? else {
         return Ok(None);
     };
-    check_host(&head.info, head.version)?;
-    let (path, raw_query) = split_target(head.target)?;
+    let (framing, _) = framing(&head, limits)?;
     let rest = buf.get(head.len..).unwrap_or_default();
+    match framing {
+        Framing::Length(len) => match rest.get(..len) {
+            Some(body) => {
+                let used = head.len + body.len();
+                build(buf, limits, Cow::Borrowed(body), false).map(|r| Some((r, used)))
+            }
+            None => Ok(None),
+        },
+        Framing::Chunked {
+            mut decoder,
+            too_big,
+        } => {
+            let mut body = Vec::new();
+            let used = decoder
+                .feed(rest, &mut body)
+                .map_err(|e| chunk_error(e, too_big))?;
+            if !decoder.is_done() {
+                return Ok(None);
+            }
+            let used = head
+                .len
+                .checked_add(used)
+                .ok_or(HttpError::BadRequest(None))?;
+            build(buf, limits, Cow::Owned(body), true).map(|r| Some((r, used)))
+        }
+    }
+}
+
+/// How the body after a head is framed.
+#[derive(Debug)]
+pub(super) enum Framing {
+    /// `Content-Length` (0 when absent).
+    Length(usize),
+    /// `Transfer-Encoding: chunked`, with the route's reply for a body over its limit.
+    Chunked {
+        decoder: ChunkDecoder,
+        too_big: HttpError,
+    },
+}
+
+/// The checks a complete head must pass before its body is waited for, and the body's framing:
+/// chunked on HTTP/1.1 when a Transfer-Encoding is present (Go ignores it on HTTP/1.0, issue
+/// 12785, and it overrides Content-Length), else Content-Length. A declared length over the
+/// route's limit fails here, before a byte of it is buffered. Also returns whether the head
+/// asks for `100 Continue`.
+pub(super) fn framing(head: &Head<'_>, limits: &HttpLimits) -> Result<(Framing, bool), HttpError> {
+    check_host(&head.info, head.version)?;
+    let (path, _) = split_target(head.target)?;
     let (limit, reply) = routes::body_limit(head.method, &path, limits);
     let too_big = HttpError::BodyTooLarge {
         reply,
         version: head.version,
     };
-    let Some((body, body_len, content_length)) = read_body(rest, &head, limit, too_big)? else {
-        return Ok(None);
+    let http11 = head.version == HttpVersion::Http11;
+    let framing = if http11 && head.info.transfer_encodings > 0 {
+        check_te(&head.info)?;
+        Framing::Chunked {
+            decoder: ChunkDecoder::new(limit),
+            too_big,
+        }
+    } else {
+        let len = content_length(&head.info)?;
+        if len > limit {
+            return Err(too_big);
+        }
+        // Cannot fail on the platforms we build for: len <= limit, a u32 option.
+        Framing::Length(usize::try_from(len).map_err(|_| too_big)?)
     };
-    let used = head
-        .len
-        .checked_add(body_len)
-        .ok_or(HttpError::BadRequest(None))?;
-    let request = Request {
+    Ok((framing, http11 && head.info.expect_continue))
+}
+
+/// The request in `buf` (which starts with its complete head) with its framed `body`.
+pub(super) fn build<'a>(
+    buf: &'a [u8],
+    limits: &HttpLimits,
+    body: Cow<'a, [u8]>,
+    chunked: bool,
+) -> Result<Request<'a>, HttpError> {
+    // cannot fail because: the head was parsed complete from these same bytes before.
+    let Some(head) = parse_head(buf, limits)? else {
+        return Err(HttpError::BadRequest(None));
+    };
+    let (path, raw_query) = split_target(head.target)?;
+    Ok(Request {
         method: head.method,
         query: query::parse_query(raw_query),
         path,
         raw_query,
         version: head.version,
         keep_alive: keep_alive(&head.info, head.version),
-        content_length,
-        chunked: content_length.is_none(),
+        content_length: (!chunked).then_some(body.len() as u64),
+        chunked,
         body,
-    };
-    Ok(Some((request, used)))
+    })
 }
 
-/// True when the head in `buf` is complete, asks for `Expect: 100-continue` on HTTP/1.1, and
-/// its body has not fully arrived: the reactor should then send
-/// [`super::response::CONTINUE_100`] once (Go sends it when the handler first reads the body;
-/// curl waits a second for it before sending a large body).
-pub fn wants_continue(buf: &[u8], limits: &HttpLimits) -> bool {
-    let Ok(Some(head)) = parse_head(buf, limits) else {
-        return false;
-    };
-    head.info.expect_continue
-        && head.version == HttpVersion::Http11
-        && matches!(parse_request(buf, limits), Ok(None))
+/// A chunked body's failure as the reply Go's server (400) or nsqd (413) gives.
+pub(super) fn chunk_error(e: ChunkError, too_big: HttpError) -> HttpError {
+    match e {
+        ChunkError::Malformed => HttpError::BadRequest(None),
+        ChunkError::TooBig => too_big,
+    }
 }
 
 /// A complete request head.
 #[derive(Debug)]
-struct Head<'a> {
+pub(super) struct Head<'a> {
     method: &'a str,
     target: &'a str,
     version: HttpVersion,
     /// Bytes of the request line and headers, final CRLF included.
-    len: usize,
+    pub(super) len: usize,
     info: HeadInfo<'a>,
 }
 
 /// Runs `httparse` on `buf` with the head caps.
-fn parse_head<'a>(buf: &'a [u8], limits: &HttpLimits) -> Result<Option<Head<'a>>, HttpError> {
+pub(super) fn parse_head<'a>(
+    buf: &'a [u8],
+    limits: &HttpLimits,
+) -> Result<Option<Head<'a>>, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let n = limits.max_headers.min(MAX_HEADERS);
     let mut req = httparse::Request::new(headers.get_mut(..n).unwrap_or_default());
@@ -226,34 +298,6 @@ fn keep_alive(info: &HeadInfo<'_>, version: HttpVersion) -> bool {
         HttpVersion::Http11 => !info.conn_close,
         HttpVersion::Http10 => info.conn_keep_alive && !info.conn_close,
     }
-}
-
-/// A framed body: the bytes, how many buffer bytes it used, its declared length.
-type Body<'a> = (Cow<'a, [u8]>, usize, Option<u64>);
-
-/// Frames the body after the head: chunked on HTTP/1.1 when a Transfer-Encoding is present
-/// (Go ignores it on HTTP/1.0, issue 12785, and it overrides Content-Length), else
-/// Content-Length. `Ok(None)` while incomplete; `too_big` as soon as the limit is passed.
-fn read_body<'a>(
-    rest: &'a [u8],
-    head: &Head<'_>,
-    limit: u64,
-    too_big: HttpError,
-) -> Result<Option<Body<'a>>, HttpError> {
-    if head.version == HttpVersion::Http11 && head.info.transfer_encodings > 0 {
-        check_te(&head.info)?;
-        let decoded = decode_chunked(rest, limit).map_err(|e| e.into_error(too_big))?;
-        return Ok(decoded.map(|(body, used)| (Cow::Owned(body), used, None)));
-    }
-    let len = content_length(&head.info)?;
-    if len > limit {
-        return Err(too_big);
-    }
-    // Cannot fail on the platforms we build for: len <= limit, a u32 option.
-    let len_usize = usize::try_from(len).map_err(|_| too_big)?;
-    Ok(rest
-        .get(..len_usize)
-        .map(|body| (Cow::Borrowed(body), len_usize, Some(len))))
 }
 
 fn scan_headers<'a>(headers: &[httparse::Header<'a>]) -> HeadInfo<'a> {
@@ -355,136 +399,6 @@ fn trim(mut v: &[u8]) -> &[u8] {
         v = rest;
     }
     v
-}
-
-/// A failure while de-chunking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ChunkError {
-    /// Bad framing: a 400.
-    Malformed,
-    /// The decoded body passed the route's limit.
-    TooBig,
-}
-
-impl ChunkError {
-    fn into_error(self, too_big: HttpError) -> HttpError {
-        match self {
-            ChunkError::Malformed => HttpError::BadRequest(None),
-            ChunkError::TooBig => too_big,
-        }
-    }
-}
-
-/// The longest chunk-size line (hex digits plus extensions) accepted, like Go's
-/// `maxLineLength` in `internal/chunked.go`.
-const MAX_CHUNK_LINE: usize = 4096;
-
-/// Decodes a chunked body (RFC 9112 §7.1): `size[;ext]\r\n data \r\n ... 0\r\n trailers \r\n`.
-/// Returns `Ok(None)` while incomplete, else the body and the bytes used. The declared sizes
-/// are checked against `limit` before their data is waited for. The buffer is walked once
-/// without copying on every call, and copied only when the body is complete, so a body that
-/// trickles in is not re-assembled on each read.
-fn decode_chunked(buf: &[u8], limit: u64) -> Result<Option<(Vec<u8>, usize)>, ChunkError> {
-    let Some((total, used)) = walk_chunks(buf, limit, |_| {})? else {
-        return Ok(None);
-    };
-    let mut body = Vec::with_capacity(total);
-    walk_chunks(buf, limit, |data| body.extend_from_slice(data))?;
-    Ok(Some((body, used)))
-}
-
-/// Walks the chunks, handing each chunk's data to `sink`; returns the body length and the
-/// bytes used once the last chunk and the trailers are complete.
-fn walk_chunks(
-    buf: &[u8],
-    limit: u64,
-    mut sink: impl FnMut(&[u8]),
-) -> Result<Option<(usize, usize)>, ChunkError> {
-    let mut total = 0usize;
-    let mut pos = 0usize;
-    loop {
-        let rest = buf.get(pos..).unwrap_or_default();
-        let Some(line_len) = find_crlf(rest, MAX_CHUNK_LINE)? else {
-            return Ok(None);
-        };
-        let size = chunk_size(rest.get(..line_len).unwrap_or_default())?;
-        pos = pos.checked_add(line_len + 2).ok_or(ChunkError::Malformed)?;
-        if size == 0 {
-            return Ok(skip_trailers(buf, pos)?.map(|end| (total, end)));
-        }
-        let new_total = (total as u64).checked_add(size).ok_or(ChunkError::TooBig)?;
-        if new_total > limit {
-            return Err(ChunkError::TooBig);
-        }
-        // Both fit: size <= new_total <= limit, and limit is a u32 option in practice.
-        let size = usize::try_from(size).map_err(|_| ChunkError::TooBig)?;
-        total = usize::try_from(new_total).map_err(|_| ChunkError::TooBig)?;
-        let end = pos.checked_add(size).ok_or(ChunkError::Malformed)?;
-        let Some(data) = buf.get(pos..end) else {
-            return Ok(None);
-        };
-        match buf.get(end..end.saturating_add(2)) {
-            Some(b"\r\n") => {}
-            Some(_) => return Err(ChunkError::Malformed),
-            // Too short: wait, unless the one byte already there is not the CR.
-            None if buf.get(end).is_some_and(|&b| b != b'\r') => return Err(ChunkError::Malformed),
-            None => return Ok(None),
-        }
-        sink(data);
-        pos = end + 2;
-    }
-}
-
-/// The length of the line at the start of `buf` (without its CRLF), `None` if no CRLF yet.
-fn find_crlf(buf: &[u8], max: usize) -> Result<Option<usize>, ChunkError> {
-    match buf.windows(2).position(|w| w == b"\r\n") {
-        Some(i) if i > max => Err(ChunkError::Malformed),
-        Some(i) => Ok(Some(i)),
-        None if buf.len() > max => Err(ChunkError::Malformed),
-        None => Ok(None),
-    }
-}
-
-/// Parses `hex[;extension]`; Go allows spaces/tabs before the `;`, and at most 16 hex digits.
-fn chunk_size(line: &[u8]) -> Result<u64, ChunkError> {
-    let hex = line
-        .split(|&b| b == b';')
-        .next()
-        .map(trim)
-        .unwrap_or_default();
-    if hex.is_empty() || hex.len() > 16 {
-        return Err(ChunkError::Malformed);
-    }
-    let s = std::str::from_utf8(hex).map_err(|_| ChunkError::Malformed)?;
-    if !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ChunkError::Malformed);
-    }
-    u64::from_str_radix(s, 16).map_err(|_| ChunkError::Malformed)
-}
-
-/// Skips the trailer section after the last chunk, up to and including the empty line.
-/// Returns the position after it, `None` while incomplete. Trailers are discarded, as nsqd
-/// never reads them.
-fn skip_trailers(buf: &[u8], mut pos: usize) -> Result<Option<usize>, ChunkError> {
-    let mut trailer_bytes = 0usize;
-    loop {
-        let rest = buf.get(pos..).unwrap_or_default();
-        let Some(len) = find_crlf(rest, MAX_CHUNK_LINE)? else {
-            return Ok(None);
-        };
-        pos = pos.checked_add(len + 2).ok_or(ChunkError::Malformed)?;
-        if len == 0 {
-            return Ok(Some(pos));
-        }
-        // A trailer line must look like a header; bound the section like a head.
-        if !rest.get(..len).unwrap_or_default().contains(&b':') {
-            return Err(ChunkError::Malformed);
-        }
-        trailer_bytes = trailer_bytes.saturating_add(len);
-        if trailer_bytes > DEFAULT_MAX_HEAD_BYTES {
-            return Err(ChunkError::Malformed);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -14,8 +14,9 @@ use crate::broker::{Broker, Now};
 
 use super::info::{self, ConfigChange, Info, InfoRuntime};
 use super::metrics::render_metrics;
-use super::parse::{parse_request, wants_continue, HttpLimits, Request};
+use super::parse::{HttpLimits, Request};
 use super::query::Query;
+use super::reader::RequestReader;
 use super::response::{self, ReplyCtx};
 use super::routes::{self, ApiError, Route};
 use super::stats::{apply_query, render_json, StatsQuery};
@@ -73,12 +74,20 @@ impl HttpServer {
         }
     }
 
-    /// Handles the first request in `buf` for HTTP client `ck`.
-    pub fn serve(&mut self, broker: &mut Broker, ck: ClientKey, buf: &[u8], now: Now) -> Served {
-        match parse_request(buf, &self.limits) {
+    /// Takes the bytes that arrived for HTTP client `ck` (its request starts at `start` in
+    /// `buf`; `reader` remembers how far it got) and answers the request once it is complete.
+    pub fn serve(
+        &mut self,
+        broker: &mut Broker,
+        ck: ClientKey,
+        reader: &mut RequestReader,
+        (buf, start): (&mut Vec<u8>, usize),
+        now: Now,
+    ) -> Served {
+        match reader.poll(buf, start, &self.limits) {
             Ok(None) => {
                 // curl waits a second for `100 Continue` before sending a body; say it once.
-                if wants_continue(buf, &self.limits) && !broker.take_continue(ck, true) {
+                if reader.wants_continue() && !broker.take_continue(ck, true) {
                     broker.write_to(ck, |out| out.extend_from_slice(response::CONTINUE_100));
                 }
                 Served::Incomplete

@@ -9,6 +9,9 @@ use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
+use crate::http::RequestReader;
+use crate::timer::TimerId;
+
 /// A drained read buffer keeps at most this much capacity: enough for the next burst of
 /// commands, small enough that idle connections cost almost nothing.
 const KEEP_CAPACITY: usize = 64 * 1024;
@@ -63,6 +66,40 @@ pub struct Conn {
     pub handshake_timer: Option<crate::timer::TimerId>,
     /// Close once the pending output is written (a fatal error or `Connection: close`).
     pub close_when_drained: bool,
+    /// The request being received and the deadlines (HTTP conns only).
+    pub http: HttpState,
+}
+
+/// An HTTP connection's request progress and deadlines (`--http-header-timeout`,
+/// `--http-idle-timeout`). Both are checked lazily: one wheel timer per conn, set for the
+/// earlier deadline; when it fires the deadlines are recomputed from these fields, so a read
+/// only stores a time and never touches the wheel.
+#[derive(Debug, Default)]
+pub struct HttpState {
+    /// Where the current request's parse got to, so a read costs only its new bytes.
+    pub reader: RequestReader,
+    /// The wheel timer armed for this conn, and the ms it is due at.
+    pub timer: Option<(TimerId, u64)>,
+    /// When bytes last arrived (wheel ms): the idle deadline counts from here.
+    pub last_read_ms: u64,
+    /// When the current request's first byte was seen, while its head is incomplete: the
+    /// header deadline counts from here.
+    pub head_since_ms: Option<u64>,
+}
+
+impl HttpState {
+    /// The earlier of the header and idle deadlines (wheel ms); a timeout of 0 is off.
+    pub fn due(&self, header_ms: u64, idle_ms: u64) -> Option<u64> {
+        let idle = (idle_ms > 0).then(|| self.last_read_ms.saturating_add(idle_ms));
+        let header = self
+            .head_since_ms
+            .filter(|_| header_ms > 0)
+            .map(|t| t.saturating_add(header_ms));
+        match (idle, header) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 impl Phase {
@@ -88,6 +125,7 @@ impl Conn {
             throttled: false,
             handshake_timer: None,
             close_when_drained: false,
+            http: HttpState::default(),
         }
     }
 
@@ -131,5 +169,34 @@ impl Conn {
             }
         }
         Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HttpState;
+
+    #[test]
+    fn http_deadline_is_the_earlier_of_header_and_idle_and_zero_is_off() {
+        let mut st = HttpState {
+            last_read_ms: 1000,
+            ..HttpState::default()
+        };
+        assert_eq!(
+            st.due(300, 5000),
+            Some(6000),
+            "no request started: idle only"
+        );
+        st.head_since_ms = Some(900);
+        assert_eq!(st.due(300, 5000), Some(1200), "header deadline first");
+        assert_eq!(st.due(300, 100), Some(1100), "idle first");
+        assert_eq!(st.due(0, 5000), Some(6000), "header off");
+        assert_eq!(st.due(300, 0), Some(1200), "idle off");
+        assert_eq!(st.due(0, 0), None);
+        // A read moves the idle deadline; the header deadline stays with the request.
+        st.last_read_ms = 2000;
+        assert_eq!(st.due(300, 5000), Some(1200));
+        st.head_since_ms = None;
+        assert_eq!(st.due(300, 5000), Some(7000));
     }
 }

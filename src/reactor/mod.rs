@@ -26,6 +26,7 @@
 //! `docs/architecture.md` states these phases too; keep the two in step.
 
 pub mod conn;
+mod http;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,7 +40,7 @@ use slab::Slab;
 
 use crate::broker::{Broker, Now};
 use crate::config::Config;
-use crate::http::serve::{HttpServer, Served};
+use crate::http::serve::HttpServer;
 use crate::peers::{self, Peers};
 use crate::protocol::{self, decode, DecodeError, MAX_LINE};
 use crate::server::ServerError;
@@ -55,6 +56,10 @@ const HTTP_LISTENER: Token = Token(usize::MAX - 3);
 pub const WAKER: Token = Token(usize::MAX - 2);
 /// Bytes one connection may read in one turn before others get theirs.
 const READ_BUDGET: usize = 256 * 1024;
+/// The same for an HTTP connection: one read. A chunked body is decoded byte by byte as it
+/// arrives, which costs more per byte than a V2 command; with a smaller share per turn, twenty
+/// connections pushing bodies keep a turn short and `/ping` answered quickly.
+const HTTP_READ_BUDGET: usize = READ_SCRATCH;
 /// Output a client may have waiting before we stop reading its commands (backpressure against
 /// a publisher that pipelines without reading its `OK`s).
 const OUTPUT_HIGH_WATER: usize = 4 * 1024 * 1024;
@@ -268,16 +273,7 @@ impl EventLoop {
         self.broker.on_timers(now);
         let expired: Vec<usize> = self.broker.take_expired_handshakes().collect();
         for key in expired {
-            if let Some(conn) = self.conns.get_mut(key) {
-                conn.handshake_timer = None;
-                if conn.phase == Phase::Magic {
-                    debug!(
-                        "conn {key} ({}): no magic within the handshake deadline",
-                        conn.remote
-                    );
-                    self.mark_closing(key);
-                }
-            }
+            self.on_conn_deadline(key, now);
         }
         self.broker.storage_step(now);
         let unblocked: Vec<usize> = self.broker.take_unblocked().collect();
@@ -352,7 +348,16 @@ impl EventLoop {
                     let now = now(&*self.clock);
                     let conn = if http {
                         let client = self.broker.connect_http(token.0, remote, now);
-                        Conn::new(stream, remote, Phase::Http { client })
+                        let mut conn = Conn::new(stream, remote, Phase::Http { client });
+                        conn.http.last_read_ms = now.mono_ms;
+                        // Only the idle deadline runs until the first byte arrives.
+                        let idle = self.broker.config().http_idle_timeout;
+                        if idle > 0 {
+                            let due = now.timer_base_ms().saturating_add(idle);
+                            let id = self.broker.conn_deadline(token.0, due);
+                            conn.http.timer = Some((id, due));
+                        }
+                        conn
                     } else {
                         let mut conn = Conn::new(stream, remote, Phase::Magic);
                         conn.handshake_timer = Some(self.broker.handshake_deadline(token.0, now));
@@ -393,13 +398,29 @@ impl EventLoop {
                     return;
                 }
             }
-            if total >= READ_BUDGET || conn.rbuf.len() >= self.max_buffered {
+            if conn.rbuf.len() >= self.max_buffered && matches!(conn.phase, Phase::Http { .. }) {
+                // Every HTTP request fits the buffer (head cap + body limit, chunk framing
+                // dropped as it is decoded), and this one is neither waiting nor answered: it
+                // made no progress, and would never read again. Fail rather than spin.
+                error!(
+                    "conn {key} ({}): HTTP request stuck at the buffer cap",
+                    conn.remote
+                );
+                self.mark_closing(key);
+                return;
+            }
+            let budget = match conn.phase {
+                Phase::Http { .. } => HTTP_READ_BUDGET,
+                _ => READ_BUDGET,
+            };
+            if total >= budget || conn.rbuf.len() >= self.max_buffered {
                 self.still_readable.push(key);
                 return;
             }
             match conn.read_once(&mut self.scratch) {
                 ReadOutcome::Data(n) => {
                     total += n;
+                    conn.http.last_read_ms = self.clock.now_ms();
                     // Time the commands from when they were read, not from when poll returned:
                     // a REQ or DPUB delay counted from an earlier instant could fire early.
                     now = self.now();
@@ -421,6 +442,9 @@ impl EventLoop {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if let Phase::Http { client } = conn.phase {
+            return self.decode_http(key, client, now);
+        }
         let mut used_total = 0;
         loop {
             let buf = &conn.rbuf[used_total..];
@@ -447,19 +471,8 @@ impl EventLoop {
                     }
                 },
                 Phase::V2 { client } => client,
-                Phase::Http { client } => {
-                    if self.broker.is_closing(client) || self.broker.is_blocked(client) {
-                        break;
-                    }
-                    let Some(http) = &mut self.http else { break };
-                    match http.serve(&mut self.broker, client, buf, now) {
-                        Served::Incomplete | Served::Close => break,
-                        Served::Handled(used) => {
-                            used_total += used;
-                            continue;
-                        }
-                    }
-                }
+                // Served by decode_http.
+                Phase::Http { .. } => break,
             };
             if self.broker.is_closing(client) || self.broker.is_blocked(client) {
                 break;
@@ -579,6 +592,9 @@ impl EventLoop {
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
         if let Some(t) = conn.handshake_timer.take() {
+            self.broker.cancel_timer(t);
+        }
+        if let Some((t, _)) = conn.http.timer.take() {
             self.broker.cancel_timer(t);
         }
         if let Some(client) = conn.phase.client() {

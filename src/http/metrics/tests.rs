@@ -45,6 +45,9 @@ corq_process_resident_memory_bytes 1048576
 # HELP corq_producers TCP connections that have published.
 # TYPE corq_producers gauge
 corq_producers 0
+# HELP corq_http_connections Open HTTP connections.
+# TYPE corq_http_connections gauge
+corq_http_connections 2
 # HELP corq_topic_depth Messages waiting in the topic (memory and disk).
 # TYPE corq_topic_depth gauge
 corq_topic_depth{topic="t"} 2
@@ -113,6 +116,7 @@ fn golden_exposition() {
             corrupt_records_skipped: 0,
         }],
         process_rss_bytes: Some(1 << 20),
+        http_connections: 2,
     };
     let mut out = String::new();
     render_metrics(&small(), &extras, &mut out);

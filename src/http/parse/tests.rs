@@ -1,4 +1,5 @@
 use super::*;
+use crate::http::reader::RequestReader;
 use crate::http::routes::{BODY_TOO_BIG, INVALID_VALUE_SIZE, MSG_TOO_BIG};
 
 fn limits() -> HttpLimits {
@@ -345,26 +346,181 @@ fn unsupported_transfer_encodings() {
     }
 }
 
+/// Feeds `buf` to a reader in the given pieces as a connection's buffer grows (the reader
+/// may drop chunk framing from it); polls after each piece until a request completes. Returns
+/// the request's facts, the bytes of the buffer left for the next request, and the reader.
+fn read_pieces(buf: &[u8], pieces: &[usize]) -> (Result<Option<Facts>, HttpError>, Vec<u8>) {
+    let mut reader = RequestReader::default();
+    let mut rbuf = Vec::new();
+    let mut at = 0;
+    for &end in pieces.iter().chain(std::iter::once(&buf.len())) {
+        rbuf.extend_from_slice(&buf[at..end.max(at)]);
+        at = end.max(at);
+        match reader.poll(&mut rbuf, 0, &limits()) {
+            Ok(None) => continue,
+            Ok(Some((req, used))) => {
+                let facts = Facts::of(&req);
+                rbuf.drain(..used);
+                rbuf.extend_from_slice(&buf[at..]);
+                return (Ok(Some(facts)), rbuf);
+            }
+            Err(e) => return (Err(e), rbuf),
+        }
+    }
+    (Ok(None), rbuf)
+}
+
+/// What a test compares between two parses of one request.
+#[derive(Debug, PartialEq, Eq)]
+struct Facts {
+    method: String,
+    path: String,
+    body: Vec<u8>,
+    keep_alive: bool,
+    chunked: bool,
+    content_length: Option<u64>,
+}
+
+impl Facts {
+    fn of(r: &Request<'_>) -> Facts {
+        Facts {
+            method: r.method.to_owned(),
+            path: r.path.to_string(),
+            body: r.body.to_vec(),
+            keep_alive: r.keep_alive,
+            chunked: r.chunked,
+            content_length: r.content_length,
+        }
+    }
+}
+
+/// The whole-buffer parse in the same shape as [`read_pieces`].
+fn whole(buf: &[u8]) -> (Result<Option<Facts>, HttpError>, Vec<u8>) {
+    match parse(buf) {
+        Ok(Some((req, used))) => (Ok(Some(Facts::of(&req))), buf[used..].to_vec()),
+        Ok(None) => (Ok(None), buf.to_vec()),
+        Err(e) => (Err(e), buf.to_vec()),
+    }
+}
+
+#[test]
+fn reader_split_at_every_byte_agrees_with_whole_parse() {
+    let mut pipelined = CHUNKED.to_vec();
+    pipelined.extend_from_slice(b"GET /ping HTTP/1.1\r\nHost: h\r\n\r\n");
+    let bad_chunk = b"POST /mpub HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nxy";
+    let cases: [&[u8]; 5] = [
+        PUB,
+        CHUNKED,
+        &pipelined,
+        bad_chunk,
+        b"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
+    ];
+    for buf in cases {
+        let (expect, rest) = whole(buf);
+        for i in 0..=buf.len() {
+            let (got, got_rest) = read_pieces(buf, &[i]);
+            assert_eq!(
+                got,
+                expect,
+                "{:?} split at {i}",
+                String::from_utf8_lossy(buf)
+            );
+            if expect.is_ok() {
+                assert_eq!(got_rest, rest, "split at {i}");
+            }
+        }
+        let every: Vec<usize> = (0..buf.len()).collect();
+        let (got, got_rest) = read_pieces(buf, &every);
+        assert_eq!(got, expect, "byte by byte");
+        if expect.is_ok() {
+            assert_eq!(got_rest, rest);
+        }
+    }
+}
+
+#[test]
+fn reader_keeps_only_the_decoded_body_of_a_chunked_request() {
+    let head = b"POST /mpub HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let mut reader = RequestReader::default();
+    let mut rbuf = head.to_vec();
+    assert!(matches!(reader.poll(&mut rbuf, 0, &limits()), Ok(None)));
+    for _ in 0..60 {
+        rbuf.extend_from_slice(b"1\r\nA\r\n");
+        assert!(matches!(reader.poll(&mut rbuf, 0, &limits()), Ok(None)));
+        // The framing is gone as soon as it is decoded: the buffer is only the head.
+        assert_eq!(rbuf.len(), head.len());
+    }
+    rbuf.extend_from_slice(b"0\r\n\r\n");
+    let (req, used) = reader.poll(&mut rbuf, 0, &limits()).unwrap().unwrap();
+    assert_eq!((&*req.body, used), (&[b'A'; 60][..], head.len()));
+    // One more chunk would pass the 64-byte /mpub limit: 413 before its data.
+    let mut rbuf = head.to_vec();
+    rbuf.extend_from_slice(&b"1\r\nA\r\n".repeat(64));
+    rbuf.extend_from_slice(b"1\r\n");
+    assert_eq!(
+        reader.poll(&mut rbuf, 0, &limits()),
+        Err(too_big(BODY_TOO_BIG))
+    );
+}
+
+#[test]
+fn encoded_size_cap_answers_the_routes_413() {
+    // 60 one-byte body bytes, each padded with an extension: under the 64-byte decoded limit,
+    // far over the encoded cap (6 per body byte + one line + trailers).
+    let head = "POST /mpub HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let chunk = format!("1;{}\r\nA\r\n", "p".repeat(4000));
+    let buf = format!("{head}{}", chunk.repeat(60));
+    assert_eq!(parse(buf.as_bytes()), Err(too_big(BODY_TOO_BIG)));
+    let (got, _) = read_pieces(
+        buf.as_bytes(),
+        &(0..buf.len()).step_by(1000).collect::<Vec<_>>(),
+    );
+    assert_eq!(got, Err(too_big(BODY_TOO_BIG)));
+}
+
+#[test]
+fn garbage_is_refused_on_its_first_bytes_and_long_lines_at_the_cap() {
+    let mut reader = RequestReader::default();
+    let mut rbuf = b"\x16\x03\x01\x02\x00".to_vec(); // a TLS ClientHello's start
+    assert_eq!(
+        reader.poll(&mut rbuf, 0, &limits()),
+        Err(HttpError::BadRequest(None))
+    );
+    // A request line that never ends is refused once it passes the head cap.
+    let mut reader = RequestReader::default();
+    let mut rbuf = b"GET /".to_vec();
+    let mut result = Ok(None);
+    for _ in 0..300 {
+        rbuf.extend_from_slice(b"aaaa");
+        result = reader.poll(&mut rbuf, 0, &limits()).map(|r| r.map(|_| ()));
+        if result.is_err() {
+            break;
+        }
+    }
+    assert_eq!(result, Err(HttpError::HeadTooLarge));
+    assert!(rbuf.len() <= limits().max_head_bytes + 4);
+}
+
 #[test]
 fn expect_continue() {
-    let l = limits();
     let head = b"POST /pub?topic=t HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
-    assert!(wants_continue(head, &l));
-    assert!(
-        !wants_continue(&head[..head.len() - 1], &l),
-        "head incomplete"
-    );
+    let wants = |buf: &[u8]| {
+        let mut reader = RequestReader::default();
+        let mut rbuf = buf.to_vec();
+        matches!(reader.poll(&mut rbuf, 0, &limits()), Ok(None)) && reader.wants_continue()
+    };
+    assert!(wants(head));
+    assert!(!wants(&head[..head.len() - 1]), "head incomplete");
     let mut full = head.to_vec();
     full.extend_from_slice(b"abc");
-    assert!(!wants_continue(&full, &l), "body already here");
+    assert!(!wants(&full), "body already here");
     let no_expect = b"POST /pub?topic=t HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n";
-    assert!(!wants_continue(no_expect, &l));
+    assert!(!wants(no_expect));
     let too_big =
         b"POST /pub HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 99\r\n\r\n";
-    assert!(
-        !wants_continue(too_big, &l),
-        "an error is answered, not continued"
-    );
+    assert!(!wants(too_big), "an error is answered, not continued");
+    let http10 = b"POST /pub?topic=t HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
+    assert!(!wants(http10), "HTTP/1.0 has no 100 Continue");
 }
 
 #[test]
@@ -429,7 +585,26 @@ fn hostile_inputs_never_panic() {
             if let Ok(Some((_, used))) = parse(&buf[..end]) {
                 assert!(used <= end, "{buf:?}");
             }
-            let _ = wants_continue(&buf[..end], &limits());
+        }
+        // Fed in random pieces, the reader agrees with the whole parse on the first request.
+        let mut cuts: Vec<usize> = (0..rng.next() % 4)
+            .map(|_| (rng.next() % (buf.len() as u64 + 1)) as usize)
+            .collect();
+        cuts.sort_unstable();
+        let (got, _) = read_pieces(&buf, &cuts);
+        let expect = whole(&buf).0;
+        if got == Ok(None) && expect.is_err() {
+            // The reader looks at a head again only when a line ends (or at the cap), so an
+            // error inside an unfinished line shows once the line ends.
+            let mut ended = buf.clone();
+            ended.push(b'\n');
+            assert_eq!(
+                read_pieces(&ended, &cuts).0,
+                expect,
+                "{buf:?} cut at {cuts:?}"
+            );
+        } else {
+            assert_eq!(got, expect, "{buf:?} cut at {cuts:?}");
         }
     }
 }
