@@ -113,6 +113,20 @@ pub struct Options {
     /// pin the reactor thread to this CPU core (Linux)
     #[arg(long)]
     pub cpu: Option<usize>,
+    // AUTH (nsqd --auth-http-*)
+    /// <addr>:<port> or a full http:// URL of an auth server (may be given multiple times);
+    /// enables AUTH
+    #[arg(long, value_delimiter = ',')]
+    pub auth_http_address: Vec<String>,
+    /// HTTP method of the auth request: get or post
+    #[arg(long, default_value = "get")]
+    pub auth_http_request_method: String,
+    /// timeout for the connection of outgoing HTTP requests (the auth server)
+    #[arg(long, default_value = "2s", value_parser = parse_duration_ms)]
+    pub http_client_connect_timeout: u64,
+    /// timeout for outgoing HTTP requests, connection included (the auth server)
+    #[arg(long, default_value = "5s", value_parser = parse_duration_ms)]
+    pub http_client_request_timeout: u64,
     /// exit at start when a topic's log cannot be opened or the checkpoint fails its checksum
     /// (default: quarantine the topic, redeliver from the logs, and serve the rest)
     #[arg(long, default_value_t = false)]
@@ -220,6 +234,16 @@ impl Options {
                     &format!("{a:?}: expected <host>:<port>"),
                 );
             }
+        }
+        if !matches!(self.auth_http_request_method.as_str(), "get" | "post") {
+            // nsqd's own words.
+            return Err(ConfigError(
+                "--auth-http-request-method must be post or get".to_owned(),
+            ));
+        }
+        for a in &self.auth_http_address {
+            crate::auth::Endpoint::parse(a.trim())
+                .map_err(|e| ConfigError(format!("--auth-http-address {a:?}: {e}")))?;
         }
         if parse_level(&self.log_level).is_none() {
             return bad(
