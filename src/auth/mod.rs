@@ -298,6 +298,21 @@ mod tests {
     }
 
     #[test]
+    fn go_regexp_syntax_compiles() {
+        for p in [
+            r"(?i)^Orders\.",
+            r"\pL+",
+            r"[[:alpha:]]_\d{2}$",
+            r"(?P<n>a)|b\z",
+            r"(?U)a+",
+        ] {
+            assert!(compile(p).is_ok(), "{p}");
+        }
+        // The one documented gap: Go's \Q..\E literal quoting.
+        assert!(compile(r"\Qa.b\E").is_err());
+    }
+
+    #[test]
     fn reply_json_is_nsqds() {
         let g = grant(
             r#"{"ttl":1,"identity":"a<b>\"","identity_url":"https://x/?a&b","authorizations":[{"topic":"t","channels":[".*"],"permissions":["publish"]}]}"#,

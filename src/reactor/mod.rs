@@ -12,7 +12,8 @@
 //!    gets its leftover output; the waker token means another thread wants our attention.
 //! 3. **Timers:** `now` is read once and the wheel fires what is due (timeouts, deferrals,
 //!    heartbeats, the periodic sync/retention/checkpoint step).
-//! 4. **Storage step:** the logs appended to this turn write their pending bytes (one `pwrite`
+//! 4. **Storage step:** the auth servers' answers are applied (`Broker::auth_step`), then the
+//!    logs appended to this turn write their pending bytes (one `pwrite`
 //!    each: the `OK`s below must not leave before their records are in the log), finished
 //!    storage jobs are applied and due ones handed to the helper threads.
 //! 5. **Delivery:** the broker's pump hands messages to ready consumers of every channel that
