@@ -411,6 +411,26 @@ fn a_stalled_auth_server_holds_up_only_its_client() {
 }
 
 #[test]
+fn waiting_for_the_auth_server_is_not_a_missed_heartbeat() {
+    let fake = FakeAuth::start(|_, _| Reply::Stall(200, GRANT.to_owned()));
+    let (srv, _d) = server(&[fake.addr.to_string()], |o| {
+        o.http_client_request_timeout = 600_000;
+    });
+    let mut c = Raw::connect(srv.addr);
+    c.identify(r#"{"heartbeat_interval":1000}"#);
+    c.cmd("AUTH", Some(b"s"));
+    wait_until("the AUTH reached the auth server", || fake.count() == 1);
+    // Longer than two heartbeat intervals without a command read: nsqd would not close a
+    // connection whose AUTH call is still running, and neither may corqd.
+    std::thread::sleep(Duration::from_millis(3000));
+    fake.release.store(true, Ordering::SeqCst);
+    c.expect_response(
+        br#"{"identity":"alice","identity_url":"https://id/alice","permission_count":3}"#,
+    );
+    c.publish("pub_t", b"x");
+}
+
+#[test]
 fn an_unreachable_auth_server_fails_auth_and_the_server_keeps_serving() {
     // A port nobody listens on.
     let dead = TcpListener::bind("127.0.0.1:0")

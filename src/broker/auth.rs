@@ -235,6 +235,8 @@ impl Broker {
                 continue;
             }
             c.auth.pending = None;
+            // Reading resumes now: the read deadline counts from here, as nsqd's next read does.
+            c.last_read_ms = now.mono_ms;
             self.unblocked.push(c.token);
             let grant = match done.result {
                 Ok(g) => g,
