@@ -192,6 +192,34 @@ fn commands_before_auth_get_auth_first() {
     }
     // Refused before any query: the auth server was never asked.
     assert_eq!(fake.count(), 0);
+    // MPUB is checked after its line, before its body (nsqd's order): an MPUB with an invalid
+    // body size gets E_AUTH_FIRST, not E_BAD_BODY.
+    let mut c = Raw::connect(srv.addr);
+    c.send(b"MPUB pub_t\n\0\0\0\0");
+    c.expect_error("E_AUTH_FIRST AUTH required before MPUB");
+    c.expect_closed();
+}
+
+#[test]
+fn mpub_is_checked_before_its_body() {
+    let fake = FakeAuth::granting(&GRANT.replace("3600", "1"));
+    let (srv, _d) = server(&[fake.addr.to_string()], |_| {});
+    let mut c = Raw::connect(srv.addr);
+    auth_ok(&mut c, "s");
+    // The line alone is enough for nsqd's verdict on an unauthorized topic.
+    c.send(b"MPUB elsewhere\n");
+    c.expect_error(r#"E_UNAUTHORIZED AUTH failed for MPUB on "elsewhere" """#);
+    c.expect_closed();
+    // Authorized MPUBs keep working across ttl refreshes made between line and body.
+    let mut c = Raw::connect(srv.addr);
+    auth_ok(&mut c, "s");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while fake.count() < 4 {
+        assert!(std::time::Instant::now() < deadline, "no refresh");
+        c.cmd("MPUB pub_m", Some(b"\0\0\0\x02\0\0\0\x01a\0\0\0\x01b"));
+        c.expect_response(b"OK");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

@@ -64,6 +64,8 @@ pub struct ClientAuth {
     fresh: bool,
     /// The outstanding query's serial, and why it was made.
     pending: Option<(u64, Asked)>,
+    /// The MPUB being read passed its check (made after its line, before its body, as nsqd).
+    pub mpub_checked: bool,
 }
 
 impl ClientAuth {

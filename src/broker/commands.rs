@@ -27,7 +27,11 @@ impl Broker {
         let gate = match &cmd {
             Command::Sub { topic, channel } => self.check_auth(ck, "SUB", topic, channel, now),
             Command::Pub { topic, .. } => self.check_auth(ck, "PUB", topic, "", now),
-            Command::Mpub { topic, .. } => self.check_auth(ck, "MPUB", topic, "", now),
+            // Checked before the body (`MpubAuth`); unless that somehow did not happen.
+            Command::Mpub { topic, .. } if !std::mem::take(&mut c.auth.mpub_checked) => {
+                self.check_auth(ck, "MPUB", topic, "", now)
+            }
+            Command::MpubAuth { topic } => self.check_auth(ck, "MPUB", topic, "", now),
             Command::Dpub { topic, .. } => self.check_auth(ck, "DPUB", topic, "", now),
             _ => Gate::Pass,
         };
@@ -62,6 +66,11 @@ impl Broker {
             Command::Fin { id } => self.fin(ck, &id, now),
             Command::Req { id, timeout_ms, .. } => self.req(ck, &id, timeout_ms, now),
             Command::Touch { id } => self.touch(ck, &id, now),
+            Command::MpubAuth { .. } => {
+                if let Some(c) = self.clients.get_mut(ck) {
+                    c.auth.mpub_checked = true;
+                }
+            }
             Command::Nop => {}
             Command::Cls => self.cls(ck),
         }

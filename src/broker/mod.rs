@@ -387,10 +387,12 @@ impl Broker {
             Some(c) => DecodeCtx {
                 state: c.state,
                 heartbeats_disabled: c.settings.heartbeat_ms.is_none(),
+                mpub_auth: !c.http && self.auth_enabled() && !c.auth.mpub_checked,
             },
             None => DecodeCtx {
                 state: ConnState::Closing,
                 heartbeats_disabled: false,
+                mpub_auth: false,
             },
         }
     }
