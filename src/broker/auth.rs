@@ -203,7 +203,8 @@ impl Broker {
             client: ck,
             serial,
             params: AuthParams {
-                remote_ip: c.remote.ip().to_string(),
+                // Go prints an IPv4 client of a dual-stack listener as IPv4, not ::ffff:a.b.c.d.
+                remote_ip: c.remote.ip().to_canonical().to_string(),
                 tls,
                 common_name: common_name.unwrap_or_default(),
                 secret: c.auth.secret.clone().unwrap_or_default(),
