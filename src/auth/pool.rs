@@ -154,6 +154,7 @@ fn query_any(cfg: &PoolConfig, params: &AuthParams, start: usize) -> Result<Gran
         match round_trip(ep, &request, cfg.timeouts, cfg.max_body).and_then(|b| parse_grant(&b)) {
             Ok(grant) => return Ok(grant),
             Err(e) => {
+                let e = clip(e);
                 warn!(
                     "auth: failed auth against {}:{}{} {e}",
                     ep.host, ep.port, ep.target
@@ -165,6 +166,20 @@ fn query_any(cfg: &PoolConfig, params: &AuthParams, start: usize) -> Result<Gran
     Err(last)
 }
 
+/// Error texts can quote the reply; keep log lines short whatever the auth server sent.
+fn clip(mut s: String) -> String {
+    const MAX: usize = 300;
+    if s.len() > MAX {
+        let mut cut = MAX;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
 /// A random starting index (std's per-process random hash keys, mixed with a counter).
 fn random_start() -> usize {
     use std::hash::{BuildHasher, Hasher};
@@ -173,4 +188,49 @@ fn random_start() -> usize {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_usize(COUNTER.fetch_add(1, Ordering::Relaxed));
     h.finish() as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_texts_are_clipped_on_a_char_boundary() {
+        assert_eq!(clip("short".into()), "short");
+        let long = "é".repeat(400);
+        let c = clip(long);
+        assert!(c.len() <= 303 && c.ends_with("..."), "{}", c.len());
+    }
+
+    #[test]
+    fn every_server_is_tried_from_the_start_index() {
+        // Two closed ports: both are tried (each logs), the last error is returned.
+        let dead = |_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let endpoints: Vec<Endpoint> = (0..2)
+            .map(dead)
+            .map(|a| Endpoint::parse(&a).unwrap())
+            .collect();
+        let cfg = PoolConfig {
+            endpoints: endpoints.clone(),
+            method: Method::Get,
+            timeouts: Timeouts {
+                connect: std::time::Duration::from_secs(5),
+                request: std::time::Duration::from_secs(5),
+            },
+            max_body: 1024,
+        };
+        let params = AuthParams {
+            remote_ip: "127.0.0.1".into(),
+            tls: false,
+            common_name: String::new(),
+            secret: b"s".to_vec(),
+        };
+        let err = query_any(&cfg, &params, 1).unwrap_err();
+        // Started at index 1, so index 0 was tried last.
+        let port = endpoints[0].port.to_string();
+        assert!(err.contains(&port), "{err}");
+    }
 }
