@@ -459,6 +459,43 @@ fn waiting_for_the_auth_server_is_not_a_missed_heartbeat() {
 }
 
 #[test]
+fn hostile_auth_replies_fail_auth() {
+    let fake = FakeAuth::start(|secret, _| {
+        let body = match secret {
+            "notjson" => "<html>hello</html>",
+            "array" => "[1,2]",
+            "perm" => {
+                r#"{"ttl":5,"authorizations":[{"topic":".*","channels":[".*"],"permissions":["admin"]}]}"#
+            }
+            "regex" => {
+                r#"{"ttl":5,"authorizations":[{"topic":"(","channels":[".*"],"permissions":["publish"]}]}"#
+            }
+            "ttl0" => {
+                r#"{"ttl":0,"authorizations":[{"topic":".*","channels":[".*"],"permissions":["publish"]}]}"#
+            }
+            "deep" => return Reply::Json(200, "[".repeat(10_000)),
+            "huge" => return Reply::Json(200, " ".repeat(6 << 20)),
+            _ => return Reply::Stall(200, GRANT.to_owned()),
+        };
+        Reply::Json(200, body.to_owned())
+    });
+    let (srv, _d) = server(&[fake.addr.to_string()], |o| {
+        // The stalled case ends by this timeout (the release only comes when the test ends).
+        o.http_client_request_timeout = 300;
+    });
+    for secret in [
+        "notjson", "array", "perm", "regex", "ttl0", "deep", "huge", "stall",
+    ] {
+        let mut c = Raw::connect(srv.addr);
+        c.cmd("AUTH", Some(secret.as_bytes()));
+        c.expect_error("E_AUTH_FAILED AUTH failed");
+        c.expect_closed();
+    }
+    // And the server is fine.
+    assert_eq!(http_get(srv.http, "/ping"), "OK");
+}
+
+#[test]
 fn an_unreachable_auth_server_fails_auth_and_the_server_keeps_serving() {
     // A port nobody listens on.
     let dead = TcpListener::bind("127.0.0.1:0")
