@@ -115,8 +115,8 @@ pub struct Options {
     pub cpu: Option<usize>,
     // AUTH (nsqd --auth-http-*)
     /// <addr>:<port> or a full http:// URL of an auth server (may be given multiple times);
-    /// enables AUTH
-    #[arg(long, value_delimiter = ',')]
+    /// enables AUTH. Not split on commas: nsqd's flag is not, and a URL may contain one.
+    #[arg(long)]
     pub auth_http_address: Vec<String>,
     /// HTTP method of the auth request: get or post
     #[arg(long, default_value = "get")]
@@ -403,6 +403,14 @@ mod tests {
         );
         let parsed = Options::try_parse_from(["corqd", "--msg-timeout", "soon"]);
         assert!(parsed.unwrap_err().to_string().contains("--msg-timeout"));
+    }
+
+    #[test]
+    fn auth_addresses_repeat_and_are_not_split() {
+        let args = ["corqd", "--auth-http-address", "a:1", "--auth-http-address"];
+        let o = Options::try_parse_from(args.iter().chain(&["http://h/auth?x=1,2"])).unwrap();
+        assert_eq!(o.auth_http_address, ["a:1", "http://h/auth?x=1,2"]);
+        assert!(o.validate().is_ok());
     }
 
     #[test]
