@@ -50,6 +50,7 @@ fn decode_bench(name: &str, bytes: &[u8], state: ConnState, per: usize) {
     let ctx = DecodeCtx {
         state,
         heartbeats_disabled: false,
+        mpub_auth: false,
     };
     let limits = Limits::default();
     // A sanity check of the input, once, outside the timed loop: the whole buffer must be

@@ -121,6 +121,20 @@ pub struct Options {
     /// pin the reactor thread to this CPU core (Linux) [default: not pinned]
     #[arg(long)]
     pub cpu: Option<usize>,
+    // AUTH (nsqd --auth-http-*)
+    /// <addr>:<port> or a full http:// URL of an auth server (may be given multiple times);
+    /// enables AUTH. Not split on commas: nsqd's flag is not, and a URL may contain one.
+    #[arg(long)]
+    pub auth_http_address: Vec<String>,
+    /// HTTP method of the auth request: get or post
+    #[arg(long, default_value = "get")]
+    pub auth_http_request_method: String,
+    /// timeout for the connection of outgoing HTTP requests (the auth server)
+    #[arg(long, default_value = "2s", value_parser = parse_duration_ms)]
+    pub http_client_connect_timeout: u64,
+    /// timeout for outgoing HTTP requests, connection included (the auth server)
+    #[arg(long, default_value = "5s", value_parser = parse_duration_ms)]
+    pub http_client_request_timeout: u64,
     /// exit at start when a topic's log cannot be opened or the checkpoint fails its checksum
     /// (default: quarantine the topic, redeliver from the logs, and serve the rest)
     #[arg(long, default_value_t = false)]
@@ -228,6 +242,16 @@ impl Options {
                     &format!("{a:?}: expected <host>:<port>"),
                 );
             }
+        }
+        if !matches!(self.auth_http_request_method.as_str(), "get" | "post") {
+            // nsqd's own words.
+            return Err(ConfigError(
+                "--auth-http-request-method must be post or get".to_owned(),
+            ));
+        }
+        for a in &self.auth_http_address {
+            crate::auth::Endpoint::parse(a.trim())
+                .map_err(|e| ConfigError(format!("--auth-http-address {a:?}: {e}")))?;
         }
         if parse_level(&self.log_level).is_none() {
             return bad(
@@ -403,6 +427,14 @@ mod tests {
         );
         let parsed = Options::try_parse_from(["corqd", "--msg-timeout", "soon"]);
         assert!(parsed.unwrap_err().to_string().contains("--msg-timeout"));
+    }
+
+    #[test]
+    fn auth_addresses_repeat_and_are_not_split() {
+        let args = ["corqd", "--auth-http-address", "a:1", "--auth-http-address"];
+        let o = Options::try_parse_from(args.iter().chain(&["http://h/auth?x=1,2"])).unwrap();
+        assert_eq!(o.auth_http_address, ["a:1", "http://h/auth?x=1,2"]);
+        assert!(o.validate().is_ok());
     }
 
     #[test]

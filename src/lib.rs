@@ -9,6 +9,7 @@
 //! | [`protocol`] | NSQ TCP protocol V2: pure command decoding and frame encoding |
 //! | [`client`]   | a small blocking NSQ client used by the tools, the tests and the benches |
 //! | [`bench`]    | `corq bench`: the load generator with HDR-histogram latencies and its fake server |
+//! | [`auth`]     | AUTH against an auth server: grants, permission matching, the `corq-auth` helper threads |
 //! | [`broker`]   | topics, channels, client sessions, RDY, in-flight, requeue, deferral |
 //! | [`http`]     | the HTTP API's pure parts: request parsing, routes, replies, `/stats`, `/metrics` |
 //! | [`lookupd`]  | `corq lookupd`: a wire-compatible nsqlookupd on its own small loop |
@@ -21,6 +22,7 @@
 //! `docs/architecture.md` describes the loop and the data flow.
 #![deny(missing_docs, missing_debug_implementations)]
 
+pub mod auth;
 pub mod bench;
 pub mod broker;
 pub mod client;

@@ -9,6 +9,7 @@
 //! - `disk`: disk on demand: many small topics on a small disk, a full disk mid-segment
 //! - `retention`: a long-REQ'd message does not pin old segments (carrying forward)
 //! - `abuse`: silent, idle, stuck and slowloris clients
+//! - `auth`: AUTH against a fake auth server: grants, ttl re-queries, a stalled or dead server
 //! - `lookupd`: `corq lookupd` and corqd's lookupd registration in a small cluster
 //! - `http`: the HTTP API, its effects over TCP, hostile HTTP input
 //! - `client`: the project's own client against the server, and the embedding example
@@ -18,6 +19,7 @@
 mod util;
 
 mod abuse;
+mod auth;
 mod bench;
 mod checkpoint;
 mod client;

@@ -172,6 +172,7 @@ fn serve_commands(mut stream: TcpStream, shared: &Arc<Shared>, id: u64) -> io::R
     let mut ctx = DecodeCtx {
         state: ConnState::Init,
         heartbeats_disabled: false,
+        mpub_auth: false,
     };
     let limits = Limits::default();
     let (mut buf, mut len) = (vec![0u8; 1 << 20], 0usize);

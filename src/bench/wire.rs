@@ -192,6 +192,7 @@ mod tests {
         let ctx = DecodeCtx {
             state: ConnState::Init,
             heartbeats_disabled: false,
+            mpub_auth: false,
         };
         let (cmd, used) = decode(&out, &ctx, &Limits::default()).unwrap().unwrap();
         assert_eq!(used, out.len());

@@ -125,6 +125,8 @@ pub struct Client {
     pub http: bool,
     /// HTTP: `100 Continue` was already sent for the request being read.
     pub continue_sent: bool,
+    /// AUTH: the secret, the grant and any outstanding auth query.
+    pub auth: super::auth::ClientAuth,
 }
 
 impl Client {
@@ -161,7 +163,15 @@ impl Client {
             pub_counts: Vec::new(),
             http: false,
             continue_sent: false,
+            auth: super::auth::ClientAuth::default(),
         }
+    }
+
+    /// Whether the connection is TLS, and the peer certificate's common name: what the auth
+    /// server is told (`tls`, `common_name`). The transport layer fills this in; plain TCP
+    /// connections are `(false, None)`.
+    pub fn tls_state(&self) -> (bool, Option<String>) {
+        (false, None)
     }
 
     /// Counts `n` messages published to `topic` (allocates only on a client's first publish to

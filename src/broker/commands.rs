@@ -8,6 +8,7 @@ use crate::protocol::{self, identify, names, Command, ConnState, MessageId, Prot
 use crate::storage::{Log, NewRecord, StorageError};
 use crate::timer::Wheel;
 
+use super::auth::{Applied, Gate};
 use super::channel::{self, AckError, Channel, ReqAt, Requeued};
 use super::client::{Client, ClientKey};
 use super::durable::{AckReply, PendingAck, PubVerb};
@@ -16,17 +17,32 @@ use super::topic::Topic;
 use super::{fatal, queue_pump, queue_storage, topic_dir, Broker, Now, TimerEvent};
 
 impl Broker {
-    /// Runs one decoded command for a client.
-    pub fn apply(&mut self, ck: ClientKey, cmd: Command<'_>, now: Now) {
+    /// Runs one decoded command for a client. [`Applied::Retry`]: the command waits for the
+    /// auth server (an expired grant is being refreshed) and must be decoded again later.
+    pub fn apply(&mut self, ck: ClientKey, cmd: Command<'_>, now: Now) -> Applied {
         let Some(c) = self.clients.get_mut(ck) else {
-            return;
+            return Applied::Done;
         };
         c.last_read_ms = now.mono_ms;
+        let gate = match &cmd {
+            Command::Sub { topic, channel } => self.check_auth(ck, "SUB", topic, channel, now),
+            Command::Pub { topic, .. } => self.check_auth(ck, "PUB", topic, "", now),
+            // Checked before the body (`MpubAuth`); unless that somehow did not happen.
+            Command::Mpub { topic, .. } if !std::mem::take(&mut c.auth.mpub_checked) => {
+                self.check_auth(ck, "MPUB", topic, "", now)
+            }
+            Command::MpubAuth { topic } => self.check_auth(ck, "MPUB", topic, "", now),
+            Command::Dpub { topic, .. } => self.check_auth(ck, "DPUB", topic, "", now),
+            _ => Gate::Pass,
+        };
+        match gate {
+            Gate::Pass => {}
+            Gate::Failed => return Applied::Done,
+            Gate::Wait => return Applied::Retry,
+        }
         match cmd {
             Command::Identify { body } => self.identify(ck, body, now),
-            Command::Auth { .. } => {
-                self.fail(ck, &fatal(protocol::E_AUTH_DISABLED, "AUTH disabled"))
-            }
+            Command::Auth { secret } => self.auth_command(ck, secret),
             Command::Sub { topic, channel } => self.sub(ck, topic, channel),
             Command::Pub { topic, body } => {
                 self.publish(ck, PubVerb::Pub, topic, std::iter::once(body), 0, now)
@@ -50,9 +66,15 @@ impl Broker {
             Command::Fin { id } => self.fin(ck, &id, now),
             Command::Req { id, timeout_ms, .. } => self.req(ck, &id, timeout_ms, now),
             Command::Touch { id } => self.touch(ck, &id, now),
+            Command::MpubAuth { .. } => {
+                if let Some(c) = self.clients.get_mut(ck) {
+                    c.auth.mpub_checked = true;
+                }
+            }
             Command::Nop => {}
             Command::Cls => self.cls(ck),
         }
+        Applied::Done
     }
 
     fn identify(&mut self, ck: ClientKey, body: &[u8], now: Now) {

@@ -309,7 +309,9 @@ impl Broker {
         let Some(hb) = c.settings.heartbeat_ms else {
             return;
         };
-        if now.mono_ms >= c.last_read_ms + 2 * hb {
+        // Waiting for the auth server is not the client's silence (nsqd sets no read deadline
+        // while its AUTH call runs): the deadline restarts when the answer is in.
+        if now.mono_ms >= c.last_read_ms + 2 * hb && !c.auth.is_pending() {
             info!(
                 "client {ck} ({}): no command for {} ms, closing",
                 c.remote,

@@ -81,9 +81,12 @@ impl Broker {
         self.cfg.sync_every == 1
     }
 
-    /// Whether a client waits for a durable ack (its later commands must wait too).
+    /// Whether a client waits for a durable ack or for the auth server (its later commands
+    /// must wait too).
     pub fn is_blocked(&self, ck: ClientKey) -> bool {
-        self.clients.get(ck).is_some_and(|c| c.awaiting_acks > 0)
+        self.clients
+            .get(ck)
+            .is_some_and(|c| c.awaiting_acks > 0 || c.auth.is_pending())
     }
 
     /// Takes the reactor tokens of clients that stopped waiting this turn: their buffered

@@ -11,6 +11,7 @@
 //! turn's publishes, RDYs and FINs turn into one batch of frames per client.
 
 pub mod admin;
+pub mod auth;
 mod carry;
 pub mod channel;
 pub mod client;
@@ -202,6 +203,10 @@ pub struct Broker {
     /// Topic and channel creations and deletions since the reactor last took them, for the
     /// lookupd peers (`peers`): the broker reports, the reactor's peer module talks.
     peer_events: Vec<peers::PeerEvent>,
+    /// The auth server helpers, when `--auth-http-address` is set (`start_auth`).
+    auth: Option<crate::auth::AuthPool>,
+    /// Tags auth queries, so an answer for a departed session is dropped.
+    auth_serial: u64,
 }
 
 /// A topic left closed at start because its log could not be opened.
@@ -261,7 +266,7 @@ impl Broker {
             version: crate::NSQD_VERSION.to_owned(),
             max_msg_timeout_ms: cfg.max_msg_timeout,
             max_deflate_level: 6,
-            auth_required: false,
+            auth_required: !cfg.auth_http_address.is_empty(),
         };
         let lock = datapath::claim(&data_dir)?;
         let checkpointer = Checkpointer::spawn(data_dir.join(CHECKPOINT_FILE))
@@ -293,6 +298,8 @@ impl Broker {
             quarantined: HashMap::new(),
             _lock: lock,
             peer_events: Vec::new(),
+            auth: None,
+            auth_serial: 0,
         };
         broker.restore(now)?;
         // What was loaded is registered in full on each lookupd connect; only changes made
@@ -382,10 +389,12 @@ impl Broker {
             Some(c) => DecodeCtx {
                 state: c.state,
                 heartbeats_disabled: c.settings.heartbeat_ms.is_none(),
+                mpub_auth: !c.http && self.auth_enabled() && !c.auth.mpub_checked,
             },
             None => DecodeCtx {
                 state: ConnState::Closing,
                 heartbeats_disabled: false,
+                mpub_auth: false,
             },
         }
     }

@@ -175,6 +175,15 @@ fn client_stats(c: &Client) -> ClientStats {
         connect_ts: c.connect_ts_ns / 1_000_000_000,
         sample_rate: s.sample_rate as i32,
         user_agent: s.user_agent.clone(),
+        authed: c.auth.has_authorizations(),
+        auth_identity: c
+            .auth
+            .identity()
+            .map_or_else(String::new, |i| i.0.to_owned()),
+        auth_identity_url: c
+            .auth
+            .identity()
+            .map_or_else(String::new, |i| i.1.to_owned()),
         pub_counts: c
             .pub_counts
             .iter()

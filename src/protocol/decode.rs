@@ -13,6 +13,10 @@
 //! [size: i32 BE][count: i32 BE]([len: i32 BE][len bytes]){count}     MPUB
 //! ```
 //!
+//! With auth on ([`DecodeCtx::mpub_auth`]), MPUB stops after its line with
+//! [`Command::MpubAuth`] (consuming nothing), because nsqd checks MPUB's permission before it
+//! reads the body; once the broker has checked it, the same bytes decode to the full MPUB.
+//!
 //! Deviations from nsqd, all on inputs nsqd handles badly:
 //! * MPUB: nsqd reads `4 + Σ(4 + len_i)` bytes whatever the declared body size says. We require
 //!   the messages to fill the declared body exactly; any field that would cross its end, or
@@ -138,7 +142,7 @@ fn dispatch<'a>(input: &Input<'a>, ctx: &DecodeCtx, limits: &Limits) -> DecodeRe
         b"RDY" => rdy(input, ctx, limits),
         b"REQ" => req(input, ctx, limits),
         b"PUB" => publish(input, limits),
-        b"MPUB" => mpub(input, limits),
+        b"MPUB" => mpub(input, ctx, limits),
         b"DPUB" => dpub(input, limits),
         b"NOP" => input.done(Command::Nop, 0),
         b"TOUCH" => touch(input, ctx),
@@ -421,7 +425,7 @@ fn cls<'a>(input: &Input<'a>, ctx: &DecodeCtx) -> DecodeResult<'a> {
     input.done(Command::Cls, 0)
 }
 
-fn mpub<'a>(input: &Input<'a>, limits: &Limits) -> DecodeResult<'a> {
+fn mpub<'a>(input: &Input<'a>, ctx: &DecodeCtx, limits: &Limits) -> DecodeResult<'a> {
     if input.params.count < 2 {
         return Err(invalid(
             "MPUB insufficient number of parameters".to_string(),
@@ -429,6 +433,10 @@ fn mpub<'a>(input: &Input<'a>, limits: &Limits) -> DecodeResult<'a> {
     }
     let raw = input.params.get(1);
     let topic = topic_param(raw, "E_BAD_TOPIC MPUB")?; // sic: nsqd doubles the code
+    if ctx.mpub_auth {
+        // nsqd runs CheckAuth here, before reading the body; nothing is consumed yet.
+        return Ok(Some((Command::MpubAuth { topic }, 0)));
+    }
     let Some(size) = read_len(input.rest, 0) else {
         return Ok(None);
     };
@@ -570,18 +578,22 @@ mod tests {
     const INIT: DecodeCtx = DecodeCtx {
         state: ConnState::Init,
         heartbeats_disabled: false,
+        mpub_auth: false,
     };
     const SUBD: DecodeCtx = DecodeCtx {
         state: ConnState::Subscribed,
         heartbeats_disabled: false,
+        mpub_auth: false,
     };
     const CLOSING: DecodeCtx = DecodeCtx {
         state: ConnState::Closing,
         heartbeats_disabled: false,
+        mpub_auth: false,
     };
     const NO_HB: DecodeCtx = DecodeCtx {
         state: ConnState::Init,
         heartbeats_disabled: true,
+        mpub_auth: false,
     };
 
     fn be(n: u32) -> [u8; 4] {
@@ -931,6 +943,27 @@ mod tests {
             &with_body(b"AUTH\n", b"s"),
             b"SUB t c\n",
         ])
+    }
+
+    #[test]
+    fn mpub_stops_after_its_line_for_the_auth_check() {
+        let ctx = DecodeCtx {
+            mpub_auth: true,
+            ..INIT
+        };
+        // The line is enough; the body (here an invalid size) is not looked at yet.
+        let buf = b"MPUB t\n\0\0\0\0";
+        let (cmd, used) = decode(buf, &ctx, &Limits::default()).unwrap().unwrap();
+        assert!(matches!(cmd, Command::MpubAuth { topic: "t" }), "{cmd:?}");
+        assert_eq!(
+            used, 0,
+            "consumes nothing: the MPUB is decoded again after the check"
+        );
+        // The name is still checked first, and without auth the body is decoded as before.
+        let bad = decode(b"MPUB t!\n", &ctx, &Limits::default()).unwrap_err();
+        assert!(matches!(bad, DecodeError::Proto(e) if e.code == E_BAD_TOPIC));
+        let err = decode(buf, &INIT, &Limits::default()).unwrap_err();
+        assert!(matches!(err, DecodeError::Proto(e) if e.code == E_BAD_BODY));
     }
 
     /// Decodes everything in `buf`; returns the command names and the bytes consumed.

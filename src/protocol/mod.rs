@@ -75,6 +75,9 @@ pub struct DecodeCtx {
     pub state: ConnState,
     /// True after `IDENTIFY {"heartbeat_interval":-1}`: SUB is then refused.
     pub heartbeats_disabled: bool,
+    /// Auth is on and the next MPUB's permission is not checked yet: nsqd checks it right
+    /// after the line, before the body ([`Command::MpubAuth`]).
+    pub mpub_auth: bool,
 }
 
 /// Server limits the decoder enforces before any body is read (nsqd's option names).
@@ -127,6 +130,13 @@ pub enum Command<'a> {
         topic: &'a str,
         /// The message body, 1..=max_msg_size bytes.
         body: &'a [u8],
+    },
+    /// `MPUB <topic>`'s line is complete and valid and auth is on: check the permission now,
+    /// before the body, as nsqd does. It consumes nothing; once the check passed the decoder
+    /// goes on to the body (the session's [`DecodeCtx::mpub_auth`] is then false).
+    MpubAuth {
+        /// A valid topic name.
+        topic: &'a str,
     },
     /// `MPUB <topic>` with validated bodies.
     Mpub {

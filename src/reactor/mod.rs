@@ -12,7 +12,8 @@
 //!    gets its leftover output; the waker token means another thread wants our attention.
 //! 3. **Timers:** `now` is read once and the wheel fires what is due (timeouts, deferrals,
 //!    heartbeats, the periodic sync/retention/checkpoint step).
-//! 4. **Storage step:** the logs appended to this turn write their pending bytes (one `pwrite`
+//! 4. **Storage step:** the auth servers' answers are applied (`Broker::auth_step`), then the
+//!    logs appended to this turn write their pending bytes (one `pwrite`
 //!    each: the `OK`s below must not leave before their records are in the log), finished
 //!    storage jobs are applied and due ones handed to the helper threads.
 //! 5. **Delivery:** the broker's pump hands messages to ready consumers of every channel that
@@ -38,6 +39,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::broker::auth::Applied;
 use crate::broker::{Broker, Now};
 use crate::config::Config;
 use crate::http::serve::HttpServer;
@@ -165,7 +167,14 @@ impl EventLoop {
             // A failed wake only delays the result to the next turn.
             let _ = notify_waker.wake();
         });
-        let broker = Broker::open(cfg, now(&*clock), notify).map_err(ServerError::Start)?;
+        let mut broker = Broker::open(cfg, now(&*clock), notify).map_err(ServerError::Start)?;
+        // The auth helpers wake the loop through the same waker.
+        let auth_waker = waker.clone();
+        broker
+            .start_auth(Arc::new(move || {
+                let _ = auth_waker.wake();
+            }))
+            .map_err(ServerError::Io)?;
         let limits = broker.limits();
         let max_buffered = MAX_LINE + 8 + limits.max_body_size.max(limits.max_msg_size) as usize;
         Ok(EventLoop {
@@ -275,6 +284,8 @@ impl EventLoop {
         for key in expired {
             self.on_conn_deadline(key, now);
         }
+        // Auth servers' answers: their sessions' input runs again below (unblocked).
+        self.broker.auth_step(now);
         self.broker.storage_step(now);
         let unblocked: Vec<usize> = self.broker.take_unblocked().collect();
         for token in unblocked {
@@ -481,8 +492,11 @@ impl EventLoop {
             match decode::decode(buf, &ctx, self.broker.limits()) {
                 Ok(None) => break,
                 Ok(Some((cmd, used))) => {
-                    self.broker.apply(client, cmd, now);
-                    used_total += used;
+                    // A command waiting for the auth server stays in the buffer (the client
+                    // is blocked now, so the loop stops) and is decoded again when it answers.
+                    if self.broker.apply(client, cmd, now) == Applied::Done {
+                        used_total += used;
+                    }
                 }
                 Err(DecodeError::Proto(e)) => {
                     self.broker.fail(client, &e);
