@@ -39,13 +39,11 @@ pub struct Options {
     /// address that will be registered with lookupd and shown in /info [default: the hostname]
     #[arg(long, default_value = "", hide_default_value = true)]
     pub broadcast_address: String,
-    /// TCP port that will be registered with lookupd (defaults to the TCP port that this
-    /// corqd is listening on)
-    #[arg(long, default_value_t = 0)]
+    /// TCP port that will be registered with lookupd [default: the port --tcp-address bound]
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
     pub broadcast_tcp_port: u16,
-    /// HTTP port that will be registered with lookupd (defaults to the HTTP port that this
-    /// corqd is listening on)
-    #[arg(long, default_value_t = 0)]
+    /// HTTP port that will be registered with lookupd [default: the port --http-address bound]
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
     pub broadcast_http_port: u16,
     /// lookupd TCP address (may be given multiple times, or comma-separated)
     #[arg(long, value_delimiter = ',')]
