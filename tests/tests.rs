@@ -9,6 +9,7 @@
 //! - `retention`: a long-REQ'd message does not pin old segments (carrying forward)
 //! - `abuse`: silent, idle, stuck and slowloris clients
 //! - `http`: the HTTP API, its effects over TCP, hostile HTTP input
+//! - `ops`: JSON logs, peek
 //! - `client`: the project's own client against the server, and the embedding example
 //! - `checkpoint`: the data-path lock and start-up check, the checkpoint checked against the
 //!   logs, quarantined topics
@@ -22,6 +23,7 @@ mod client;
 mod crash;
 mod durability;
 mod http;
+mod ops;
 mod protocol;
 mod pubsub;
 mod recovery;

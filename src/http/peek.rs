@@ -1,0 +1,150 @@
+//! `/channel/peek` and `/topic/peek`: their arguments (checked in nsqd's order, with nsqd-style
+//! codes) and the JSON rendering of the broker's [`Peek`].
+//!
+//! ```text
+//! {"messages":[{"id":"0000000000000007","timestamp":1764870000000000000,"attempts":0,
+//!   "state":"queued","deliver_at":null,"body_base64":"aGVsbG8="}]}
+//! ```
+//!
+//! A topic peek has no `state` (the log knows no channel states). `"truncated":true` is added
+//! when the broker's body budget or scan limit ended the peek before `count` messages.
+
+use serde_json::{json, Value};
+
+use crate::broker::peek::{Peek, PeekSet, PeekState, MAX_PEEK_COUNT};
+
+use super::base64;
+use super::query::Query;
+use super::routes::ApiError;
+
+/// `count` when absent.
+pub const DEFAULT_PEEK_COUNT: usize = 10;
+
+/// 400 `INVALID_COUNT`: `count` is not a number in 1..=1000.
+pub const INVALID_COUNT: ApiError = ApiError::new(400, "INVALID_COUNT");
+/// 400 `INVALID_STATE`: `state` is not `queued`, `deferred` or `in_flight`.
+pub const INVALID_STATE: ApiError = ApiError::new(400, "INVALID_STATE");
+
+/// `count`: ASCII digits only (no sign, no spaces), 1..=[`MAX_PEEK_COUNT`].
+///
+/// # Errors
+/// `INVALID_COUNT`.
+pub fn count_arg(q: &Query) -> Result<usize, ApiError> {
+    let Some(raw) = q.get("count") else {
+        return Ok(DEFAULT_PEEK_COUNT);
+    };
+    if raw.is_empty() || raw.len() > 4 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(INVALID_COUNT);
+    }
+    match raw.parse::<usize>() {
+        Ok(n) if (1..=MAX_PEEK_COUNT).contains(&n) => Ok(n),
+        _ => Err(INVALID_COUNT),
+    }
+}
+
+/// `state`: absent or `queued` → what comes next; `deferred`; `in_flight`.
+///
+/// # Errors
+/// `INVALID_STATE`.
+pub fn state_arg(q: &Query) -> Result<PeekSet, ApiError> {
+    match q.get("state") {
+        None | Some("queued") => Ok(PeekSet::Next),
+        Some("deferred") => Ok(PeekSet::Deferred),
+        Some("in_flight") => Ok(PeekSet::InFlight),
+        Some(_) => Err(INVALID_STATE),
+    }
+}
+
+fn state_name(s: PeekState) -> &'static str {
+    match s {
+        PeekState::Queued => "queued",
+        PeekState::Deferred => "deferred",
+        PeekState::InFlight => "in_flight",
+    }
+}
+
+/// The JSON body for a peek.
+pub fn render(peek: &Peek) -> Vec<u8> {
+    let messages: Vec<Value> = peek
+        .messages
+        .iter()
+        .map(|m| {
+            let mut v = json!({
+                "id": String::from_utf8_lossy(&m.id),
+                "timestamp": m.timestamp_ns,
+                "attempts": m.attempts,
+                "deliver_at": m.deliver_at_ns,
+                "body_base64": base64::encode(&m.body),
+            });
+            if let (Some(s), Some(obj)) = (m.state, v.as_object_mut()) {
+                obj.insert("state".into(), state_name(s).into());
+            }
+            v
+        })
+        .collect();
+    let mut body = json!({ "messages": messages });
+    if let (true, Some(obj)) = (peek.truncated, body.as_object_mut()) {
+        obj.insert("truncated".into(), true.into());
+    }
+    // Serialising a Value built from strings and integers cannot fail.
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::peek::PeekedMessage;
+
+    fn q(s: &str) -> Query {
+        super::super::query::parse_query(s).unwrap()
+    }
+
+    #[test]
+    fn count_is_1_to_1000_digits_only() {
+        assert_eq!(count_arg(&q("")), Ok(10));
+        assert_eq!(count_arg(&q("count=1")), Ok(1));
+        assert_eq!(count_arg(&q("count=1000")), Ok(1000));
+        for bad in [
+            "0",
+            "1001",
+            "-1",
+            "+5",
+            " 5",
+            "5x",
+            "",
+            "99999999999999999999",
+            "0x10",
+        ] {
+            let got = count_arg(&q(&format!("count={}", bad.replace(' ', "%20"))));
+            assert_eq!(got, Err(INVALID_COUNT), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn state_names() {
+        assert_eq!(state_arg(&q("")), Ok(PeekSet::Next));
+        assert_eq!(state_arg(&q("state=queued")), Ok(PeekSet::Next));
+        assert_eq!(state_arg(&q("state=deferred")), Ok(PeekSet::Deferred));
+        assert_eq!(state_arg(&q("state=in_flight")), Ok(PeekSet::InFlight));
+        assert_eq!(state_arg(&q("state=IN_FLIGHT")), Err(INVALID_STATE));
+    }
+
+    #[test]
+    fn render_matches_the_documented_shape() {
+        let mut peek = Peek::default();
+        peek.messages.push(PeekedMessage {
+            id: *b"0000000000000007",
+            timestamp_ns: 5,
+            attempts: 2,
+            state: Some(PeekState::Deferred),
+            deliver_at_ns: Some(9),
+            body: b"hello".to_vec(),
+        });
+        let v: Value = serde_json::from_slice(&render(&peek)).unwrap();
+        assert_eq!(
+            v,
+            json!({"messages":[{"id":"0000000000000007","timestamp":5,"attempts":2,
+                "state":"deferred","deliver_at":9,"body_base64":"aGVsbG8="}]})
+        );
+    }
+}
