@@ -64,7 +64,7 @@ function extras(obj, known) {
 
 function e2e(lat) {
   const ps = lat && lat.percentiles;
-  if (!ps || ps.length === 0) return "";
+  if (!ps || ps.length === 0 || !lat.count) return "";
   return ps.map(p => "p" + +(p.quantile * 100).toFixed(2) + " " + fmtNs(p.value)).join(", ");
 }
 
@@ -82,12 +82,13 @@ function sparkline(values) {
   svg.setAttribute("class", "spark");
   svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
   if (values.length < 2) return svg;
+  // Newest sample at the right edge; the window is HISTORY seconds wide.
   const max = Math.max(1, ...values);
-  const pts = values.map((v, i) =>
-    `${(i * w / (HISTORY - 1)).toFixed(1)},${(h - 2 - v / max * (h - 4)).toFixed(1)}`);
+  const x = i => (w - (values.length - 1 - i) * w / (HISTORY - 1)).toFixed(1);
+  const pts = values.map((v, i) => `${x(i)},${(h - 2 - v / max * (h - 4)).toFixed(1)}`);
   const area = document.createElementNS(svg.namespaceURI, "polygon");
   area.setAttribute("class", "area");
-  area.setAttribute("points", `0,${h} ${pts.join(" ")} ${((values.length - 1) * w / (HISTORY - 1)).toFixed(1)},${h}`);
+  area.setAttribute("points", `${x(0)},${h} ${pts.join(" ")} ${w},${h}`);
   const line = document.createElementNS(svg.namespaceURI, "polyline");
   line.setAttribute("points", pts.join(" "));
   svg.append(area, line);
@@ -133,7 +134,7 @@ function topicCard(t, dt) {
       t.paused ? button("Unpause", "unpause", params) : button("Pause", "pause", params),
       button("Empty", "empty", params, true),
       button("Delete", "delete", params, true)));
-  const rows = t.channels.map(c => channelRow(name, c, dt));
+  const rows = (t.channels || []).map(c => channelRow(name, c, dt));
   const table = rows.length === 0 ? el("p", { class: "muted" }, "no channels: messages wait for the first one") :
     el("table", {},
       el("thead", {}, el("tr", {}, ...["channel", "depth", "in flight", "deferred", "msg/s", "requeued",
