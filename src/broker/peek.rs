@@ -167,7 +167,8 @@ impl Broker {
 /// Requeued messages first, then new ones from the cursor (a future DPUB is `Deferred`).
 fn peek_next(ch: &Channel, log: &Log, count: usize, now_wall_ns: i64) -> Peek {
     let mut out = Peek::with_capacity(count);
-    for r in ch.requeued.iter() {
+    // Requeued entries whose record cannot be read are skipped; the scan limit bounds that.
+    for r in ch.requeued.iter().take(PEEK_SCAN_LIMIT) {
         if out.messages.len() == count {
             return out;
         }

@@ -369,6 +369,7 @@ fn peek(
     now: Now,
 ) -> Result<(), ApiError> {
     let q = query(req)?;
+    let started = Instant::now();
     let found = if *route == Route::TopicPeek {
         let topic = routes::peek_topic_arg(q)?;
         let count = super::peek::count_arg(q)?;
@@ -385,6 +386,13 @@ fn peek(
         AdminError::Storage(_) => routes::INTERNAL_ERROR,
     })?;
     let body = super::peek::render(&peeked);
+    // Peek runs on the loop: how long it held it (docs/operations.md quotes this figure).
+    log::debug!(
+        "peek: {} message(s), {} bytes of JSON in {:?}",
+        peeked.messages.len(),
+        body.len(),
+        started.elapsed()
+    );
     let ct = response::ContentType::Set(response::JSON_TYPE);
     broker.write_to(ck, |out| {
         response::write_response(out, ctx, 200, ct, &body, true, &[])
