@@ -424,3 +424,30 @@ fn peek_bad_input_is_400_and_unknown_names_404() {
     assert_eq!(s["topics"][0]["channels"].as_array().unwrap().len(), 1);
     server.stop();
 }
+
+#[test]
+fn channel_peek_lists_requeued_messages_first_with_their_attempts() {
+    let (server, _dir) = start_server();
+    let mut p = Raw::connect(server.addr);
+    for i in 0..3 {
+        p.publish("rq", format!("r{i}").as_bytes());
+    }
+    let mut c = Raw::connect(server.addr);
+    c.sub("rq", "c");
+    c.cmd("RDY 2", None);
+    let (_, _, _, _) = c.expect_message();
+    let (_, _, id1, _) = c.expect_message();
+    c.cmd("RDY 0", None);
+    c.cmd(&format!("REQ {id1} 0"), None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stats_channel(server.http, "rq", "c")["requeue_count"] != 1 {
+        assert!(Instant::now() < deadline, "REQ not applied");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let v = peek(server.http, "/channel/peek?topic=rq&channel=c");
+    assert_eq!(bodies(&v), [b64("r1"), b64("r2")], "{v}");
+    assert_eq!(v["messages"][0]["attempts"], 1, "{v}");
+    assert_eq!(v["messages"][0]["id"], id1, "{v}");
+    assert_eq!(v["messages"][1]["attempts"], 0, "{v}");
+    server.stop();
+}

@@ -6,7 +6,8 @@
 //! thread like every broker query, so its work is bounded per request, whatever the backlog:
 //!
 //! - at most [`MAX_PEEK_COUNT`] messages, and no more body bytes than [`PEEK_BODY_BUDGET`]
-//!   (always at least one message): reading and copying them is the cost;
+//!   (always at least one message): reading (CRC) and rendering them is the cost. Bodies are
+//!   borrowed from the log's map, not copied;
 //! - the log is read from the channel's cursor (or the topic's head) forward, so the work is
 //!   O(count + records skipped), never O(backlog); skipped records (carried copies, corrupt
 //!   ones) count against [`PEEK_SCAN_LIMIT`];
@@ -23,7 +24,7 @@ use super::{Broker, Now};
 
 /// The most messages one peek returns (`count` above it is refused by the HTTP layer).
 pub const MAX_PEEK_COUNT: usize = 1000;
-/// Body bytes one peek copies before it stops early (at least one message is always returned).
+/// Body bytes one peek renders before it stops early (at least one message is always returned).
 pub const PEEK_BODY_BUDGET: usize = 1024 * 1024;
 /// Log records one peek looks at, returned or skipped.
 pub const PEEK_SCAN_LIMIT: usize = 100_000;
@@ -52,9 +53,9 @@ pub enum PeekSet {
     InFlight,
 }
 
-/// One peeked message.
+/// One peeked message; its body is borrowed from the log's map (render it, then drop it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeekedMessage {
+pub struct PeekedMessage<'a> {
     /// Its NSQ id.
     pub id: MessageId,
     /// Publish time, ns since the Unix epoch.
@@ -65,23 +66,23 @@ pub struct PeekedMessage {
     pub state: Option<PeekState>,
     /// When it becomes deliverable (wall ns), for a deferred message or a future DPUB.
     pub deliver_at_ns: Option<i64>,
-    /// A copy of its body.
-    pub body: Vec<u8>,
+    /// Its body, in the log's map: peek copies nothing.
+    pub body: &'a [u8],
 }
 
 /// A peek's answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Peek {
+pub struct Peek<'a> {
     /// The messages, in delivery (or log) order.
-    pub messages: Vec<PeekedMessage>,
+    pub messages: Vec<PeekedMessage<'a>>,
     /// Set when [`PEEK_BODY_BUDGET`] or [`PEEK_SCAN_LIMIT`] ended the peek before `count`.
     pub truncated: bool,
-    /// Body bytes copied so far, against [`PEEK_BODY_BUDGET`].
+    /// Body bytes taken so far, against [`PEEK_BODY_BUDGET`].
     bytes: usize,
 }
 
-impl Peek {
-    fn with_capacity(count: usize) -> Peek {
+impl<'a> Peek<'a> {
+    fn with_capacity(count: usize) -> Peek<'a> {
         Peek {
             messages: Vec::with_capacity(count.min(MAX_PEEK_COUNT)),
             truncated: false,
@@ -90,7 +91,7 @@ impl Peek {
     }
 
     /// Adds a message (the caller checked [`Peek::fits`]).
-    fn push(&mut self, id: u64, rec: &Record<'_>, attempts: u16, state: Option<PeekState>) {
+    fn push(&mut self, id: u64, rec: &Record<'a>, attempts: u16, state: Option<PeekState>) {
         let deliver_at_ns = match state {
             Some(PeekState::InFlight) => None,
             _ => (rec.deliver_at_ns > 0).then_some(rec.deliver_at_ns),
@@ -102,7 +103,7 @@ impl Peek {
             attempts,
             state,
             deliver_at_ns,
-            body: rec.body.to_vec(),
+            body: rec.body,
         });
     }
 
@@ -126,7 +127,7 @@ impl Broker {
         set: PeekSet,
         count: usize,
         now: Now,
-    ) -> Result<Peek, AdminError> {
+    ) -> Result<Peek<'_>, AdminError> {
         let tk = *self
             .topic_index
             .get(topic)
@@ -150,7 +151,7 @@ impl Broker {
     ///
     /// # Errors
     /// `TopicNotFound`.
-    pub fn peek_topic(&self, topic: &str, count: usize) -> Result<Peek, AdminError> {
+    pub fn peek_topic(&self, topic: &str, count: usize) -> Result<Peek<'_>, AdminError> {
         let tk = *self
             .topic_index
             .get(topic)
@@ -165,7 +166,7 @@ impl Broker {
 }
 
 /// Requeued messages first, then new ones from the cursor (a future DPUB is `Deferred`).
-fn peek_next(ch: &Channel, log: &Log, count: usize, now_wall_ns: i64) -> Peek {
+fn peek_next<'a>(ch: &Channel, log: &'a Log, count: usize, now_wall_ns: i64) -> Peek<'a> {
     let mut out = Peek::with_capacity(count);
     // Requeued entries whose record cannot be read are skipped; the scan limit bounds that.
     for r in ch.requeued.iter().take(PEEK_SCAN_LIMIT) {
@@ -193,12 +194,12 @@ fn peek_next(ch: &Channel, log: &Log, count: usize, now_wall_ns: i64) -> Peek {
 
 /// Reads up to `count` messages from `from` on into `out`, skipping carried copies, within the
 /// scan limit and the body budget.
-fn scan_log(
-    log: &Log,
+fn scan_log<'a>(
+    log: &'a Log,
     from: u64,
     count: usize,
-    out: &mut Peek,
-    state: impl Fn(&Record<'_>) -> Option<PeekState>,
+    out: &mut Peek<'a>,
+    state: impl Fn(&Record<'a>) -> Option<PeekState>,
 ) {
     let want = out.messages.len() + count;
     for (seen, rec) in log.iter_from(from).enumerate() {
@@ -220,7 +221,7 @@ fn scan_log(
 }
 
 /// The deferred set, soonest deadline first.
-fn peek_deferred(ch: &Channel, log: &Log, count: usize) -> Peek {
+fn peek_deferred<'a>(ch: &Channel, log: &'a Log, count: usize) -> Peek<'a> {
     let mut entries: Vec<(i64, u64, u64, u16)> = ch
         .deferred
         .iter()
@@ -244,7 +245,7 @@ fn peek_deferred(ch: &Channel, log: &Log, count: usize) -> Peek {
 }
 
 /// The in-flight set, earliest delivery first.
-fn peek_in_flight(ch: &Channel, log: &Log, count: usize) -> Peek {
+fn peek_in_flight<'a>(ch: &Channel, log: &'a Log, count: usize) -> Peek<'a> {
     let mut entries: Vec<(u64, u64, u64, u16)> = ch
         .in_flight
         .iter()
