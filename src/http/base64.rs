@@ -4,32 +4,35 @@
 /// The RFC 4648 §4 alphabet.
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-/// Appends the base64 encoding of `bytes` to `out`.
-pub fn encode_into(out: &mut String, bytes: &[u8]) {
+/// Appends the base64 encoding of `bytes` to `out` (ASCII).
+pub fn encode_into(out: &mut Vec<u8>, bytes: &[u8]) {
     out.reserve(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
-        // A chunk of k bytes gives k + 1 significant characters, then padding.
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 0x3f) as usize]));
-            } else {
-                out.push('=');
-            }
+    let sym = |n: u32, shift: u32| ALPHABET[(n >> shift & 0x3f) as usize];
+    let mut chunks = bytes.chunks_exact(3);
+    for c in &mut chunks {
+        let n = u32::from(c[0]) << 16 | u32::from(c[1]) << 8 | u32::from(c[2]);
+        out.extend_from_slice(&[sym(n, 18), sym(n, 12), sym(n, 6), sym(n, 0)]);
+    }
+    // The last 1 or 2 bytes give 2 or 3 significant characters, then padding.
+    match *chunks.remainder() {
+        [a] => {
+            let n = u32::from(a) << 16;
+            out.extend_from_slice(&[sym(n, 18), sym(n, 12), b'=', b'=']);
         }
+        [a, b] => {
+            let n = u32::from(a) << 16 | u32::from(b) << 8;
+            out.extend_from_slice(&[sym(n, 18), sym(n, 12), sym(n, 6), b'=']);
+        }
+        _ => {}
     }
 }
 
 /// The base64 encoding of `bytes`.
 pub fn encode(bytes: &[u8]) -> String {
-    let mut s = String::new();
-    encode_into(&mut s, bytes);
-    s
+    let mut v = Vec::new();
+    encode_into(&mut v, bytes);
+    // cannot fail because: the alphabet and `=` are ASCII.
+    String::from_utf8(v).unwrap_or_default()
 }
 
 #[cfg(test)]

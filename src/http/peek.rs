@@ -9,7 +9,7 @@
 //! A topic peek has no `state` (the log knows no channel states). `"truncated":true` is added
 //! when the broker's body budget or scan limit ended the peek before `count` messages.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 use crate::broker::peek::{Peek, PeekSet, PeekState, MAX_PEEK_COUNT};
 
@@ -72,19 +72,19 @@ pub fn render(peek: &Peek<'_>) -> Vec<u8> {
         .iter()
         .map(|m| m.body.len().div_ceil(3) * 4)
         .sum();
-    let mut out = String::with_capacity(b64 + 160 * peek.messages.len() + 32);
-    out.push_str("{\"messages\":[");
+    let mut out = Vec::with_capacity(b64 + 160 * peek.messages.len() + 32);
+    out.extend_from_slice(b"{\"messages\":[");
     for (i, m) in peek.messages.iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        // Writing into a String cannot fail.
+        out.extend_from_slice(b"{\"id\":\"");
+        out.extend_from_slice(&m.id);
+        // Writing into a Vec cannot fail.
         let _ = write!(
             out,
-            "{{\"id\":\"{}\",\"timestamp\":{},\"attempts\":{},",
-            String::from_utf8_lossy(&m.id),
-            m.timestamp_ns,
-            m.attempts
+            "\",\"timestamp\":{},\"attempts\":{},",
+            m.timestamp_ns, m.attempts
         );
         if let Some(s) = m.state {
             let _ = write!(out, "\"state\":\"{}\",", state_name(s));
@@ -93,18 +93,18 @@ pub fn render(peek: &Peek<'_>) -> Vec<u8> {
             Some(ns) => {
                 let _ = write!(out, "\"deliver_at\":{ns},");
             }
-            None => out.push_str("\"deliver_at\":null,"),
+            None => out.extend_from_slice(b"\"deliver_at\":null,"),
         }
-        out.push_str("\"body_base64\":\"");
+        out.extend_from_slice(b"\"body_base64\":\"");
         base64::encode_into(&mut out, m.body);
-        out.push_str("\"}");
+        out.extend_from_slice(b"\"}");
     }
-    out.push(']');
+    out.push(b']');
     if peek.truncated {
-        out.push_str(",\"truncated\":true");
+        out.extend_from_slice(b",\"truncated\":true");
     }
-    out.push('}');
-    out.into_bytes()
+    out.push(b'}');
+    out
 }
 
 #[cfg(test)]

@@ -385,18 +385,18 @@ fn peek(
         AdminError::TopicNotFound => routes::TOPIC_NOT_FOUND,
         AdminError::Storage(_) => routes::INTERNAL_ERROR,
     })?;
+    let n = peeked.messages.len();
     let body = super::peek::render(&peeked);
-    // Peek runs on the loop: how long it held it (docs/operations.md quotes this figure).
-    log::debug!(
-        "peek: {} message(s), {} bytes of JSON in {:?}",
-        peeked.messages.len(),
-        body.len(),
-        started.elapsed()
-    );
     let ct = response::ContentType::Set(response::JSON_TYPE);
     broker.write_to(ck, |out| {
         response::write_response(out, ctx, 200, ct, &body, true, &[])
     });
+    // Peek runs on the loop: how long it held it, reply queued (docs/operations.md quotes it).
+    log::debug!(
+        "peek: {n} message(s), {} bytes of JSON in {:?}",
+        body.len(),
+        started.elapsed()
+    );
     Ok(())
 }
 
