@@ -1,5 +1,5 @@
-//! Operating corq: JSON logs (`--log-format=json`) and the peek endpoints (`/channel/peek`,
-//! `/topic/peek`).
+//! Operating corq: JSON logs (`--log-format=json`), the peek endpoints (`/channel/peek`,
+//! `/topic/peek`) and the dashboard's files.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -449,5 +449,45 @@ fn channel_peek_lists_requeued_messages_first_with_their_attempts() {
     assert_eq!(v["messages"][0]["attempts"], 1, "{v}");
     assert_eq!(v["messages"][0]["id"], id1, "{v}");
     assert_eq!(v["messages"][1]["attempts"], 0, "{v}");
+    server.stop();
+}
+
+// ----- dashboard -----------------------------------------------------------------------------
+
+/// The raw response head and body of `GET path`.
+fn get_raw(addr: SocketAddr, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut all = String::new();
+    s.read_to_string(&mut all).unwrap();
+    let (head, body) = all.split_once("\r\n\r\n").expect("an HTTP response");
+    (head.to_owned(), body.to_owned())
+}
+
+#[test]
+fn the_dashboard_is_served_at_root_and_ui_with_its_assets() {
+    let (server, _dir) = start_server();
+    for (path, ctype, needle) in [
+        ("/", "text/html", "<script src=\"/ui/app.js\">"),
+        ("/ui", "text/html", "<script src=\"/ui/app.js\">"),
+        ("/ui/app.js", "text/javascript", "/stats?format=json"),
+        ("/ui/style.css", "text/css", ".spark"),
+    ] {
+        let (head, body) = get_raw(server.http, path);
+        assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+        assert!(
+            head.contains(&format!("Content-Type: {ctype}")),
+            "{path}: {head}"
+        );
+        assert!(body.contains(needle), "{path}");
+    }
+    let (head, _) = get_raw(server.http, "/ui/other.js");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
     server.stop();
 }

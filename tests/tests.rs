@@ -9,7 +9,8 @@
 //! - `retention`: a long-REQ'd message does not pin old segments (carrying forward)
 //! - `abuse`: silent, idle, stuck and slowloris clients
 //! - `http`: the HTTP API, its effects over TCP, hostile HTTP input
-//! - `ops`: JSON logs, peek
+//! - `ops`: JSON logs, peek, the dashboard's files (the page itself is tested in a browser by
+//!   `tests/compat/test_dashboard.py`)
 //! - `client`: the project's own client against the server, and the embedding example
 //! - `checkpoint`: the data-path lock and start-up check, the checkpoint checked against the
 //!   logs, quarantined topics

@@ -177,7 +177,7 @@ function render(s, now) {
 
 async function load() {
   try {
-    const r = await fetch("/stats?format=json", { cache: "no-store" });
+    const r = await fetch("/stats?format=json&include_clients=false", { cache: "no-store" });
     render(await r.json(), performance.now());
   } catch (e) {
     document.getElementById("health").textContent = "cannot reach /stats: " + e;
