@@ -105,6 +105,9 @@ pub struct Options {
     /// log level: debug, info, warn, error (or trace)
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// log line format: text, or json (one object per line with ts, level, target, msg, topic...)
+    #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
     /// close a connection that has not sent the protocol magic within this time (corq's own)
     #[arg(long, default_value = "10s", value_parser = parse_duration_ms)]
     pub handshake_timeout: u64,

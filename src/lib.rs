@@ -17,6 +17,7 @@
 //! | [`reactor`]  | the `mio` event loop: listener, connections, the loop turn |
 //! | [`server`]   | the embedding API: `Server::bind`, `Server::run`, `Handle::shutdown` |
 //! | [`config`]   | every tunable, with nsqd's flag names and defaults |
+//! | [`logging`]  | `--log-format`: text lines or one JSON object per line |
 //! | [`stats`]    | end-to-end processing latency windows (hdrhistogram) |
 //!
 //! `docs/architecture.md` describes the loop and the data flow.
@@ -28,6 +29,7 @@ pub mod broker;
 pub mod client;
 pub mod config;
 pub mod http;
+pub mod logging;
 pub mod lookupd;
 pub mod peers;
 pub mod protocol;

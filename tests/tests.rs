@@ -12,6 +12,8 @@
 //! - `auth`: AUTH against a fake auth server: grants, ttl re-queries, a stalled or dead server
 //! - `lookupd`: `corq lookupd` and corqd's lookupd registration in a small cluster
 //! - `http`: the HTTP API, its effects over TCP, hostile HTTP input
+//! - `ops`: JSON logs, peek, the dashboard's files (the page itself is tested in a browser by
+//!   `tests/compat/test_dashboard.py`)
 //! - `client`: the project's own client against the server, and the embedding example
 //! - `checkpoint`: the data-path lock and start-up check, the checkpoint checked against the
 //!   logs, quarantined topics
@@ -28,6 +30,7 @@ mod disk;
 mod durability;
 mod http;
 mod lookupd;
+mod ops;
 mod protocol;
 mod pubsub;
 mod recovery;

@@ -351,6 +351,8 @@ impl ChildServer {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 for kind in ["TCP", "HTTP"] {
                     if let Some(addr) = line.split(&format!("{kind}: listening on ")).nth(1) {
+                        // The address ends the text line, or the `msg` string of a JSON one.
+                        let addr = addr.split(['"', ' ']).next().unwrap_or_default();
                         let _ = tx.send((kind, addr.trim().to_owned()));
                     }
                 }

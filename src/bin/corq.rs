@@ -57,16 +57,14 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The tools log warnings only; lookupd is a server and logs its lifecycle (--log-level).
-    let level = match &cli.cmd {
-        Cmd::Lookupd(o) => {
-            corq::config::parse_level(&o.log_level).unwrap_or(log::LevelFilter::Info)
-        }
-        _ => log::LevelFilter::Warn,
+    let (format, level) = match &cli.cmd {
+        Cmd::Lookupd(o) => (
+            o.log_format,
+            corq::config::parse_level(&o.log_level).unwrap_or(log::LevelFilter::Info),
+        ),
+        _ => (corq::logging::LogFormat::Text, log::LevelFilter::Warn),
     };
-    env_logger::Builder::new()
-        .filter_level(level)
-        .parse_env("CORQ_LOG")
-        .init();
+    corq::logging::init(format, level, "CORQ_LOG");
     let result = match cli.cmd {
         Cmd::Pub {
             nsqd_tcp_address,

@@ -6,10 +6,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     let opts = corq::Options::parse();
     let level = corq::config::parse_level(&opts.log_level).unwrap_or(log::LevelFilter::Info);
-    env_logger::Builder::new()
-        .filter_level(level)
-        .parse_env("CORQ_LOG")
-        .init();
+    corq::logging::init(opts.log_format, level, "CORQ_LOG");
     match run(opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -50,6 +50,7 @@ pub(super) fn carry_forward(topic: &mut Topic) -> usize {
             match carry_one(&mut topic.log, ch, msg, &mut body) {
                 Ok(()) => carried += 1,
                 Err(e) => warn!(
+                    topic = topic.name.as_str(), channel = ch.name.as_str();
                     "topic {} channel {}: cannot carry message {}: {e}",
                     topic.name, ch.name, msg.offset
                 ),

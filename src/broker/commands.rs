@@ -195,7 +195,7 @@ impl Broker {
     ) {
         match self.publish_to(ck, topic_name, bodies, defer_ms, now) {
             Err(e) => {
-                warn!("topic {topic_name}: {} failed: {e}", verb.name());
+                warn!(topic = topic_name; "topic {topic_name}: {} failed: {e}", verb.name());
                 self.fail(ck, &verb.failed(&e));
             }
             Ok(Some(upto)) => {

@@ -16,7 +16,10 @@ fn trim(topic: &mut Topic, written: u64) {
     match topic.log.delete_below(floor) {
         Ok(0) => {}
         Ok(n) => debug!("topic {}: deleted {n} segment(s) below {floor}", topic.name),
-        Err(e) => warn!("topic {}: retention failed: {e}", topic.name),
+        Err(e) => warn!(
+            topic = topic.name.as_str();
+            "topic {}: retention failed: {e}", topic.name
+        ),
     }
 }
 
@@ -67,7 +70,7 @@ impl Broker {
     pub fn shutdown(&mut self) {
         for (_, topic) in self.topics.iter_mut() {
             if let Err(e) = topic.log.sync_blocking() {
-                warn!("topic {}: final sync failed: {e}", topic.name);
+                warn!(topic = topic.name.as_str(); "topic {}: final sync failed: {e}", topic.name);
             }
         }
         // Strict mode: publishes waiting for a sync get their answer before the sockets close.

@@ -20,6 +20,7 @@ mod datapath;
 mod deliver;
 pub mod durable;
 mod maintenance;
+pub mod peek;
 pub mod peers;
 mod restore;
 pub mod snapshot;
@@ -30,7 +31,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use log::debug;
+use log::{debug, error};
 use slab::Slab;
 
 use crate::config::Config;
@@ -459,7 +460,22 @@ impl Broker {
         if let Some(c) = self.clients.get_mut(ck) {
             encode::encode_error(&mut c.out.buf, err);
             if err.fatal {
-                debug!("client {ck}: fatal {}", err.frame_data());
+                // nsqd logs a client's fatal error at ERROR, naming the client; the JSON log
+                // also names the topic and channel it consumed from.
+                let (topic, channel) = c
+                    .sub
+                    .and_then(|(tk, chk)| {
+                        let t = self.topics.get(tk)?;
+                        Some((t.name.as_str(), t.channels.get(chk)?.name.as_str()))
+                    })
+                    .unwrap_or_default();
+                error!(
+                    client:% = c.remote, topic, channel;
+                    "client {} ({}): closing: {}",
+                    ck,
+                    c.remote,
+                    err.frame_data()
+                );
                 c.closing = true;
             }
             Self::mark_dirty(&mut self.dirty, ck, c);

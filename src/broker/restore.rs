@@ -131,6 +131,7 @@ impl Broker {
             return Err(StartError::Strict(name.to_owned(), err.to_string()));
         }
         warn!(
+            topic = name;
             "topic {name}: QUARANTINED, its log cannot be opened: {err}. Its files are left \
              untouched for inspection; publishing to or subscribing to it fails until it is \
              repaired and corqd restarted. The other topics are served"
@@ -158,6 +159,7 @@ impl Broker {
             topic.distributed = head;
         } else if state.distributed > tail {
             warn!(
+                topic = state.name.as_str();
                 "topic {}: checkpoint says offsets below {} were distributed, but the log ends \
                  at {tail}; using {tail}",
                 state.name, state.distributed
@@ -204,12 +206,15 @@ impl Broker {
         now: Now,
     ) {
         let topic = &mut self.topics[tk];
-        let what = format!("topic {} channel {}", topic.name, cs.name);
+        let what = ChannelName {
+            topic: &topic.name,
+            channel: &cs.name,
+        };
         let (cursor, pending) = match orphans {
             Some(o) => (topic.log.head(), o.to_vec()),
             None => (
-                checked_cursor(&what, cs.cursor, &topic.log),
-                verified_pending(&what, cs, &topic.log),
+                checked_cursor(what, cs.cursor, &topic.log),
+                verified_pending(what, cs, &topic.log),
             ),
         };
         let mut ch = Channel::new(&cs.name, cursor);
@@ -276,6 +281,7 @@ impl Broker {
             }
             match missing {
                 Some(cp) => warn!(
+                    topic = name;
                     "topic {name}: found on disk but the checkpoint {} is missing: its channels \
                      and their positions are unknown; all its retained messages go to its first \
                      channel (a later channel sees only new ones)",
@@ -344,12 +350,27 @@ fn carried_orphans(log: &Log) -> Vec<PendingState> {
         .collect()
 }
 
+/// A channel named in warnings: "topic T channel C" in the text, `topic`/`channel` fields in
+/// JSON logs.
+#[derive(Debug, Clone, Copy)]
+struct ChannelName<'a> {
+    topic: &'a str,
+    channel: &'a str,
+}
+
+impl std::fmt::Display for ChannelName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "topic {} channel {}", self.topic, self.channel)
+    }
+}
+
 /// The checkpoint's cursor, clamped into the log's range with a warning naming what it costs.
-fn checked_cursor(what: &str, cursor: u64, log: &Log) -> u64 {
+fn checked_cursor(what: ChannelName<'_>, cursor: u64, log: &Log) -> u64 {
     let (head, tail) = (log.head(), log.tail());
     if cursor > tail {
         // A crash lost the log's tail (or the checkpoint is wrong): the offsets will be reused.
         warn!(
+            topic = what.topic, channel = what.channel;
             "{what}: checkpoint cursor {cursor} is {} offset(s) past the log's end {tail}; \
              starting at the end",
             cursor - tail
@@ -358,6 +379,7 @@ fn checked_cursor(what: &str, cursor: u64, log: &Log) -> u64 {
     }
     if cursor < head {
         warn!(
+            topic = what.topic, channel = what.channel;
             "{what}: checkpoint cursor {cursor} is below the log's first offset {head}: \
              offsets {cursor}..{head} are gone from disk (a deleted segment?) and are lost"
         );
@@ -368,7 +390,7 @@ fn checked_cursor(what: &str, cursor: u64, log: &Log) -> u64 {
 
 /// The channel's pending entries that check out against the log, first of each offset; every
 /// one dropped is warned about.
-fn verified_pending(what: &str, cs: &ChannelState, log: &Log) -> Vec<PendingState> {
+fn verified_pending(what: ChannelName<'_>, cs: &ChannelState, log: &Log) -> Vec<PendingState> {
     let (head, tail) = (log.head(), log.tail());
     let mut seen = HashSet::new();
     let mut kept = Vec::with_capacity(cs.pending.len());
@@ -378,7 +400,10 @@ fn verified_pending(what: &str, cs: &ChannelState, log: &Log) -> Vec<PendingStat
     let mut warn_entry = |why: String| {
         warned += 1;
         if warned <= MAX_ENTRY_WARNINGS {
-            warn!("{what}: dropping checkpoint pending entry: {why}");
+            warn!(
+                topic = what.topic, channel = what.channel;
+                "{what}: dropping checkpoint pending entry: {why}"
+            );
         }
     };
     for p in &cs.pending {
@@ -405,12 +430,14 @@ fn verified_pending(what: &str, cs: &ChannelState, log: &Log) -> Vec<PendingStat
     }
     if warned > MAX_ENTRY_WARNINGS {
         warn!(
+            topic = what.topic, channel = what.channel;
             "{what}: {} more pending entries dropped",
             warned - MAX_ENTRY_WARNINGS
         );
     }
     if let (Some(lo), Some(hi)) = (below.iter().min(), below.iter().max()) {
         warn!(
+            topic = what.topic, channel = what.channel;
             "{what}: {} unfinished message(s) with ids in {lo}..={hi} are lost: their records \
              are below the log's first offset {head} (a deleted segment?)",
             below.len()
@@ -418,6 +445,7 @@ fn verified_pending(what: &str, cs: &ChannelState, log: &Log) -> Vec<PendingStat
     }
     if past > 0 {
         warn!(
+            topic = what.topic, channel = what.channel;
             "{what}: {past} pending entr(ies) point at or past the log's end {tail} (a crash \
              lost the tail); dropped"
         );

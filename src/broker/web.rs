@@ -77,7 +77,7 @@ impl Broker {
         } = what;
         match self.publish_to(ck, topic, bodies, defer_ms, now) {
             Err(e) => {
-                warn!("topic {topic}: HTTP {} failed: {e}", verb.name());
+                warn!(topic; "topic {topic}: HTTP {} failed: {e}", verb.name());
                 self.http_publish_reply(ck, ctx, Some((verb, &e.to_string())));
             }
             Ok(Some((tk, upto))) => {

@@ -17,15 +17,20 @@
 //! | [`info`]      | `/info` and `/config/:opt` values and changes |
 //! | [`text`]      | the default `/stats` text format and the Go formatting it needs |
 //! | [`metrics`]   | `/metrics` in the Prometheus text exposition format 0.0.4 |
+//! | [`peek`]      | `/channel/peek` and `/topic/peek`: arguments and JSON ([`base64`] bodies) |
+//! | [`dashboard`] | the built-in dashboard's files, served at `/` and `/ui` |
 //!
 //! Limits are checked before anything is buffered: a declared `Content-Length` above the route's
 //! limit fails as soon as the head is parsed (reference §2.2, hostile-inputs §2.16).
 
+pub mod base64;
 pub mod chunked;
+pub mod dashboard;
 pub mod info;
 pub mod metrics;
 pub mod mpub;
 pub mod parse;
+pub mod peek;
 pub mod query;
 pub mod reader;
 pub mod response;

@@ -24,6 +24,9 @@
 //! | `ConfigGet` | [`super::info::config_value`] or 400 `INVALID_OPTION` |
 //! | `ConfigPut` | [`super::info::config_put`] (413/400 `INVALID_VALUE`, 400 `INVALID_OPTION`) → apply → [`super::info::config_value`] |
 //! | `Options` | [`super::response::options`] |
+//! | `ChannelPeek` | `INVALID_REQUEST` → [`topic_channel_args`] → [`super::peek::count_arg`] → [`super::peek::state_arg`] → 404 `TOPIC_NOT_FOUND` → 404 `CHANNEL_NOT_FOUND` → JSON |
+//! | `TopicPeek` | `INVALID_REQUEST` → [`peek_topic_arg`] → [`super::peek::count_arg`] → 404 `TOPIC_NOT_FOUND` → JSON |
+//! | `Dashboard` | the file ([`super::dashboard`]) |
 
 use crate::protocol::names::{is_valid_channel_name, is_valid_topic_name};
 
@@ -69,6 +72,12 @@ pub enum Route {
     ConfigPut(String),
     /// `GET /metrics`: corq's Prometheus endpoint (nsq#732; nsqd has none).
     Metrics,
+    /// `GET /channel/peek?topic=&channel=&count=&state=`: corq's own ([`super::peek`]).
+    ChannelPeek,
+    /// `GET /topic/peek?topic=&count=`: corq's own ([`super::peek`]).
+    TopicPeek,
+    /// `GET /`, `/ui` and `/ui/<asset>`: the dashboard's files ([`super::dashboard`]).
+    Dashboard(&'static str),
     /// `OPTIONS` on a known path: 200, this `Allow` value, empty body, no X-NSQ header
     /// (httprouter's automatic OPTIONS reply).
     Options {
@@ -118,6 +127,12 @@ const TABLE: &[(&str, &str, Make)] = &[
     ("POST", "/channel/pause", || Route::ChannelPause),
     ("POST", "/channel/unpause", || Route::ChannelUnpause),
     ("GET", "/metrics", || Route::Metrics),
+    ("GET", "/channel/peek", || Route::ChannelPeek),
+    ("GET", "/topic/peek", || Route::TopicPeek),
+    ("GET", "/", || Route::Dashboard("index.html")),
+    ("GET", "/ui", || Route::Dashboard("index.html")),
+    ("GET", "/ui/app.js", || Route::Dashboard("app.js")),
+    ("GET", "/ui/style.css", || Route::Dashboard("style.css")),
 ];
 
 /// The prefix of the one parameterised route, `/config/:opt` (GET and PUT).
@@ -326,6 +341,18 @@ pub fn topic_arg(q: &Query) -> Result<&str, ApiError> {
 /// `MISSING_ARG_TOPIC` when absent.
 pub fn existing_topic_arg(q: &Query) -> Result<&str, ApiError> {
     q.get("topic").ok_or(MISSING_ARG_TOPIC)
+}
+
+/// The topic for `/topic/peek`: validated like the channel endpoints' (`_ARG_` codes).
+///
+/// # Errors
+/// `MISSING_ARG_TOPIC`, `INVALID_ARG_TOPIC`.
+pub fn peek_topic_arg(q: &Query) -> Result<&str, ApiError> {
+    let t = q.get("topic").ok_or(MISSING_ARG_TOPIC)?;
+    if !is_valid_topic_name(t) {
+        return Err(INVALID_ARG_TOPIC);
+    }
+    Ok(t)
 }
 
 /// Topic and channel for the channel endpoints (nsqd `GetTopicChannelArgs`, `_ARG_` codes).

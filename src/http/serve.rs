@@ -132,6 +132,8 @@ impl HttpServer {
             Route::Mpub => return self.mpub(broker, ck, req, ctx, now),
             Route::Stats => self.stats(broker, ck, req, ctx),
             Route::Metrics => self.metrics(broker, ck, ctx),
+            Route::ChannelPeek | Route::TopicPeek => peek(broker, ck, &route, req, ctx, now),
+            Route::Dashboard(name) => dashboard(broker, ck, name, ctx),
             Route::ConfigGet(name) => self.config_get(broker, ck, &name, ctx),
             Route::ConfigPut(name) => self.config_put(broker, ck, &name, &req.body, ctx),
             Route::Options { allow } => {
@@ -368,6 +370,63 @@ fn admin_action(broker: &mut Broker, route: &Route, req: &Request<'_>) -> Result
         _ => Ok(()),
     }
     .map_err(not_found)
+}
+
+/// `/channel/peek` and `/topic/peek`, in the order of the table in `routes.rs`. The broker
+/// answers with a [`crate::broker::peek::Peek`]; it is rendered here.
+fn peek(
+    broker: &mut Broker,
+    ck: ClientKey,
+    route: &Route,
+    req: &Request<'_>,
+    ctx: &ReplyCtx,
+    now: Now,
+) -> Result<(), ApiError> {
+    let q = query(req)?;
+    let started = Instant::now();
+    let found = if *route == Route::TopicPeek {
+        let topic = routes::peek_topic_arg(q)?;
+        let count = super::peek::count_arg(q)?;
+        broker.peek_topic(topic, count)
+    } else {
+        let (topic, channel) = routes::topic_channel_args(q)?;
+        let count = super::peek::count_arg(q)?;
+        let set = super::peek::state_arg(q)?;
+        broker.peek_channel(topic, channel, set, count, now)
+    };
+    let peeked = found.map_err(|e| match e {
+        AdminError::ChannelNotFound => routes::CHANNEL_NOT_FOUND,
+        AdminError::TopicNotFound => routes::TOPIC_NOT_FOUND,
+        AdminError::Storage(_) => routes::INTERNAL_ERROR,
+    })?;
+    let n = peeked.messages.len();
+    let body = super::peek::render(&peeked);
+    let ct = response::ContentType::Set(response::JSON_TYPE);
+    broker.write_to(ck, |out| {
+        response::write_response(out, ctx, 200, ct, &body, true, &[])
+    });
+    // Peek runs on the loop: how long it held it, reply queued (docs/operations.md quotes it).
+    log::debug!(
+        "peek: {n} message(s), {} bytes of JSON in {:?}",
+        body.len(),
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// A dashboard file (no X-NSQ header: it is a page, not an API reply).
+fn dashboard(
+    broker: &mut Broker,
+    ck: ClientKey,
+    name: &str,
+    ctx: &ReplyCtx,
+) -> Result<(), ApiError> {
+    let (ct, body) = super::dashboard::file(name).ok_or(routes::INTERNAL_ERROR)?;
+    let ct = response::ContentType::Set(ct);
+    broker.write_to(ck, |out| {
+        response::write_response(out, ctx, 200, ct, body, false, &[])
+    });
+    Ok(())
 }
 
 /// The OS hostname (nsqd's default `--broadcast-address`).

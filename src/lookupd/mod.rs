@@ -64,6 +64,9 @@ pub struct LookupdOptions {
     /// set log verbosity: debug, info, warn, error, or fatal
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// log format: text, or json (one object per line, as corqd's --log-format)
+    #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
 }
 
 impl LookupdOptions {
@@ -76,6 +79,7 @@ impl LookupdOptions {
             inactive_producer_timeout: 300_000,
             tombstone_lifetime: 45_000,
             log_level: "info".into(),
+            log_format: crate::logging::LogFormat::Text,
         }
     }
 }

@@ -499,6 +499,7 @@ impl Log {
     fn note_corrupt(&self, seg: &Segment, offset: u64, why: &dyn std::fmt::Display) {
         if self.bad.borrow_mut().insert(offset) {
             warn!(
+                topic:% = super::LogName(&seg.path);
                 "{}: skipping corrupt record at offset {offset}: {why}",
                 seg.path.display()
             );

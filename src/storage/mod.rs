@@ -44,6 +44,19 @@ mod worker;
 mod testutil;
 
 pub use self::error::StorageError;
+
+/// The name of the log a file belongs to, for log lines: its directory's name without the
+/// extension (a topic's log lives in `<topic>.topic/`, so this is the topic). Warnings about
+/// a file carry it as their `topic` field (see `crate::logging`).
+#[derive(Debug, Clone, Copy)]
+pub struct LogName<'a>(pub &'a std::path::Path);
+
+impl std::fmt::Display for LogName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let stem = self.0.parent().and_then(std::path::Path::file_stem);
+        f.write_str(&stem.map(|s| s.to_string_lossy()).unwrap_or_default())
+    }
+}
 pub use self::log::{Log, LogIter};
 pub use self::worker::{Job, JobDone, Notify, StorageWorker};
 

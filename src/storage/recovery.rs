@@ -43,7 +43,7 @@ use super::record::{self, Corrupt};
 use super::segment::{
     self, Header, Segment, LOST, PREALLOC_SUFFIX, SEGMENT_HEADER_LEN, SEGMENT_SUFFIX,
 };
-use super::StorageError;
+use super::{LogName, StorageError};
 use ::log::{info, warn};
 use memmap2::MmapMut;
 use std::fs::{File, OpenOptions};
@@ -243,6 +243,7 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
         let name = name.to_str().unwrap_or("");
         match segment::parse_file_name(name, SEGMENT_SUFFIX) {
             Some(base) if is_file && base > MAX_BASE => warn!(
+                topic:% = LogName(&path);
                 "refusing segment {}: base offset {base} is above {MAX_BASE}, where offsets \
                  could overflow; the file is left untouched and not read",
                 path.display()
@@ -253,6 +254,7 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
                 std::fs::remove_file(&path).map_err(|e| StorageError::io(&path, "remove", e))?;
             }
             _ => warn!(
+                topic:% = LogName(&path);
                 "ignoring stray entry {} in log directory (not a segment)",
                 path.display()
             ),
@@ -306,6 +308,7 @@ fn check_chain(prev: &Segment, seg: &Segment, prev_cut: bool) -> Result<u64, Sto
             "no segment file holds them (missing file)"
         };
         warn!(
+            topic:% = LogName(&seg.path);
             "offsets {}..{} are missing before {} ({lost} records): {cause}",
             prev.end(),
             seg.base,
@@ -345,6 +348,7 @@ fn size_file(file: &File, path: &Path, is_last: bool, max_bytes: u64) -> Result<
     if is_last && size < max_bytes {
         if let Err(e) = segment::allocate(file, 0, size, None) {
             warn!(
+                topic:% = LogName(path);
                 "cannot allocate the {size} bytes of {}: {e}; appends may fail",
                 path.display()
             );
@@ -382,6 +386,7 @@ fn load_segment(
             });
         }
         warn!(
+            topic:% = LogName(&path);
             "skipping {}: {} bytes, shorter than a segment header",
             path.display(),
             map.len()
@@ -437,6 +442,7 @@ fn check_header(map: &mut MmapMut, path: &Path, base: u64) -> Result<(), Storage
         Header::Invalid(why) => Err(bad(format!("bad segment header: {why}"))),
         Header::Missing => {
             warn!(
+                topic:% = LogName(path);
                 "{}: header missing (all zero), rewriting it from the file name",
                 path.display()
             );
@@ -465,6 +471,7 @@ fn report(path: &Path, scan: &Scan, is_last: bool) {
             ),
         };
         warn!(
+            topic:% = LogName(path);
             "{}: skipped damaged bytes {}..{} ({} bytes: {why}); {what}; resynchronised at \
              offset {}",
             path.display(),
@@ -483,6 +490,7 @@ fn report(path: &Path, scan: &Scan, is_last: bool) {
         "damaged end of a sealed segment, left on disk; the rest of its offsets are lost"
     };
     warn!(
+        topic:% = LogName(path);
         "{}: no valid record after byte {} (offset {offset}: {why}): {what} (bytes {}..{})",
         path.display(),
         bytes.start,
@@ -501,6 +509,7 @@ fn zero_tail(map: &mut MmapMut, path: &Path, range: Range<usize>) -> Result<(), 
         return Ok(());
     }
     warn!(
+        topic:% = LogName(path);
         "{}: zeroing {} bytes after the last good record (byte {})",
         path.display(),
         bytes.len(),

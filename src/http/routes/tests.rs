@@ -72,7 +72,6 @@ fn options_lists_methods() {
 #[test]
 fn unknown_and_removed_paths_are_404() {
     for p in [
-        "/",
         "/nope",
         "/put",
         "/mput",
@@ -234,4 +233,20 @@ fn body_limits_per_route() {
     assert_eq!(body_limit("PUT", "/config/x", &l), (10, INVALID_VALUE_SIZE));
     assert_eq!(body_limit("GET", "/config/x", &l), (50, BODY_TOO_BIG));
     assert_eq!(body_limit("POST", "/nope", &l), (50, BODY_TOO_BIG));
+}
+
+#[test]
+fn dashboard_and_peek_routes() {
+    assert_eq!(route("GET", "/"), Ok(Route::Dashboard("index.html")));
+    assert_eq!(route("GET", "/ui"), Ok(Route::Dashboard("index.html")));
+    assert_eq!(route("GET", "/ui/app.js"), Ok(Route::Dashboard("app.js")));
+    assert_eq!(
+        route("GET", "/ui/style.css"),
+        Ok(Route::Dashboard("style.css"))
+    );
+    assert_eq!(route("GET", "/ui/nope.js"), Err(RouteError::NotFound));
+    assert_eq!(route("POST", "/"), not_allowed("GET, OPTIONS"));
+    assert_eq!(route("GET", "/channel/peek"), Ok(Route::ChannelPeek));
+    assert_eq!(route("GET", "/topic/peek"), Ok(Route::TopicPeek));
+    assert_eq!(route("POST", "/topic/peek"), not_allowed("GET, OPTIONS"));
 }
