@@ -1,16 +1,40 @@
 //! `corqd`: the corq server. Parses flags, sets up logging, runs the server until SIGTERM/SIGINT.
+use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
+use corq::config::{load, LoadError};
 
 fn main() -> ExitCode {
-    let opts = corq::Options::parse();
+    let loaded = match load(std::env::args_os()) {
+        Ok(l) => l,
+        Err(LoadError::Usage(e)) => e.exit(),
+        Err(LoadError::Config(e)) => {
+            eprintln!("corqd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = &loaded.cfg;
     let level = corq::config::parse_level(&opts.log_level).unwrap_or(log::LevelFilter::Info);
+    // The text format: `--log-prefix` (nsqd's `[nsqd] `), then env_logger's usual line.
+    let prefix = opts.log_prefix.clone();
     env_logger::Builder::new()
         .filter_level(level)
         .parse_env("CORQ_LOG")
+        .format(move |buf, r| {
+            let ts = buf.timestamp_micros();
+            writeln!(
+                buf,
+                "{prefix}{ts} {} {}: {}",
+                r.level(),
+                r.target(),
+                r.args()
+            )
+        })
         .init();
-    match run(opts) {
+    for note in &loaded.notes {
+        log::info!("{note}");
+    }
+    match run(loaded.cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("corqd: {e:#}");
@@ -19,8 +43,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(opts: corq::Options) -> Result<(), Box<dyn std::error::Error>> {
-    let cfg = opts.validate()?;
+fn run(cfg: corq::Config) -> Result<(), Box<dyn std::error::Error>> {
     raise_fd_limit();
     let server = corq::Server::bind(cfg)?;
     corq::server::install_signal_handlers(server.handle());

@@ -19,6 +19,7 @@
 
 mod conn;
 pub mod helpers;
+pub mod statsd;
 pub mod wire;
 
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -33,6 +34,7 @@ use crate::broker::Broker;
 use crate::config::Options;
 use conn::Peer;
 use helpers::{ChannelQueries, Report};
+use statsd::Statsd;
 use wire::Identity;
 
 /// The first token of the peer range (below the reactor's listener and waker tokens, far above
@@ -72,6 +74,8 @@ pub struct Peers {
     max_body: usize,
     /// Connection attempts so far: tags helper reports so stale ones are ignored.
     attempts: u64,
+    /// The statsd pusher, when `--statsd-address` is set (a UDP peer, driven by the same step).
+    statsd: Option<Statsd>,
 }
 
 impl Peers {
@@ -96,6 +100,7 @@ impl Peers {
         };
         let (report_tx, reports) = channel();
         let max_body = opts.max_body_size as usize;
+        let statsd = Statsd::new(opts, &me.broadcast_address, me.http_port);
         let mut peers = Peers {
             me,
             peers: Slab::new(),
@@ -105,6 +110,7 @@ impl Peers {
             queries: None,
             max_body,
             attempts: 0,
+            statsd,
         };
         peers.add_all(&opts.lookupd_tcp_address);
         peers
@@ -156,9 +162,11 @@ impl Peers {
 
     /// The earliest time (monotonic ms) a peer needs attention.
     pub fn next_deadline(&self) -> Option<u64> {
+        let statsd = self.statsd.as_ref().map(Statsd::next_deadline);
         self.peers
             .iter()
             .filter_map(|(_, p)| p.next_deadline())
+            .chain(statsd)
             .min()
     }
 
@@ -188,6 +196,9 @@ impl Peers {
                     &self.waker,
                 );
             }
+        }
+        if let Some(s) = &mut self.statsd {
+            s.step(now, broker);
         }
     }
 
