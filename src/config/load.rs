@@ -294,3 +294,181 @@ fn name_file_key(e: ConfigError, from_file: &[(String, String)]) -> ConfigError 
         None => e,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TlsRequired;
+
+    fn norm(args: &[&str]) -> Vec<String> {
+        let args = std::iter::once("corqd").chain(args.iter().copied());
+        let out = normalize_args(args.map(OsString::from).collect());
+        out.into_iter()
+            .skip(1)
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    fn opts(args: &[&str]) -> Result<Options, String> {
+        let args = std::iter::once("corqd").chain(args.iter().copied());
+        match load(args) {
+            Ok(l) => Ok(l.cfg.opts),
+            Err(LoadError::Usage(e)) => Err(e.to_string()),
+            Err(LoadError::Config(e)) => Err(e.0),
+        }
+    }
+
+    /// A config file with `text`, deleted on drop.
+    struct File(std::path::PathBuf);
+    impl File {
+        fn new(tag: &str, text: &str) -> File {
+            let p = std::env::temp_dir().join(format!("corq-cfg-{tag}-{}.cfg", std::process::id()));
+            std::fs::write(&p, text).unwrap();
+            File(p)
+        }
+        fn arg(&self) -> String {
+            self.0.display().to_string()
+        }
+    }
+    impl Drop for File {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn single_dash_and_separate_values_become_clap_form() {
+        assert_eq!(norm(&["-tcp-address", ":4150"]), ["--tcp-address=:4150"]);
+        assert_eq!(
+            norm(&["-snappy=false", "-verbose"]),
+            ["--snappy=false", "--verbose"]
+        );
+        assert_eq!(norm(&["--statsd-prefix", "-x"]), ["--statsd-prefix=-x"]);
+        assert_eq!(norm(&["-tls-required", "-h"]), ["--tls-required", "--help"]);
+        assert_eq!(norm(&["-version"]), ["--version"]);
+        // Unknown flags and everything after `--` are left for clap to judge.
+        assert_eq!(norm(&["-nope", "x"]), ["-nope", "x"]);
+        assert_eq!(norm(&["--", "-snappy"]), ["--", "-snappy"]);
+        assert_eq!(
+            norm(&["-max-rdy-count"]),
+            ["--max-rdy-count"],
+            "no value left"
+        );
+    }
+
+    #[test]
+    fn go_syntax_parses() {
+        let o = opts(&[
+            "-max-rdy-count",
+            "7",
+            "--msg-timeout",
+            "1s",
+            "--msg-timeout=2s",
+            "-snappy=false",
+            "-deflate=0",
+            "-tls-required",
+            "-tls-cert",
+            "c.pem",
+            "-tls-key=k.pem",
+            "-lookupd-tcp-address",
+            "a:1,b:2",
+            "--lookupd-tcp-address",
+            "c:3",
+            "-tcp-address",
+            ":4150",
+        ])
+        .unwrap();
+        assert_eq!(o.max_rdy_count, 7);
+        assert_eq!(
+            o.msg_timeout, 2000,
+            "the last of a repeated flag wins, as in Go"
+        );
+        assert!(!o.snappy && !o.deflate);
+        assert_eq!(
+            o.tls_required,
+            TlsRequired::Yes,
+            "a bare --tls-required means true"
+        );
+        assert_eq!(o.lookupd_tcp_address, ["a:1", "b:2", "c:3"]);
+        assert_eq!(o.tcp_address.to_string(), "0.0.0.0:4150");
+        let e = opts(&["--snappy", "false"]).unwrap_err();
+        assert!(
+            e.contains("false"),
+            "a Go bool takes its value only with '=': {e}"
+        );
+        assert!(opts(&["--max-deflate-level", "10"])
+            .unwrap_err()
+            .contains("[1,9]"));
+    }
+
+    #[test]
+    fn file_values_under_command_line_over_defaults() {
+        let f = File::new(
+            "prec",
+            "msg_timeout = \"30s\"\nmax_rdy_count = 100\nsync_timeout = 1500\n\
+             nsqlookupd_tcp_addresses = [\"a:1\", \"b:2\"]\nlog_level = 1\nsnappy = false\n\
+             e2e_processing_latency_percentiles = [1.0, 0.99]\nid = 5\n",
+        );
+        let o = opts(&["--config", &f.arg(), "--max-rdy-count", "200"]).unwrap();
+        assert_eq!(o.max_rdy_count, 200, "command line over file");
+        assert_eq!(o.msg_timeout, 30_000, "file over default");
+        assert_eq!(o.sync_timeout, 1500, "an integer duration is milliseconds");
+        assert_eq!(o.lookupd_tcp_address, ["a:1", "b:2"]);
+        assert_eq!(o.log_level, "debug");
+        assert!(!o.snappy);
+        assert_eq!(o.e2e_processing_latency_percentile, [1.0, 0.99]);
+        assert_eq!(o.node_id, Some(5));
+        assert_eq!(o.max_msg_size, 1_048_576, "default");
+        let o = opts(&["-config", &f.arg(), "-lookupd-tcp-address", "c:3"]).unwrap();
+        assert_eq!(
+            o.lookupd_tcp_address,
+            ["c:3"],
+            "a command-line list replaces the file's"
+        );
+    }
+
+    #[test]
+    fn bad_files_are_one_line_naming_the_key() {
+        let one_line = |e: &str| assert!(!e.contains('\n'), "one line: {e}");
+        let f = File::new("badval", "max_rdy_count = \"lots\"\n");
+        let e = opts(&["--config", &f.arg()]).unwrap_err();
+        assert!(e.contains("max_rdy_count") && e.contains(&f.arg()), "{e}");
+        one_line(&e);
+        let f = File::new("range", "max_rdy_count = 0\n");
+        let e = opts(&["--config", &f.arg()]).unwrap_err();
+        assert!(e.contains("--max-rdy-count must be > 0") && e.contains("key max_rdy_count"));
+        let f = File::new("toml", "msg_timeout = \n");
+        let e = opts(&["--config", &f.arg()]).unwrap_err();
+        assert!(e.contains("line 1") && e.contains("TOML"), "{e}");
+        one_line(&e);
+        let f = File::new("array", "msg_timeout = [\"1s\"]\n");
+        assert!(opts(&["--config", &f.arg()])
+            .unwrap_err()
+            .contains("msg_timeout"));
+        let f = File::new("dur", "msg_timeout = \"soon\"\n");
+        let e = opts(&["--config", &f.arg()]).unwrap_err();
+        assert!(e.contains("msg_timeout") && e.contains("soon"), "{e}");
+        one_line(&e);
+        let e = opts(&["--config", "/nonexistent/nsqd.cfg"]).unwrap_err();
+        assert!(e.contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_and_ignored_flags_are_noted() {
+        let f = File::new(
+            "notes",
+            "mem_queue_size = 0\nlog_dir = \"x\"\nnode_id = 3\n",
+        );
+        let args = ["corqd", "--config", &f.arg(), "--verbose"];
+        let Ok(l) = load(args) else { panic!("loads") };
+        let notes = l.notes.join("\n");
+        assert!(notes.contains("\"log_dir\" ignored"), "{notes}");
+        assert!(
+            notes.contains("\"node_id\" ignored"),
+            "nsqd's key is id: {notes}"
+        );
+        assert!(notes.contains("--mem-queue-size is accepted"), "{notes}");
+        assert!(notes.contains("--verbose is accepted"), "{notes}");
+        assert!(!notes.contains("--node-id"), "{notes}");
+    }
+}
