@@ -14,7 +14,7 @@ mod load;
 mod values;
 
 pub use load::{load, normalize_args, LoadError, Loaded};
-pub use values::{parse_go_bool, parse_listen_addr, TlsMinVersion, TlsRequired};
+pub use values::{parse_dial_addr, parse_go_bool, parse_listen_addr, TlsMinVersion, TlsRequired};
 
 /// A configuration value that is out of range, named by its flag.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -117,7 +117,9 @@ where
     all.extend(rest);
     let matches = cmd.try_get_matches_from(all)?;
     let opts = Options::from_arg_matches(&matches)?;
-    let cfg = opts.validate().map_err(|e| name_file_key(e, &from_file))?;
+    let cfg = opts
+        .validate()
+        .map_err(|e| name_file_key(e, &first, &from_file))?;
     for (flag, why) in IGNORED_FLAGS {
         if given.iter().any(|g| g == flag) {
             notes.push(format!(
@@ -284,13 +286,22 @@ fn file_error(path: &Path, key: &str, value: &toml::Value, why: &str) -> ConfigE
     ))
 }
 
-/// A validation error about a flag the file set names the key too.
-fn name_file_key(e: ConfigError, from_file: &[(String, String)]) -> ConfigError {
+/// A validation error about a flag the file set names the file and the key too.
+fn name_file_key(
+    e: ConfigError,
+    first: &clap::ArgMatches,
+    from_file: &[(String, String)],
+) -> ConfigError {
     let hit = from_file.iter().find(|(long, _)| {
         e.0.contains(&format!("--{long} ")) || e.0.ends_with(&format!("--{long}"))
     });
     match hit {
-        Some((_, key)) => ConfigError(format!("{} (config file key {key})", e.0)),
+        Some((_, key)) => {
+            let path = first
+                .get_one::<std::path::PathBuf>("config")
+                .map_or_else(String::new, |p| p.display().to_string());
+            ConfigError(format!("{} (--config {path}: key {key})", e.0))
+        }
         None => e,
     }
 }
@@ -436,7 +447,11 @@ mod tests {
         one_line(&e);
         let f = File::new("range", "max_rdy_count = 0\n");
         let e = opts(&["--config", &f.arg()]).unwrap_err();
-        assert!(e.contains("--max-rdy-count must be > 0") && e.contains("key max_rdy_count"));
+        assert!(
+            e.contains("--max-rdy-count must be > 0") && e.contains("key max_rdy_count"),
+            "{e}"
+        );
+        assert!(e.contains(&f.arg()), "{e}");
         let f = File::new("toml", "msg_timeout = \n");
         let e = opts(&["--config", &f.arg()]).unwrap_err();
         assert!(e.contains("line 1") && e.contains("TOML"), "{e}");

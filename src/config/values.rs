@@ -107,6 +107,19 @@ pub fn parse_tls_min_version(s: &str) -> Result<TlsMinVersion, String> {
 /// # Errors
 /// A message naming the text when it has no port or the host does not resolve.
 pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
+    parse_go_addr(s, [0, 0, 0, 0])
+}
+
+/// Parses an address to connect to, in the same forms as [`parse_listen_addr`]; `:<port>` is
+/// this host (`127.0.0.1`), as Go's `net.Dial` reads it.
+///
+/// # Errors
+/// As [`parse_listen_addr`].
+pub fn parse_dial_addr(s: &str) -> Result<SocketAddr, String> {
+    parse_go_addr(s, [127, 0, 0, 1])
+}
+
+fn parse_go_addr(s: &str, empty_host: [u8; 4]) -> Result<SocketAddr, String> {
     let s = s.trim();
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
@@ -120,7 +133,7 @@ pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
         .parse()
         .map_err(|_| format!("{s:?}: {port:?} is not a port number"))?;
     if host.is_empty() {
-        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+        return Ok(SocketAddr::from((empty_host, port)));
     }
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let addrs: Vec<SocketAddr> = (host, port)
@@ -279,6 +292,10 @@ mod tests {
         assert_eq!(
             parse_listen_addr("127.0.0.1:0").unwrap().to_string(),
             "127.0.0.1:0"
+        );
+        assert_eq!(
+            parse_dial_addr(":4150").unwrap().to_string(),
+            "127.0.0.1:4150"
         );
         let local = parse_listen_addr("localhost:4150").unwrap();
         assert!(local.ip().is_loopback() && local.port() == 4150, "{local}");
