@@ -187,6 +187,10 @@ pub const IGNORED_FLAGS: &[(&str, &str)] = &[
 /// The first flag whose value cannot be used.
 pub fn check_nsqd_extras(o: &mut Options) -> Result<(), ConfigError> {
     let bad = |msg: String| Err(ConfigError(msg));
+    // nsqd's default data path is empty, meaning the working directory.
+    if o.data_path.as_os_str().is_empty() {
+        o.data_path = ".".into();
+    }
     if o.node_id.is_some_and(|id| !(0..1024).contains(&id)) {
         return bad("--node-id must be [0,1024)".into());
     }
@@ -319,6 +323,12 @@ mod tests {
             check_nsqd_extras(&mut o).map(|()| o).map_err(|e| e.0)
         };
         assert!(check(&|_| {}).is_ok());
+        let cwd = check(&|o| o.data_path = "".into()).unwrap();
+        assert_eq!(
+            cwd.data_path,
+            std::path::Path::new("."),
+            "nsqd's empty data path"
+        );
         let err = |f: &dyn Fn(&mut Options)| check(f).unwrap_err();
         assert_eq!(
             err(&|o| o.node_id = Some(1024)),

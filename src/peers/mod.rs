@@ -16,6 +16,9 @@
 //!
 //! On a runtime topic creation the lookupds' `/channels?topic=` are queried on a helper
 //! thread, and the non-ephemeral channels named are created ([`Broker::precreate_channel`]).
+//!
+//! The statsd pusher ([`statsd`], `--statsd-address`) is the other outbound peer: a
+//! non-blocking UDP socket driven by the same step, its interval part of [`Peers::next_deadline`].
 
 mod conn;
 pub mod helpers;
@@ -24,6 +27,7 @@ pub mod wire;
 
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
+use std::time::Duration;
 
 use log::{info, warn};
 use mio::{Registry, Token, Waker};
@@ -33,7 +37,7 @@ use crate::broker::peers::PeerEvent;
 use crate::broker::Broker;
 use crate::config::Options;
 use conn::Peer;
-use helpers::{ChannelQueries, Report};
+use helpers::{ChannelQueries, QueryLimits, Report};
 use statsd::Statsd;
 use wire::Identity;
 
@@ -72,6 +76,8 @@ pub struct Peers {
     queries: Option<ChannelQueries>,
     /// `--max-body-size`: bounds every lookupd reply.
     max_body: usize,
+    /// The bounds of a `/channels` query (`--http-client-*-timeout`, `--max-body-size`).
+    query_limits: QueryLimits,
     /// Connection attempts so far: tags helper reports so stale ones are ignored.
     attempts: u64,
     /// The statsd pusher, when `--statsd-address` is set (a UDP peer, driven by the same step).
@@ -109,6 +115,11 @@ impl Peers {
             waker,
             queries: None,
             max_body,
+            query_limits: QueryLimits {
+                max_body,
+                connect: Duration::from_millis(opts.http_client_connect_timeout),
+                request: Duration::from_millis(opts.http_client_request_timeout),
+            },
             attempts: 0,
             statsd,
         };
@@ -247,7 +258,7 @@ impl Peers {
         }
         if self.queries.is_none() {
             let tx = self.report_tx.clone();
-            self.queries = ChannelQueries::spawn(tx, self.waker.clone(), self.max_body);
+            self.queries = ChannelQueries::spawn(tx, self.waker.clone(), self.query_limits);
         }
         if let Some(q) = &self.queries {
             q.submit(topic, addrs);
