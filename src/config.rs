@@ -13,7 +13,7 @@ use clap::Parser;
 mod load;
 mod values;
 
-pub use load::{load, normalize_args, LoadError, Loaded};
+pub use load::{load, normalize_args, LoadError, Loaded, Normalized};
 pub use values::{parse_dial_addr, parse_go_bool, parse_listen_addr, TlsMinVersion, TlsRequired};
 
 /// A configuration value that is out of range, named by its flag.

@@ -31,8 +31,8 @@ fn main() -> ExitCode {
             )
         })
         .init();
-    for note in &loaded.notes {
-        log::info!("{note}");
+    for (level, note) in &loaded.notes {
+        log::log!(*level, "{note}");
     }
     match run(loaded.cfg) {
         Ok(()) => ExitCode::SUCCESS,

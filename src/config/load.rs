@@ -43,8 +43,9 @@ const NOT_IN_FILE: &[&str] = &["config", "help", "version"];
 pub struct Loaded {
     /// The configuration to run with.
     pub cfg: Config,
-    /// Lines to log at `info` (ignored flags and why, unknown config-file keys).
-    pub notes: Vec<String>,
+    /// Lines to log once logging is set up: ignored flags and why (info); unknown config-file
+    /// keys and ignored trailing arguments (warn).
+    pub notes: Vec<(log::Level, String)>,
 }
 
 /// Why [`load`] failed.
@@ -79,7 +80,8 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString>,
 {
-    let argv = normalize_args(args.into_iter().map(Into::into).collect());
+    let Normalized { args: argv, rest } =
+        normalize_args(args.into_iter().map(Into::into).collect());
     let cmd = Options::command();
     let first = cmd.clone().try_get_matches_from(&argv)?;
     let mut given: Vec<String> = cmd
@@ -88,16 +90,24 @@ where
         .filter_map(|a| a.get_long().map(str::to_owned))
         .collect();
     let mut notes = Vec::new();
+    if !rest.is_empty() {
+        let rest: Vec<_> = rest.iter().map(|a| a.to_string_lossy()).collect();
+        notes.push((
+            log::Level::Warn,
+            format!("arguments after the flags are ignored, as nsqd ignores them: {rest:?}"),
+        ));
+    }
     let mut file_args: Vec<OsString> = Vec::new();
     let mut from_file: Vec<(String, String)> = Vec::new();
     if let Some(path) = first.get_one::<std::path::PathBuf>("config") {
         let table = read_table(path)?;
         for (key, value) in &table {
             let Some(arg) = arg_for_key(&cmd, key) else {
-                notes.push(format!(
-                    "config file {}: unknown key {key:?} ignored",
+                let note = format!(
+                    "--config {}: unknown key {key:?} ignored, as nsqd ignores it",
                     path.display()
-                ));
+                );
+                notes.push((log::Level::Warn, note));
                 continue;
             };
             if first.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine) {
@@ -122,20 +132,30 @@ where
         .map_err(|e| name_file_key(e, &first, &from_file))?;
     for (flag, why) in IGNORED_FLAGS {
         if given.iter().any(|g| g == flag) {
-            notes.push(format!(
-                "--{flag} is accepted for nsqd compatibility and ignored: {why}"
-            ));
+            let note = format!("--{flag} is accepted for nsqd compatibility and ignored: {why}");
+            notes.push((log::Level::Info, note));
         }
     }
     Ok(Loaded { cfg, notes })
 }
 
+/// A command line split as Go's flag package splits it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Normalized {
+    /// The program name and the flags, in clap's form.
+    pub args: Vec<OsString>,
+    /// What follows the flags: from the first argument that is not a flag (or after `--`) on.
+    /// nsqd takes no arguments and ignores these, so corqd does too (with a warning).
+    pub rest: Vec<OsString>,
+}
+
 /// Rewrites Go-style flags into clap's form: `-name` → `--name`, and `--name value` →
-/// `--name=value` for a known flag that takes a value. Unknown arguments and everything after
-/// `--` pass unchanged (clap reports them).
-pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
+/// `--name=value` for a known flag that takes a value. Unknown flags pass unchanged (clap
+/// reports them). As in Go, flags end at the first argument that is not one, or at `--`.
+pub fn normalize_args(args: Vec<OsString>) -> Normalized {
     let cmd = Options::command();
     let mut out: Vec<OsString> = Vec::with_capacity(args.len());
+    let mut rest = Vec::new();
     let mut iter = args.into_iter();
     out.extend(iter.next());
     while let Some(arg) = iter.next() {
@@ -144,8 +164,12 @@ pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
             continue;
         };
         if s == "--" {
-            out.push(arg);
-            out.extend(iter.by_ref());
+            rest.extend(iter.by_ref());
+            break;
+        }
+        if !s.starts_with('-') || s == "-" {
+            rest.push(arg);
+            rest.extend(iter.by_ref());
             break;
         }
         let body = s.strip_prefix("--").or_else(|| s.strip_prefix('-'));
@@ -175,7 +199,7 @@ pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
         }
         out.push(rewritten);
     }
-    out
+    Normalized { args: out, rest }
 }
 
 /// Whether Go reads the next argument as this flag's value (every non-bool flag).
@@ -314,7 +338,9 @@ mod tests {
     fn norm(args: &[&str]) -> Vec<String> {
         let args = std::iter::once("corqd").chain(args.iter().copied());
         let out = normalize_args(args.map(OsString::from).collect());
-        out.into_iter()
+        assert!(out.rest.is_empty(), "{out:?}");
+        out.args
+            .into_iter()
             .skip(1)
             .map(|a| a.into_string().unwrap())
             .collect()
@@ -358,8 +384,16 @@ mod tests {
         assert_eq!(norm(&["-tls-required", "-h"]), ["--tls-required", "--help"]);
         assert_eq!(norm(&["-version"]), ["--version"]);
         // Unknown flags and everything after `--` are left for clap to judge.
-        assert_eq!(norm(&["-nope", "x"]), ["-nope", "x"]);
-        assert_eq!(norm(&["--", "-snappy"]), ["--", "-snappy"]);
+        assert_eq!(norm(&["-nope=x"]), ["-nope=x"]);
+        // As in Go, flags end at the first non-flag or at `--`; the rest is set aside.
+        let split = |a: &[&str]| {
+            let args = std::iter::once("corqd").chain(a.iter().copied());
+            let n = normalize_args(args.map(OsString::from).collect());
+            (n.args.len() - 1, n.rest.len())
+        };
+        assert_eq!(split(&["--snappy", "false", "--tcp-address", ":1"]), (1, 3));
+        assert_eq!(split(&["--", "-snappy"]), (0, 1));
+        assert_eq!(split(&["-", "-snappy"]), (0, 2));
         assert_eq!(
             norm(&["-max-rdy-count"]),
             ["--max-rdy-count"],
@@ -402,10 +436,15 @@ mod tests {
         );
         assert_eq!(o.lookupd_tcp_address, ["a:1", "b:2", "c:3"]);
         assert_eq!(o.tcp_address.to_string(), "0.0.0.0:4150");
-        let e = opts(&["--snappy", "false"]).unwrap_err();
+        // A Go bool takes its value only with '=': `false` ends the flags, as in Go.
+        let l = load(["corqd", "--snappy", "false", "--max-rdy-count", "1"])
+            .ok()
+            .unwrap();
+        assert!(l.cfg.snappy && l.cfg.max_rdy_count == 2500);
         assert!(
-            e.contains("false"),
-            "a Go bool takes its value only with '=': {e}"
+            l.notes[0].1.contains("ignored, as nsqd ignores them"),
+            "{:?}",
+            l.notes
         );
         assert!(opts(&["--max-deflate-level", "10"])
             .unwrap_err()
@@ -476,7 +515,8 @@ mod tests {
         );
         let args = ["corqd", "--config", &f.arg(), "--verbose"];
         let Ok(l) = load(args) else { panic!("loads") };
-        let notes = l.notes.join("\n");
+        let notes: Vec<&str> = l.notes.iter().map(|(_, n)| n.as_str()).collect();
+        let notes = notes.join("\n");
         assert!(notes.contains("\"log_dir\" ignored"), "{notes}");
         assert!(
             notes.contains("\"node_id\" ignored"),

@@ -272,6 +272,39 @@ mod tests {
     }
 
     #[test]
+    fn nsqd_extra_config_values() {
+        let o = Options::default();
+        let get = |n: &str| config_value(&o, "vm", &[], n).map(|v| v.to_string());
+        for (name, want) in [
+            ("tls_required", "0"),
+            ("tls_min_version", "769"),
+            ("statsd_interval", "60000000000"),
+            ("statsd_prefix", r#""nsq.%s""#),
+            ("statsd_udp_packet_size", "508"),
+            ("deflate", "true"),
+            ("snappy", "true"),
+            ("max_deflate_level", "6"),
+            ("log_prefix", r#""[nsqd] ""#),
+            ("http_client_connect_timeout", "2000000000"),
+            ("auth_http_addresses", "[]"),
+            ("mem_queue_size", "10000"),
+            ("e2e_processing_latency_percentiles", "[]"),
+        ] {
+            assert_eq!(get(name).as_deref(), Some(want), "{name}");
+        }
+        let id = get("id").and_then(|v| v.parse::<i64>().ok());
+        assert!(id.is_some_and(|id| (0..1024).contains(&id)), "{id:?}");
+        let set = Options {
+            node_id: Some(7),
+            ..Options::default()
+        };
+        assert_eq!(config_value(&set, "vm", &[], "id"), Some(Value::from(7)));
+        for bad in ["config", "node_id", "tls_required_x", "deflate_enabled"] {
+            assert_eq!(get(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn log_levels() {
         for (s, n) in [
             ("debug", 1),
