@@ -207,10 +207,22 @@ fn takes_separate_value(arg: &Arg) -> bool {
     arg.get_action().takes_values() && !arg.is_require_equals_set()
 }
 
+/// The largest config file read (nsqd's example is 4 KiB; this bounds a mistaken path such as
+/// `/dev/zero`).
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 /// Reads and parses the config file into a TOML table.
 fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(format!("--config {}: cannot read: {e}", path.display())))?;
+    use std::io::Read;
+    let fail = |why: String| ConfigError(format!("--config {}: {why}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| fail(format!("cannot read: {e}")))?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(fail(format!("larger than {MAX_CONFIG_BYTES} bytes")));
+    }
     text.parse::<toml::Table>().map_err(|e| {
         let line = e.span().map_or(0, |s| {
             text.get(..s.start).map_or(0, |t| t.lines().count().max(1))
@@ -505,6 +517,14 @@ mod tests {
         one_line(&e);
         let e = opts(&["--config", "/nonexistent/nsqd.cfg"]).unwrap_err();
         assert!(e.contains("cannot read"), "{e}");
+        let e = opts(&["--config", "/dev/zero"]).unwrap_err();
+        assert!(e.contains("larger than"), "a bounded read: {e}");
+        let f = File::new("table", "[msg_timeout]\nx = 1\n");
+        let e = opts(&["--config", &f.arg()]).unwrap_err();
+        assert!(
+            e.contains("msg_timeout") && e.contains("expected a string"),
+            "{e}"
+        );
     }
 
     #[test]
