@@ -191,6 +191,16 @@ pub fn check_nsqd_extras(o: &mut Options) -> Result<(), ConfigError> {
     if o.data_path.as_os_str().is_empty() {
         o.data_path = ".".into();
     }
+    // Go dials `:<port>` on this host; the lookupd and statsd peers need a host to resolve.
+    for a in o
+        .lookupd_tcp_address
+        .iter_mut()
+        .chain([&mut o.statsd_address])
+    {
+        if a.starts_with(':') {
+            *a = format!("127.0.0.1{a}");
+        }
+    }
     if o.node_id.is_some_and(|id| !(0..1024).contains(&id)) {
         return bad("--node-id must be [0,1024)".into());
     }
@@ -349,6 +359,16 @@ mod tests {
         assert!(err(&|o| o.tls_cert = "c.pem".into()).contains("--tls-key"));
         assert!(err(&|o| o.tls_client_auth_policy = "maybe".into()).contains("require-verify"));
         assert!(err(&|o| o.statsd_address = "nohost".into()).contains("--statsd-address"));
+        let local = check(&|o| {
+            o.statsd_address = ":8125".into();
+            o.lookupd_tcp_address = vec![":4160".into(), "h:1".into()];
+        })
+        .unwrap();
+        assert_eq!(
+            local.statsd_address, "127.0.0.1:8125",
+            "Go dials :port on this host"
+        );
+        assert_eq!(local.lookupd_tcp_address, ["127.0.0.1:4160", "h:1"]);
         assert!(err(&|o| {
             o.statsd_address = "127.0.0.1:8125".into();
             o.statsd_interval = 0;
