@@ -10,6 +10,12 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+mod load;
+mod values;
+
+pub use load::{load, normalize_args, LoadError, Loaded, Normalized};
+pub use values::{parse_dial_addr, parse_go_bool, parse_listen_addr, TlsMinVersion, TlsRequired};
+
 /// A configuration value that is out of range, named by its flag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError(pub String);
@@ -27,11 +33,13 @@ impl std::error::Error for ConfigError {}
 #[command(
     name = "corqd",
     version,
-    about = "corq: an NSQ-compatible message queue server on one thread"
+    about = "corq: an NSQ-compatible message queue server on one thread",
+    // Go's flag package keeps the last of a repeated flag; so does corqd.
+    args_override_self = true
 )]
 pub struct Options {
-    /// <addr>:<port> to listen on for TCP clients
-    #[arg(long, default_value = "0.0.0.0:4150")]
+    /// <addr>:<port> to listen on for TCP clients (`:4150` means every interface)
+    #[arg(long, default_value = "0.0.0.0:4150", value_parser = parse_listen_addr)]
     pub tcp_address: SocketAddr,
     /// <addr>:<port> to listen on for HTTP clients (empty disables the HTTP API)
     #[arg(long, default_value = "0.0.0.0:4151")]
@@ -140,6 +148,104 @@ pub struct Options {
     /// (default: quarantine the topic, redeliver from the logs, and serve the rest)
     #[arg(long, default_value_t = false)]
     pub strict_recovery: bool,
+
+    // ---- Config file and logging (nsqd's `--config`, `--log-prefix`) ----
+    /// path to an nsqd TOML config file (command-line flags override its values)
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// log message prefix (prepended to every text log line)
+    #[arg(long, default_value = "[nsqd] ")]
+    pub log_prefix: String,
+
+    // ---- statsd (nsqd `statsd.go`; corq's `peers::statsd`) ----
+    /// UDP <addr>:<port> of a statsd daemon for pushing stats (empty: off)
+    #[arg(long, default_value = "")]
+    pub statsd_address: String,
+    /// prefix used for keys sent to statsd (%s for host replacement)
+    #[arg(long, default_value = "nsq.%s")]
+    pub statsd_prefix: String,
+    /// duration between pushing to statsd
+    #[arg(long, default_value = "1m0s", value_parser = parse_duration_ms)]
+    pub statsd_interval: u64,
+    /// toggle sending memory stats to statsd
+    #[arg(long, default_value = "true", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = values::parse_go_bool)]
+    pub statsd_mem_stats: bool,
+    /// the size in bytes of statsd UDP packets
+    #[arg(long, default_value_t = 508)]
+    pub statsd_udp_packet_size: usize,
+    /// don't send statsd stats for #ephemeral topics and channels
+    #[arg(long, default_value = "false", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = values::parse_go_bool)]
+    pub statsd_exclude_ephemeral: bool,
+
+    // ---- TLS and HTTPS (accepted and validated here; the transport layer uses them) ----
+    /// <addr>:<port> to listen on for HTTPS clients (used only with --tls-cert and --tls-key)
+    #[arg(long, default_value = "0.0.0.0:4152")]
+    pub https_address: String,
+    /// path to certificate file
+    #[arg(long, default_value = "")]
+    pub tls_cert: String,
+    /// path to key file
+    #[arg(long, default_value = "")]
+    pub tls_key: String,
+    /// path to certificate authority file
+    #[arg(long, default_value = "")]
+    pub tls_root_ca_file: String,
+    /// client certificate auth policy ('require' or 'require-verify'); forces --tls-required
+    #[arg(long, default_value = "")]
+    pub tls_client_auth_policy: String,
+    /// require TLS for client connections (true, false, tcp-https); bare means true
+    #[arg(long, default_value = "false", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = values::parse_tls_required)]
+    pub tls_required: TlsRequired,
+    /// minimum TLS version acceptable ('tls1.0', 'tls1.1', 'tls1.2' or 'tls1.3')
+    #[arg(long, default_value = "tls1.0", value_parser = values::parse_tls_min_version)]
+    pub tls_min_version: TlsMinVersion,
+
+    // ---- Compression (accepted and validated here; the transport layer uses them) ----
+    /// enable snappy feature negotiation (client compression)
+    #[arg(long, default_value = "true", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = values::parse_go_bool)]
+    pub snappy: bool,
+    /// enable deflate feature negotiation (client compression)
+    #[arg(long, default_value = "true", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = values::parse_go_bool)]
+    pub deflate: bool,
+    /// max deflate compression level a client can negotiate (> values == > CPU usage)
+    #[arg(long, default_value_t = 6)]
+    pub max_deflate_level: i64,
+
+    // ---- nsqd flags corq accepts and ignores (logged at start; docs/operations.md) ----
+    /// [ignored] unique part for message IDs in [0,1024) (corq's IDs need none)
+    #[arg(long)]
+    pub node_id: Option<i64>,
+    /// [ignored] messages kept in memory per topic/channel (corq keeps all in its log)
+    #[arg(long, default_value_t = 10_000)]
+    pub mem_queue_size: i64,
+    /// [ignored] nsqd's timeout-scan workers (corq's timing wheel needs none)
+    #[arg(long, default_value_t = 4)]
+    pub queue_scan_worker_pool_max: i64,
+    /// [ignored] channels nsqd checks per scan cycle (corq's timing wheel needs none)
+    #[arg(long, default_value_t = 20)]
+    pub queue_scan_selection_count: i64,
+    /// [ignored] topology region (an nsqd experiment)
+    #[arg(long, default_value = "")]
+    pub topology_region: String,
+    /// [ignored] topology zone (an nsqd experiment)
+    #[arg(long, default_value = "")]
+    pub topology_zone: String,
+    /// [ignored] nsqd experiments to enable (repeatable)
+    #[arg(long, value_delimiter = ',')]
+    pub enable_experiment: Vec<String>,
+    /// [deprecated, no effect] use --log-level
+    #[arg(long, default_value = "false", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = values::parse_go_bool)]
+    pub verbose: bool,
+    /// [deprecated, no effect] use --node-id
+    #[arg(long, default_value = "false", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = values::parse_go_bool)]
+    pub worker_id: bool,
 }
 
 impl Default for Options {
@@ -183,12 +289,8 @@ impl Options {
         if self.http_address.is_empty() {
             return Ok(None);
         }
-        let addr = self.http_address.parse().map_err(|_| {
-            ConfigError(format!(
-                "--http-address {:?}: expected <addr>:<port> or empty",
-                self.http_address
-            ))
-        })?;
+        let addr = parse_listen_addr(&self.http_address)
+            .map_err(|e| ConfigError(format!("--http-address {e}")))?;
         Ok(Some(addr))
     }
 
@@ -196,7 +298,7 @@ impl Options {
     ///
     /// # Errors
     /// A [`ConfigError`] naming the first flag whose value is out of range.
-    pub fn validate(self) -> Result<Config, ConfigError> {
+    pub fn validate(mut self) -> Result<Config, ConfigError> {
         let bad = |flag: &str, why: &str| Err(ConfigError(format!("--{flag} {why}")));
         if self.max_msg_size == 0 {
             return bad("max-msg-size", "must be > 0");
@@ -244,12 +346,6 @@ impl Options {
                 );
             }
         }
-        if !matches!(self.auth_http_request_method.as_str(), "get" | "post") {
-            // nsqd's own words.
-            return Err(ConfigError(
-                "--auth-http-request-method must be post or get".to_owned(),
-            ));
-        }
         for a in &self.auth_http_address {
             crate::auth::Endpoint::parse(a.trim())
                 .map_err(|e| ConfigError(format!("--auth-http-address {a:?}: {e}")))?;
@@ -260,6 +356,7 @@ impl Options {
                 "must be one of trace, debug, info, warn, error",
             );
         }
+        values::check_nsqd_extras(&mut self)?;
         Ok(Config { opts: self })
     }
 }

@@ -36,14 +36,30 @@ const RESERVED: [&str; 4] = ["ts", "level", "target", "msg"];
 
 /// Installs the global logger: `level` as the default filter, overridden by the environment
 /// variable `env` (env_logger's syntax), in `format`. Call once, at program start.
-pub fn init(format: LogFormat, level: log::LevelFilter, env: &str) {
+pub fn init(format: LogFormat, level: log::LevelFilter, env: &str, prefix: &str) {
     let mut b = env_logger::Builder::new();
     b.filter_level(level).parse_env(env);
-    if format == LogFormat::Json {
-        b.format(|out, record| {
-            let line = json_line(SystemTime::now(), record);
-            out.write_all(line.as_bytes())
-        });
+    match format {
+        LogFormat::Json => {
+            b.format(|out, record| {
+                let line = json_line(SystemTime::now(), record);
+                out.write_all(line.as_bytes())
+            });
+        }
+        LogFormat::Text => {
+            // `--log-prefix` (nsqd's `[nsqd] `), then env_logger's usual line.
+            let prefix = prefix.to_owned();
+            b.format(move |out, r| {
+                let ts = out.timestamp_micros();
+                writeln!(
+                    out,
+                    "{prefix}{ts} {} {}: {}",
+                    r.level(),
+                    r.target(),
+                    r.args()
+                )
+            });
+        }
     }
     b.init();
 }

@@ -17,6 +17,7 @@
 //! - `client`: the project's own client against the server, and the embedding example
 //! - `checkpoint`: the data-path lock and start-up check, the checkpoint checked against the
 //!   logs, quarantined topics
+//! - `nsqd_flags`: an nsqd command line or config file starts corqd unchanged; statsd
 //! - `bench`: `corq bench` against its fake server (the stall test) and a real server, its CLI
 mod util;
 
@@ -30,6 +31,7 @@ mod disk;
 mod durability;
 mod http;
 mod lookupd;
+mod nsqd_flags;
 mod ops;
 mod protocol;
 mod pubsub;

@@ -32,8 +32,9 @@ pub struct BenchArgs {
     /// what to run
     #[arg(value_enum)]
     pub mode: ModeArg,
-    /// nsqd (or corqd) TCP address; for `sink`, where to listen
-    #[arg(long, default_value = "127.0.0.1:4150")]
+    /// nsqd (or corqd) TCP address (Go forms: `:4150`, `localhost:4150`); for `sink`, where
+    /// to listen
+    #[arg(long, default_value = "127.0.0.1:4150", value_parser = crate::config::parse_dial_addr)]
     pub nsqd_tcp_address: SocketAddr,
     /// topic to publish to and consume from
     #[arg(long, default_value = "bench")]

@@ -25,8 +25,8 @@ struct Cli {
 enum Cmd {
     /// Publish each line of stdin as a message (MPUB in batches)
     Pub {
-        /// nsqd (or corqd) TCP address
-        #[arg(long, default_value = "127.0.0.1:4150")]
+        /// nsqd (or corqd) TCP address (Go forms: `:4150`, `localhost:4150`, `[::1]:4150`)
+        #[arg(long, default_value = "127.0.0.1:4150", value_parser = corq::config::parse_dial_addr)]
         nsqd_tcp_address: SocketAddr,
         /// lines per MPUB (1 = plain PUB)
         #[arg(long, default_value_t = 100)]
@@ -36,8 +36,8 @@ enum Cmd {
     },
     /// Print a topic's messages to stdout, one per line
     Tail {
-        /// nsqd (or corqd) TCP address
-        #[arg(long, default_value = "127.0.0.1:4150")]
+        /// nsqd (or corqd) TCP address (Go forms: `:4150`, `localhost:4150`, `[::1]:4150`)
+        #[arg(long, default_value = "127.0.0.1:4150", value_parser = corq::config::parse_dial_addr)]
         nsqd_tcp_address: SocketAddr,
         /// channel to consume (default: an ephemeral one, as nsq_tail)
         #[arg(long)]
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
         ),
         _ => (corq::logging::LogFormat::Text, log::LevelFilter::Warn),
     };
-    corq::logging::init(format, level, "CORQ_LOG");
+    corq::logging::init(format, level, "CORQ_LOG", "");
     let result = match cli.cmd {
         Cmd::Pub {
             nsqd_tcp_address,

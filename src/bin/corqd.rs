@@ -1,13 +1,24 @@
 //! `corqd`: the corq server. Parses flags, sets up logging, runs the server until SIGTERM/SIGINT.
 use std::process::ExitCode;
 
-use clap::Parser;
+use corq::config::{load, LoadError};
 
 fn main() -> ExitCode {
-    let opts = corq::Options::parse();
+    let loaded = match load(std::env::args_os()) {
+        Ok(l) => l,
+        Err(LoadError::Usage(e)) => e.exit(),
+        Err(LoadError::Config(e)) => {
+            eprintln!("corqd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = &loaded.cfg;
     let level = corq::config::parse_level(&opts.log_level).unwrap_or(log::LevelFilter::Info);
-    corq::logging::init(opts.log_format, level, "CORQ_LOG");
-    match run(opts) {
+    corq::logging::init(opts.log_format, level, "CORQ_LOG", &opts.log_prefix);
+    for (level, note) in &loaded.notes {
+        log::log!(*level, "{note}");
+    }
+    match run(loaded.cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("corqd: {e:#}");
@@ -16,8 +27,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(opts: corq::Options) -> Result<(), Box<dyn std::error::Error>> {
-    let cfg = opts.validate()?;
+fn run(cfg: corq::Config) -> Result<(), Box<dyn std::error::Error>> {
     raise_fd_limit();
     let server = corq::Server::bind(cfg)?;
     corq::server::install_signal_handlers(server.handle());

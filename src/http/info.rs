@@ -8,9 +8,6 @@ use serde_json::Value;
 use super::routes::{ApiError, INVALID_OPTION, INVALID_VALUE, INVALID_VALUE_SIZE};
 use crate::config::Options;
 
-/// nsqd's default `--max-deflate-level`; corq does not negotiate deflate and reports it as is.
-pub const MAX_DEFLATE_LEVEL: i64 = 6;
-
 /// Nanoseconds per millisecond.
 const NS_PER_MS: i64 = 1_000_000;
 
@@ -67,7 +64,7 @@ impl Info {
             max_heartbeat_interval: ms_to_ns(opts.max_heartbeat_interval),
             max_output_buffer_size: i64::try_from(opts.max_output_buffer_size).unwrap_or(i64::MAX),
             max_output_buffer_timeout: ms_to_ns(opts.max_output_buffer_timeout),
-            max_deflate_level: MAX_DEFLATE_LEVEL,
+            max_deflate_level: opts.max_deflate_level,
         }
     }
 }
@@ -138,9 +135,59 @@ pub fn config_value(
         "max_channel_consumers" => Value::from(opts.max_channel_consumers),
         "log_level" => Value::from(log_level_number(&opts.log_level)?),
         "cpu" => opts.cpu.map_or(Value::Null, Value::from),
+        "e2e_processing_latency_percentiles" => {
+            Value::from(opts.e2e_processing_latency_percentile.clone())
+        }
+        "e2e_processing_latency_window_time" => ns(opts.e2e_processing_latency_window_time),
+        _ => return nsqd_extra_value(opts, hostname, name),
+    };
+    Some(v)
+}
+
+/// The `/config` values of the flags nsqd has beyond the core ones: statsd, TLS, compression,
+/// auth, logging, and the ones corq accepts and ignores (reported as given).
+fn nsqd_extra_value(opts: &Options, hostname: &str, name: &str) -> Option<Value> {
+    let ns = |ms: u64| Value::from(ms_to_ns(ms));
+    let v = match name {
+        "log_prefix" => Value::from(opts.log_prefix.clone()),
+        "verbose" => Value::from(opts.verbose),
+        "id" => Value::from(opts.node_id.unwrap_or_else(|| default_node_id(hostname))),
+        "https_address" => Value::from(opts.https_address.clone()),
+        "auth_http_addresses" => Value::from(opts.auth_http_address.clone()),
+        "auth_http_request_method" => Value::from(opts.auth_http_request_method.clone()),
+        "http_client_connect_timeout" => ns(opts.http_client_connect_timeout),
+        "http_client_request_timeout" => ns(opts.http_client_request_timeout),
+        "mem_queue_size" => Value::from(opts.mem_queue_size),
+        "queue_scan_worker_pool_max" => Value::from(opts.queue_scan_worker_pool_max),
+        "queue_scan_selection_count" => Value::from(opts.queue_scan_selection_count),
+        "topology_region" => Value::from(opts.topology_region.clone()),
+        "topology_zone" => Value::from(opts.topology_zone.clone()),
+        "enable_experiment" => Value::from(opts.enable_experiment.clone()),
+        "statsd_address" => Value::from(opts.statsd_address.clone()),
+        "statsd_prefix" => Value::from(opts.statsd_prefix.clone()),
+        "statsd_interval" => ns(opts.statsd_interval),
+        "statsd_mem_stats" => Value::from(opts.statsd_mem_stats),
+        "statsd_udp_packet_size" => Value::from(opts.statsd_udp_packet_size),
+        "statsd_exclude_ephemeral" => Value::from(opts.statsd_exclude_ephemeral),
+        "tls_cert" => Value::from(opts.tls_cert.clone()),
+        "tls_key" => Value::from(opts.tls_key.clone()),
+        "tls_client_auth_policy" => Value::from(opts.tls_client_auth_policy.clone()),
+        "tls_root_ca_file" => Value::from(opts.tls_root_ca_file.clone()),
+        "tls_required" => Value::from(opts.tls_required.go_value()),
+        "tls_min_version" => Value::from(opts.tls_min_version.go_value()),
+        "deflate" => Value::from(opts.deflate),
+        "max_deflate_level" => Value::from(opts.max_deflate_level),
+        "snappy" => Value::from(opts.snappy),
         _ => return None,
     };
     Some(v)
+}
+
+/// A node ID derived from the hostname when `--node-id` is not given, in nsqd's range
+/// [0,1024). nsqd hashes with crc32(md5(hostname)); corq uses crc32(hostname), so the
+/// number differs from nsqd's on the same host (corq uses it for nothing but this report).
+fn default_node_id(hostname: &str) -> i64 {
+    i64::from(crc32fast::hash(hostname.as_bytes()) % 1024)
 }
 
 /// A change asked for by `PUT /config/:opt`; the caller applies it and answers with
@@ -220,6 +267,39 @@ mod tests {
         assert_eq!(get("tcp_address").as_deref(), Some(r#""0.0.0.0:4150""#));
         assert_eq!(get("broadcast_address").as_deref(), Some(r#""vm""#));
         for bad in ["client_timeout", "node_id", "nope", "", "msg-timeout"] {
+            assert_eq!(get(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn nsqd_extra_config_values() {
+        let o = Options::default();
+        let get = |n: &str| config_value(&o, "vm", &[], n).map(|v| v.to_string());
+        for (name, want) in [
+            ("tls_required", "0"),
+            ("tls_min_version", "769"),
+            ("statsd_interval", "60000000000"),
+            ("statsd_prefix", r#""nsq.%s""#),
+            ("statsd_udp_packet_size", "508"),
+            ("deflate", "true"),
+            ("snappy", "true"),
+            ("max_deflate_level", "6"),
+            ("log_prefix", r#""[nsqd] ""#),
+            ("http_client_connect_timeout", "2000000000"),
+            ("auth_http_addresses", "[]"),
+            ("mem_queue_size", "10000"),
+            ("e2e_processing_latency_percentiles", "[]"),
+        ] {
+            assert_eq!(get(name).as_deref(), Some(want), "{name}");
+        }
+        let id = get("id").and_then(|v| v.parse::<i64>().ok());
+        assert!(id.is_some_and(|id| (0..1024).contains(&id)), "{id:?}");
+        let set = Options {
+            node_id: Some(7),
+            ..Options::default()
+        };
+        assert_eq!(config_value(&set, "vm", &[], "id"), Some(Value::from(7)));
+        for bad in ["config", "node_id", "tls_required_x", "deflate_enabled"] {
             assert_eq!(get(bad), None, "{bad}");
         }
     }

@@ -13,10 +13,16 @@ use log::warn;
 use mio::Waker;
 use serde::Deserialize;
 
-/// nsqd's `--http-client-connect-timeout` default.
-const HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// nsqd's `--http-client-request-timeout` default.
-const HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The bounds of one `/channels` query.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryLimits {
+    /// nsqd's `--max-body-size`: the largest answer read.
+    pub max_body: usize,
+    /// `--http-client-connect-timeout`.
+    pub connect: Duration,
+    /// `--http-client-request-timeout` (applied to each read and write).
+    pub request: Duration,
+}
 /// Channel queries waiting for the worker; past this a new topic's query is skipped (logged).
 const QUERY_QUEUE: usize = 1024;
 
@@ -78,14 +84,14 @@ pub struct ChannelQueries {
 }
 
 impl ChannelQueries {
-    /// Starts the worker; `max_body` bounds each answer (nsqd's `--max-body-size`).
-    pub fn spawn(report: Sender<Report>, waker: Arc<Waker>, max_body: usize) -> Option<Self> {
+    /// Starts the worker; `limits` bound each query.
+    pub fn spawn(report: Sender<Report>, waker: Arc<Waker>, limits: QueryLimits) -> Option<Self> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Query>(QUERY_QUEUE);
         let spawned = std::thread::Builder::new()
             .name("corq-lookupd-http".into())
             .spawn(move || {
                 for (topic, addrs) in rx {
-                    let channels = query_all(&topic, &addrs, max_body);
+                    let channels = query_all(&topic, &addrs, limits);
                     if report.send(Report::Channels { topic, channels }).is_err() {
                         return;
                     }
@@ -110,10 +116,10 @@ impl ChannelQueries {
 }
 
 /// Asks every lookupd; the union of the successful answers (nsqd `GetLookupdTopicChannels`).
-fn query_all(topic: &str, addrs: &[String], max_body: usize) -> Vec<String> {
+fn query_all(topic: &str, addrs: &[String], limits: QueryLimits) -> Vec<String> {
     let mut all: Vec<String> = Vec::new();
     for addr in addrs {
-        match get_channels(addr, topic, max_body) {
+        match get_channels(addr, topic, limits) {
             Ok(list) => {
                 for c in list {
                     if !all.contains(&c) {
@@ -128,12 +134,17 @@ fn query_all(topic: &str, addrs: &[String], max_body: usize) -> Vec<String> {
 }
 
 /// `GET http://addr/channels?topic=` with nsqd's client timeouts and a bounded answer.
-fn get_channels(addr: &str, topic: &str, max_body: usize) -> Result<Vec<String>, String> {
+fn get_channels(addr: &str, topic: &str, limits: QueryLimits) -> Result<Vec<String>, String> {
     let sock = pick(addr)?;
-    let mut s =
-        TcpStream::connect_timeout(&sock, HTTP_CONNECT_TIMEOUT).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(HTTP_REQUEST_TIMEOUT))
-        .and_then(|()| s.set_write_timeout(Some(HTTP_REQUEST_TIMEOUT)))
+    // A zero timeout means none to std; nsqd's zero means none too.
+    let some = |d: Duration| (!d.is_zero()).then_some(d);
+    let mut s = match some(limits.connect) {
+        Some(t) => TcpStream::connect_timeout(&sock, t),
+        None => TcpStream::connect(sock),
+    }
+    .map_err(|e| e.to_string())?;
+    s.set_read_timeout(some(limits.request))
+        .and_then(|()| s.set_write_timeout(some(limits.request)))
         .map_err(|e| e.to_string())?;
     // Topic names are [.a-zA-Z0-9_-] plus `#ephemeral`: only '#' needs escaping.
     let escaped = topic.replace('#', "%23");
@@ -143,7 +154,7 @@ fn get_channels(addr: &str, topic: &str, max_body: usize) -> Result<Vec<String>,
     );
     s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
-    let cap = u64::try_from(max_body)
+    let cap = u64::try_from(limits.max_body)
         .unwrap_or(u64::MAX)
         .saturating_add(16 * 1024);
     (&mut s)

@@ -16,13 +16,18 @@
 //!
 //! On a runtime topic creation the lookupds' `/channels?topic=` are queried on a helper
 //! thread, and the non-ephemeral channels named are created ([`Broker::precreate_channel`]).
+//!
+//! The statsd pusher ([`statsd`], `--statsd-address`) is the other outbound peer: a
+//! non-blocking UDP socket driven by the same step, its interval part of [`Peers::next_deadline`].
 
 mod conn;
 pub mod helpers;
+pub mod statsd;
 pub mod wire;
 
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
+use std::time::Duration;
 
 use log::{info, warn};
 use mio::{Registry, Token, Waker};
@@ -32,7 +37,8 @@ use crate::broker::peers::PeerEvent;
 use crate::broker::Broker;
 use crate::config::Options;
 use conn::Peer;
-use helpers::{ChannelQueries, Report};
+use helpers::{ChannelQueries, QueryLimits, Report};
+use statsd::Statsd;
 use wire::Identity;
 
 /// The first token of the peer range (below the reactor's listener and waker tokens, far above
@@ -70,8 +76,12 @@ pub struct Peers {
     queries: Option<ChannelQueries>,
     /// `--max-body-size`: bounds every lookupd reply.
     max_body: usize,
+    /// The bounds of a `/channels` query (`--http-client-*-timeout`, `--max-body-size`).
+    query_limits: QueryLimits,
     /// Connection attempts so far: tags helper reports so stale ones are ignored.
     attempts: u64,
+    /// The statsd pusher, when `--statsd-address` is set (a UDP peer, driven by the same step).
+    statsd: Option<Statsd>,
 }
 
 impl Peers {
@@ -96,6 +106,7 @@ impl Peers {
         };
         let (report_tx, reports) = channel();
         let max_body = opts.max_body_size as usize;
+        let statsd = Statsd::new(opts, &me.broadcast_address, me.http_port);
         let mut peers = Peers {
             me,
             peers: Slab::new(),
@@ -104,7 +115,13 @@ impl Peers {
             waker,
             queries: None,
             max_body,
+            query_limits: QueryLimits {
+                max_body,
+                connect: Duration::from_millis(opts.http_client_connect_timeout),
+                request: Duration::from_millis(opts.http_client_request_timeout),
+            },
             attempts: 0,
+            statsd,
         };
         peers.add_all(&opts.lookupd_tcp_address);
         peers
@@ -156,9 +173,11 @@ impl Peers {
 
     /// The earliest time (monotonic ms) a peer needs attention.
     pub fn next_deadline(&self) -> Option<u64> {
+        let statsd = self.statsd.as_ref().map(Statsd::next_deadline);
         self.peers
             .iter()
             .filter_map(|(_, p)| p.next_deadline())
+            .chain(statsd)
             .min()
     }
 
@@ -188,6 +207,9 @@ impl Peers {
                     &self.waker,
                 );
             }
+        }
+        if let Some(s) = &mut self.statsd {
+            s.step(now, broker);
         }
     }
 
@@ -236,7 +258,7 @@ impl Peers {
         }
         if self.queries.is_none() {
             let tx = self.report_tx.clone();
-            self.queries = ChannelQueries::spawn(tx, self.waker.clone(), self.max_body);
+            self.queries = ChannelQueries::spawn(tx, self.waker.clone(), self.query_limits);
         }
         if let Some(q) = &self.queries {
             q.submit(topic, addrs);
