@@ -59,6 +59,7 @@ fn rec(body: &[u8]) -> NewRecord<'_> {
         deliver_at_ns: 0,
         attempts: 0,
         carried_from: None,
+        dead: None,
         body,
     }
 }

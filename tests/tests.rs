@@ -20,6 +20,7 @@ mod checkpoint;
 mod client;
 mod crash;
 mod durability;
+mod failure;
 mod http;
 mod protocol;
 mod pubsub;

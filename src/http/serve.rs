@@ -123,6 +123,13 @@ impl HttpServer {
             Route::Metrics => self.metrics(broker, ck, ctx),
             Route::ConfigGet(name) => self.config_get(broker, ck, &name, ctx),
             Route::ConfigPut(name) => self.config_put(broker, ck, &name, &req.body, ctx),
+            Route::TopicConfigGet
+            | Route::TopicConfigSet
+            | Route::ChannelConfigGet
+            | Route::ChannelConfigSet
+            | Route::TopicDead => {
+                return super::config::serve(broker, ck, &route, req.query.as_ref().ok(), ctx);
+            }
             Route::Options { allow } => {
                 return broker.write_to(ck, |out| response::options(out, ctx, &allow));
             }

@@ -26,6 +26,7 @@
 //! | `attempts` | deliveries so far (the next one shows attempts + 1, as nsqd after a restart) |
 //! | `due_wall_ns` | for a deferred message, its wall-clock due time; 0 = ready now |
 //! | `loc` | where the message's record is now, if it was carried forward (a kind-2 record); absent = `offset` |
+//! | `settings` | on a topic or channel: its overridden settings (`/topic/config`, `/channel/config`), key → value (counts as is, durations in ms); absent = none |
 //!
 //! Version 1 is the same JSON without the `crc32` member (and `"version":1`); it is still read,
 //! unverified. [`load`] tells an intact checkpoint from a damaged one ([`Loaded`]); what the
@@ -38,6 +39,7 @@
 //! checkpoint is up to `--sync-timeout` old: messages finished since then come back too
 //! (at-least-once), and none that were unfinished are lost.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -77,6 +79,10 @@ pub struct TopicState {
     /// Every non-ephemeral channel.
     #[serde(default)]
     pub channels: Vec<ChannelState>,
+    /// Settings overridden on the topic (`/topic/config`): key → value in the key's unit
+    /// (counts as is, durations in ms). Absent = none; older servers never wrote it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, u64>,
 }
 
 /// One channel's entry.
@@ -92,6 +98,9 @@ pub struct ChannelState {
     /// Unfinished messages below the cursor.
     #[serde(default)]
     pub pending: Vec<PendingState>,
+    /// Settings overridden on the channel (`/channel/config`), as [`TopicState::settings`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, u64>,
 }
 
 /// One unfinished message below a channel's cursor.
@@ -374,12 +383,14 @@ mod tests {
             paused: true,
             cursor: 10,
             pending,
+            settings: BTreeMap::new(),
         };
         let topic = TopicState {
             name: "t".into(),
             paused: false,
             distributed: 4,
             channels: vec![ch],
+            settings: BTreeMap::new(),
         };
         Checkpoint {
             version: CHECKPOINT_VERSION,
@@ -469,6 +480,22 @@ mod tests {
             encode(&empty).unwrap(),
             br#"{"version":2,"crc32":"8cf827be","topics":[]}"#
         );
+    }
+
+    #[test]
+    fn settings_are_optional_and_round_trip() {
+        let mut cp = sample();
+        let bytes = encode(&cp).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("settings"),
+            "absent when empty"
+        );
+        cp.topics[0].settings.insert("dedup_window".into(), 60_000);
+        cp.topics[0].channels[0]
+            .settings
+            .insert("max_attempts".into(), 5);
+        let bytes = encode(&cp).unwrap();
+        assert_eq!(decode(&bytes).unwrap(), Loaded::Intact(cp));
     }
 
     #[test]

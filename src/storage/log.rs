@@ -608,6 +608,7 @@ mod tests {
             deliver_at_ns: offset as i64,
             attempts: 1,
             carried_from: None,
+            dead: None,
             body,
         }
     }
@@ -755,6 +756,7 @@ mod tests {
             log.append(&new_rec(b"orig", 0)).unwrap();
             let carried = NewRecord {
                 carried_from: Some(0),
+                dead: None,
                 ..new_rec(b"orig", 1)
             };
             assert_eq!(log.append(&carried).unwrap(), 1);
@@ -775,6 +777,7 @@ mod tests {
         let body = vec![1u8; log.max_body()];
         let carried = NewRecord {
             carried_from: Some(0),
+            dead: None,
             ..new_rec(&body, 0)
         };
         let e = log.append(&carried).unwrap_err();

@@ -43,6 +43,7 @@ mod testutil;
 
 pub use self::error::StorageError;
 pub use self::log::{Log, LogIter};
+pub use self::record::{DeadMeta, DeadReason};
 pub use self::worker::{Job, JobDone, Notify, StorageWorker};
 
 /// Tunables of one log. Defaults follow nsqd's flags of the same names.
@@ -84,6 +85,9 @@ pub struct NewRecord<'a> {
     /// `Some(id)` writes a carried record (kind 2): a re-appended copy of the unfinished
     /// message first written at offset `id`. `None` for a publish.
     pub carried_from: Option<u64>,
+    /// `Some` writes a dead letter (kind 3) with this metadata before the body; ignored when
+    /// `carried_from` is set.
+    pub dead: Option<record::DeadMeta<'a>>,
     /// The message body.
     pub body: &'a [u8],
 }
@@ -96,16 +100,17 @@ impl NewRecord<'_> {
             deliver_at_ns,
             attempts: 0,
             carried_from: None,
+            dead: None,
             body,
         }
     }
 
     /// Bytes after the record header: the body, plus the original offset if carried.
     pub fn stored_len(&self) -> usize {
-        let prefix = if self.carried_from.is_some() {
-            record::CARRIED_PREFIX_LEN
-        } else {
-            0
+        let prefix = match (&self.carried_from, &self.dead) {
+            (Some(_), _) => record::CARRIED_PREFIX_LEN,
+            (None, Some(meta)) => meta.len(),
+            (None, None) => 0,
         };
         self.body.len() + prefix
     }
@@ -125,6 +130,8 @@ pub struct Record<'a> {
     /// For a carried record (kind 2), the offset of the original message (its id); `None` for
     /// a published message.
     pub carried_from: Option<u64>,
+    /// For a dead letter (kind 3), its metadata; `None` otherwise.
+    pub dead: Option<record::DeadMeta<'a>>,
     /// The body (without a carried record's prefix), borrowed from the segment's map.
     pub body: &'a [u8],
 }

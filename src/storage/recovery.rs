@@ -368,6 +368,7 @@ mod tests {
                 deliver_at_ns: 0,
                 attempts: 0,
                 carried_from: None,
+                dead: None,
                 body: &body,
             };
             pos += record::encode(&mut m[pos..], base + i as u64, &rec);
