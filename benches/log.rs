@@ -60,6 +60,7 @@ fn rec(body: &[u8]) -> NewRecord<'_> {
         attempts: 0,
         carried_from: None,
         dead: None,
+        dedup_key: &[],
         body,
     }
 }

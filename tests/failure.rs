@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::http::{get, post};
-use crate::util::{test_options, Raw, TempDir, TestServer, FRAME_MESSAGE};
+use crate::util::{test_options, ChildServer, Raw, TempDir, TestServer, FRAME_MESSAGE};
 
 /// Generous deadline for anything that happens "soon" on a loaded machine.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -373,4 +373,69 @@ fn with_max_attempts_on_a_topic_without_room_for_dead_is_refused() {
     p.expect_closed();
     Raw::connect(s.addr).publish(&"y".repeat(59), b"fits");
     s.stop();
+}
+
+/// Publishes `body` over HTTP `/pub` with a `dedup_id`, expecting `OK`.
+fn http_pub(http: SocketAddr, topic: &str, dedup_id: &str, body: &[u8]) {
+    let r = post(
+        http,
+        &format!("/pub?topic={topic}&dedup_id={dedup_id}"),
+        body,
+    );
+    assert_eq!((r.status, r.text()), (200, "OK".to_owned()));
+}
+
+#[test]
+fn duplicates_before_and_after_a_restart_and_a_crash_are_delivered_once() {
+    let dir = TempDir::new("fail-dedup");
+    // Strict mode: an `OK` means the record is on disk, so the crash below keeps it.
+    let flags = ["--dedup-window", "1h", "--sync-every", "1"];
+    let s = ChildServer::start(dir.path(), &flags);
+    let mut p = Raw::connect(s.addr);
+    for body in ["a", "a", "b"] {
+        p.publish("d", body.as_bytes());
+    }
+    http_pub(s.http, "d", "order-7", b"x");
+    http_pub(s.http, "d", "order-7", b"x, sent again with other bytes");
+    s.terminate();
+
+    let s = ChildServer::start(dir.path(), &flags);
+    Raw::connect(s.addr).publish("d", b"a");
+    s.kill9();
+
+    let s = ChildServer::start(dir.path(), &flags);
+    let mut p = Raw::connect(s.addr);
+    for body in ["a", "b", "c"] {
+        p.publish("d", body.as_bytes());
+    }
+    http_pub(s.http, "d", "order-7", b"x, after a crash");
+    let stats = get(s.http, "/stats?format=json").json();
+    let t = &stats["topics"][0];
+    assert_eq!(t["topic_name"], "d");
+    assert_eq!(
+        t["dedup_count"], 3,
+        "a, b and order-7 since this start: {t}"
+    );
+    let metrics = get(s.http, "/metrics").text();
+    assert!(
+        metrics.contains(r#"corq_topic_dedup_entries{topic="d"} 4"#),
+        "{metrics}"
+    );
+    // Bad ids are refused and publish nothing.
+    let long = "k".repeat(129);
+    for bad in ["", &long[..]] {
+        let r = post(s.http, &format!("/pub?topic=d&dedup_id={bad}"), b"never");
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert_eq!(r.json()["message"], "INVALID_DEDUP_ID");
+    }
+    let bodies: Vec<Vec<u8>> = crate::util::subscribe_and_drain(s.addr, "d")
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect();
+    let want: Vec<Vec<u8>> = ["a", "b", "x", "c"]
+        .iter()
+        .map(|b| b.as_bytes().to_vec())
+        .collect();
+    assert_eq!(bodies, want, "each message once, in publish order");
+    s.terminate();
 }

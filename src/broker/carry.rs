@@ -103,6 +103,7 @@ fn carry_one(
         attempts: msg.attempts,
         carried_from: Some(msg.offset),
         dead: None,
+        dedup_key: &[],
         body,
     })?;
     ch.carrying

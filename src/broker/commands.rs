@@ -205,6 +205,22 @@ impl Broker {
         defer_ms: u64,
         now: Now,
     ) -> Result<Option<(usize, u64)>, StorageError> {
+        self.publish_keyed(ck, topic_name, bodies, defer_ms, &[], now)
+    }
+
+    /// [`Broker::publish_to`] with the dedup window: a body whose key (its hash, or the hash of
+    /// `dedup_id` when that is not empty) is in the topic's window is not appended, and still
+    /// answered `OK` (in strict mode once everything appended before it is durable: the copy
+    /// it duplicates may still be on its way to disk).
+    pub(super) fn publish_keyed<'a>(
+        &mut self,
+        ck: ClientKey,
+        topic_name: &str,
+        bodies: impl Iterator<Item = &'a [u8]>,
+        defer_ms: u64,
+        dedup_id: &[u8],
+        now: Now,
+    ) -> Result<Option<(usize, u64)>, StorageError> {
         let tk = self.topic_key(topic_name)?;
         let deliver_at_ns = if defer_ms == 0 {
             0
@@ -212,15 +228,52 @@ impl Broker {
             now.wall_ns.saturating_add(channel::ms_to_ns(defer_ms))
         };
         let strict = self.strict();
+        let window_ms = self.resolved(tk, None).dedup_window_ms();
         let topic = &mut self.topics[tk];
-        let mut count = 0u64;
-        let mut bytes = 0u64;
-        let records = bodies.map(|body| {
-            count += 1;
-            bytes += body.len() as u64;
-            NewRecord::message(now.wall_ns, deliver_at_ns, body)
-        });
+        let mut keys = Vec::new();
+        if window_ms > 0 {
+            topic.dedup.expire(now.wall_ns, window_ms);
+        } else if !topic.dedup.is_empty() {
+            topic.dedup.clear();
+        }
+        let (mut count, mut bytes, mut dups) = (0u64, 0u64, 0u64);
+        let hasher = &self.dedup_hasher;
+        let dedup = &topic.dedup;
+        let records = bodies
+            .filter(|body| {
+                if window_ms == 0 {
+                    return true;
+                }
+                let key = hasher.key(dedup_id, body);
+                let dup = dedup.contains(key) || keys.contains(&key);
+                if dup {
+                    dups += 1;
+                } else {
+                    keys.push(key);
+                }
+                !dup
+            })
+            .map(|body| {
+                count += 1;
+                bytes += body.len() as u64;
+                NewRecord {
+                    dedup_key: dedup_id,
+                    ..NewRecord::message(now.wall_ns, deliver_at_ns, body)
+                }
+            });
         append_all(&mut topic.log, records)?;
+        // Only what was appended enters the window: a failed append may be retried.
+        for key in keys {
+            topic.dedup.insert(key, now.wall_ns);
+        }
+        topic.dedup.hits += dups;
+        if count == 0 {
+            // All duplicates: nothing to sync for them, but what they duplicate may still be on
+            // its way to disk (then its sync, already due, answers them too).
+            let tail = topic.log.tail();
+            let wait = strict && topic.log.durable_offset() < tail;
+            return Ok(wait.then_some((tk, tail)));
+        }
         queue_storage(&mut self.storage_due, tk, topic);
         topic.message_count += count;
         topic.message_bytes += bytes;

@@ -17,6 +17,7 @@ pub mod client;
 mod commands;
 mod datapath;
 pub mod dead;
+pub mod dedup;
 mod deliver;
 pub mod durable;
 mod maintenance;
@@ -200,6 +201,8 @@ pub struct Broker {
     /// Messages the delivery pass found expired on a channel with max attempts on: written to
     /// the dead-letter topic right after that channel's pass.
     expired_queue: Vec<(usize, usize, channel::Requeued)>,
+    /// This process's dedup-window hash keys.
+    dedup_hasher: dedup::DedupHasher,
     /// The data path's `flock`, held for the broker's life.
     _lock: datapath::DataPathLock,
 }
@@ -292,9 +295,14 @@ impl Broker {
             rng: 0x2545_F491_4F6C_DD1D ^ now.wall_ns as u64,
             quarantined: HashMap::new(),
             expired_queue: Vec::new(),
+            dedup_hasher: dedup::DedupHasher::default(),
             _lock: lock,
         };
         broker.restore(now)?;
+        let keys: Vec<usize> = broker.topics.iter().map(|(k, _)| k).collect();
+        for tk in keys {
+            broker.rebuild_dedup(tk, now.wall_ns);
+        }
         let first = now.mono_ms + broker.cfg.sync_timeout;
         broker.wheel.insert(first, TimerEvent::Maintenance);
         Ok(broker)

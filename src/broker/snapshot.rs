@@ -95,6 +95,7 @@ impl Broker {
                 .get(&t.name)
                 .map(|&tk| self.resolved(tk, None)),
             dedup_count: Some(t.dedup_count()),
+            dedup_entries: Some(t.dedup.len() as u64),
         }
     }
 

@@ -53,6 +53,8 @@ pub struct Topic {
     pub disk_floor: Option<u64>,
     /// Settings set on this topic (`/topic/config`); `None` entries inherit the flags.
     pub overrides: super::settings::Overrides,
+    /// Keys published within the dedup window (empty while it is off).
+    pub dedup: super::dedup::DedupWindow,
 }
 
 /// Unconfirmed checkpoints remembered per topic; beyond this the two oldest are merged (keeping
@@ -80,12 +82,13 @@ impl Topic {
             verified: VerifiedRange::default(),
             storage_queued: false,
             overrides: super::settings::Overrides::default(),
+            dedup: super::dedup::DedupWindow::default(),
         }
     }
 
     /// Publishes answered `OK` and not appended as duplicates (the dedup window).
     pub fn dedup_count(&self) -> u64 {
-        0
+        self.dedup.hits
     }
 
     /// Where a channel created now starts: at the buffered backlog if it is the only channel,

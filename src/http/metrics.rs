@@ -249,6 +249,22 @@ fn write_settings(topics: &[TopicStats], out: &mut String) {
         "counter",
         "Publishes answered OK and not appended, as duplicates within the dedup window.",
     );
+    family(
+        out,
+        "corq_topic_dedup_entries",
+        "gauge",
+        "Keys the topic's dedup window holds (at most 100000).",
+    );
+    for t in topics {
+        if let Some(n) = t.dedup_entries {
+            sample(
+                out,
+                "corq_topic_dedup_entries",
+                &[("topic", &t.topic_name)],
+                n,
+            );
+        }
+    }
     for t in topics {
         if let Some(n) = t.dedup_count {
             let labels = [("topic", t.topic_name.as_str())];

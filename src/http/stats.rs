@@ -65,6 +65,9 @@ pub struct TopicStats {
     /// window (absent in a snapshot that does not fill it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dedup_count: Option<u64>,
+    /// corq only: keys the topic's dedup window holds now (bounded; see `broker/dedup.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dedup_entries: Option<u64>,
 }
 
 /// One channel.

@@ -609,6 +609,7 @@ mod tests {
             attempts: 1,
             carried_from: None,
             dead: None,
+            dedup_key: &[],
             body,
         }
     }
@@ -757,6 +758,7 @@ mod tests {
             let carried = NewRecord {
                 carried_from: Some(0),
                 dead: None,
+                dedup_key: &[],
                 ..new_rec(b"orig", 1)
             };
             assert_eq!(log.append(&carried).unwrap(), 1);
@@ -778,6 +780,7 @@ mod tests {
         let carried = NewRecord {
             carried_from: Some(0),
             dead: None,
+            dedup_key: &[],
             ..new_rec(&body, 0)
         };
         let e = log.append(&carried).unwrap_err();

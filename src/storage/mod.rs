@@ -43,7 +43,7 @@ mod testutil;
 
 pub use self::error::StorageError;
 pub use self::log::{Log, LogIter};
-pub use self::record::{DeadMeta, DeadReason};
+pub use self::record::{DeadMeta, DeadReason, MAX_DEDUP_KEY_LEN};
 pub use self::worker::{Job, JobDone, Notify, StorageWorker};
 
 /// Tunables of one log. Defaults follow nsqd's flags of the same names.
@@ -88,6 +88,9 @@ pub struct NewRecord<'a> {
     /// `Some` writes a dead letter (kind 3) with this metadata before the body; ignored when
     /// `carried_from` is set.
     pub dead: Option<record::DeadMeta<'a>>,
+    /// Non-empty writes a keyed message (kind 4): the publisher's dedup id, kept so the dedup
+    /// window can be rebuilt from the log. Ignored when `carried_from` or `dead` is set.
+    pub dedup_key: &'a [u8],
     /// The message body.
     pub body: &'a [u8],
 }
@@ -101,6 +104,7 @@ impl NewRecord<'_> {
             attempts: 0,
             carried_from: None,
             dead: None,
+            dedup_key: &[],
             body,
         }
     }
@@ -110,6 +114,7 @@ impl NewRecord<'_> {
         let prefix = match (&self.carried_from, &self.dead) {
             (Some(_), _) => record::CARRIED_PREFIX_LEN,
             (None, Some(meta)) => meta.len(),
+            (None, None) if !self.dedup_key.is_empty() => 1 + self.dedup_key.len(),
             (None, None) => 0,
         };
         self.body.len() + prefix
@@ -132,6 +137,8 @@ pub struct Record<'a> {
     pub carried_from: Option<u64>,
     /// For a dead letter (kind 3), its metadata; `None` otherwise.
     pub dead: Option<record::DeadMeta<'a>>,
+    /// For a keyed message (kind 4), its dedup key; empty otherwise.
+    pub dedup_key: &'a [u8],
     /// The body (without a carried record's prefix), borrowed from the segment's map.
     pub body: &'a [u8],
 }

@@ -11,7 +11,7 @@
 //! |      8 |        8 | `offset` u64    | the record's log offset (must equal its position in the log)   |
 //! |     16 |        8 | `timestamp_ns`  | i64, publish time                                              |
 //! |     24 |        8 | `deliver_at_ns` | i64, earliest delivery time (deferred messages), 0 = now      |
-//! |     32 |        1 | `kind` u8       | `1` = message, `2` = carried, `3` = dead letter; else rejected |
+//! |     32 |        1 | `kind` u8       | `1` message, `2` carried, `3` dead letter, `4` keyed message   |
 //! |     33 |        1 | reserved u8     | `0`                                                            |
 //! |     34 |        2 | `attempts` u16  | delivery attempts so far                                       |
 //! |     36 | len - 36 | body            | kind 1: the message body; kind 2: see below                    |
@@ -55,6 +55,17 @@
 //! the dead-letter topic it is an ordinary message with the original body. Kind 3 was added as
 //! kind 2 was: an older reader rejects it loudly, the format version stays 1.
 //!
+//! A **keyed message** (kind 4) is a publish that named its own dedup key (HTTP `/pub?dedup_id=`):
+//! the key is kept so the dedup window can be rebuilt from the log after a restart or a crash.
+//!
+//! | offset     | size      | field          | meaning                                     |
+//! |-----------:|----------:|----------------|---------------------------------------------|
+//! |         36 |         1 | `key_len` u8   | 1..=[`MAX_DEDUP_KEY_LEN`]                   |
+//! |         37 |   key_len | key            | the `dedup_id`, as given                    |
+//! | 37+key_len |      rest | body           | the message body                            |
+//!
+//! Otherwise it is a kind-1 message in every way (delivered, carried, counted alike).
+//!
 //! Why these choices:
 //! - `len` counts the header, so a valid record never has `len == 0`; preallocated (zeroed)
 //!   space therefore reads as "end of data" without a separate marker.
@@ -83,6 +94,11 @@ pub const CARRIED_PREFIX_LEN: usize = 8;
 pub const KIND_DEAD: u8 = 3;
 /// Fixed metadata bytes at the start of a dead letter's body (before the names).
 pub const DEAD_FIXED_LEN: usize = 20;
+
+/// Kind byte of a message published with an explicit dedup key.
+pub const KIND_KEYED: u8 = 4;
+/// Longest dedup key a keyed message holds.
+pub const MAX_DEDUP_KEY_LEN: usize = 128;
 
 /// Why a message was dead-lettered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +197,8 @@ pub enum Corrupt {
     CarriedTooShort(u32),
     /// A dead letter whose metadata is short, has a bad reason or name (the `len` found).
     BadDeadLetter(u32),
+    /// A keyed message whose key length is 0 or runs past the record (the `len` found).
+    BadKey(u32),
     /// The record claims a different offset than its position implies.
     Offset {
         /// Offset stored in the record.
@@ -206,6 +224,7 @@ impl fmt::Display for Corrupt {
             Corrupt::CarriedTooShort(l) => {
                 write!(f, "carried record of length {l} lacks its original offset")
             }
+            Corrupt::BadKey(l) => write!(f, "keyed message of length {l} has a bad key"),
             Corrupt::BadDeadLetter(l) => {
                 write!(f, "dead letter of length {l} has malformed metadata")
             }
@@ -262,6 +281,19 @@ pub fn encode(dst: &mut [u8], offset: u64, rec: &NewRecord<'_>) -> usize {
     dst[ATTEMPTS_AT..RECORD_HEADER_LEN].copy_from_slice(&rec.attempts.to_le_bytes());
     let body_at = match rec.carried_from {
         None => match &rec.dead {
+            None if !rec.dedup_key.is_empty() => {
+                dst[KIND_AT] = KIND_KEYED;
+                let key = rec.dedup_key;
+                assert!(
+                    key.len() <= MAX_DEDUP_KEY_LEN,
+                    "dedup key of {} bytes",
+                    key.len()
+                );
+                dst[RECORD_HEADER_LEN] = u8::try_from(key.len()).unwrap_or(u8::MAX);
+                let at = RECORD_HEADER_LEN + 1;
+                dst[at..at + key.len()].copy_from_slice(key);
+                at + key.len()
+            }
             None => {
                 dst[KIND_AT] = KIND_MESSAGE;
                 RECORD_HEADER_LEN
@@ -376,8 +408,18 @@ pub fn decode_with(
         return Err(Corrupt::Kind(buf[KIND_AT] | buf[RESERVED_AT]));
     }
     let mut dead = None;
+    let mut dedup_key: &[u8] = &[];
     let (carried_from, body_at) = match buf[KIND_AT] {
         KIND_MESSAGE => (None, RECORD_HEADER_LEN),
+        KIND_KEYED => {
+            let key_len = usize::from(*buf.get(RECORD_HEADER_LEN).ok_or(Corrupt::BadKey(len32))?);
+            let end = RECORD_HEADER_LEN + 1 + key_len;
+            if key_len == 0 || end > len {
+                return Err(Corrupt::BadKey(len32));
+            }
+            dedup_key = &buf[RECORD_HEADER_LEN + 1..end];
+            (None, end)
+        }
         KIND_DEAD => {
             let (meta, used) =
                 decode_dead(&buf[RECORD_HEADER_LEN..len]).ok_or(Corrupt::BadDeadLetter(len32))?;
@@ -404,6 +446,7 @@ pub fn decode_with(
         attempts: u16::from_le_bytes([buf[ATTEMPTS_AT], buf[ATTEMPTS_AT + 1]]),
         carried_from,
         dead,
+        dedup_key,
         body: &buf[body_at..len],
     };
     // `len` <= u32::MAX, so rounding up cannot overflow a 64-bit usize.
@@ -422,6 +465,7 @@ mod tests {
             attempts: 3,
             carried_from,
             dead: None,
+            dedup_key: &[],
             body,
         }
     }
@@ -470,6 +514,33 @@ mod tests {
             assert!(
                 matches!(decode(&bad, 9), Err(Corrupt::BadDeadLetter(_))),
                 "byte {at}"
+            );
+        }
+    }
+
+    #[test]
+    fn keyed_messages_round_trip_and_a_bad_key_is_corrupt() {
+        let rec = NewRecord {
+            dedup_key: b"order-42",
+            ..new_rec(b"body", None)
+        };
+        let v = enc_rec(3, &rec);
+        assert_eq!((v[KIND_AT], v[36]), (KIND_KEYED, 8));
+        assert_eq!(&v[37..45], b"order-42");
+        let (back, _) = decode(&v, 3).unwrap();
+        assert_eq!(
+            (back.dedup_key, back.body),
+            (&b"order-42"[..], &b"body"[..])
+        );
+        for key_len in [0u8, 200] {
+            let mut bad = v.clone();
+            bad[36] = key_len;
+            let len = u32_at(&bad, LEN_AT) as usize;
+            let crc = checksum(&bad[..len]);
+            bad[CRC_AT..OFFSET_AT].copy_from_slice(&crc.to_le_bytes());
+            assert!(
+                matches!(decode(&bad, 3), Err(Corrupt::BadKey(_))),
+                "{key_len}"
             );
         }
     }
@@ -556,7 +627,7 @@ mod tests {
 
     #[test]
     fn unknown_kinds_and_short_carried_records_are_rejected() {
-        for kind in [0u8, 4, 0x80, 0xff] {
+        for kind in [0u8, 5, 0x80, 0xff] {
             let v = with_kind(enc(1, b"0123456789"), kind);
             assert_eq!(decode(&v, 1).map(|_| ()), Err(Corrupt::Kind(kind)));
         }

@@ -369,6 +369,7 @@ mod tests {
                 attempts: 0,
                 carried_from: None,
                 dead: None,
+                dedup_key: &[],
                 body: &body,
             };
             pos += record::encode(&mut m[pos..], base + i as u64, &rec);

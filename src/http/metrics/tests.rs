@@ -118,6 +118,8 @@ corq_channel_e2e_processing_latency_samples{topic="t",channel="c"} 3
 # TYPE corq_topic_setting_dedup_window_seconds gauge
 # HELP corq_topic_deduplicated_total Publishes answered OK and not appended, as duplicates within the dedup window.
 # TYPE corq_topic_deduplicated_total counter
+# HELP corq_topic_dedup_entries Keys the topic's dedup window holds (at most 100000).
+# TYPE corq_topic_dedup_entries gauge
 "#;
 
 #[test]
