@@ -183,6 +183,7 @@ impl Broker {
             }
             Ok(Some(upto)) => {
                 let ack = PendingAck {
+                    checkpoint_gen: 0,
                     reply: AckReply::Nsq,
                     client: ck,
                     upto: upto.1,
@@ -342,6 +343,7 @@ impl Broker {
     /// A FIN or REQ took a message back from a client: one more slot under its RDY, so its
     /// channel may deliver again; `count` bumps the matching counter.
     fn released_in_flight(&mut self, ck: ClientKey, count: impl FnOnce(&mut Client)) {
+        self.note_ack(ck);
         if let Some(c) = self.clients.get_mut(ck) {
             c.in_flight = c.in_flight.saturating_sub(1);
             count(c);

@@ -223,8 +223,10 @@ impl Broker {
                 applied.push(tk);
             }
         }
-        // Acks can only be released where a sync result just arrived.
+        // Acks can only be released where a sync result just arrived, or a checkpoint that
+        // parked publishes wait for (durable FIN) reached the disk.
         self.release_acks(&applied);
+        self.release_checkpointed();
         applied.clear();
         self.applied = applied;
         let mut due = std::mem::take(&mut self.storage_due);

@@ -203,6 +203,12 @@ pub struct Broker {
     expired_queue: Vec<(usize, usize, channel::Requeued)>,
     /// This process's dedup-window hash keys.
     dedup_hasher: dedup::DedupHasher,
+    /// Strict mode: a FIN or REQ was applied since the last checkpoint was submitted (the
+    /// turn's end submits one: the group commit of acknowledgements).
+    acks_dirty: bool,
+    /// The newest checkpoint generation seen on disk (parked publishes waiting on a newer one
+    /// are looked at again when it moves).
+    seen_written: u64,
     /// The data path's `flock`, held for the broker's life.
     _lock: datapath::DataPathLock,
 }
@@ -267,10 +273,25 @@ impl Broker {
             auth_required: false,
         };
         let lock = datapath::claim(&data_dir)?;
-        let checkpointer = Checkpointer::spawn(data_dir.join(CHECKPOINT_FILE))
-            .map_err(|e| StartError::Io(data_dir.clone(), e))?;
+        // Strict mode: FINs are made durable by a checkpoint that publishers wait for, so the
+        // checkpoint thread wakes the reactor too (both share the one waker).
+        let notify = std::sync::Arc::new(std::sync::Mutex::new(notify));
+        let wake = |n: &std::sync::Arc<std::sync::Mutex<Box<dyn Fn() + Send>>>| {
+            let n = std::sync::Arc::clone(n);
+            Box::new(move || {
+                if let Ok(f) = n.lock() {
+                    f();
+                }
+            }) as Box<dyn Fn() + Send>
+        };
+        let strict = cfg.sync_every == 1;
+        let checkpointer = Checkpointer::spawn_notified(
+            data_dir.join(CHECKPOINT_FILE),
+            strict.then(|| wake(&notify)),
+        )
+        .map_err(|e| StartError::Io(data_dir.clone(), e))?;
         let worker =
-            StorageWorker::spawn(notify).map_err(|e| StartError::Io(data_dir.clone(), e))?;
+            StorageWorker::spawn(wake(&notify)).map_err(|e| StartError::Io(data_dir.clone(), e))?;
         let mut broker = Broker {
             cfg,
             limits,
@@ -296,6 +317,8 @@ impl Broker {
             quarantined: HashMap::new(),
             expired_queue: Vec::new(),
             dedup_hasher: dedup::DedupHasher::default(),
+            acks_dirty: false,
+            seen_written: 0,
             _lock: lock,
         };
         broker.restore(now)?;

@@ -85,6 +85,7 @@ impl Broker {
             }
             Ok(Some((tk, upto))) => {
                 let ack = PendingAck {
+                    checkpoint_gen: 0,
                     reply: AckReply::Http(*ctx),
                     client: ck,
                     upto,

@@ -37,7 +37,10 @@
 //!
 //! After a clean shutdown, exactly the unfinished messages come back. After a crash, the last
 //! checkpoint is up to `--sync-timeout` old: messages finished since then come back too
-//! (at-least-once), and none that were unfinished are lost.
+//! (at-least-once), and none that were unfinished are lost. In strict mode the broker also
+//! checkpoints every loop turn that applied a FIN or REQ and holds the same connection's later
+//! `OK`s until that checkpoint is written ([`Checkpointer::spawn_notified`] wakes it): such a
+//! FIN survives a crash.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -276,6 +279,19 @@ impl Checkpointer {
     /// # Errors
     /// If the thread cannot be spawned.
     pub fn spawn(path: PathBuf) -> io::Result<Checkpointer> {
+        Checkpointer::spawn_notified(path, None)
+    }
+
+    /// As [`Checkpointer::spawn`], but calls `notify` after each checkpoint reaches the disk
+    /// (durable FIN in strict mode: publishers wait for it, so the thread also keeps its
+    /// normal priority then).
+    ///
+    /// # Errors
+    /// If the thread cannot be spawned.
+    pub fn spawn_notified(
+        path: PathBuf,
+        notify: Option<Box<dyn Fn() + Send>>,
+    ) -> io::Result<Checkpointer> {
         let (tx, rx) = mpsc::channel::<(u64, Checkpoint)>();
         let thread_path = path.clone();
         let written = Arc::new(AtomicU64::new(0));
@@ -283,8 +299,10 @@ impl Checkpointer {
         let thread = thread::Builder::new()
             .name("corq-checkpoint".into())
             .spawn(move || {
-                // Nobody waits for a checkpoint write: idle CPU time only (see `priority`).
-                super::priority::enter_background();
+                if notify.is_none() {
+                    // Nobody waits for a checkpoint write: idle CPU time only (see `priority`).
+                    super::priority::enter_background();
+                }
                 // Logged once per change, not on every attempt (one every --sync-timeout).
                 let mut failing = false;
                 while let Ok(mut job) = rx.recv() {
@@ -296,6 +314,9 @@ impl Checkpointer {
                     if result.is_ok() {
                         // Release: whoever sees the generation sees a file that is on disk.
                         thread_written.store(job.0, Ordering::Release);
+                        if let Some(n) = &notify {
+                            n();
+                        }
                     }
                     match report(&mut failing, &result) {
                         Some(Report::Failing(e)) => warn!(
@@ -328,6 +349,11 @@ impl Checkpointer {
             let _ = tx.send((generation, cp));
         }
         generation
+    }
+
+    /// The generation the next [`Checkpointer::submit`] will return.
+    pub fn next_generation(&self) -> u64 {
+        self.next_gen
     }
 
     /// The generation of the newest checkpoint known to be on disk (0 = none written yet).
