@@ -59,6 +59,8 @@ fn rec(body: &[u8]) -> NewRecord<'_> {
         deliver_at_ns: 0,
         attempts: 0,
         carried_from: None,
+        dead: None,
+        dedup_key: &[],
         body,
     }
 }

@@ -144,6 +144,21 @@ pub struct Options {
     /// timeout for outgoing HTTP requests, connection included (the auth server)
     #[arg(long, default_value = "5s", value_parser = parse_duration_ms)]
     pub http_client_request_timeout: u64,
+    /// deliveries after which a failing message goes to the topic's dead-letter topic
+    /// `<topic>.dead` instead of being requeued (0 = unlimited; per topic/channel: /topic/config)
+    #[arg(long, default_value_t = 0)]
+    pub max_attempts: u64,
+    /// base delay of a REQ 0 or a timeout: backoff × 2^(attempts−1), capped at --max-req-timeout
+    /// (0 = off: requeue at once, as nsqd)
+    #[arg(long, default_value = "0", value_parser = parse_duration_ms)]
+    pub requeue_backoff: u64,
+    /// a message older than this since its publish is not delivered (0 = off)
+    #[arg(long, default_value = "0", value_parser = parse_duration_ms)]
+    pub message_ttl: u64,
+    /// a publish whose body equals one published to the topic within this window is answered
+    /// OK and not appended (0 = off)
+    #[arg(long, default_value = "0", value_parser = parse_duration_ms)]
+    pub dedup_window: u64,
     /// exit at start when a topic's log cannot be opened or the checkpoint fails its checksum
     /// (default: quarantine the topic, redeliver from the logs, and serve the rest)
     #[arg(long, default_value_t = false)]
@@ -336,6 +351,7 @@ impl Options {
                 "must be <= --max-output-buffer-timeout",
             );
         }
+        self.check_settings()?;
         self.http_socket_addr()?;
         for a in &self.lookupd_tcp_address {
             let port = a.trim().rsplit_once(':').map(|(_, p)| p.parse::<u16>());
@@ -358,6 +374,25 @@ impl Options {
         }
         values::check_nsqd_extras(&mut self)?;
         Ok(Config { opts: self })
+    }
+}
+
+impl Options {
+    /// The per-topic settings' server-wide defaults, checked as `/topic/config` checks them.
+    fn check_settings(&self) -> Result<(), ConfigError> {
+        use crate::broker::settings as s;
+        let values = [
+            ("max-attempts", self.max_attempts, s::MAX_ATTEMPTS),
+            ("requeue-backoff", self.requeue_backoff, s::REQUEUE_BACKOFF),
+            ("message-ttl", self.message_ttl, s::MESSAGE_TTL),
+            ("dedup-window", self.dedup_window, s::DEDUP_WINDOW),
+        ];
+        let cfg = Config { opts: self.clone() };
+        for (flag, v, i) in values {
+            let key = &s::KEYS[i];
+            (key.check)(v, &cfg).map_err(|why| ConfigError(format!("--{flag} {why}")))?;
+        }
+        Ok(())
     }
 }
 

@@ -9,8 +9,8 @@ use crate::util::*;
 
 /// One HTTP response.
 #[derive(Debug)]
-struct Resp {
-    status: u16,
+pub(crate) struct Resp {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
@@ -23,11 +23,11 @@ impl Resp {
             .map(|(_, v)| v.as_str())
     }
 
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
@@ -104,14 +104,14 @@ fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Resp {
     read_response(&mut s)
 }
 
-fn get(addr: SocketAddr, path: &str) -> Resp {
+pub(crate) fn get(addr: SocketAddr, path: &str) -> Resp {
     let mut s = connect(addr);
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
         .unwrap();
     read_response(&mut s)
 }
 
-fn post(addr: SocketAddr, path: &str, body: &[u8]) -> Resp {
+pub(crate) fn post(addr: SocketAddr, path: &str, body: &[u8]) -> Resp {
     request(addr, "POST", path, body)
 }
 

@@ -29,6 +29,7 @@ mod client;
 mod crash;
 mod disk;
 mod durability;
+mod failure;
 mod http;
 mod lookupd;
 mod nsqd_flags;

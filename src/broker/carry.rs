@@ -103,6 +103,8 @@ fn carry_one(
         deliver_at_ns,
         attempts: msg.attempts,
         carried_from: Some(msg.offset),
+        dead: None,
+        dedup_key: &[],
         body,
     })?;
     ch.carrying

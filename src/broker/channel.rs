@@ -165,6 +165,13 @@ pub struct Channel {
     pub pump_queued: bool,
     /// Publish-to-FIN latency, when `--e2e-processing-latency-percentile` is set.
     pub e2e: Option<crate::stats::E2eLatency>,
+    /// Settings set on this channel (`/channel/config`); `None` entries inherit the topic's.
+    pub overrides: super::settings::Overrides,
+    /// Messages that failed `max_attempts` times (or expired with max attempts on) and went to
+    /// the dead-letter topic (or were dropped, for an ephemeral topic).
+    pub dead_letter_count: u64,
+    /// Messages not delivered because they were older than `message_ttl`.
+    pub expired_count: u64,
 }
 
 impl Channel {
@@ -186,6 +193,9 @@ impl Channel {
             timeout_count: 0,
             pump_queued: false,
             e2e: None,
+            overrides: super::settings::Overrides::default(),
+            dead_letter_count: 0,
+            expired_count: 0,
         }
     }
 
@@ -304,16 +314,31 @@ impl Channel {
         );
     }
 
-    /// An in-flight timeout fired: requeue the message. Returns who held it, to fix their count.
-    pub fn timed_out(&mut self, offset: u64) -> Option<Option<ClientKey>> {
+    /// An in-flight timeout fired: the message leaves flight (the broker requeues, defers or
+    /// dead-letters it). Returns its entry: who held it, to fix their count, and its attempts.
+    pub fn timed_out(&mut self, offset: u64) -> Option<InFlight> {
         let entry = self.in_flight.remove(&offset)?;
         self.timeout_count += 1;
-        self.requeued.push_back(Requeued {
+        Some(entry)
+    }
+
+    /// REQ of a message the broker requeues itself (backoff or dead letter): takes it out of
+    /// flight, counting the REQ. Returns it as a requeued message.
+    pub fn take_for_req(
+        &mut self,
+        offset: u64,
+        ck: ClientKey,
+        wheel: &mut Wheel<TimerEvent>,
+    ) -> Result<Requeued, AckError> {
+        let entry = self.owned(offset, ck)?;
+        self.in_flight.remove(&offset);
+        wheel.cancel(entry.timer);
+        self.requeue_count += 1;
+        Ok(Requeued {
             offset,
             attempts: entry.attempts,
             loc: entry.loc,
-        });
-        Some(entry.client)
+        })
     }
 
     /// A deferral is due: the message is ready.
@@ -540,9 +565,10 @@ mod tests {
         ch.consumers.push(4);
         deliver(&mut ch, &mut wheel, 0, 4);
         ch.remove_consumer(4);
-        assert_eq!(ch.timed_out(0), Some(None));
+        assert_eq!(ch.timed_out(0).map(|e| e.client), Some(None));
         assert_eq!(ch.timeout_count, 1);
-        assert_eq!(ch.requeued.len(), 1);
+        assert!(ch.in_flight.is_empty());
+        assert_eq!(ch.timed_out(0).map(|e| e.client), None);
     }
 
     #[test]

@@ -111,6 +111,10 @@ pub struct Client {
     pub closing: bool,
     /// Strict mode: publishes of this client still waiting for their durable `OK`.
     pub awaiting_acks: u32,
+    /// Strict mode: the checkpoint generation that holds this client's latest FIN or REQ
+    /// (0 = none). Its later publishes are answered only once that checkpoint is on disk, so
+    /// any later `OK` proves the FIN survives a crash.
+    pub fin_gen: u64,
     /// Delivery stops while this much output waits for the socket (`--max-output-buffer-size`):
     /// a consumer that stops reading costs at most this much memory, whatever its RDY.
     pub out_limit: usize,
@@ -157,6 +161,7 @@ impl Client {
             dirty: false,
             closing: false,
             awaiting_acks: 0,
+            fin_gen: 0,
             out_limit: usize::MAX,
             output_blocked: false,
             connect_ts_ns: wall_ns,

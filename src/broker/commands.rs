@@ -5,7 +5,7 @@
 use log::{info, warn};
 
 use crate::protocol::{self, identify, names, Command, ConnState, MessageId, ProtoError};
-use crate::storage::{Log, NewRecord, StorageError};
+use crate::storage::{DeadReason, Log, NewRecord, StorageError};
 use crate::timer::Wheel;
 
 use super::auth::{Applied, Gate};
@@ -13,6 +13,7 @@ use super::channel::{self, AckError, Channel, ReqAt, Requeued};
 use super::client::{Client, ClientKey};
 use super::durable::{AckReply, PendingAck, PubVerb};
 use super::peers::PeerEvent;
+use super::settings;
 use super::topic::Topic;
 use super::{fatal, queue_pump, queue_storage, topic_dir, Broker, Now, TimerEvent};
 
@@ -166,6 +167,20 @@ impl Broker {
             // Never open a second log over files left for inspection.
             return Err(StorageError::Failed(q.reason.clone()));
         }
+        if self.cfg.max_attempts > 0
+            && !names::is_ephemeral(name)
+            && settings::dead_letter_topic(name).is_some()
+            && !settings::dead_letter_name_fits(name)
+        {
+            // --max-attempts applies to every topic: one whose `<topic>.dead` could not exist
+            // is refused when it is created, not when its first message dies.
+            return Err(StorageError::Failed(format!(
+                "topic {name}: its dead-letter topic {name}{} would be longer than {} bytes \
+                 (--max-attempts is set)",
+                settings::DEAD_SUFFIX,
+                names::MAX_NAME_LEN
+            )));
+        }
         let mut cfg = self.log_config();
         if names::is_ephemeral(name) {
             cfg.max_bytes_per_file = super::ephemeral_segment_bytes(&cfg);
@@ -200,6 +215,7 @@ impl Broker {
             }
             Ok(Some(upto)) => {
                 let ack = PendingAck {
+                    checkpoint_gen: 0,
                     reply: AckReply::Nsq,
                     client: ck,
                     upto: upto.1,
@@ -222,6 +238,22 @@ impl Broker {
         defer_ms: u64,
         now: Now,
     ) -> Result<Option<(usize, u64)>, StorageError> {
+        self.publish_keyed(ck, topic_name, bodies, defer_ms, &[], now)
+    }
+
+    /// [`Broker::publish_to`] with the dedup window: a body whose key (its hash, or the hash of
+    /// `dedup_id` when that is not empty) is in the topic's window is not appended, and still
+    /// answered `OK` (in strict mode once everything appended before it is durable: the copy
+    /// it duplicates may still be on its way to disk).
+    pub(super) fn publish_keyed<'a>(
+        &mut self,
+        ck: ClientKey,
+        topic_name: &str,
+        bodies: impl Iterator<Item = &'a [u8]>,
+        defer_ms: u64,
+        dedup_id: &[u8],
+        now: Now,
+    ) -> Result<Option<(usize, u64)>, StorageError> {
         let tk = self.topic_key(topic_name)?;
         let deliver_at_ns = if defer_ms == 0 {
             0
@@ -229,15 +261,52 @@ impl Broker {
             now.wall_ns.saturating_add(channel::ms_to_ns(defer_ms))
         };
         let strict = self.strict();
+        let window_ms = self.resolved(tk, None).dedup_window_ms();
         let topic = &mut self.topics[tk];
-        let mut count = 0u64;
-        let mut bytes = 0u64;
-        let records = bodies.map(|body| {
-            count += 1;
-            bytes += body.len() as u64;
-            NewRecord::message(now.wall_ns, deliver_at_ns, body)
-        });
+        let mut keys = Vec::new();
+        if window_ms > 0 {
+            topic.dedup.expire(now.wall_ns, window_ms);
+        } else if !topic.dedup.is_empty() {
+            topic.dedup.clear();
+        }
+        let (mut count, mut bytes, mut dups) = (0u64, 0u64, 0u64);
+        let hasher = &self.dedup_hasher;
+        let dedup = &topic.dedup;
+        let records = bodies
+            .filter(|body| {
+                if window_ms == 0 {
+                    return true;
+                }
+                let key = hasher.key(dedup_id, body);
+                let dup = dedup.contains(key) || keys.contains(&key);
+                if dup {
+                    dups += 1;
+                } else {
+                    keys.push(key);
+                }
+                !dup
+            })
+            .map(|body| {
+                count += 1;
+                bytes += body.len() as u64;
+                NewRecord {
+                    dedup_key: dedup_id,
+                    ..NewRecord::message(now.wall_ns, deliver_at_ns, body)
+                }
+            });
         append_all(&mut topic.log, records)?;
+        // Only what was appended enters the window: a failed append may be retried.
+        for key in keys {
+            topic.dedup.insert(key, now.wall_ns);
+        }
+        topic.dedup.hits += dups;
+        if count == 0 {
+            // All duplicates: nothing to sync for them, but what they duplicate may still be on
+            // its way to disk (then its sync, already due, answers them too).
+            let tail = topic.log.tail();
+            let wait = strict && topic.log.durable_offset() < tail;
+            return Ok(wait.then_some((tk, tail)));
+        }
         queue_storage(&mut self.storage_due, tk, topic);
         topic.message_count += count;
         topic.message_bytes += bytes;
@@ -320,6 +389,7 @@ impl Broker {
     /// A FIN or REQ took a message back from a client: one more slot under its RDY, so its
     /// channel may deliver again; `count` bumps the matching counter.
     fn released_in_flight(&mut self, ck: ClientKey, count: impl FnOnce(&mut Client)) {
+        self.note_ack(ck);
         if let Some(c) = self.clients.get_mut(ck) {
             c.in_flight = c.in_flight.saturating_sub(1);
             count(c);
@@ -342,7 +412,7 @@ impl Broker {
                     wall_ns: now.wall_ns,
                     event,
                 };
-                self.channel_op(tk, chk, |ch, wheel| ch.req(offset, ck, delay_ms, at, wheel))
+                self.req_in((tk, chk, offset), ck, delay_ms, at, now)
             }
             None => Err(AckError::NotInFlight),
         };
@@ -350,6 +420,30 @@ impl Broker {
             Ok(()) => self.released_in_flight(ck, |c| c.requeue_count += 1),
             Err(why) => self.ack_failed(ck, protocol::E_REQ_FAILED, "REQ", id, why),
         }
+    }
+
+    /// REQ on a channel: an explicit delay is honoured as nsqd does, unless the message has had
+    /// its attempts (then it is dead-lettered); a REQ 0 goes through the backoff.
+    fn req_in(
+        &mut self,
+        (tk, chk, offset): (usize, usize, u64),
+        ck: ClientKey,
+        delay_ms: u64,
+        at: ReqAt,
+        now: Now,
+    ) -> Result<(), AckError> {
+        let attempts = self
+            .topics
+            .get(tk)
+            .and_then(|t| t.channels.get(chk))
+            .and_then(|ch| ch.in_flight.get(&offset))
+            .map_or(0, |e| e.attempts);
+        if delay_ms > 0 && !self.exhausted(tk, chk, attempts) {
+            return self.channel_op(tk, chk, |ch, wheel| ch.req(offset, ck, delay_ms, at, wheel));
+        }
+        let msg = self.channel_op(tk, chk, |ch, wheel| ch.take_for_req(offset, ck, wheel))?;
+        self.requeue_failed(tk, chk, msg, DeadReason::Req, now);
+        Ok(())
     }
 
     fn touch(&mut self, ck: ClientKey, id: &MessageId, now: Now) {

@@ -4,8 +4,9 @@
 use log::{debug, info};
 
 use crate::protocol::{self, encode};
+use crate::storage::DeadReason;
 
-use super::channel::{InFlight, Requeued};
+use super::channel::{self, InFlight, Requeued};
 use super::client::{Client, ClientKey};
 use super::{queue_pump, queue_storage, Broker, Now, TimerEvent};
 use crate::timer::TimerId;
@@ -26,10 +27,17 @@ impl Broker {
         self.pass = self.pass.wrapping_add(1);
         while let Some((tk, chk)) = self.pump_queue.pop() {
             self.pump_channel(tk, chk, now);
+            if !self.expired_queue.is_empty() {
+                // May append to a dead-letter topic and queue its channels for this pass.
+                self.flush_expired(now);
+            }
         }
     }
 
     fn pump_channel(&mut self, tk: usize, chk: usize, now: Now) {
+        let settings = self.resolved(tk, Some(chk));
+        let ttl_ns = channel::ms_to_ns(settings.message_ttl_ms());
+        let dead_letter_expired = settings.max_attempts() > 0;
         let Some(topic) = self.topics.get_mut(tk) else {
             return;
         };
@@ -96,6 +104,14 @@ impl Broker {
                     event,
                     &mut self.wheel,
                 );
+                continue;
+            }
+            if ttl_ns > 0 && now.wall_ns.saturating_sub(rec.timestamp_ns) > ttl_ns {
+                // Too old to deliver: dead-lettered (after the pass) or dropped, and counted.
+                ch.expired_count += 1;
+                if dead_letter_expired {
+                    self.expired_queue.push((tk, chk, msg));
+                }
                 continue;
             }
             let client = &mut clients[ck];
@@ -212,8 +228,10 @@ impl Broker {
                 applied.push(tk);
             }
         }
-        // Acks can only be released where a sync result just arrived.
+        // Acks can only be released where a sync result just arrived, or a checkpoint that
+        // parked publishes wait for (durable FIN) reached the disk.
         self.release_acks(&applied);
+        self.release_checkpointed();
         applied.clear();
         self.applied = applied;
         let mut due = std::mem::take(&mut self.storage_due);
@@ -246,7 +264,7 @@ impl Broker {
                     topic,
                     channel,
                     offset,
-                } => self.on_in_flight_timeout(topic, channel, offset),
+                } => self.on_in_flight_timeout(topic, channel, offset, now),
                 TimerEvent::Deferred {
                     topic,
                     channel,
@@ -270,7 +288,7 @@ impl Broker {
         self.fired = fired;
     }
 
-    fn on_in_flight_timeout(&mut self, tk: usize, chk: usize, offset: u64) {
+    fn on_in_flight_timeout(&mut self, tk: usize, chk: usize, offset: u64, now: Now) {
         let Some(ch) = self
             .topics
             .get_mut(tk)
@@ -278,12 +296,21 @@ impl Broker {
         else {
             return;
         };
-        let Some(owner) = ch.timed_out(offset) else {
+        let Some(entry) = ch.timed_out(offset) else {
             return;
         };
-        queue_pump(&mut self.pump_queue, tk, chk, ch);
-        if let Some(c) = owner.and_then(|ck| self.clients.get_mut(ck)) {
+        let msg = Requeued {
+            offset,
+            attempts: entry.attempts,
+            loc: entry.loc,
+        };
+        self.requeue_failed(tk, chk, msg, DeadReason::Timeout, now);
+        if let Some(c) = entry.client.and_then(|ck| self.clients.get_mut(ck)) {
             c.in_flight = c.in_flight.saturating_sub(1);
+            if let Some((tk, chk)) = c.sub {
+                // The client has one more slot under its RDY.
+                self.queue_pump(tk, chk);
+            }
         }
     }
 

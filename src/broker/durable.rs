@@ -73,6 +73,9 @@ pub struct PendingAck {
     pub verb: PubVerb,
     /// How to answer.
     pub reply: AckReply,
+    /// The checkpoint generation that must be on disk first (the publisher's earlier FINs and
+    /// REQs, see `Client::fin_gen`); 0 = none. Set by `park_ack`.
+    pub checkpoint_gen: u64,
 }
 
 impl Broker {
@@ -96,9 +99,13 @@ impl Broker {
     }
 
     /// Parks a publish's `OK` until its records are durable.
-    pub(super) fn park_ack(&mut self, tk: usize, ack: PendingAck) {
+    pub(super) fn park_ack(&mut self, tk: usize, mut ack: PendingAck) {
+        let written = self.checkpointer.written();
         if let Some(c) = self.clients.get_mut(ack.client) {
             c.awaiting_acks += 1;
+            if c.fin_gen > written {
+                ack.checkpoint_gen = c.fin_gen;
+            }
         }
         if let Some(t) = self.topics.get_mut(tk) {
             t.pending_acks.push_back(ack);
@@ -111,6 +118,7 @@ impl Broker {
     /// arrive.
     pub(super) fn release_acks(&mut self, topics: &[usize]) {
         let mut released = Vec::new();
+        let written = self.checkpointer.written();
         for &tk in topics {
             let Some(topic) = self.topics.get_mut(tk) else {
                 continue;
@@ -118,7 +126,7 @@ impl Broker {
             let failure = topic.log.failure().map(str::to_owned);
             let durable = topic.log.durable_offset();
             while let Some(ack) = topic.pending_acks.front().copied() {
-                if failure.is_none() && ack.upto > durable {
+                if failure.is_none() && (ack.upto > durable || ack.checkpoint_gen > written) {
                     break;
                 }
                 topic.pending_acks.pop_front();
@@ -142,6 +150,36 @@ impl Broker {
                 }
             }
         }
+    }
+
+    /// Strict mode: notes that `ck` just finished or requeued a message; the turn's checkpoint
+    /// (the group commit of acknowledgements) will hold it.
+    pub(super) fn note_ack(&mut self, ck: ClientKey) {
+        if !self.strict() {
+            return;
+        }
+        let next = self.checkpointer.next_generation();
+        if let Some(c) = self.clients.get_mut(ck) {
+            c.fin_gen = next;
+            self.acks_dirty = true;
+        }
+    }
+
+    /// Strict mode: when a newer checkpoint reached the disk, answers the publishes that
+    /// waited for it.
+    pub(super) fn release_checkpointed(&mut self) {
+        let written = self.checkpointer.written();
+        if written == self.seen_written {
+            return;
+        }
+        self.seen_written = written;
+        let waiting: Vec<usize> = self
+            .topics
+            .iter()
+            .filter(|(_, t)| !t.pending_acks.is_empty())
+            .map(|(tk, _)| tk)
+            .collect();
+        self.release_acks(&waiting);
     }
 
     /// Forgets a departing client's parked acks.

@@ -49,6 +49,7 @@ impl Broker {
     /// Hands the current channel positions to the checkpoint writer (off this thread).
     pub fn checkpoint(&mut self) {
         self.topology_changed = false;
+        self.acks_dirty = false;
         let snapshot = self.snapshot();
         let generation = self.checkpointer.submit(snapshot);
         // The floors of the state just snapshotted: retention may reach them once this
@@ -60,8 +61,11 @@ impl Broker {
 
     /// Checkpoints now if topics or channels were created or deleted this turn, so a crash does
     /// not forget them (nsqd persists its metadata on every create and delete too).
+    ///
+    /// In strict mode also when a FIN or REQ was applied this turn: one checkpoint per turn
+    /// makes the turn's acknowledgements durable together (their group commit).
     pub fn checkpoint_if_changed(&mut self) {
-        if self.topology_changed {
+        if self.topology_changed || self.acks_dirty {
             self.checkpoint();
         }
     }

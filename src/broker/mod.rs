@@ -17,12 +17,15 @@ pub mod channel;
 pub mod client;
 mod commands;
 mod datapath;
+pub mod dead;
+pub mod dedup;
 mod deliver;
 pub mod durable;
 mod maintenance;
 pub mod peek;
 pub mod peers;
 mod restore;
+pub mod settings;
 pub mod snapshot;
 pub mod topic;
 pub mod web;
@@ -199,6 +202,17 @@ pub struct Broker {
     /// Topics whose logs failed to open at start: name → why, and their checkpoint entry
     /// (written back unchanged). They answer errors; their files are left alone.
     quarantined: HashMap<String, Quarantined>,
+    /// Messages the delivery pass found expired on a channel with max attempts on: written to
+    /// the dead-letter topic right after that channel's pass.
+    expired_queue: Vec<(usize, usize, channel::Requeued)>,
+    /// This process's dedup-window hash keys.
+    dedup_hasher: dedup::DedupHasher,
+    /// Strict mode: a FIN or REQ was applied since the last checkpoint was submitted (the
+    /// turn's end submits one: the group commit of acknowledgements).
+    acks_dirty: bool,
+    /// The newest checkpoint generation seen on disk (parked publishes waiting on a newer one
+    /// are looked at again when it moves).
+    seen_written: u64,
     /// The data path's `flock`, held for the broker's life.
     _lock: datapath::DataPathLock,
     /// Topic and channel creations and deletions since the reactor last took them, for the
@@ -270,10 +284,25 @@ impl Broker {
             auth_required: !cfg.auth_http_address.is_empty(),
         };
         let lock = datapath::claim(&data_dir)?;
-        let checkpointer = Checkpointer::spawn(data_dir.join(CHECKPOINT_FILE))
-            .map_err(|e| StartError::Io(data_dir.clone(), e))?;
+        // Strict mode: FINs are made durable by a checkpoint that publishers wait for, so the
+        // checkpoint thread wakes the reactor too (both share the one waker).
+        let notify = std::sync::Arc::new(std::sync::Mutex::new(notify));
+        let wake = |n: &std::sync::Arc<std::sync::Mutex<Box<dyn Fn() + Send>>>| {
+            let n = std::sync::Arc::clone(n);
+            Box::new(move || {
+                if let Ok(f) = n.lock() {
+                    f();
+                }
+            }) as Box<dyn Fn() + Send>
+        };
+        let strict = cfg.sync_every == 1;
+        let checkpointer = Checkpointer::spawn_notified(
+            data_dir.join(CHECKPOINT_FILE),
+            strict.then(|| wake(&notify)),
+        )
+        .map_err(|e| StartError::Io(data_dir.clone(), e))?;
         let worker =
-            StorageWorker::spawn(notify).map_err(|e| StartError::Io(data_dir.clone(), e))?;
+            StorageWorker::spawn(wake(&notify)).map_err(|e| StartError::Io(data_dir.clone(), e))?;
         let mut broker = Broker {
             cfg,
             limits,
@@ -297,12 +326,20 @@ impl Broker {
             applied: Vec::new(),
             rng: 0x2545_F491_4F6C_DD1D ^ now.wall_ns as u64,
             quarantined: HashMap::new(),
+            expired_queue: Vec::new(),
+            dedup_hasher: dedup::DedupHasher::default(),
+            acks_dirty: false,
+            seen_written: 0,
             _lock: lock,
             peer_events: Vec::new(),
             auth: None,
             auth_serial: 0,
         };
         broker.restore(now)?;
+        let keys: Vec<usize> = broker.topics.iter().map(|(k, _)| k).collect();
+        for tk in keys {
+            broker.rebuild_dedup(tk, now.wall_ns);
+        }
         // What was loaded is registered in full on each lookupd connect; only changes made
         // while running are events (nsqd does not pre-create channels for loaded topics).
         broker.peer_events.clear();

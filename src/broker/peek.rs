@@ -300,6 +300,8 @@ mod tests {
             deliver_at_ns: 0,
             attempts: 0,
             carried_from: None,
+            dead: None,
+            dedup_key: &[],
             body: &big,
         };
         let mut p = Peek::default();

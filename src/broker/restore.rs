@@ -31,6 +31,7 @@ use crate::storage::checkpoint::{
 use crate::storage::{Log, StorageError};
 
 use super::channel::{Channel, Requeued};
+use super::settings::Overrides;
 use super::topic::Topic;
 use super::{
     topic_dir, Broker, Now, Quarantined, StartError, TimerEvent, CHECKPOINT_FILE, TOPICS_DIR,
@@ -154,6 +155,7 @@ impl Broker {
         };
         let topic = &mut self.topics[tk];
         topic.paused = state.paused;
+        topic.overrides = restored_overrides(&state.name, &state.settings);
         let (head, tail) = (topic.log.head(), topic.log.tail());
         if damaged {
             topic.distributed = head;
@@ -219,6 +221,7 @@ impl Broker {
         };
         let mut ch = Channel::new(&cs.name, cursor);
         ch.paused = cs.paused;
+        ch.overrides = restored_overrides(&what.to_string(), &cs.settings);
         let chk = topic.insert_channel(ch);
         let ch = &mut topic.channels[chk];
         for p in pending {
@@ -318,6 +321,7 @@ impl Broker {
                     .filter(|c| !c.ephemeral)
                     .map(channel_state)
                     .collect(),
+                settings: t.overrides.to_pairs(),
             });
         // A quarantined topic keeps its entry, so repairing it and restarting loses nothing.
         let quarantined = self.quarantined.values().filter_map(|q| q.state.clone());
@@ -493,5 +497,16 @@ fn channel_state(c: &Channel) -> ChannelState {
         paused: c.paused,
         cursor: c.cursor,
         pending,
+        settings: c.overrides.to_pairs(),
     }
+}
+
+/// Overrides from a checkpoint entry; a key this server does not know (written by a newer
+/// one) is dropped with a warning rather than failing the start.
+fn restored_overrides(what: &str, pairs: &std::collections::BTreeMap<String, u64>) -> Overrides {
+    let (o, unknown) = Overrides::from_pairs(pairs);
+    for key in unknown {
+        warn!("{what}: unknown setting {key:?} in the checkpoint, ignored");
+    }
+    o
 }

@@ -91,6 +91,12 @@ impl Broker {
             paused: t.paused,
             e2e_processing_latency: self.e2e(e2e),
             quarantined: None,
+            settings: self
+                .topic_index
+                .get(&t.name)
+                .map(|&tk| self.resolved(tk, None)),
+            dedup_count: Some(t.dedup_count()),
+            dedup_entries: Some(t.dedup.len() as u64),
         }
     }
 
@@ -128,6 +134,12 @@ impl Broker {
             clients: Some(clients.collect()),
             paused: c.paused,
             e2e_processing_latency: self.e2e(merged.as_ref()),
+            dead_letter_count: Some(c.dead_letter_count),
+            expired_count: Some(c.expired_count),
+            settings: self.topic_index.get(&t.name).and_then(|&tk| {
+                let chk = t.channel_index.get(&c.name)?;
+                Some(self.resolved(tk, Some(*chk)))
+            }),
         }
     }
 

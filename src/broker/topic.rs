@@ -51,6 +51,10 @@ pub struct Topic {
     /// there is one. Retention never goes past it: a crash restores that checkpoint, and its
     /// locations must still exist.
     pub disk_floor: Option<u64>,
+    /// Settings set on this topic (`/topic/config`); `None` entries inherit the flags.
+    pub overrides: super::settings::Overrides,
+    /// Keys published within the dedup window (empty while it is off).
+    pub dedup: super::dedup::DedupWindow,
 }
 
 /// Unconfirmed checkpoints remembered per topic; beyond this the two oldest are merged (keeping
@@ -77,7 +81,14 @@ impl Topic {
             disk_floor: None,
             verified: VerifiedRange::default(),
             storage_queued: false,
+            overrides: super::settings::Overrides::default(),
+            dedup: super::dedup::DedupWindow::default(),
         }
+    }
+
+    /// Publishes answered `OK` and not appended as duplicates (the dedup window).
+    pub fn dedup_count(&self) -> u64 {
+        self.dedup.hits
     }
 
     /// Where a channel created now starts: at the buffered backlog if it is the only channel,

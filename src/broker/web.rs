@@ -23,6 +23,8 @@ pub struct HttpPublish<'t> {
     pub topic: &'t str,
     /// `defer` in ms (0 = deliver at once).
     pub defer_ms: u64,
+    /// `dedup_id`: the dedup window's key instead of the body's hash (empty = none).
+    pub dedup_id: &'t [u8],
 }
 
 impl Broker {
@@ -74,14 +76,16 @@ impl Broker {
             verb,
             topic,
             defer_ms,
+            dedup_id,
         } = what;
-        match self.publish_to(ck, topic, bodies, defer_ms, now) {
+        match self.publish_keyed(ck, topic, bodies, defer_ms, dedup_id, now) {
             Err(e) => {
                 warn!(topic; "topic {topic}: HTTP {} failed: {e}", verb.name());
                 self.http_publish_reply(ck, ctx, Some((verb, &e.to_string())));
             }
             Ok(Some((tk, upto))) => {
                 let ack = PendingAck {
+                    checkpoint_gen: 0,
                     reply: AckReply::Http(*ctx),
                     client: ck,
                     upto,

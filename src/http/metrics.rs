@@ -8,6 +8,7 @@
 //! values escaped (`\\`, `\"`, `\n`). Latency quantiles are gauges with a `quantile` label:
 //! nsqd's windowed quantiles have no `_sum`, so they are not a Prometheus summary.
 
+use crate::broker::settings::{Kind, Scope, Settings, KEYS};
 use std::fmt::Write as _;
 
 use super::stats::{ChannelStats, E2eLatency, Stats, TopicStats};
@@ -124,6 +125,18 @@ const CHANNEL_FAMILIES: &[(&str, &str, &str, ChannelValue)] = &[
         |c| c.timeout_count.into(),
     ),
     (
+        "corq_channel_dead_lettered_total",
+        "counter",
+        "Messages sent to the dead-letter topic (or dropped, ephemeral topics) after max_attempts or on expiry.",
+        |c| c.dead_letter_count.unwrap_or(0).into(),
+    ),
+    (
+        "corq_channel_expired_total",
+        "counter",
+        "Messages not delivered because they were older than message_ttl.",
+        |c| c.expired_count.unwrap_or(0).into(),
+    ),
+    (
         "corq_channel_clients",
         "gauge",
         "Clients subscribed to the channel.",
@@ -197,6 +210,77 @@ pub fn render_metrics(stats: &Stats, extras: &MetricsExtras, out: &mut String) {
         }
     }
     write_latency(topics, out);
+    write_settings(topics, out);
+}
+
+/// The resolved settings: one gauge per key, `corq_topic_setting_<key>` for topic-only keys and
+/// `corq_channel_setting_<key>` for the others; durations in seconds.
+fn write_settings(topics: &[TopicStats], out: &mut String) {
+    for (i, key) in KEYS.iter().enumerate() {
+        let value = |s: &Option<Settings<u64>>| {
+            s.map(|s| match key.kind {
+                Kind::Count => s.values[i] as f64,
+                Kind::Millis => s.values[i] as f64 / 1000.0,
+            })
+        };
+        let unit = if key.kind == Kind::Millis {
+            "_seconds"
+        } else {
+            ""
+        };
+        let help = format!("Resolved {} setting.", key.name);
+        if key.scope == Scope::Topic {
+            let name = format!("corq_topic_setting_{}{unit}", key.name);
+            family(out, &name, "gauge", &help);
+            for t in topics {
+                if let Some(v) = value(&t.settings) {
+                    sample(out, &name, &[("topic", &t.topic_name)], v);
+                }
+            }
+            continue;
+        }
+        let name = format!("corq_channel_setting_{}{unit}", key.name);
+        family(out, &name, "gauge", &help);
+        for t in topics {
+            for c in &t.channels {
+                if let Some(v) = value(&c.settings) {
+                    let labels = [
+                        ("topic", t.topic_name.as_str()),
+                        ("channel", &c.channel_name),
+                    ];
+                    sample(out, &name, &labels, v);
+                }
+            }
+        }
+    }
+    family(
+        out,
+        "corq_topic_deduplicated_total",
+        "counter",
+        "Publishes answered OK and not appended, as duplicates within the dedup window.",
+    );
+    family(
+        out,
+        "corq_topic_dedup_entries",
+        "gauge",
+        "Keys the topic's dedup window holds (at most 100000).",
+    );
+    for t in topics {
+        if let Some(n) = t.dedup_entries {
+            sample(
+                out,
+                "corq_topic_dedup_entries",
+                &[("topic", &t.topic_name)],
+                n,
+            );
+        }
+    }
+    for t in topics {
+        if let Some(n) = t.dedup_count {
+            let labels = [("topic", t.topic_name.as_str())];
+            sample(out, "corq_topic_deduplicated_total", &labels, n);
+        }
+    }
 }
 
 fn write_topic_extras(extras: &MetricsExtras, out: &mut String) {

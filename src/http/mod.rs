@@ -14,6 +14,7 @@
 //! | [`mpub`]      | splitting an `/mpub` body, text and binary, with nsqd's error codes |
 //! | [`response`]  | response bytes: status line, headers in Go's order, V1 and plain bodies |
 //! | [`stats`]     | the `/stats` JSON schema and nsqd's `topic`/`channel`/`include_*` filters |
+//! | [`config`]    | corq's `/topic/config`, `/channel/config` and `/topic/dead`: arguments and JSON |
 //! | [`info`]      | `/info` and `/config/:opt` values and changes |
 //! | [`text`]      | the default `/stats` text format and the Go formatting it needs |
 //! | [`metrics`]   | `/metrics` in the Prometheus text exposition format 0.0.4 |
@@ -25,6 +26,7 @@
 
 pub mod base64;
 pub mod chunked;
+pub mod config;
 pub mod dashboard;
 pub mod info;
 pub mod metrics;

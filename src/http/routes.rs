@@ -13,7 +13,7 @@
 //! | route | checks, in order |
 //! |---|---|
 //! | `Ping` | health: `OK` 200, else 500 with the health text ([`super::response::plain`]) |
-//! | `Pub` | 413 `MSG_TOO_BIG` (parser, before the body) → 400 `MSG_EMPTY` (empty body) → 400 `INVALID_REQUEST` (query) → [`topic_arg`] → [`defer_arg`] → publish (503 `E_PUB_FAILED PUB failed <why>`) → `OK` |
+//! | `Pub` | 413 `MSG_TOO_BIG` (parser, before the body) → 400 `MSG_EMPTY` (empty body) → 400 `INVALID_REQUEST` (query) → [`topic_arg`] → [`defer_arg`] → (corq) [`dedup_id_arg`] → publish (503 `E_PUB_FAILED PUB failed <why>`) → `OK` |
 //! | `Mpub` | 413 `BODY_TOO_BIG` (parser) → `INVALID_REQUEST` → [`topic_arg`] → *create the topic* (503 `E_MPUB_FAILED MPUB failed <why>`) → [`mpub_binary`] → [`super::mpub`] split → publish all (503 `E_MPUB_FAILED ...`) → `OK` (also for zero messages) |
 //! | `Stats` | `INVALID_REQUEST` → [`super::stats::StatsQuery`] → [`super::stats::apply_query`] → JSON ([`super::response::json`]) or text ([`super::response::ok_text`]) |
 //! | `TopicCreate` | `INVALID_REQUEST` → [`topic_arg`] → create → empty 200 |
@@ -27,6 +27,8 @@
 //! | `ChannelPeek` | `INVALID_REQUEST` → [`topic_channel_args`] → [`super::peek::count_arg`] → [`super::peek::state_arg`] → 404 `TOPIC_NOT_FOUND` → 404 `CHANNEL_NOT_FOUND` → JSON |
 //! | `TopicPeek` | `INVALID_REQUEST` → [`peek_topic_arg`] → [`super::peek::count_arg`] → 404 `TOPIC_NOT_FOUND` → JSON |
 //! | `Dashboard` | the file ([`super::dashboard`]) |
+//! | `TopicConfig*`, `ChannelConfig*` (corq) | `INVALID_REQUEST` → [`topic_arg`] (/[`topic_channel_args`]) → 404 `TOPIC_NOT_FOUND` / `CHANNEL_NOT_FOUND` → (POST: every `KEY=VALUE` parsed and checked, 400 with the reason, nothing changed) → JSON |
+//! | `TopicDead` (corq) | `INVALID_REQUEST` → [`topic_arg`] → 400 `INVALID_COUNT` → JSON (an absent dead-letter topic lists nothing) |
 
 use crate::protocol::names::{is_valid_channel_name, is_valid_topic_name};
 
@@ -78,6 +80,16 @@ pub enum Route {
     TopicPeek,
     /// `GET /`, `/ui` and `/ui/<asset>`: the dashboard's files ([`super::dashboard`]).
     Dashboard(&'static str),
+    /// `GET /topic/config?topic=`: a topic's settings (corq's own, [`super::config`]).
+    TopicConfigGet,
+    /// `POST /topic/config?topic=&KEY=VALUE...`: overrides a topic's settings.
+    TopicConfigSet,
+    /// `GET /channel/config?topic=&channel=`: a channel's settings.
+    ChannelConfigGet,
+    /// `POST /channel/config?topic=&channel=&KEY=VALUE...`: overrides a channel's settings.
+    ChannelConfigSet,
+    /// `GET /topic/dead?topic=&count=`: the first dead letters of `<topic>.dead`.
+    TopicDead,
     /// `OPTIONS` on a known path: 200, this `Allow` value, empty body, no X-NSQ header
     /// (httprouter's automatic OPTIONS reply).
     Options {
@@ -133,6 +145,11 @@ const TABLE: &[(&str, &str, Make)] = &[
     ("GET", "/ui", || Route::Dashboard("index.html")),
     ("GET", "/ui/app.js", || Route::Dashboard("app.js")),
     ("GET", "/ui/style.css", || Route::Dashboard("style.css")),
+    ("GET", "/topic/config", || Route::TopicConfigGet),
+    ("POST", "/topic/config", || Route::TopicConfigSet),
+    ("GET", "/channel/config", || Route::ChannelConfigGet),
+    ("POST", "/channel/config", || Route::ChannelConfigSet),
+    ("GET", "/topic/dead", || Route::TopicDead),
 ];
 
 /// The prefix of the one parameterised route, `/config/:opt` (GET and PUT).
@@ -299,6 +316,8 @@ pub const MISSING_ARG_CHANNEL: ApiError = bad("MISSING_ARG_CHANNEL");
 pub const INVALID_ARG_CHANNEL: ApiError = bad("INVALID_ARG_CHANNEL");
 /// 400 `INVALID_DEFER`.
 pub const INVALID_DEFER: ApiError = bad("INVALID_DEFER");
+/// corq: `dedup_id` empty or longer than [`crate::storage::MAX_DEDUP_KEY_LEN`] bytes.
+pub const INVALID_DEDUP_ID: ApiError = bad("INVALID_DEDUP_ID");
 /// 400 `MSG_EMPTY` (/pub with an empty body, checked before the topic).
 pub const MSG_EMPTY: ApiError = bad("MSG_EMPTY");
 /// 413 `MSG_TOO_BIG`.
@@ -402,6 +421,21 @@ fn parse_go_int64(s: &str) -> Option<i64> {
         return None;
     }
     s.parse().ok()
+}
+
+/// `/pub`'s `dedup_id=` (corq): the dedup window's key instead of the body's hash; empty when
+/// absent.
+///
+/// # Errors
+/// `INVALID_DEDUP_ID` when given empty or longer than the record can keep.
+pub fn dedup_id_arg(q: &Query) -> Result<&[u8], ApiError> {
+    match q.get("dedup_id") {
+        None => Ok(&[]),
+        Some(id) if !id.is_empty() && id.len() <= crate::storage::MAX_DEDUP_KEY_LEN => {
+            Ok(id.as_bytes())
+        }
+        Some(_) => Err(INVALID_DEDUP_ID),
+    }
 }
 
 /// /mpub's `binary` parameter: absent means text; `true/1` binary, `false/0` text, and any

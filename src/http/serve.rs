@@ -136,6 +136,13 @@ impl HttpServer {
             Route::Dashboard(name) => dashboard(broker, ck, name, ctx),
             Route::ConfigGet(name) => self.config_get(broker, ck, &name, ctx),
             Route::ConfigPut(name) => self.config_put(broker, ck, &name, &req.body, ctx),
+            Route::TopicConfigGet
+            | Route::TopicConfigSet
+            | Route::ChannelConfigGet
+            | Route::ChannelConfigSet
+            | Route::TopicDead => {
+                return super::config::serve(broker, ck, &route, req.query.as_ref().ok(), ctx);
+            }
             Route::Options { allow } => {
                 return broker.write_to(ck, |out| response::options(out, ctx, &allow));
             }
@@ -168,7 +175,7 @@ impl HttpServer {
         Ok(())
     }
 
-    /// `/pub`: `MSG_EMPTY` → query → topic → defer → publish.
+    /// `/pub`: `MSG_EMPTY` → query → topic → defer → dedup id → publish.
     fn publish(
         &self,
         broker: &mut Broker,
@@ -185,15 +192,17 @@ impl HttpServer {
             let q = query(req)?;
             let topic = routes::topic_arg(q)?;
             let defer = routes::defer_arg(q, max_req)?.unwrap_or(0);
-            Ok((topic, defer))
+            let dedup_id = routes::dedup_id_arg(q)?;
+            Ok((topic, defer, dedup_id))
         })();
         match checked {
-            Ok((topic, defer)) => {
+            Ok((topic, defer, dedup_id)) => {
                 let bodies = std::iter::once(&req.body[..]);
                 let what = HttpPublish {
                     verb: PubVerb::Pub,
                     topic,
                     defer_ms: defer,
+                    dedup_id,
                 };
                 broker.http_publish(ck, what, bodies, now, ctx);
             }
@@ -239,6 +248,7 @@ impl HttpServer {
                     verb: PubVerb::Mpub,
                     topic,
                     defer_ms: 0,
+                    dedup_id: &[],
                 };
                 broker.http_publish(ck, what, bodies.into_iter(), now, ctx)
             }

@@ -11,6 +11,7 @@
 use serde::{Serialize, Serializer};
 
 use super::query::{bool_param, Query};
+use crate::broker::settings::{Scope, Settings};
 
 /// The whole `/stats` reply.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -54,6 +55,19 @@ pub struct TopicStats {
     /// be opened); it answers errors until repaired and corqd restarted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quarantined: Option<String>,
+    /// corq only: the topic's resolved settings ([`super::config::stats_settings`]).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "topic_settings"
+    )]
+    pub settings: Option<Settings<u64>>,
+    /// corq only: publishes answered `OK` and not appended, as duplicates within the dedup
+    /// window (absent in a snapshot that does not fill it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dedup_count: Option<u64>,
+    /// corq only: keys the topic's dedup window holds now (bounded; see `broker/dedup.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dedup_entries: Option<u64>,
 }
 
 /// One channel.
@@ -84,6 +98,19 @@ pub struct ChannelStats {
     pub paused: bool,
     /// FIN latency from publish time.
     pub e2e_processing_latency: E2eLatency,
+    /// corq only: messages sent to the dead-letter topic (or dropped, for an ephemeral topic)
+    /// after `max_attempts` failures or on expiry (absent in a snapshot that does not fill it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letter_count: Option<u64>,
+    /// corq only: messages not delivered because they were older than `message_ttl`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expired_count: Option<u64>,
+    /// corq only: the channel's resolved settings.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "channel_settings"
+    )]
+    pub settings: Option<Settings<u64>>,
 }
 
 /// `{"count":N,"percentiles":[{"quantile":q,"value":ns}...]}`; `percentiles` is `null` when no
@@ -285,6 +312,16 @@ fn trim_pub_counts(client: &mut ClientStats, topic: &str) {
 /// The JSON body for `/stats?format=json`.
 pub fn render_json(stats: &Stats) -> Vec<u8> {
     serde_json::to_vec(stats).unwrap_or_default()
+}
+
+fn topic_settings<S: Serializer>(v: &Option<Settings<u64>>, s: S) -> Result<S::Ok, S::Error> {
+    v.map(|v| super::config::stats_settings(&v, Scope::Topic))
+        .serialize(s)
+}
+
+fn channel_settings<S: Serializer>(v: &Option<Settings<u64>>, s: S) -> Result<S::Ok, S::Error> {
+    v.map(|v| super::config::stats_settings(&v, Scope::Channel))
+        .serialize(s)
 }
 
 fn is_false(b: &bool) -> bool {

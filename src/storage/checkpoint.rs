@@ -26,6 +26,7 @@
 //! | `attempts` | deliveries so far (the next one shows attempts + 1, as nsqd after a restart) |
 //! | `due_wall_ns` | for a deferred message, its wall-clock due time; 0 = ready now |
 //! | `loc` | where the message's record is now, if it was carried forward (a kind-2 record); absent = `offset` |
+//! | `settings` | on a topic or channel: its overridden settings (`/topic/config`, `/channel/config`), key → value (counts as is, durations in ms); absent = none |
 //!
 //! Version 1 is the same JSON without the `crc32` member (and `"version":1`); it is still read,
 //! unverified. [`load`] tells an intact checkpoint from a damaged one ([`Loaded`]); what the
@@ -36,8 +37,12 @@
 //!
 //! After a clean shutdown, exactly the unfinished messages come back. After a crash, the last
 //! checkpoint is up to `--sync-timeout` old: messages finished since then come back too
-//! (at-least-once), and none that were unfinished are lost.
+//! (at-least-once), and none that were unfinished are lost. In strict mode the broker also
+//! checkpoints every loop turn that applied a FIN or REQ and holds the same connection's later
+//! `OK`s until that checkpoint is written ([`Checkpointer::spawn_notified`] wakes it): such a
+//! FIN survives a crash.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -77,6 +82,10 @@ pub struct TopicState {
     /// Every non-ephemeral channel.
     #[serde(default)]
     pub channels: Vec<ChannelState>,
+    /// Settings overridden on the topic (`/topic/config`): key → value in the key's unit
+    /// (counts as is, durations in ms). Absent = none; older servers never wrote it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, u64>,
 }
 
 /// One channel's entry.
@@ -92,6 +101,9 @@ pub struct ChannelState {
     /// Unfinished messages below the cursor.
     #[serde(default)]
     pub pending: Vec<PendingState>,
+    /// Settings overridden on the channel (`/channel/config`), as [`TopicState::settings`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, u64>,
 }
 
 /// One unfinished message below a channel's cursor.
@@ -267,6 +279,19 @@ impl Checkpointer {
     /// # Errors
     /// If the thread cannot be spawned.
     pub fn spawn(path: PathBuf) -> io::Result<Checkpointer> {
+        Checkpointer::spawn_notified(path, None)
+    }
+
+    /// As [`Checkpointer::spawn`], but calls `notify` after each checkpoint reaches the disk
+    /// (durable FIN in strict mode: publishers wait for it, so the thread also keeps its
+    /// normal priority then).
+    ///
+    /// # Errors
+    /// If the thread cannot be spawned.
+    pub fn spawn_notified(
+        path: PathBuf,
+        notify: Option<Box<dyn Fn() + Send>>,
+    ) -> io::Result<Checkpointer> {
         let (tx, rx) = mpsc::channel::<(u64, Checkpoint)>();
         let thread_path = path.clone();
         let written = Arc::new(AtomicU64::new(0));
@@ -274,8 +299,10 @@ impl Checkpointer {
         let thread = thread::Builder::new()
             .name("corq-checkpoint".into())
             .spawn(move || {
-                // Nobody waits for a checkpoint write: idle CPU time only (see `priority`).
-                super::priority::enter_background();
+                if notify.is_none() {
+                    // Nobody waits for a checkpoint write: idle CPU time only (see `priority`).
+                    super::priority::enter_background();
+                }
                 // Logged once per change, not on every attempt (one every --sync-timeout).
                 let mut failing = false;
                 while let Ok(mut job) = rx.recv() {
@@ -287,6 +314,9 @@ impl Checkpointer {
                     if result.is_ok() {
                         // Release: whoever sees the generation sees a file that is on disk.
                         thread_written.store(job.0, Ordering::Release);
+                        if let Some(n) = &notify {
+                            n();
+                        }
                     }
                     match report(&mut failing, &result) {
                         Some(Report::Failing(e)) => warn!(
@@ -319,6 +349,11 @@ impl Checkpointer {
             let _ = tx.send((generation, cp));
         }
         generation
+    }
+
+    /// The generation the next [`Checkpointer::submit`] will return.
+    pub fn next_generation(&self) -> u64 {
+        self.next_gen
     }
 
     /// The generation of the newest checkpoint known to be on disk (0 = none written yet).
@@ -374,12 +409,14 @@ mod tests {
             paused: true,
             cursor: 10,
             pending,
+            settings: BTreeMap::new(),
         };
         let topic = TopicState {
             name: "t".into(),
             paused: false,
             distributed: 4,
             channels: vec![ch],
+            settings: BTreeMap::new(),
         };
         Checkpoint {
             version: CHECKPOINT_VERSION,
@@ -469,6 +506,22 @@ mod tests {
             encode(&empty).unwrap(),
             br#"{"version":2,"crc32":"8cf827be","topics":[]}"#
         );
+    }
+
+    #[test]
+    fn settings_are_optional_and_round_trip() {
+        let mut cp = sample();
+        let bytes = encode(&cp).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("settings"),
+            "absent when empty"
+        );
+        cp.topics[0].settings.insert("dedup_window".into(), 60_000);
+        cp.topics[0].channels[0]
+            .settings
+            .insert("max_attempts".into(), 5);
+        let bytes = encode(&cp).unwrap();
+        assert_eq!(decode(&bytes).unwrap(), Loaded::Intact(cp));
     }
 
     #[test]

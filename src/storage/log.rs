@@ -716,6 +716,8 @@ mod tests {
             deliver_at_ns: offset as i64,
             attempts: 1,
             carried_from: None,
+            dead: None,
+            dedup_key: &[],
             body,
         }
     }
@@ -863,6 +865,8 @@ mod tests {
             log.append(&new_rec(b"orig", 0)).unwrap();
             let carried = NewRecord {
                 carried_from: Some(0),
+                dead: None,
+                dedup_key: &[],
                 ..new_rec(b"orig", 1)
             };
             assert_eq!(log.append(&carried).unwrap(), 1);
@@ -883,6 +887,8 @@ mod tests {
         let body = vec![1u8; log.max_body()];
         let carried = NewRecord {
             carried_from: Some(0),
+            dead: None,
+            dedup_key: &[],
             ..new_rec(&body, 0)
         };
         let e = log.append(&carried).unwrap_err();

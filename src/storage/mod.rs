@@ -58,6 +58,7 @@ impl std::fmt::Display for LogName<'_> {
     }
 }
 pub use self::log::{Log, LogIter};
+pub use self::record::{DeadMeta, DeadReason, MAX_DEDUP_KEY_LEN};
 pub use self::worker::{Job, JobDone, Notify, StorageWorker};
 
 /// Tunables of one log. Defaults follow nsqd's flags of the same names.
@@ -100,6 +101,12 @@ pub struct NewRecord<'a> {
     /// `Some(id)` writes a carried record (kind 2): a re-appended copy of the unfinished
     /// message first written at offset `id`. `None` for a publish.
     pub carried_from: Option<u64>,
+    /// `Some` writes a dead letter (kind 3) with this metadata before the body; ignored when
+    /// `carried_from` is set.
+    pub dead: Option<record::DeadMeta<'a>>,
+    /// Non-empty writes a keyed message (kind 4): the publisher's dedup id, kept so the dedup
+    /// window can be rebuilt from the log. Ignored when `carried_from` or `dead` is set.
+    pub dedup_key: &'a [u8],
     /// The message body.
     pub body: &'a [u8],
 }
@@ -112,16 +119,19 @@ impl NewRecord<'_> {
             deliver_at_ns,
             attempts: 0,
             carried_from: None,
+            dead: None,
+            dedup_key: &[],
             body,
         }
     }
 
     /// Bytes after the record header: the body, plus the original offset if carried.
     pub fn stored_len(&self) -> usize {
-        let prefix = if self.carried_from.is_some() {
-            record::CARRIED_PREFIX_LEN
-        } else {
-            0
+        let prefix = match (&self.carried_from, &self.dead) {
+            (Some(_), _) => record::CARRIED_PREFIX_LEN,
+            (None, Some(meta)) => meta.len(),
+            (None, None) if !self.dedup_key.is_empty() => 1 + self.dedup_key.len(),
+            (None, None) => 0,
         };
         self.body.len() + prefix
     }
@@ -141,6 +151,10 @@ pub struct Record<'a> {
     /// For a carried record (kind 2), the offset of the original message (its id); `None` for
     /// a published message.
     pub carried_from: Option<u64>,
+    /// For a dead letter (kind 3), its metadata; `None` otherwise.
+    pub dead: Option<record::DeadMeta<'a>>,
+    /// For a keyed message (kind 4), its dedup key; empty otherwise.
+    pub dedup_key: &'a [u8],
     /// The body (without a carried record's prefix), borrowed from the segment's map.
     pub body: &'a [u8],
 }

@@ -11,7 +11,7 @@
 //! |      8 |        8 | `offset` u64    | the record's log offset (must equal its position in the log)   |
 //! |     16 |        8 | `timestamp_ns`  | i64, publish time                                              |
 //! |     24 |        8 | `deliver_at_ns` | i64, earliest delivery time (deferred messages), 0 = now      |
-//! |     32 |        1 | `kind` u8       | `1` = message, `2` = carried; anything else is rejected        |
+//! |     32 |        1 | `kind` u8       | `1` message, `2` carried, `3` dead letter, `4` keyed message   |
 //! |     33 |        1 | reserved u8     | `0`                                                            |
 //! |     34 |        2 | `attempts` u16  | delivery attempts so far                                       |
 //! |     36 | len - 36 | body            | kind 1: the message body; kind 2: see below                    |
@@ -33,6 +33,38 @@
 //! channel that wrote them (the checkpoint says which); a channel's cursor skips them.
 //! Readers from before kind 2 existed reject it as an unknown kind (so the format version
 //! stays 1: an old reader fails loudly instead of delivering a duplicate).
+//!
+//! A **dead letter** (kind 3) is a message that failed `max_attempts` times (or expired) on a
+//! channel of another topic, appended to that topic's dead-letter topic `<topic>.dead`. Its
+//! metadata comes before the body, so `len >= 56 + topic_len + channel_len`:
+//!
+//! | offset        | size        | field                   | meaning                                        |
+//! |--------------:|------------:|-------------------------|------------------------------------------------|
+//! |            36 |           8 | `orig_id` u64           | the message's id (offset) in its own topic     |
+//! |            44 |           8 | `orig_timestamp_ns` i64 | its original publish time                      |
+//! |            52 |           1 | `reason` u8             | `1` = req, `2` = timeout, `3` = ttl            |
+//! |            53 |           1 | `topic_len` u8          | 1..=64                                         |
+//! |            54 |           1 | `channel_len` u8        | 1..=64                                         |
+//! |            55 |           1 | reserved u8             | `0`                                            |
+//! |            56 |   topic_len | topic                   | the topic it died on (UTF-8)                   |
+//! | 56+topic_len  | channel_len | channel                 | the channel it died on (UTF-8)                 |
+//! | after those   |        rest | body                    | the original body, byte for byte               |
+//!
+//! Its header's `timestamp_ns` is when it was dead-lettered (a fresh publish to the dead-letter
+//! topic, so a TTL there counts from then), `attempts` the deliveries it had. To a consumer of
+//! the dead-letter topic it is an ordinary message with the original body. Kind 3 was added as
+//! kind 2 was: an older reader rejects it loudly, the format version stays 1.
+//!
+//! A **keyed message** (kind 4) is a publish that named its own dedup key (HTTP `/pub?dedup_id=`):
+//! the key is kept so the dedup window can be rebuilt from the log after a restart or a crash.
+//!
+//! | offset     | size      | field          | meaning                                     |
+//! |-----------:|----------:|----------------|---------------------------------------------|
+//! |         36 |         1 | `key_len` u8   | 1..=[`MAX_DEDUP_KEY_LEN`]                   |
+//! |         37 |   key_len | key            | the `dedup_id`, as given                    |
+//! | 37+key_len |      rest | body           | the message body                            |
+//!
+//! Otherwise it is a kind-1 message in every way (delivered, carried, counted alike).
 //!
 //! Why these choices:
 //! - `len` counts the header, so a valid record never has `len == 0`; preallocated (zeroed)
@@ -57,6 +89,74 @@ pub const KIND_MESSAGE: u8 = 1;
 pub const KIND_CARRIED: u8 = 2;
 /// Bytes of the original-offset prefix at the start of a carried record's body.
 pub const CARRIED_PREFIX_LEN: usize = 8;
+/// Kind byte of a dead letter; its body starts with [`DEAD_FIXED_LEN`] bytes of metadata and
+/// the two names.
+pub const KIND_DEAD: u8 = 3;
+/// Fixed metadata bytes at the start of a dead letter's body (before the names).
+pub const DEAD_FIXED_LEN: usize = 20;
+
+/// Kind byte of a message published with an explicit dedup key.
+pub const KIND_KEYED: u8 = 4;
+/// Longest dedup key a keyed message holds.
+pub const MAX_DEDUP_KEY_LEN: usize = 128;
+
+/// Why a message was dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadReason {
+    /// It was REQ'd after its last allowed attempt.
+    Req = 1,
+    /// Its in-flight timeout expired after its last allowed attempt.
+    Timeout = 2,
+    /// It was older than the channel's message TTL.
+    Ttl = 3,
+}
+
+impl DeadReason {
+    /// The reason's name in JSON and docs.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeadReason::Req => "req",
+            DeadReason::Timeout => "timeout",
+            DeadReason::Ttl => "ttl",
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<DeadReason> {
+        match b {
+            1 => Some(DeadReason::Req),
+            2 => Some(DeadReason::Timeout),
+            3 => Some(DeadReason::Ttl),
+            _ => None,
+        }
+    }
+}
+
+/// A dead letter's metadata (kind 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadMeta<'a> {
+    /// The message's id offset in its own topic.
+    pub orig_id: u64,
+    /// Its original publish time, ns.
+    pub orig_timestamp_ns: i64,
+    /// Why it died.
+    pub reason: DeadReason,
+    /// The topic it died on (1..=64 bytes).
+    pub topic: &'a str,
+    /// The channel it died on (1..=64 bytes).
+    pub channel: &'a str,
+}
+
+impl DeadMeta<'_> {
+    /// Bytes the metadata takes at the start of the body.
+    pub fn len(&self) -> usize {
+        DEAD_FIXED_LEN + self.topic.len() + self.channel.len()
+    }
+
+    /// Never empty (the fixed part is always there); for clippy's `len_without_is_empty`.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
 
 /// Field positions inside a record; pinned by a unit test against the table above.
 pub const LEN_AT: usize = 0;
@@ -95,6 +195,10 @@ pub enum Corrupt {
     Kind(u8),
     /// A carried record too short to hold its original-offset prefix (the `len` found).
     CarriedTooShort(u32),
+    /// A dead letter whose metadata is short, has a bad reason or name (the `len` found).
+    BadDeadLetter(u32),
+    /// A keyed message whose key length is 0 or runs past the record (the `len` found).
+    BadKey(u32),
     /// The record claims a different offset than its position implies.
     Offset {
         /// Offset stored in the record.
@@ -119,6 +223,10 @@ impl fmt::Display for Corrupt {
             Corrupt::Kind(k) => write!(f, "unknown record kind/reserved byte {k:#04x}"),
             Corrupt::CarriedTooShort(l) => {
                 write!(f, "carried record of length {l} lacks its original offset")
+            }
+            Corrupt::BadKey(l) => write!(f, "keyed message of length {l} has a bad key"),
+            Corrupt::BadDeadLetter(l) => {
+                write!(f, "dead letter of length {l} has malformed metadata")
             }
             Corrupt::Offset { found, expected } => {
                 write!(f, "record claims offset {found}, expected {expected}")
@@ -172,10 +280,29 @@ pub fn encode(dst: &mut [u8], offset: u64, rec: &NewRecord<'_>) -> usize {
     dst[RESERVED_AT] = 0;
     dst[ATTEMPTS_AT..RECORD_HEADER_LEN].copy_from_slice(&rec.attempts.to_le_bytes());
     let body_at = match rec.carried_from {
-        None => {
-            dst[KIND_AT] = KIND_MESSAGE;
-            RECORD_HEADER_LEN
-        }
+        None => match &rec.dead {
+            None if !rec.dedup_key.is_empty() => {
+                dst[KIND_AT] = KIND_KEYED;
+                let key = rec.dedup_key;
+                assert!(
+                    key.len() <= MAX_DEDUP_KEY_LEN,
+                    "dedup key of {} bytes",
+                    key.len()
+                );
+                dst[RECORD_HEADER_LEN] = u8::try_from(key.len()).unwrap_or(u8::MAX);
+                let at = RECORD_HEADER_LEN + 1;
+                dst[at..at + key.len()].copy_from_slice(key);
+                at + key.len()
+            }
+            None => {
+                dst[KIND_AT] = KIND_MESSAGE;
+                RECORD_HEADER_LEN
+            }
+            Some(meta) => {
+                dst[KIND_AT] = KIND_DEAD;
+                encode_dead(&mut dst[RECORD_HEADER_LEN..], meta)
+            }
+        },
         Some(orig) => {
             dst[KIND_AT] = KIND_CARRIED;
             put_u64(dst, RECORD_HEADER_LEN, orig);
@@ -187,6 +314,42 @@ pub fn encode(dst: &mut [u8], offset: u64, rec: &NewRecord<'_>) -> usize {
     let crc = checksum(&dst[..len]);
     dst[CRC_AT..OFFSET_AT].copy_from_slice(&crc.to_le_bytes());
     span
+}
+
+/// Writes a dead letter's metadata at the start of `dst`; returns where the body starts
+/// (relative to the record).
+fn encode_dead(dst: &mut [u8], meta: &DeadMeta<'_>) -> usize {
+    put_u64(dst, 0, meta.orig_id);
+    put_u64(dst, 8, meta.orig_timestamp_ns as u64);
+    // Names are 1..=64 bytes (validated by whoever built the meta): they fit a u8.
+    let (tl, cl) = (meta.topic.len(), meta.channel.len());
+    dst[16] = meta.reason as u8;
+    dst[17] = u8::try_from(tl).unwrap_or(u8::MAX);
+    dst[18] = u8::try_from(cl).unwrap_or(u8::MAX);
+    dst[19] = 0;
+    dst[DEAD_FIXED_LEN..DEAD_FIXED_LEN + tl].copy_from_slice(meta.topic.as_bytes());
+    dst[DEAD_FIXED_LEN + tl..DEAD_FIXED_LEN + tl + cl].copy_from_slice(meta.channel.as_bytes());
+    RECORD_HEADER_LEN + meta.len()
+}
+
+/// Reads a dead letter's metadata from `rest` (the bytes after the header, up to `len`).
+fn decode_dead(rest: &[u8]) -> Option<(DeadMeta<'_>, usize)> {
+    let fixed = rest.get(..DEAD_FIXED_LEN)?;
+    let reason = DeadReason::from_byte(fixed[16])?;
+    let (tl, cl) = (usize::from(fixed[17]), usize::from(fixed[18]));
+    if fixed[19] != 0 || tl == 0 || cl == 0 {
+        return None;
+    }
+    let topic = rest.get(DEAD_FIXED_LEN..DEAD_FIXED_LEN + tl)?;
+    let channel = rest.get(DEAD_FIXED_LEN + tl..DEAD_FIXED_LEN + tl + cl)?;
+    let meta = DeadMeta {
+        orig_id: u64_at(fixed, 0),
+        orig_timestamp_ns: u64_at(fixed, 8) as i64,
+        reason,
+        topic: std::str::from_utf8(topic).ok()?,
+        channel: std::str::from_utf8(channel).ok()?,
+    };
+    Some((meta, DEAD_FIXED_LEN + tl + cl))
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -245,8 +408,25 @@ pub fn decode_with(
     if buf[RESERVED_AT] != 0 {
         return Err(Corrupt::Kind(buf[KIND_AT] | buf[RESERVED_AT]));
     }
+    let mut dead = None;
+    let mut dedup_key: &[u8] = &[];
     let (carried_from, body_at) = match buf[KIND_AT] {
         KIND_MESSAGE => (None, RECORD_HEADER_LEN),
+        KIND_KEYED => {
+            let key_len = usize::from(*buf.get(RECORD_HEADER_LEN).ok_or(Corrupt::BadKey(len32))?);
+            let end = RECORD_HEADER_LEN + 1 + key_len;
+            if key_len == 0 || end > len {
+                return Err(Corrupt::BadKey(len32));
+            }
+            dedup_key = &buf[RECORD_HEADER_LEN + 1..end];
+            (None, end)
+        }
+        KIND_DEAD => {
+            let (meta, used) =
+                decode_dead(&buf[RECORD_HEADER_LEN..len]).ok_or(Corrupt::BadDeadLetter(len32))?;
+            dead = Some(meta);
+            (None, RECORD_HEADER_LEN + used)
+        }
         KIND_CARRIED if len < RECORD_HEADER_LEN + CARRIED_PREFIX_LEN => {
             return Err(Corrupt::CarriedTooShort(len32))
         }
@@ -266,6 +446,8 @@ pub fn decode_with(
         deliver_at_ns: u64_at(buf, DELIVER_AT_AT) as i64,
         attempts: u16::from_le_bytes([buf[ATTEMPTS_AT], buf[ATTEMPTS_AT + 1]]),
         carried_from,
+        dead,
+        dedup_key,
         body: &buf[body_at..len],
     };
     // `len` <= u32::MAX, so rounding up cannot overflow a 64-bit usize.
@@ -283,6 +465,8 @@ mod tests {
             deliver_at_ns: -22,
             attempts: 3,
             carried_from,
+            dead: None,
+            dedup_key: &[],
             body,
         }
     }
@@ -299,6 +483,70 @@ mod tests {
     }
 
     #[test]
+    fn dead_letters_round_trip_and_bad_metadata_is_corrupt() {
+        let meta = DeadMeta {
+            orig_id: 42,
+            orig_timestamp_ns: 1234,
+            reason: DeadReason::Timeout,
+            topic: "orders",
+            channel: "billing",
+        };
+        let body = [0u8, 255, b'x', 7];
+        let rec = NewRecord {
+            dead: Some(meta),
+            ..new_rec(&body, None)
+        };
+        let v = enc_rec(9, &rec);
+        assert_eq!(v[KIND_AT], KIND_DEAD);
+        assert_eq!(v[52..56], [2, 6, 7, 0]);
+        assert_eq!(&v[56..62], b"orders");
+        let (back, _) = decode(&v, 9).unwrap();
+        assert_eq!(back.dead, Some(meta));
+        assert_eq!(back.body, &body, "the body is kept byte for byte");
+        assert_eq!(back.carried_from, None);
+        // A bad reason, a zero name length or a name running past the record: corrupt, even
+        // with a valid CRC.
+        for (at, byte) in [(52, 9u8), (53, 0), (54, 200)] {
+            let mut bad = v.clone();
+            bad[at] = byte;
+            let len = u32_at(&bad, LEN_AT) as usize;
+            let crc = checksum(&bad[..len]);
+            bad[CRC_AT..OFFSET_AT].copy_from_slice(&crc.to_le_bytes());
+            assert!(
+                matches!(decode(&bad, 9), Err(Corrupt::BadDeadLetter(_))),
+                "byte {at}"
+            );
+        }
+    }
+
+    #[test]
+    fn keyed_messages_round_trip_and_a_bad_key_is_corrupt() {
+        let rec = NewRecord {
+            dedup_key: b"order-42",
+            ..new_rec(b"body", None)
+        };
+        let v = enc_rec(3, &rec);
+        assert_eq!((v[KIND_AT], v[36]), (KIND_KEYED, 8));
+        assert_eq!(&v[37..45], b"order-42");
+        let (back, _) = decode(&v, 3).unwrap();
+        assert_eq!(
+            (back.dedup_key, back.body),
+            (&b"order-42"[..], &b"body"[..])
+        );
+        for key_len in [0u8, 200] {
+            let mut bad = v.clone();
+            bad[36] = key_len;
+            let len = u32_at(&bad, LEN_AT) as usize;
+            let crc = checksum(&bad[..len]);
+            bad[CRC_AT..OFFSET_AT].copy_from_slice(&crc.to_le_bytes());
+            assert!(
+                matches!(decode(&bad, 3), Err(Corrupt::BadKey(_))),
+                "{key_len}"
+            );
+        }
+    }
+
+    #[test]
     fn layout_constants_match_the_documented_table() {
         // docs/storage-format.md and the table above state these numbers.
         assert_eq!(
@@ -310,6 +558,7 @@ mod tests {
             (32, 33, 34, 36)
         );
         assert_eq!((RECORD_ALIGN, KIND_MESSAGE, KIND_CARRIED), (8, 1, 2));
+        assert_eq!((KIND_DEAD, DEAD_FIXED_LEN), (3, 20));
         assert_eq!(CARRIED_PREFIX_LEN, 8);
         assert_eq!(encoded_len(0), Some(40));
         assert_eq!(encoded_len(100), Some(136));
@@ -379,10 +628,13 @@ mod tests {
 
     #[test]
     fn unknown_kinds_and_short_carried_records_are_rejected() {
-        for kind in [0u8, 3, 0x80, 0xff] {
+        for kind in [0u8, 5, 0x80, 0xff] {
             let v = with_kind(enc(1, b"0123456789"), kind);
             assert_eq!(decode(&v, 1).map(|_| ()), Err(Corrupt::Kind(kind)));
         }
+        // A message body read as a dead letter's metadata does not parse.
+        let v = with_kind(enc(1, b"0123456789"), KIND_DEAD);
+        assert_eq!(decode(&v, 1).map(|_| ()), Err(Corrupt::BadDeadLetter(46)));
         // A kind-2 record whose body cannot hold the 8-byte original offset.
         let v = with_kind(enc(1, b"short"), KIND_CARRIED);
         assert_eq!(decode(&v, 1).map(|_| ()), Err(Corrupt::CarriedTooShort(41)));

@@ -546,6 +546,8 @@ mod tests {
             deliver_at_ns: 0,
             attempts: 0,
             carried_from: None,
+            dead: None,
+            dedup_key: &[],
             body: &body,
         };
         record::encode(&mut m[pos..], offset, &rec)
@@ -704,6 +706,8 @@ mod tests {
             deliver_at_ns: 0,
             attempts: 0,
             carried_from: None,
+            dead: None,
+            dedup_key: &[],
             body: &body,
         };
         assert_eq!(

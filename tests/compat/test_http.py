@@ -92,10 +92,18 @@ def ordered(body):
     return json.loads(body, object_pairs_hook=lambda pairs: pairs)
 
 
+# corq-only fields, allowed after nsqd's (failure handling: settings and their counters;
+# `ordered` turns objects into lists of pairs).
+CORQ_EXTRA = {"settings": list, "dedup_count": int, "dedup_entries": int, "dead_letter_count": int,
+              "expired_count": int}
+
+
 def check(obj, keys, where):
     names = [k for k, _ in obj]
-    assert names == keys, "%s keys %r != nsqd's %r" % (where, names, keys)
-    for k, v in obj:
+    assert names[:len(keys)] == keys, "%s keys %r != nsqd's %r" % (where, names, keys)
+    extra = obj[len(keys):]
+    assert all(k in CORQ_EXTRA and isinstance(v, CORQ_EXTRA[k]) for k, v in extra), (where, extra)
+    for k, v in obj[:len(keys)]:
         want = TYPES.get(k, int)
         if k in ("channels", "clients", "pub_counts"):
             assert isinstance(v, list), (where, k, v)

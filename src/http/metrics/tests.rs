@@ -93,6 +93,12 @@ corq_channel_requeued_total{topic="t",channel="c"} 1
 # HELP corq_channel_timed_out_total In-flight messages that timed out.
 # TYPE corq_channel_timed_out_total counter
 corq_channel_timed_out_total{topic="t",channel="c"} 0
+# HELP corq_channel_dead_lettered_total Messages sent to the dead-letter topic (or dropped, ephemeral topics) after max_attempts or on expiry.
+# TYPE corq_channel_dead_lettered_total counter
+corq_channel_dead_lettered_total{topic="t",channel="c"} 0
+# HELP corq_channel_expired_total Messages not delivered because they were older than message_ttl.
+# TYPE corq_channel_expired_total counter
+corq_channel_expired_total{topic="t",channel="c"} 0
 # HELP corq_channel_clients Clients subscribed to the channel.
 # TYPE corq_channel_clients gauge
 corq_channel_clients{topic="t",channel="c"} 1
@@ -105,6 +111,18 @@ corq_channel_e2e_processing_latency_seconds{topic="t",channel="c",quantile="0.99
 # HELP corq_channel_e2e_processing_latency_samples FINs in the end-to-end latency window.
 # TYPE corq_channel_e2e_processing_latency_samples gauge
 corq_channel_e2e_processing_latency_samples{topic="t",channel="c"} 3
+# HELP corq_channel_setting_max_attempts Resolved max_attempts setting.
+# TYPE corq_channel_setting_max_attempts gauge
+# HELP corq_channel_setting_requeue_backoff_seconds Resolved requeue_backoff setting.
+# TYPE corq_channel_setting_requeue_backoff_seconds gauge
+# HELP corq_channel_setting_message_ttl_seconds Resolved message_ttl setting.
+# TYPE corq_channel_setting_message_ttl_seconds gauge
+# HELP corq_topic_setting_dedup_window_seconds Resolved dedup_window setting.
+# TYPE corq_topic_setting_dedup_window_seconds gauge
+# HELP corq_topic_deduplicated_total Publishes answered OK and not appended, as duplicates within the dedup window.
+# TYPE corq_topic_deduplicated_total counter
+# HELP corq_topic_dedup_entries Keys the topic's dedup window holds (at most 100000).
+# TYPE corq_topic_dedup_entries gauge
 "#;
 
 #[test]
