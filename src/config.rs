@@ -174,7 +174,7 @@ pub struct Options {
 
     // ---- statsd (nsqd `statsd.go`; corq's `peers::statsd`) ----
     /// UDP <addr>:<port> of a statsd daemon for pushing stats (empty: off)
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub statsd_address: String,
     /// prefix used for keys sent to statsd (%s for host replacement)
     #[arg(long, default_value = "nsq.%s")]
@@ -199,16 +199,16 @@ pub struct Options {
     #[arg(long, default_value = "0.0.0.0:4152")]
     pub https_address: String,
     /// path to certificate file
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub tls_cert: String,
     /// path to key file
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub tls_key: String,
     /// path to certificate authority file
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub tls_root_ca_file: String,
     /// client certificate auth policy ('require' or 'require-verify'); forces --tls-required
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub tls_client_auth_policy: String,
     /// require TLS for client connections (true, false, tcp-https); bare means true
     #[arg(long, default_value = "false", num_args = 0..=1, require_equals = true,
@@ -245,10 +245,10 @@ pub struct Options {
     #[arg(long, default_value_t = 20)]
     pub queue_scan_selection_count: i64,
     /// [ignored] topology region (an nsqd experiment)
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub topology_region: String,
     /// [ignored] topology zone (an nsqd experiment)
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub topology_zone: String,
     /// [ignored] nsqd experiments to enable (repeatable)
     #[arg(long, value_delimiter = ',')]

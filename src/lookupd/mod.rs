@@ -53,7 +53,7 @@ pub struct LookupdOptions {
     #[arg(long, default_value = "0.0.0.0:4161")]
     pub http_address: SocketAddr,
     /// address of this lookupd node, (default to the OS hostname)
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", hide_default_value = true)]
     pub broadcast_address: String,
     /// duration of time a producer will remain in the active list since its last ping
     #[arg(long, default_value = "5m0s", value_parser = parse_duration_ms)]
