@@ -23,6 +23,8 @@ pub mod bench;
 pub mod broker;
 pub mod client;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod protocol;
 pub mod reactor;
