@@ -15,6 +15,7 @@
 //! | [`server`]   | the embedding API: `Server::bind`, `Server::run`, `Handle::shutdown` |
 //! | [`config`]   | every tunable, with nsqd's flag names and defaults |
 //! | [`stats`]    | end-to-end processing latency windows (hdrhistogram) |
+//! | `fuzzing`    | hidden: thin wrappers over storage internals for the `fuzz/` crate only, not a stable API |
 //!
 //! `docs/architecture.md` describes the loop and the data flow.
 #![deny(missing_docs, missing_debug_implementations)]

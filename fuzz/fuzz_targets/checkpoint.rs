@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
     copy_dir(&template.path().join("topics"), &dir.path().join("topics"));
     let mut u = Unstructured::new(data);
     let path = dir.path().join(CHECKPOINT_FILE);
-    if u.arbitrary::<u8>().unwrap_or(0) % 2 == 0 {
+    if u.arbitrary::<u8>().unwrap_or(0) & 1 == 0 {
         std::fs::write(&path, u.bytes(u.len()).unwrap_or(&[])).expect("write corq.dat");
     } else {
         let cp = arbitrary_checkpoint(&mut u);

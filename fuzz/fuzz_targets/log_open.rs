@@ -11,9 +11,8 @@
 #![no_main]
 
 use arbitrary::Unstructured;
-use corq::fuzzing::segment_file_name;
 use corq::storage::{Log, LogConfig, NewRecord};
-use corq_fuzz::{build_segment, occurs_in, ScratchDir};
+use corq_fuzz::{log_files, occurs_in, ScratchDir};
 use libfuzzer_sys::fuzz_target;
 
 /// The most offsets read around one position.
@@ -21,7 +20,7 @@ const READ_SPAN: u64 = 128;
 
 fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);
-    let max_bytes = [4096u64, 8192, 65536][u.choose_index(3).unwrap_or(0)];
+    let (max_bytes, specs) = log_files(&mut u);
     let cfg = LogConfig {
         max_bytes_per_file: max_bytes,
         max_msg_size: 1024,
@@ -29,31 +28,14 @@ fuzz_target!(|data: &[u8]| {
         sync_timeout_ms: 1000,
     };
     let dir = ScratchDir::new("log");
-    let n = u.int_in_range(1..=3u8).unwrap_or(1);
     let (mut files, mut bases) = (Vec::new(), Vec::new());
-    let mut prev_end = 0u64;
-    for _ in 0..n {
-        let base = match u.int_in_range(0..=5u8).unwrap_or(0) {
-            0 => 0,
-            1 | 2 => prev_end,
-            3 => u64::MAX - u64::from(u.arbitrary::<u8>().unwrap_or(0)),
-            4 => u.arbitrary::<u8>().map(u64::from).unwrap_or(0),
-            _ => u.arbitrary().unwrap_or(0),
-        };
-        let (bytes, _) = build_segment(&mut u, base, max_bytes as usize + 64);
-        prev_end = base.saturating_add(bytes.len() as u64 / 40);
-        let name = match u.int_in_range(0..=15u8).unwrap_or(0) {
-            0 => format!("{base:020}.prealloc"),
-            1 => stray_name(&mut u),
-            2 => {
-                let _ = std::fs::create_dir(dir.path().join(segment_file_name(base)));
-                continue;
-            }
-            _ => segment_file_name(base),
-        };
-        if std::fs::write(dir.path().join(&name), &bytes).is_ok() {
-            files.push(bytes);
-            bases.push(base);
+    for spec in specs {
+        let path = dir.path().join(&spec.name);
+        if spec.is_dir {
+            let _ = std::fs::create_dir(path);
+        } else if std::fs::write(path, &spec.bytes).is_ok() {
+            files.push(spec.bytes);
+            bases.push(spec.base);
         }
     }
     let Ok(mut log) = Log::open(dir.path(), cfg) else {
@@ -65,21 +47,6 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!((rec.offset, rec.body), (off, &b"appended"[..]));
     }
 });
-
-/// A file name that is not a segment's (never `.`, `..` or with a `/`).
-fn stray_name(u: &mut Unstructured<'_>) -> String {
-    let raw: String = u.arbitrary().unwrap_or_default();
-    let name: String = raw
-        .chars()
-        .filter(|&c| c != '/' && c != '\0')
-        .take(40)
-        .collect();
-    if name.is_empty() || name == "." || name == ".." {
-        "stray".to_owned()
-    } else {
-        name
-    }
-}
 
 fn check(log: &Log, files: &[Vec<u8>], bases: &[u64]) {
     let (head, tail) = (log.head(), log.tail());

@@ -2,11 +2,14 @@
 //! parsers and a scratch directory on tmpfs. See `docs/fuzzing.md`.
 
 use arbitrary::Unstructured;
-use corq::fuzzing::{encode_record, segment_header, RECORD_ALIGN, SEGMENT_HEADER_LEN};
+use corq::fuzzing::{
+    encode_record, segment_file_name, segment_header, RECORD_ALIGN, SEGMENT_HEADER_LEN,
+};
 use corq::storage::{NewRecord, Record};
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 /// What an incremental parser makes of the front of a buffer, reduced to something comparable:
 /// `Ok(None)` = need more bytes, `Ok(Some((item, used)))`, or an error.
@@ -124,6 +127,24 @@ pub fn step<T: Debug, E: Debug>(r: Result<Option<(T, usize)>, E>) -> Step {
 /// As [`step`], for an error already turned into text.
 pub fn step_text<T: Debug>(r: Result<Option<(T, usize)>, String>) -> Step {
     r.map(|o| o.map(|(t, used)| (format!("{t:?}"), used)))
+}
+
+/// False when `CORQ_FUZZ_SMALL_BASES` is set: the storage targets then stop generating base
+/// offsets near `u64::MAX` on purpose, so a known overflow there does not stop every run
+/// while its fix is pending (see `fuzz/regressions/`). CI leaves it unset.
+pub fn huge_bases() -> bool {
+    static HUGE: OnceLock<bool> = OnceLock::new();
+    *HUGE.get_or_init(|| std::env::var_os("CORQ_FUZZ_SMALL_BASES").is_none())
+}
+
+/// An arbitrary base offset (below `u64::MAX / 2` unless [`huge_bases`]).
+pub fn any_base(u: &mut Unstructured<'_>) -> u64 {
+    let base: u64 = u.arbitrary().unwrap_or(0);
+    if huge_bases() {
+        base
+    } else {
+        base >> 1
+    }
 }
 
 /// A scratch directory on tmpfs (`/dev/shm` when present), removed on drop.
@@ -274,4 +295,66 @@ pub fn occurs_in(files: &[Vec<u8>], rec: &Record<'_>) -> bool {
             .step_by(RECORD_ALIGN)
             .any(|p| f.get(p..p + len) == Some(want))
     })
+}
+
+/// One entry `log_open` puts in the log directory.
+#[derive(Debug, Clone)]
+pub struct FileSpec {
+    /// The entry's name.
+    pub name: String,
+    /// A directory (named like a segment) instead of a file.
+    pub is_dir: bool,
+    /// The segment's base offset as generated (the name may not say it).
+    pub base: u64,
+    /// The file's contents.
+    pub bytes: Vec<u8>,
+}
+
+/// The `log_open` input: a segment size, then 1–3 directory entries. Names are usually
+/// `{base:020}.log` with a base that is small, follows the previous file, or is near
+/// `u64::MAX`; sometimes a `.prealloc`, a stray name or a directory.
+pub fn log_files(u: &mut Unstructured<'_>) -> (u64, Vec<FileSpec>) {
+    let max_bytes = [4096u64, 8192, 65536][u.choose_index(3).unwrap_or(0)];
+    let n = u.int_in_range(1..=3u8).unwrap_or(1);
+    let mut specs = Vec::new();
+    let mut prev_end = 0u64;
+    for _ in 0..n {
+        let base = match u.int_in_range(0..=5u8).unwrap_or(0) {
+            0 => 0,
+            1 | 2 => prev_end,
+            3 if huge_bases() => u64::MAX - u64::from(u.arbitrary::<u8>().unwrap_or(0)),
+            3 | 4 => u.arbitrary::<u8>().map(u64::from).unwrap_or(0),
+            _ => any_base(u),
+        };
+        let (bytes, _) = build_segment(u, base, max_bytes as usize + 64);
+        prev_end = base.saturating_add(bytes.len() as u64 / 40);
+        let (name, is_dir) = match u.int_in_range(0..=15u8).unwrap_or(0) {
+            0 => (format!("{base:020}.prealloc"), false),
+            1 => (stray_name(u), false),
+            2 => (segment_file_name(base), true),
+            _ => (segment_file_name(base), false),
+        };
+        specs.push(FileSpec {
+            name,
+            is_dir,
+            base,
+            bytes,
+        });
+    }
+    (max_bytes, specs)
+}
+
+/// A file name that is not a segment's (never empty, `.`, `..` or with a `/`).
+fn stray_name(u: &mut Unstructured<'_>) -> String {
+    let raw: String = u.arbitrary().unwrap_or_default();
+    let name: String = raw
+        .chars()
+        .filter(|&c| c != '/' && c != '\0')
+        .take(40)
+        .collect();
+    if name.is_empty() || name == "." || name == ".." {
+        "stray".to_owned()
+    } else {
+        name
+    }
 }
