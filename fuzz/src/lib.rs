@@ -162,6 +162,9 @@ impl ScratchDir {
             std::env::temp_dir()
         };
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        if n == 0 {
+            sweep_stale(&root);
+        }
         let dir = root.join(format!("corq-fuzz-{what}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create scratch dir");
@@ -171,6 +174,25 @@ impl ScratchDir {
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.0
+    }
+}
+
+/// Removes scratch directories left by fuzzing processes that have exited: a crash aborts
+/// without running destructors, and the `checkpoint` target's template lives in a static.
+fn sweep_stale(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("corq-fuzz-")) else {
+            continue;
+        };
+        // `<what>-<pid>-<n>`: the pid is the second field from the end.
+        let pid = rest.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
