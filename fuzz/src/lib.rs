@@ -297,8 +297,10 @@ fn damage(u: &mut Unstructured<'_>, seg: &mut Vec<u8>) -> bool {
 }
 
 /// A record read back from a log is real when the bytes it encodes to (with a correct CRC)
-/// occur at a record position in one of the files the log was opened from.
-pub fn occurs_in(files: &[Vec<u8>], rec: &Record<'_>) -> bool {
+/// occur at a record position in one of the files the log was opened from. Each file counts
+/// as zero-extended to `extend_to` bytes: opening a log extends a short newest segment with
+/// zeros, and a record cut short in the file whose missing bytes were zeros is then whole.
+pub fn occurs_in(files: &[Vec<u8>], rec: &Record<'_>, extend_to: usize) -> bool {
     let new = NewRecord {
         timestamp_ns: rec.timestamp_ns,
         deliver_at_ns: rec.deliver_at_ns,
@@ -312,10 +314,16 @@ pub fn occurs_in(files: &[Vec<u8>], rec: &Record<'_>) -> bool {
     // Compare without the padding: the scan does not require it to be zero.
     let len = corq::fuzzing::RECORD_HEADER_LEN + new.stored_len();
     let want = &bytes[..len];
+    let at = |f: &[u8], p: usize| {
+        want.iter()
+            .enumerate()
+            .all(|(i, &b)| f.get(p + i).copied().unwrap_or(0) == b)
+    };
     files.iter().any(|f| {
-        (SEGMENT_HEADER_LEN..f.len())
+        let end = f.len().max(extend_to).saturating_sub(len);
+        (SEGMENT_HEADER_LEN..=end)
             .step_by(RECORD_ALIGN)
-            .any(|p| f.get(p..p + len) == Some(want))
+            .any(|p| p < f.len() && at(f, p))
     })
 }
 
