@@ -19,6 +19,7 @@
 //! | [`config`]   | every tunable, with nsqd's flag names and defaults |
 //! | [`logging`]  | `--log-format`: text lines or one JSON object per line |
 //! | [`stats`]    | end-to-end processing latency windows (hdrhistogram) |
+//! | `fuzzing`    | hidden: thin wrappers over storage internals for the `fuzz/` crate only, not a stable API |
 //!
 //! `docs/architecture.md` describes the loop and the data flow.
 #![deny(missing_docs, missing_debug_implementations)]
@@ -28,6 +29,8 @@ pub mod bench;
 pub mod broker;
 pub mod client;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod logging;
 pub mod lookupd;

@@ -261,7 +261,11 @@ pub(super) fn parse_head<'a>(
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let n = limits.max_headers.min(MAX_HEADERS);
     let mut req = httparse::Request::new(headers.get_mut(..n).unwrap_or_default());
-    let len = match req.parse(buf) {
+    // Only the first `max_head_bytes` can hold a head we accept. Parsing no further makes the
+    // answer independent of how the bytes were split into reads: a malformed byte past the cap
+    // is never looked at, so an oversized head is always 431 (as Go answers), never 400.
+    let window = buf.get(..limits.max_head_bytes).unwrap_or(buf);
+    let len = match req.parse(window) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > limits.max_head_bytes => {
             return Err(HttpError::HeadTooLarge)

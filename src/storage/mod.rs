@@ -34,9 +34,9 @@ pub mod checkpoint;
 mod error;
 mod log;
 mod priority;
-mod record;
-mod recovery;
-mod segment;
+pub(crate) mod record; // pub(crate) for crate::fuzzing
+pub(crate) mod recovery; // pub(crate) for crate::fuzzing
+pub(crate) mod segment; // pub(crate) for crate::fuzzing
 mod space;
 mod worker;
 
