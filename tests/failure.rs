@@ -439,3 +439,31 @@ fn duplicates_before_and_after_a_restart_and_a_crash_are_delivered_once() {
     assert_eq!(bodies, want, "each message once, in publish order");
     s.terminate();
 }
+
+#[test]
+fn topic_dead_stops_at_its_byte_cap() {
+    let (s, _dir) = crate::util::start_server();
+    create(s.http, "big", "c");
+    let r = post(
+        s.http,
+        "/channel/config?topic=big&channel=c&max_attempts=1&message_ttl=1ms",
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut p = Raw::connect(s.addr);
+    for i in 0..5u8 {
+        p.publish("big", &vec![i; 1 << 20]);
+    }
+    std::thread::sleep(Duration::from_millis(50)); // older than the 1 ms TTL
+    let mut c = consumer(s.addr, "big", "c");
+    assert!(c.sync().is_empty(), "expired messages are not delivered");
+    eventually("five dead letters", || {
+        let d = channel_stats(s.http, "big", "c");
+        (d["dead_letter_count"] == 5).then_some(())
+    });
+    let dead = get(s.http, "/topic/dead?topic=big&count=10").json();
+    let msgs = dead["messages"].as_array().cloned().unwrap_or_default();
+    assert_eq!(msgs.len(), 4, "4 MiB of bodies, then the reply stops");
+    assert_eq!(msgs[0]["reason"], "ttl");
+    s.stop();
+}

@@ -20,6 +20,10 @@ use super::channel::{ms_to_ns, Requeued};
 use super::settings::{dead_letter_name_fits, dead_letter_topic};
 use super::{queue_pump, queue_storage, Broker, Now};
 
+/// Most body bytes one `GET /topic/dead` collects (1000 records of up to `--max-msg-size`
+/// each would otherwise build a reply of up to a GiB on the reactor thread).
+pub const MAX_DEAD_BYTES: usize = 4 << 20;
+
 /// A dead letter read back for `GET /topic/dead` (a domain value; `http` renders it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
@@ -189,7 +193,8 @@ impl Broker {
     }
 
     /// Up to `count` records of `topic`'s dead-letter topic (or of `topic` itself when it is one),
-    /// oldest retained first. An absent dead-letter topic lists nothing.
+    /// oldest retained first, stopping once [`MAX_DEAD_BYTES`] of bodies are collected (at least
+    /// one record is returned). An absent dead-letter topic lists nothing.
     pub fn dead_letters(&self, topic: &str, count: usize) -> (String, Vec<DeadLetter>) {
         let name = dead_letter_topic(topic).unwrap_or_else(|| topic.to_owned());
         let Some(t) = self
@@ -200,10 +205,12 @@ impl Broker {
             return (name, Vec::new());
         };
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         let mut offset = t.log.head();
-        while offset < t.log.tail() && out.len() < count {
+        while offset < t.log.tail() && out.len() < count && bytes < MAX_DEAD_BYTES {
             // A corrupt record is skipped (the log counts and logs it), as delivery does.
             if let Ok(rec) = t.log.read(offset) {
+                bytes += rec.body.len();
                 let meta = rec.dead;
                 out.push(DeadLetter {
                     offset,

@@ -105,6 +105,11 @@ impl Broker {
             c.awaiting_acks += 1;
             if c.fin_gen > written {
                 ack.checkpoint_gen = c.fin_gen;
+                // Only now is a checkpoint needed at the turn's end (a consumer that never
+                // publishes costs no checkpoint per turn), unless one holding it was submitted.
+                if c.fin_gen >= self.checkpointer.next_generation() {
+                    self.acks_dirty = true;
+                }
             }
         }
         if let Some(t) = self.topics.get_mut(tk) {
@@ -152,8 +157,9 @@ impl Broker {
         }
     }
 
-    /// Strict mode: notes that `ck` just finished or requeued a message; the turn's checkpoint
-    /// (the group commit of acknowledgements) will hold it.
+    /// Strict mode: notes that `ck` just finished or requeued a message: any checkpoint
+    /// submitted from now on holds it. A later publish of the same client waits for one
+    /// (see `park_ack`).
     pub(super) fn note_ack(&mut self, ck: ClientKey) {
         if !self.strict() {
             return;
@@ -161,7 +167,6 @@ impl Broker {
         let next = self.checkpointer.next_generation();
         if let Some(c) = self.clients.get_mut(ck) {
             c.fin_gen = next;
-            self.acks_dirty = true;
         }
     }
 

@@ -62,8 +62,8 @@ impl Broker {
     /// Checkpoints now if topics or channels were created or deleted this turn, so a crash does
     /// not forget them (nsqd persists its metadata on every create and delete too).
     ///
-    /// In strict mode also when a FIN or REQ was applied this turn: one checkpoint per turn
-    /// makes the turn's acknowledgements durable together (their group commit).
+    /// In strict mode also when a publish waits for its client's earlier FINs/REQs to be
+    /// durable: one checkpoint per turn makes them durable together (their group commit).
     pub fn checkpoint_if_changed(&mut self) {
         if self.topology_changed || self.acks_dirty {
             self.checkpoint();

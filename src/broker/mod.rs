@@ -207,8 +207,8 @@ pub struct Broker {
     expired_queue: Vec<(usize, usize, channel::Requeued)>,
     /// This process's dedup-window hash keys.
     dedup_hasher: dedup::DedupHasher,
-    /// Strict mode: a FIN or REQ was applied since the last checkpoint was submitted (the
-    /// turn's end submits one: the group commit of acknowledgements).
+    /// Strict mode: a publish waits for a checkpoint holding its client's earlier FINs/REQs
+    /// (the turn's end submits one: the group commit of acknowledgements).
     acks_dirty: bool,
     /// The newest checkpoint generation seen on disk (parked publishes waiting on a newer one
     /// are looked at again when it moves).

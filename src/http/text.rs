@@ -83,6 +83,11 @@ fn write_topic(t: &TopicStats, ctx: &TextCtx<'_>, out: &mut String) {
     if let Some(why) = &t.quarantined {
         let _ = writeln!(out, "    QUARANTINED: {why}");
     }
+    let dedups = t.dedup_count.unwrap_or(0);
+    if let Some(s) = t.settings.filter(|s| s.dedup_window_ms() > 0 || dedups > 0) {
+        let window = go_duration(ms_ns(s.dedup_window_ms()));
+        let _ = writeln!(out, "    dedup_window: {window} deduplicated: {dedups}");
+    }
     for c in &t.channels {
         write_channel(c, ctx, out);
     }
@@ -103,11 +108,38 @@ fn write_channel(c: &ChannelStats, ctx: &TextCtx<'_>, out: &mut String) {
         c.message_count,
         e2e_text(&c.e2e_processing_latency)
     );
+    write_failure_line(c, out);
     for cl in c.clients.as_deref().unwrap_or_default() {
         out.push_str("        ");
         write_client(cl, ctx, out);
         out.push('\n');
     }
+}
+
+/// corq's failure-handling line under a channel, only when a setting is on or a counter moved
+/// (so a server with the features off prints nsqd's text unchanged).
+fn write_failure_line(c: &ChannelStats, out: &mut String) {
+    let (dead, expired) = (
+        c.dead_letter_count.unwrap_or(0),
+        c.expired_count.unwrap_or(0),
+    );
+    let Some(s) = c.settings else { return };
+    let on = s.max_attempts() > 0 || s.requeue_backoff_ms() > 0 || s.message_ttl_ms() > 0;
+    if !on && dead == 0 && expired == 0 {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "        max_attempts: {} requeue_backoff: {} message_ttl: {} dead-lettered: {dead} expired: {expired}",
+        s.max_attempts(),
+        go_duration(ms_ns(s.requeue_backoff_ms())),
+        go_duration(ms_ns(s.message_ttl_ms())),
+    );
+}
+
+/// Milliseconds as nanoseconds for [`go_duration`], saturating.
+fn ms_ns(ms: u64) -> i64 {
+    i64::try_from(ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX)
 }
 
 /// `ClientV2Stats.String`: the producer form when the client has publish counts, else the

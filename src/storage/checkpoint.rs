@@ -38,8 +38,8 @@
 //! After a clean shutdown, exactly the unfinished messages come back. After a crash, the last
 //! checkpoint is up to `--sync-timeout` old: messages finished since then come back too
 //! (at-least-once), and none that were unfinished are lost. In strict mode the broker also
-//! checkpoints every loop turn that applied a FIN or REQ and holds the same connection's later
-//! `OK`s until that checkpoint is written ([`Checkpointer::spawn_notified`] wakes it): such a
+//! checkpoints at the end of a turn in which a client published after FIN/REQs not yet
+//! checkpointed, and holds that `OK` until the checkpoint is written ([`Checkpointer::spawn_notified`] wakes it): such a
 //! FIN survives a crash.
 
 use std::collections::BTreeMap;

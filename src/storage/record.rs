@@ -337,7 +337,8 @@ fn decode_dead(rest: &[u8]) -> Option<(DeadMeta<'_>, usize)> {
     let fixed = rest.get(..DEAD_FIXED_LEN)?;
     let reason = DeadReason::from_byte(fixed[16])?;
     let (tl, cl) = (usize::from(fixed[17]), usize::from(fixed[18]));
-    if fixed[19] != 0 || tl == 0 || cl == 0 {
+    // Names are nsqd's 1..=64 bytes (`protocol::names::MAX_NAME_LEN`).
+    if fixed[19] != 0 || !(1..=64).contains(&tl) || !(1..=64).contains(&cl) {
         return None;
     }
     let topic = rest.get(DEAD_FIXED_LEN..DEAD_FIXED_LEN + tl)?;

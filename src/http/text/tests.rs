@@ -155,3 +155,45 @@ fn civil_dates() {
     assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
 }
+
+#[test]
+fn failure_handling_lines_only_when_something_is_on() {
+    use crate::broker::settings::{Settings, DEDUP_WINDOW, MAX_ATTEMPTS, MESSAGE_TTL};
+    let mut s = sample();
+    let mut text = String::new();
+    {
+        let t = &mut s.topics.as_mut().unwrap()[0];
+        t.settings = Some(Settings::default());
+        t.channels[0].settings = Some(Settings::default());
+        t.channels[0].dead_letter_count = Some(0);
+    }
+    render_text(&s, &ctx(), &mut text);
+    assert!(
+        !text.contains("max_attempts") && !text.contains("dedup_window"),
+        "{text}"
+    );
+
+    let mut on = Settings::<u64>::default();
+    on.values[MAX_ATTEMPTS] = 3;
+    on.values[MESSAGE_TTL] = 90_000;
+    on.values[DEDUP_WINDOW] = 1500;
+    {
+        let t = &mut s.topics.as_mut().unwrap()[0];
+        t.settings = Some(on);
+        t.dedup_count = Some(4);
+        t.channels[0].settings = Some(on);
+        t.channels[0].dead_letter_count = Some(2);
+    }
+    text.clear();
+    render_text(&s, &ctx(), &mut text);
+    assert!(
+        text.contains("    dedup_window: 1.5s deduplicated: 4\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "        max_attempts: 3 requeue_backoff: 0s message_ttl: 1m30s dead-lettered: 2 expired: 0\n"
+        ),
+        "{text}"
+    );
+}
