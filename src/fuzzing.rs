@@ -16,6 +16,10 @@ pub const SEGMENT_HEADER_LEN: usize = segment::SEGMENT_HEADER_LEN;
 /// Bytes of a record header; the body (or a carried record's original offset) follows.
 pub const RECORD_HEADER_LEN: usize = record::RECORD_HEADER_LEN;
 
+/// The largest segment base recovery accepts: a file named above it is refused (its offsets
+/// could overflow) and the scan reads such a segment as empty.
+pub const MAX_SEGMENT_BASE: u64 = recovery::MAX_BASE;
+
 /// Alignment of every record inside a segment.
 pub const RECORD_ALIGN: usize = record::RECORD_ALIGN;
 
