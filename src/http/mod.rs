@@ -35,6 +35,7 @@ pub mod parse;
 pub mod peek;
 pub mod query;
 pub mod reader;
+pub mod replay;
 pub mod response;
 pub mod routes;
 pub mod serve;

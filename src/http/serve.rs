@@ -143,6 +143,12 @@ impl HttpServer {
             | Route::TopicDead => {
                 return super::config::serve(broker, ck, &route, req.query.as_ref().ok(), ctx);
             }
+            Route::ChannelRewind => {
+                return super::replay::serve(broker, ck, req.query.as_ref().ok(), false, ctx);
+            }
+            Route::ChannelCreate if req.query.as_ref().is_ok_and(|q| q.has("from")) => {
+                return super::replay::serve(broker, ck, req.query.as_ref().ok(), true, ctx);
+            }
             Route::Options { allow } => {
                 return broker.write_to(ck, |out| response::options(out, ctx, &allow));
             }

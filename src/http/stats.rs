@@ -68,6 +68,10 @@ pub struct TopicStats {
     /// corq only: keys the topic's dedup window holds now (bounded; see `broker/dedup.rs`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dedup_entries: Option<u64>,
+    /// corq only: the backlog against the topic's limits, the larger of depth / max_topic_depth
+    /// and bytes / max_topic_bytes (0 when both are off; see `broker/limits.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fill_ratio: Option<f64>,
 }
 
 /// One channel.
@@ -105,6 +109,10 @@ pub struct ChannelStats {
     /// corq only: messages not delivered because they were older than `message_ttl`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expired_count: Option<u64>,
+    /// corq only: age in ms of the oldest message waiting for delivery (unread or requeued;
+    /// 0 when none waits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_message_age_ms: Option<u64>,
     /// corq only: the channel's resolved settings.
     #[serde(
         skip_serializing_if = "Option::is_none",
