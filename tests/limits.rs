@@ -545,3 +545,35 @@ fn bad_inputs_get_400_and_change_nothing() {
     assert_eq!(cfg["settings"]["max_topic_depth"]["value"], 0, "{cfg}");
     s.stop();
 }
+
+#[test]
+fn topic_peek_of_a_dead_letter_topic_shows_the_metadata() {
+    let (s, _dir) = crate::util::start_server();
+    create(s.http, "dl", "c");
+    let r = post(
+        s.http,
+        "/channel/config?topic=dl&channel=c&max_attempts=1",
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    Raw::connect(s.addr).publish("dl", b"doomed");
+    let mut c = consumer(s.addr, "dl", "c");
+    let (_, _, id, _) = c.expect_message();
+    c.cmd(&format!("REQ {id} 0"), None);
+    let peeked = || get(s.http, "/topic/peek?topic=dl.dead&count=10").json();
+    wait_until("the dead letter", || {
+        peeked()["messages"]
+            .as_array()
+            .is_some_and(|m| !m.is_empty())
+    });
+    let m = peeked()["messages"][0].clone();
+    assert_eq!(m["original_id"], id.as_str(), "{m}");
+    assert_eq!(
+        (m["topic"].as_str(), m["channel"].as_str()),
+        (Some("dl"), Some("c")),
+        "{m}"
+    );
+    assert_eq!(m["reason"], "req", "{m}");
+    assert_eq!(m["body_base64"], "ZG9vbWVk", "{m}");
+    s.stop();
+}
