@@ -107,11 +107,10 @@ impl Broker {
 /// Age in ms at `now_ns` of the channel's oldest message waiting for delivery: the oldest
 /// requeued one or the next unread record, whichever was published first. `None` when nothing
 /// waits (in-flight and deferred messages are not waiting: they are held or scheduled).
-/// O(1): two record reads.
+/// O(1): a few record reads.
 pub fn oldest_age_ms(log: &Log, c: &Channel, now_ns: i64) -> Option<u64> {
-    let unread = (c.cursor < log.tail())
-        .then(|| log.read(c.cursor).ok().map(|r| r.timestamp_ns))
-        .flatten();
+    // The next original record: a carried copy at the cursor is skipped, as delivery skips it.
+    let unread = super::replay::timestamp_near(log, c.cursor, log.tail()).map(|(_, t)| t);
     let requeued = c
         .requeued
         .front()

@@ -50,7 +50,7 @@ pub struct Rewound {
 const SCAN: u64 = 64;
 
 /// The first readable original record at or after `from` (below `end`, within [`SCAN`]).
-fn timestamp_near(log: &Log, from: u64, end: u64) -> Option<(u64, i64)> {
+pub(super) fn timestamp_near(log: &Log, from: u64, end: u64) -> Option<(u64, i64)> {
     (from..end.min(from.saturating_add(SCAN))).find_map(|o| {
         let r = log.read(o).ok()?;
         r.carried_from.is_none().then_some((o, r.timestamp_ns))
@@ -188,5 +188,70 @@ impl Broker {
             return Ok(None);
         }
         self.rewind_channel(topic, channel, to).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{LogConfig, NewRecord};
+
+    fn log(tag: &str) -> (Log, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("corq-replay-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        (Log::open(&dir, LogConfig::default()).unwrap(), dir)
+    }
+
+    #[test]
+    fn time_search_finds_the_first_record_at_or_after_and_skips_carried_copies() {
+        let (mut l, dir) = log("search");
+        // Publish times 10, 20, ..., 1000 (offsets 0..100).
+        for i in 1..=100i64 {
+            l.append(&NewRecord::message(i * 10, 0, b"m")).unwrap();
+        }
+        // A carried copy at the tail keeps its original, old time: it must not mislead.
+        let carried = NewRecord {
+            carried_from: Some(3),
+            ..NewRecord::message(40, 0, b"m")
+        };
+        l.append(&carried).unwrap();
+        l.append(&NewRecord::message(2000, 0, b"m")).unwrap();
+        assert_eq!(offset_at_time(&l, 0), 0);
+        assert_eq!(offset_at_time(&l, 10), 0);
+        assert_eq!(offset_at_time(&l, 11), 1);
+        assert_eq!(offset_at_time(&l, 500), 49);
+        assert_eq!(offset_at_time(&l, 1000), 99);
+        assert_eq!(
+            offset_at_time(&l, 1001),
+            100,
+            "the carried copy is stepped over"
+        );
+        // 100 is as good as 101: a reading cursor skips the carried copy there.
+        assert_eq!(offset_at_time(&l, 2000), 100);
+        assert_eq!(offset_at_time(&l, 2001), 102, "after everything: the tail");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn retention_keep_is_the_tail_when_off_and_lower_with_time_or_bytes() {
+        let (mut l, dir) = log("keep");
+        for i in 1..=10i64 {
+            l.append(&NewRecord::message(i * 1_000_000, 0, b"m"))
+                .unwrap();
+        }
+        let mut s = Settings::<u64>::default();
+        assert_eq!(
+            retention_keep(&l, &s, 10_000_000),
+            l.tail(),
+            "off: keeps nothing extra"
+        );
+        s.values[super::super::settings::RETENTION_TIME] = 3;
+        // Now 10 ms: keep what was published from 7 ms on (offset 6).
+        assert_eq!(retention_keep(&l, &s, 10_000_000), 6);
+        s.values[super::super::settings::RETENTION_TIME] = 0;
+        s.values[super::super::settings::RETENTION_BYTES] = 1;
+        // One segment holds everything: keeping any bytes keeps it.
+        assert_eq!(retention_keep(&l, &s, 10_000_000), l.head());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
