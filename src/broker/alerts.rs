@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 
 use log::warn;
-use serde_json::json;
 
 use super::limits::oldest_age_ms;
 use super::{Broker, Now};
@@ -75,38 +74,7 @@ struct Seen {
 impl Broker {
     /// Looks at every topic and channel, and reports the alerts that changed state.
     pub(super) fn evaluate_alerts(&mut self, now: Now) {
-        let latency_ms = self.cfg.alert_latency;
-        let mut seen = Vec::new();
-        for (tk, t) in self.topics.iter() {
-            let s = self.resolved(tk, None);
-            if s.max_topic_depth() > 0 || s.max_topic_bytes() > 0 {
-                let fill = self.fill_ratio(tk);
-                let firing = self
-                    .alerts
-                    .firing
-                    .contains_key(&key(AlertKind::Fill, &t.name, ""));
-                seen.push(Seen {
-                    key: key(AlertKind::Fill, &t.name, ""),
-                    value: fill,
-                    fire: fill >= FILL_FIRE,
-                    resolve: fill < FILL_RESOLVE,
-                    threshold: if firing { FILL_RESOLVE } else { FILL_FIRE },
-                });
-            }
-            if latency_ms == 0 {
-                continue;
-            }
-            for (_, c) in t.channels.iter() {
-                let age = oldest_age_ms(&t.log, c, now.wall_ns).unwrap_or(0);
-                seen.push(Seen {
-                    key: key(AlertKind::Latency, &t.name, &c.name),
-                    value: age as f64 / 1000.0,
-                    fire: age > latency_ms,
-                    resolve: age <= latency_ms,
-                    threshold: latency_ms as f64 / 1000.0,
-                });
-            }
-        }
+        let seen = self.observe(now);
         self.alerts.round += 1;
         let round = self.alerts.round;
         for s in seen {
@@ -139,6 +107,41 @@ impl Broker {
         }
     }
 
+    /// The current value of every alert that applies.
+    fn observe(&self, now: Now) -> Vec<Seen> {
+        let latency_ms = self.cfg.alert_latency;
+        let mut seen = Vec::new();
+        for (tk, t) in self.topics.iter() {
+            let s = self.resolved(tk, None);
+            if s.max_topic_depth() > 0 || s.max_topic_bytes() > 0 {
+                let fill = self.fill_ratio(tk);
+                let k = key(AlertKind::Fill, &t.name, "");
+                let firing = self.alerts.firing.contains_key(&k);
+                seen.push(Seen {
+                    key: k,
+                    value: fill,
+                    fire: fill >= FILL_FIRE,
+                    resolve: fill < FILL_RESOLVE,
+                    threshold: if firing { FILL_RESOLVE } else { FILL_FIRE },
+                });
+            }
+            if latency_ms == 0 {
+                continue;
+            }
+            for (_, c) in t.channels.iter() {
+                let age = oldest_age_ms(&t.log, c, now.wall_ns).unwrap_or(0);
+                seen.push(Seen {
+                    key: key(AlertKind::Latency, &t.name, &c.name),
+                    value: age as f64 / 1000.0,
+                    fire: age > latency_ms,
+                    resolve: age <= latency_ms,
+                    threshold: latency_ms as f64 / 1000.0,
+                });
+            }
+        }
+        seen
+    }
+
     fn report(&self, s: &Seen, firing: bool, now: Now) {
         let (kind, topic, channel) = (&s.key.0, s.key.1.as_str(), s.key.2.as_str());
         let state = if firing { "firing" } else { "resolved" };
@@ -157,18 +160,15 @@ impl Broker {
         let Some(hook) = &self.alerts.webhook else {
             return;
         };
-        let time = std::time::UNIX_EPOCH
-            + std::time::Duration::from_nanos(u64::try_from(now.wall_ns).unwrap_or(0));
-        let doc = json!({
-            "alert": kind.name(),
-            "state": state,
-            "topic": topic,
-            "channel": if channel.is_empty() { None } else { Some(channel) },
-            "value": s.value,
-            "threshold": s.threshold,
-            "time": crate::logging::rfc3339(time),
-        });
-        hook.send(doc.to_string().into_bytes());
+        let channel = (!channel.is_empty()).then_some(channel);
+        hook.send(crate::peers::webhook::document(
+            kind.name(),
+            firing,
+            topic,
+            channel,
+            (s.value, s.threshold),
+            now.wall_ns,
+        ));
     }
 }
 

@@ -71,6 +71,30 @@ impl Webhook {
     }
 }
 
+/// One alert document: `{"alert","state","topic","channel","value","threshold","time"}`
+/// (`channel` null for a topic alert; `time` RFC 3339 UTC).
+pub fn document(
+    alert: &str,
+    firing: bool,
+    topic: &str,
+    channel: Option<&str>,
+    (value, threshold): (f64, f64),
+    wall_ns: i64,
+) -> Vec<u8> {
+    let time = std::time::UNIX_EPOCH + Duration::from_nanos(u64::try_from(wall_ns).unwrap_or(0));
+    serde_json::json!({
+        "alert": alert,
+        "state": if firing { "firing" } else { "resolved" },
+        "topic": topic,
+        "channel": channel,
+        "value": value,
+        "threshold": threshold,
+        "time": crate::logging::rfc3339(time),
+    })
+    .to_string()
+    .into_bytes()
+}
+
 fn run(ep: &Endpoint, rx: &Receiver<Vec<u8>>, failed: &AtomicU64) {
     let t = Timeouts {
         connect: Duration::from_secs(1),
@@ -107,5 +131,38 @@ fn run(ep: &Endpoint, rx: &Receiver<Vec<u8>>, failed: &AtomicU64) {
                 ep.authority
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_have_the_documented_fields() {
+        let d = document("topic_fill", true, "t", None, (0.8, 0.8), 1_000_000_000);
+        let v: serde_json::Value = serde_json::from_slice(&d).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"alert":"topic_fill","state":"firing","topic":"t","channel":null,
+                "value":0.8,"threshold":0.8,"time":"1970-01-01T00:00:01.000000Z"})
+        );
+        let d = document("channel_latency", false, "t", Some("c"), (0.1, 0.5), 0);
+        let v: serde_json::Value = serde_json::from_slice(&d).unwrap();
+        assert_eq!(
+            (v["state"].as_str(), v["channel"].as_str()),
+            (Some("resolved"), Some("c"))
+        );
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_blocking() {
+        // A receiver that accepts and never answers: the thread is stuck on its first POST.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let w = Webhook::start(&format!("http://{}/h", l.local_addr().unwrap())).unwrap();
+        for _ in 0..QUEUE + 10 {
+            w.send(b"{}".to_vec());
+        }
+        assert!(w.lost() >= 9, "lost {}", w.lost());
     }
 }
