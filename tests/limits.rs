@@ -577,3 +577,36 @@ fn topic_peek_of_a_dead_letter_topic_shows_the_metadata() {
     assert_eq!(m["body_base64"], "ZG9vbWVk", "{m}");
     s.stop();
 }
+
+#[test]
+fn rewind_over_messages_in_flight_delivers_them_again_fresh() {
+    let (s, _dir) = crate::util::start_server();
+    create(s.http, "fl", "c");
+    let mut p = Raw::connect(s.addr);
+    for i in 0..10 {
+        p.publish("fl", format!("m{i}").as_bytes());
+    }
+    let mut c = Raw::connect(s.addr);
+    c.sub("fl", "c");
+    c.cmd("RDY 5", None);
+    let held: Vec<String> = (0..5).map(|_| c.expect_message().2).collect();
+    // Five in flight, RDY used up: the rewind forgets them and gives the room back.
+    let r = rewind(s.http, "topic=fl&channel=c&to=earliest");
+    assert_eq!(r["queued"], 5, "{r}");
+    let again: Vec<(i64, u16, String, Vec<u8>)> = (0..5).map(|_| c.expect_message()).collect();
+    for (i, (_, attempts, id, body)) in again.iter().enumerate() {
+        assert_eq!(
+            (body.as_slice(), *attempts),
+            (format!("m{i}").as_bytes(), 1)
+        );
+        assert_eq!(id, &held[i], "the id is the message's offset");
+        c.cmd(&format!("FIN {id}"), None);
+    }
+    let rest = take(&mut c, 5);
+    assert_eq!(rest[4].0, "m9");
+    wait_until("nothing in flight", || {
+        let t = stats_topic(s.http, "fl");
+        t["channels"][0]["in_flight_count"] == 0 && t["channels"][0]["depth"] == 0
+    });
+    s.stop();
+}
