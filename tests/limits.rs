@@ -610,3 +610,37 @@ fn rewind_over_messages_in_flight_delivers_them_again_fresh() {
     });
     s.stop();
 }
+
+#[test]
+fn a_rewound_cursor_and_the_limit_settings_survive_a_restart() {
+    let dir = TempDir::new("rewind-restart");
+    let mut opts = test_options(dir.path());
+    opts.retention_time = 3_600_000;
+    let s = TestServer::start(opts.clone());
+    create(s.http, "rr", "c");
+    let r = post(s.http, "/topic/config?topic=rr&max_topic_depth=50", b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut p = Raw::connect(s.addr);
+    for i in 0..5 {
+        p.publish("rr", format!("m{i}").as_bytes());
+    }
+    let mut c = consumer(s.addr, "rr", "c");
+    take(&mut c, 5);
+    wait_until("all finished", || {
+        stats_topic(s.http, "rr")["channels"][0]["in_flight_count"] == 0
+    });
+    drop(c);
+    assert_eq!(
+        rewind(s.http, "topic=rr&channel=c&to=earliest")["queued"],
+        5
+    );
+    s.stop();
+    let s = TestServer::start(opts);
+    let cfg = get(s.http, "/topic/config?topic=rr").json();
+    assert_eq!(cfg["settings"]["max_topic_depth"]["override"], 50, "{cfg}");
+    let mut c = consumer(s.addr, "rr", "c");
+    let again = take(&mut c, 5);
+    assert_eq!(again[0].0, "m0");
+    assert_eq!(again[4].0, "m4");
+    s.stop();
+}

@@ -209,7 +209,7 @@ impl Broker {
         now: Now,
     ) {
         if let Some(full) = self.full_topic(topic_name) {
-            debug!("{} refused: {full}", verb.name());
+            debug!(topic = topic_name; "{} refused: {full}", verb.name());
             return self.fail(ck, &verb.failed(&full));
         }
         match self.publish_to(ck, topic_name, bodies, defer_ms, now) {

@@ -79,7 +79,7 @@ impl Broker {
             dedup_id,
         } = what;
         if let Some(full) = self.full_topic(topic) {
-            log::debug!("HTTP {} refused: {full}", verb.name());
+            log::debug!(topic; "HTTP {} refused: {full}", verb.name());
             return self.http_publish_reply(ck, ctx, Some((verb, &full)));
         }
         match self.publish_keyed(ck, topic, bodies, defer_ms, dedup_id, now) {
