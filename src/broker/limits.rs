@@ -16,7 +16,9 @@
 //! one MPUB may overshoot by its own size). Nothing already accepted is ever dropped, and as
 //! consumers drain the backlog falls and publishes are accepted again. The check costs
 //! nothing with both limits at 0; otherwise one pass over the topic's channels (which the
-//! publish touches anyway to wake them) plus, for bytes, a segment lookup.
+//! publish touches anyway to wake them) plus, with `max_topic_bytes`, a walk over the segments
+//! the unread backlog spans (at most `max_topic_bytes / --max-bytes-per-file + 1` while under
+//! the limit): no record is read, no message enumerated.
 
 use super::channel::Channel;
 use super::topic::Topic;
@@ -32,14 +34,15 @@ pub struct Backlog {
     pub bytes: u64,
 }
 
-/// The backlog of `t`.
-pub fn backlog(t: &Topic) -> Backlog {
+/// The backlog of `t`; `bytes` is left 0 unless `with_bytes` (it costs a segment walk).
+pub fn backlog(t: &Topic, with_bytes: bool) -> Backlog {
     let tail = t.log.tail();
+    let bytes_from = |o: u64| if with_bytes { t.log.bytes_from(o) } else { 0 };
     if t.channels.is_empty() {
         let start = t.distributed.max(t.log.head());
         return Backlog {
             depth: tail.saturating_sub(start),
-            bytes: t.log.bytes_from(start),
+            bytes: bytes_from(start),
         };
     }
     let mut depth = 0;
@@ -50,7 +53,7 @@ pub fn backlog(t: &Topic) -> Backlog {
     }
     Backlog {
         depth,
-        bytes: t.log.bytes_from(slowest),
+        bytes: bytes_from(slowest),
     }
 }
 
@@ -72,7 +75,7 @@ impl Broker {
             return None;
         }
         let t = self.topics.get(tk)?;
-        let b = backlog(t);
+        let b = backlog(t, max_bytes > 0);
         if max_depth > 0 && b.depth >= max_depth {
             return Some(format!(
                 "topic {} is full: {} messages waiting, max_topic_depth {max_depth}",
@@ -99,7 +102,7 @@ impl Broker {
         let Some(t) = self.topics.get(tk) else {
             return 0.0;
         };
-        let b = backlog(t);
+        let b = backlog(t, max_bytes > 0);
         ratio(b.depth, max_depth).max(ratio(b.bytes, max_bytes))
     }
 }
