@@ -107,30 +107,27 @@ impl Broker {
     }
 }
 
-/// Age in ms at `now_ns` of the channel's oldest message waiting for delivery: the oldest
-/// requeued one or the next unread record, whichever was published first. `None` when nothing
-/// waits (in-flight and deferred messages are not waiting: they are held or scheduled).
-/// O(1): a few record reads.
-pub fn oldest_age_ms(log: &Log, c: &Channel, now_ns: i64) -> Option<u64> {
+/// Publish time (ns) of the channel's oldest message waiting for delivery: the oldest requeued
+/// one or the next unread record, whichever was published first. `None` when nothing waits
+/// (in-flight and deferred messages are not waiting: they are held or scheduled). O(1): a few
+/// record reads.
+pub fn oldest_waiting_ns(log: &Log, c: &Channel) -> Option<i64> {
     // The next original record: a carried copy at the cursor is skipped, as delivery skips it.
     let unread = super::replay::timestamp_near(log, c.cursor, log.tail()).map(|(_, t)| t);
     let requeued = c
         .requeued
         .front()
         .and_then(|r| log.read(r.loc).ok().map(|r| r.timestamp_ns));
-    let oldest = match (unread, requeued) {
-        (Some(a), Some(b)) => a.min(b),
-        (a, b) => a.or(b)?,
-    };
-    let age_ns = now_ns.saturating_sub(oldest).max(0);
-    Some((age_ns / 1_000_000) as u64)
+    match (unread, requeued) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
-/// Wall-clock now, ns since the Unix epoch (0 if the clock is before it).
-pub fn wall_now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+/// Age in ms at `now_ns` of the channel's oldest waiting message ([`oldest_waiting_ns`]).
+pub fn oldest_age_ms(log: &Log, c: &Channel, now_ns: i64) -> Option<u64> {
+    let age_ns = now_ns.saturating_sub(oldest_waiting_ns(log, c)?).max(0);
+    Some((age_ns / 1_000_000) as u64)
 }
 
 #[cfg(test)]

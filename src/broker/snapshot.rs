@@ -139,9 +139,8 @@ impl Broker {
             e2e_processing_latency: self.e2e(merged.as_ref()),
             dead_letter_count: Some(c.dead_letter_count),
             expired_count: Some(c.expired_count),
-            oldest_message_age_ms: Some(
-                super::limits::oldest_age_ms(&t.log, c, super::limits::wall_now_ns()).unwrap_or(0),
-            ),
+            oldest_message_age_ms: None,
+            oldest_waiting_ns: super::limits::oldest_waiting_ns(&t.log, c),
             settings: self.topic_index.get(&t.name).and_then(|&tk| {
                 let chk = t.channel_index.get(&c.name)?;
                 Some(self.resolved(tk, Some(*chk)))
