@@ -159,6 +159,28 @@ pub struct Options {
     /// OK and not appended (0 = off)
     #[arg(long, default_value = "0", value_parser = parse_duration_ms)]
     pub dedup_window: u64,
+    /// a publish is refused (E_PUB_FAILED, HTTP 503) while the topic's slowest channel has this
+    /// many bytes of log not yet read (0 = unbounded; per topic: /topic/config)
+    #[arg(long, default_value_t = 0)]
+    pub max_topic_bytes: u64,
+    /// a publish is refused while the topic's largest backlog (of any channel, or the topic's
+    /// own without channels) holds this many messages (0 = unbounded; per topic)
+    #[arg(long, default_value_t = 0)]
+    pub max_topic_depth: u64,
+    /// keep consumed history at least this long after its publish (0 = drop a segment once
+    /// every channel is past it; per topic)
+    #[arg(long, default_value = "0", value_parser = parse_duration_ms)]
+    pub retention_time: u64,
+    /// keep at least this many bytes of the newest log, consumed or not (0 = off; per topic)
+    #[arg(long, default_value_t = 0)]
+    pub retention_bytes: u64,
+    /// warn (and call the webhook) when a channel's oldest undelivered message is older than
+    /// this (0 = off)
+    #[arg(long, default_value = "500ms", value_parser = parse_duration_ms)]
+    pub alert_latency: u64,
+    /// http:// URL that receives one JSON POST per alert firing or resolved (empty = none)
+    #[arg(long, default_value = "", hide_default_value = true)]
+    pub alert_webhook_url: String,
     /// exit at start when a topic's log cannot be opened or the checkpoint fails its checksum
     /// (default: quarantine the topic, redeliver from the logs, and serve the rest)
     #[arg(long, default_value_t = false)]
@@ -386,7 +408,15 @@ impl Options {
             ("requeue-backoff", self.requeue_backoff, s::REQUEUE_BACKOFF),
             ("message-ttl", self.message_ttl, s::MESSAGE_TTL),
             ("dedup-window", self.dedup_window, s::DEDUP_WINDOW),
+            ("max-topic-bytes", self.max_topic_bytes, s::MAX_TOPIC_BYTES),
+            ("max-topic-depth", self.max_topic_depth, s::MAX_TOPIC_DEPTH),
+            ("retention-time", self.retention_time, s::RETENTION_TIME),
+            ("retention-bytes", self.retention_bytes, s::RETENTION_BYTES),
         ];
+        if !self.alert_webhook_url.is_empty() {
+            crate::auth::Endpoint::parse(&self.alert_webhook_url)
+                .map_err(|why| ConfigError(format!("--alert-webhook-url: {why}")))?;
+        }
         let cfg = Config { opts: self.clone() };
         for (flag, v, i) in values {
             let key = &s::KEYS[i];

@@ -2,7 +2,7 @@
 //! parameter checks already happened in `protocol::decode`; these do the domain checks and
 //! queue the replies.
 
-use log::{info, warn};
+use log::{debug, info, warn};
 
 use crate::protocol::{self, identify, names, Command, ConnState, MessageId, ProtoError};
 use crate::storage::{DeadReason, Log, NewRecord, StorageError};
@@ -208,6 +208,10 @@ impl Broker {
         defer_ms: u64,
         now: Now,
     ) {
+        if let Some(full) = self.full_topic(topic_name) {
+            debug!(topic = topic_name; "{} refused: {full}", verb.name());
+            return self.fail(ck, &verb.failed(&full));
+        }
         match self.publish_to(ck, topic_name, bodies, defer_ms, now) {
             Err(e) => {
                 warn!(topic = topic_name; "topic {topic_name}: {} failed: {e}", verb.name());
@@ -225,6 +229,12 @@ impl Broker {
             }
             Ok(None) => self.respond(ck, b"OK"),
         }
+    }
+
+    /// Why a publish to `topic_name` is refused now (its backlog is at a limit), if it is.
+    pub(super) fn full_topic(&self, topic_name: &str) -> Option<String> {
+        let &tk = self.topic_index.get(topic_name)?;
+        self.topic_full(tk)
     }
 
     /// Appends the bodies to the topic's log (creating the topic on first use), counts them,

@@ -5,14 +5,16 @@ use log::{debug, info, warn};
 
 use super::peers::PeerEvent;
 use super::topic::Topic;
-use super::{carry, queue_storage, Broker, Now, TimerEvent};
+use super::{carry, queue_storage, replay, Broker, Now, TimerEvent};
 
 /// Deletes the segments of `topic` that neither its channels nor the checkpoint on disk
 /// (generation `written`) need.
-fn trim(topic: &mut Topic, written: u64) {
+/// Retention (`retention_time`, `retention_bytes`) only lowers that floor: it keeps more.
+fn trim(topic: &mut Topic, written: u64, keep: u64) {
     let Some(floor) = topic.safe_floor(written) else {
         return;
     };
+    let floor = floor.min(keep);
     match topic.log.delete_below(floor) {
         Ok(0) => {}
         Ok(n) => debug!("topic {}: deleted {n} segment(s) below {floor}", topic.name),
@@ -29,6 +31,7 @@ impl Broker {
     pub(super) fn maintenance(&mut self, now: Now) {
         let window = self.cfg.e2e_processing_latency_window_time;
         let written = self.checkpointer.written();
+        let defaults = self.defaults();
         for (tk, topic) in self.topics.iter_mut() {
             // Retention and carrying leave storage work (removals, syncs of carried records).
             queue_storage(&mut self.storage_due, tk, topic);
@@ -38,10 +41,13 @@ impl Broker {
                 }
             }
             carry::carry_forward(topic);
-            trim(topic, written);
+            let keep =
+                replay::retention_keep(&topic.log, &topic.overrides.over(defaults), now.wall_ns);
+            trim(topic, written, keep);
             topic.log.release_idle_buffer();
         }
         self.checkpoint();
+        self.evaluate_alerts(now);
         let next = now.mono_ms + self.cfg.sync_timeout;
         self.wheel.insert(next, TimerEvent::Maintenance);
     }

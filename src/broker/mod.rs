@@ -11,6 +11,7 @@
 //! turn's publishes, RDYs and FINs turn into one batch of frames per client.
 
 pub mod admin;
+pub mod alerts;
 pub mod auth;
 mod carry;
 pub mod channel;
@@ -21,9 +22,11 @@ pub mod dead;
 pub mod dedup;
 mod deliver;
 pub mod durable;
+pub mod limits;
 mod maintenance;
 pub mod peek;
 pub mod peers;
+pub mod replay;
 mod restore;
 pub mod settings;
 pub mod snapshot;
@@ -222,6 +225,8 @@ pub struct Broker {
     auth: Option<crate::auth::AuthPool>,
     /// Tags auth queries, so an answer for a departed session is dropped.
     auth_serial: u64,
+    /// Alerts firing and the webhook (`alerts.rs`).
+    alerts: alerts::Alerts,
 }
 
 /// A topic left closed at start because its log could not be opened.
@@ -334,8 +339,16 @@ impl Broker {
             peer_events: Vec::new(),
             auth: None,
             auth_serial: 0,
+            alerts: alerts::Alerts::default(),
         };
         broker.restore(now)?;
+        if !broker.cfg.alert_webhook_url.is_empty() {
+            // The URL was checked with the flags; only the thread can fail here.
+            match crate::peers::webhook::Webhook::start(&broker.cfg.alert_webhook_url) {
+                Ok(w) => broker.alerts.webhook = Some(w),
+                Err(e) => log::error!("alert webhook not started: {e}"),
+            }
+        }
         let keys: Vec<usize> = broker.topics.iter().map(|(k, _)| k).collect();
         for tk in keys {
             broker.rebuild_dedup(tk, now.wall_ns);

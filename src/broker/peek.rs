@@ -68,6 +68,8 @@ pub struct PeekedMessage<'a> {
     pub deliver_at_ns: Option<i64>,
     /// Its body, in the log's map: peek copies nothing.
     pub body: &'a [u8],
+    /// For a dead letter (record kind 3): where and why it died.
+    pub dead: Option<crate::storage::DeadMeta<'a>>,
 }
 
 /// A peek's answer.
@@ -104,6 +106,7 @@ impl<'a> Peek<'a> {
             state,
             deliver_at_ns,
             body: rec.body,
+            dead: rec.dead,
         });
     }
 

@@ -67,8 +67,16 @@ pub const REQUEUE_BACKOFF: usize = 1;
 pub const MESSAGE_TTL: usize = 2;
 /// Index of `dedup_window`.
 pub const DEDUP_WINDOW: usize = 3;
+/// Index of `max_topic_bytes`.
+pub const MAX_TOPIC_BYTES: usize = 4;
+/// Index of `max_topic_depth`.
+pub const MAX_TOPIC_DEPTH: usize = 5;
+/// Index of `retention_time`.
+pub const RETENTION_TIME: usize = 6;
+/// Index of `retention_bytes`.
+pub const RETENTION_BYTES: usize = 7;
 /// How many keys there are.
-pub const KEY_COUNT: usize = 4;
+pub const KEY_COUNT: usize = 8;
 
 /// Every setting, in index order.
 pub const KEYS: [Key; KEY_COUNT] = [
@@ -111,6 +119,30 @@ pub const KEYS: [Key; KEY_COUNT] = [
             Ok(())
         },
     },
+    Key {
+        name: "max_topic_bytes",
+        kind: Kind::Count,
+        scope: Scope::Topic,
+        check: |_, _| Ok(()),
+    },
+    Key {
+        name: "max_topic_depth",
+        kind: Kind::Count,
+        scope: Scope::Topic,
+        check: |_, _| Ok(()),
+    },
+    Key {
+        name: "retention_time",
+        kind: Kind::Millis,
+        scope: Scope::Topic,
+        check: |_, _| Ok(()),
+    },
+    Key {
+        name: "retention_bytes",
+        kind: Kind::Count,
+        scope: Scope::Topic,
+        check: |_, _| Ok(()),
+    },
 ];
 
 /// Longest dedup window: the rebuild at open scans at most this much history.
@@ -142,6 +174,22 @@ impl Settings<u64> {
     /// `--dedup-window` in ms (0 = off).
     pub fn dedup_window_ms(&self) -> u64 {
         self.values[DEDUP_WINDOW]
+    }
+    /// `--max-topic-bytes` (0 = unbounded).
+    pub fn max_topic_bytes(&self) -> u64 {
+        self.values[MAX_TOPIC_BYTES]
+    }
+    /// `--max-topic-depth` (0 = unbounded).
+    pub fn max_topic_depth(&self) -> u64 {
+        self.values[MAX_TOPIC_DEPTH]
+    }
+    /// `--retention-time` in ms (0 = off).
+    pub fn retention_time_ms(&self) -> u64 {
+        self.values[RETENTION_TIME]
+    }
+    /// `--retention-bytes` (0 = off).
+    pub fn retention_bytes(&self) -> u64 {
+        self.values[RETENTION_BYTES]
     }
 }
 
@@ -275,6 +323,10 @@ impl Broker {
         s.values[REQUEUE_BACKOFF] = self.cfg.requeue_backoff;
         s.values[MESSAGE_TTL] = self.cfg.message_ttl;
         s.values[DEDUP_WINDOW] = self.cfg.dedup_window;
+        s.values[MAX_TOPIC_BYTES] = self.cfg.max_topic_bytes;
+        s.values[MAX_TOPIC_DEPTH] = self.cfg.max_topic_depth;
+        s.values[RETENTION_TIME] = self.cfg.retention_time;
+        s.values[RETENTION_BYTES] = self.cfg.retention_bytes;
         s
     }
 

@@ -62,6 +62,8 @@ impl Broker {
             topics: topics.collect(),
             process_rss_bytes: process_rss_bytes(),
             http_connections: self.clients.iter().filter(|(_, c)| c.http).count(),
+            alerts_firing: self.alerts.firing(),
+            alert_webhook_lost: self.alerts.webhook.as_ref().map_or(0, |w| w.lost()),
         }
     }
 
@@ -97,6 +99,7 @@ impl Broker {
                 .map(|&tk| self.resolved(tk, None)),
             dedup_count: Some(t.dedup_count()),
             dedup_entries: Some(t.dedup.len() as u64),
+            fill_ratio: self.topic_index.get(&t.name).map(|&tk| self.fill_ratio(tk)),
         }
     }
 
@@ -136,6 +139,8 @@ impl Broker {
             e2e_processing_latency: self.e2e(merged.as_ref()),
             dead_letter_count: Some(c.dead_letter_count),
             expired_count: Some(c.expired_count),
+            oldest_message_age_ms: None,
+            oldest_waiting_ns: super::limits::oldest_waiting_ns(&t.log, c),
             settings: self.topic_index.get(&t.name).and_then(|&tk| {
                 let chk = t.channel_index.get(&c.name)?;
                 Some(self.resolved(tk, Some(*chk)))

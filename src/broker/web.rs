@@ -78,6 +78,10 @@ impl Broker {
             defer_ms,
             dedup_id,
         } = what;
+        if let Some(full) = self.full_topic(topic) {
+            log::debug!(topic; "HTTP {} refused: {full}", verb.name());
+            return self.http_publish_reply(ck, ctx, Some((verb, &full)));
+        }
         match self.publish_keyed(ck, topic, bodies, defer_ms, dedup_id, now) {
             Err(e) => {
                 warn!(topic; "topic {topic}: HTTP {} failed: {e}", verb.name());

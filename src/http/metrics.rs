@@ -34,6 +34,10 @@ pub struct MetricsExtras {
     /// Open HTTP connections (the one asking included): a client that leaves mid-request
     /// must leave this count.
     pub http_connections: usize,
+    /// corq's own alerts firing now (`broker/alerts.rs`).
+    pub alerts_firing: usize,
+    /// Alert webhook documents dropped (queue full) or never accepted.
+    pub alert_webhook_lost: u64,
 }
 
 /// A sample value: counts are integers, latencies are seconds.
@@ -211,6 +215,56 @@ pub fn render_metrics(stats: &Stats, extras: &MetricsExtras, out: &mut String) {
     }
     write_latency(topics, out);
     write_settings(topics, out);
+    write_alerts(topics, extras, out);
+}
+
+/// Fill ratios, oldest-message ages and corq's own alert counters (issue 15).
+fn write_alerts(topics: &[TopicStats], extras: &MetricsExtras, out: &mut String) {
+    let name = "corq_topic_fill_ratio";
+    family(
+        out,
+        name,
+        "gauge",
+        "Backlog over the topic's limit (max of depth and bytes ratios; 0 without limits).",
+    );
+    for t in topics {
+        if let Some(v) = t.fill_ratio {
+            sample(out, name, &[("topic", &t.topic_name)], v);
+        }
+    }
+    let name = "corq_channel_oldest_message_age_seconds";
+    family(
+        out,
+        name,
+        "gauge",
+        "Age of the channel's oldest message waiting for delivery (0 when none waits).",
+    );
+    for t in topics {
+        for c in &t.channels {
+            if let Some(ms) = c.oldest_message_age_ms {
+                let labels = [
+                    ("topic", t.topic_name.as_str()),
+                    ("channel", &c.channel_name),
+                ];
+                sample(out, name, &labels, ms as f64 / 1000.0);
+            }
+        }
+    }
+    family(
+        out,
+        "corq_alerts_firing",
+        "gauge",
+        "corq's own alerts firing now.",
+    );
+    sample(out, "corq_alerts_firing", &[], extras.alerts_firing);
+    let name = "corq_alert_webhook_lost_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Alert webhook documents dropped (queue full) or not accepted after every try.",
+    );
+    sample(out, name, &[], extras.alert_webhook_lost);
 }
 
 /// The resolved settings: one gauge per key, `corq_topic_setting_<key>` for topic-only keys and

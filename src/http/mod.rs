@@ -19,6 +19,7 @@
 //! | [`text`]      | the default `/stats` text format and the Go formatting it needs |
 //! | [`metrics`]   | `/metrics` in the Prometheus text exposition format 0.0.4 |
 //! | [`peek`]      | `/channel/peek` and `/topic/peek`: arguments and JSON ([`base64`] bodies) |
+//! | [`replay`]    | `/channel/rewind` and `/channel/create?from=`: the time syntax and JSON |
 //! | [`dashboard`] | the built-in dashboard's files, served at `/` and `/ui` |
 //!
 //! Limits are checked before anything is buffered: a declared `Content-Length` above the route's
@@ -35,6 +36,7 @@ pub mod parse;
 pub mod peek;
 pub mod query;
 pub mod reader;
+pub mod replay;
 pub mod response;
 pub mod routes;
 pub mod serve;

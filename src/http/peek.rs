@@ -65,7 +65,8 @@ fn state_name(s: PeekState) -> &'static str {
 
 /// The JSON body for a peek, written straight into one pre-sized buffer: it runs on the loop,
 /// and a `serde_json::Value` per message costs more than the bodies' base64 does. Every string
-/// written is an id (hex), a fixed state name or base64, none of which needs escaping.
+/// written is an id (hex), a fixed state name or base64, none of which needs escaping, except
+/// a dead letter's topic and channel names ([`write_dead`]), escaped.
 pub fn render(peek: &Peek<'_>) -> Vec<u8> {
     let b64: usize = peek
         .messages
@@ -95,6 +96,9 @@ pub fn render(peek: &Peek<'_>) -> Vec<u8> {
             }
             None => out.extend_from_slice(b"\"deliver_at\":null,"),
         }
+        if let Some(d) = &m.dead {
+            write_dead(&mut out, d);
+        }
         out.extend_from_slice(b"\"body_base64\":\"");
         base64::encode_into(&mut out, m.body);
         out.extend_from_slice(b"\"}");
@@ -105,6 +109,23 @@ pub fn render(peek: &Peek<'_>) -> Vec<u8> {
     }
     out.push(b'}');
     out
+}
+
+/// A dead letter's metadata, as `/topic/dead` names it: `original_id`, `original_timestamp`,
+/// `topic` and `channel` (where it died) and `reason`, each followed by a comma.
+fn write_dead(out: &mut Vec<u8>, d: &crate::storage::DeadMeta<'_>) {
+    out.extend_from_slice(b"\"original_id\":\"");
+    out.extend_from_slice(&crate::protocol::message_id_from_offset(d.orig_id));
+    // Names come from a file: escaped as JSON strings, whatever they hold.
+    let quoted = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned());
+    let _ = write!(
+        out,
+        "\",\"original_timestamp\":{},\"topic\":{},\"channel\":{},\"reason\":\"{}\",",
+        d.orig_timestamp_ns,
+        quoted(d.topic),
+        quoted(d.channel),
+        d.reason.name()
+    );
 }
 
 #[cfg(test)]
@@ -157,6 +178,7 @@ mod tests {
             state: Some(PeekState::Deferred),
             deliver_at_ns: Some(9),
             body: b"hello",
+            dead: None,
         });
         let v: Value = serde_json::from_slice(&render(&peek)).unwrap();
         assert_eq!(
@@ -171,6 +193,7 @@ mod tests {
             state: None,
             deliver_at_ns: None,
             body: b"",
+            dead: None,
         });
         peek.truncated = true;
         let v: Value = serde_json::from_slice(&render(&peek)).unwrap();
@@ -182,5 +205,32 @@ mod tests {
         assert_eq!(v["truncated"], true);
         let empty: Value = serde_json::from_slice(&render(&Peek::default())).unwrap();
         assert_eq!(empty, json!({"messages":[]}));
+    }
+
+    #[test]
+    fn a_dead_letter_shows_its_metadata_escaped() {
+        let mut peek = Peek::default();
+        peek.messages.push(PeekedMessage {
+            id: *b"0000000000000001",
+            timestamp_ns: 7,
+            attempts: 3,
+            state: None,
+            deliver_at_ns: None,
+            body: b"x",
+            dead: Some(crate::storage::DeadMeta {
+                orig_id: 255,
+                orig_timestamp_ns: 4,
+                reason: crate::storage::DeadReason::Timeout,
+                topic: "orders",
+                channel: "bad\"name",
+            }),
+        });
+        let v: Value = serde_json::from_slice(&render(&peek)).unwrap();
+        assert_eq!(
+            v["messages"][0],
+            json!({"id":"0000000000000001","timestamp":7,"attempts":3,"deliver_at":null,
+                "original_id":"00000000000000ff","original_timestamp":4,"topic":"orders",
+                "channel":"bad\"name","reason":"timeout","body_base64":"eA=="})
+        );
     }
 }

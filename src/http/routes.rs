@@ -28,6 +28,7 @@
 //! | `TopicPeek` | `INVALID_REQUEST` → [`peek_topic_arg`] → [`super::peek::count_arg`] → 404 `TOPIC_NOT_FOUND` → JSON |
 //! | `Dashboard` | the file ([`super::dashboard`]) |
 //! | `TopicConfig*`, `ChannelConfig*` (corq) | `INVALID_REQUEST` → [`topic_arg`] (/[`topic_channel_args`]) → 404 `TOPIC_NOT_FOUND` / `CHANNEL_NOT_FOUND` → (POST: every `KEY=VALUE` parsed and checked, 400 with the reason, nothing changed) → JSON |
+//! | `ChannelRewind` (corq), `ChannelCreate` with `from` | `INVALID_REQUEST` → [`topic_channel_args`] → 400 `MISSING_ARG_TO`/`FROM` → 400 `INVALID_ARG_TO`/`FROM` (the time) → 404 `TOPIC_NOT_FOUND` → 404 `CHANNEL_NOT_FOUND` (create: 400 `CHANNEL_EXISTS`) → JSON ([`super::replay`]) |
 //! | `TopicDead` (corq) | `INVALID_REQUEST` → [`topic_arg`] → 400 `INVALID_COUNT` → JSON (an absent dead-letter topic lists nothing) |
 
 use crate::protocol::names::{is_valid_channel_name, is_valid_topic_name};
@@ -90,6 +91,8 @@ pub enum Route {
     ChannelConfigSet,
     /// `GET /topic/dead?topic=&count=`: the first dead letters of `<topic>.dead`.
     TopicDead,
+    /// `POST /channel/rewind?topic=&channel=&to=`: replay from a time ([`super::replay`]).
+    ChannelRewind,
     /// `OPTIONS` on a known path: 200, this `Allow` value, empty body, no X-NSQ header
     /// (httprouter's automatic OPTIONS reply).
     Options {
@@ -150,6 +153,7 @@ const TABLE: &[(&str, &str, Make)] = &[
     ("GET", "/channel/config", || Route::ChannelConfigGet),
     ("POST", "/channel/config", || Route::ChannelConfigSet),
     ("GET", "/topic/dead", || Route::TopicDead),
+    ("POST", "/channel/rewind", || Route::ChannelRewind),
 ];
 
 /// The prefix of the one parameterised route, `/config/:opt` (GET and PUT).

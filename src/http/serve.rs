@@ -143,6 +143,12 @@ impl HttpServer {
             | Route::TopicDead => {
                 return super::config::serve(broker, ck, &route, req.query.as_ref().ok(), ctx);
             }
+            Route::ChannelRewind => {
+                return super::replay::serve(broker, ck, req.query.as_ref().ok(), false, ctx);
+            }
+            Route::ChannelCreate if req.query.as_ref().is_ok_and(|q| q.has("from")) => {
+                return super::replay::serve(broker, ck, req.query.as_ref().ok(), true, ctx);
+            }
             Route::Options { allow } => {
                 return broker.write_to(ck, |out| response::options(out, ctx, &allow));
             }
@@ -269,6 +275,7 @@ impl HttpServer {
     ) -> Result<(), ApiError> {
         let q = StatsQuery::from_query(query(req)?);
         let mut stats = broker.stats_snapshot(self.start_time);
+        super::stats::stamp_ages(&mut stats, unix_now_ns());
         apply_query(&mut stats, &q);
         if q.json {
             let body = render_json(&stats);
@@ -277,9 +284,7 @@ impl HttpServer {
                 response::write_response(out, ctx, 200, ct, &body, true, &[])
             });
         } else {
-            let now_unix_ns = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as i64);
+            let now_unix_ns = unix_now_ns();
             let uptime_ns = self.started.elapsed().as_nanos() as i64;
             let build = format!("corq {}", crate::VERSION);
             let mut text = String::new();
@@ -298,7 +303,8 @@ impl HttpServer {
     }
 
     fn metrics(&self, broker: &mut Broker, ck: ClientKey, ctx: &ReplyCtx) -> Result<(), ApiError> {
-        let stats = broker.stats_snapshot(self.start_time);
+        let mut stats = broker.stats_snapshot(self.start_time);
+        super::stats::stamp_ages(&mut stats, unix_now_ns());
         let mut body = String::new();
         render_metrics(&stats, &broker.metrics_extras(), &mut body);
         broker.write_to(ck, |out| response::metrics(out, ctx, &body));
@@ -345,6 +351,13 @@ impl HttpServer {
 /// The parsed query, or nsqd's 400 `INVALID_REQUEST`.
 fn query<'r>(req: &'r Request<'_>) -> Result<&'r Query, ApiError> {
     req.query.as_ref().map_err(|_| routes::INVALID_REQUEST)
+}
+
+/// The wall clock, ns since the Unix epoch (0 before it).
+fn unix_now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// The topic and channel actions, in nsqd's check order.

@@ -68,6 +68,10 @@ pub struct TopicStats {
     /// corq only: keys the topic's dedup window holds now (bounded; see `broker/dedup.rs`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dedup_entries: Option<u64>,
+    /// corq only: the backlog against the topic's limits, the larger of depth / max_topic_depth
+    /// and bytes / max_topic_bytes (0 when both are off; see `broker/limits.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fill_ratio: Option<f64>,
 }
 
 /// One channel.
@@ -105,6 +109,14 @@ pub struct ChannelStats {
     /// corq only: messages not delivered because they were older than `message_ttl`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expired_count: Option<u64>,
+    /// corq only: age in ms of the oldest message waiting for delivery (unread or requeued;
+    /// 0 when none waits), filled from `oldest_waiting_ns` by [`stamp_ages`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_message_age_ms: Option<u64>,
+    /// Publish time (ns) of the oldest message waiting, `None` when none waits: the broker's
+    /// figure (it does not read the clock); not rendered.
+    #[serde(skip)]
+    pub oldest_waiting_ns: Option<i64>,
     /// corq only: the channel's resolved settings.
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -354,3 +366,15 @@ pub fn go_float<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+/// Fills every channel's `oldest_message_age_ms` from its `oldest_waiting_ns` at `now_ns`.
+pub fn stamp_ages(stats: &mut Stats, now_ns: i64) {
+    for t in stats.topics.iter_mut().flatten() {
+        for c in &mut t.channels {
+            let age_ns = c
+                .oldest_waiting_ns
+                .map_or(0, |ts| now_ns.saturating_sub(ts).max(0));
+            c.oldest_message_age_ms = Some((age_ns / 1_000_000) as u64);
+        }
+    }
+}

@@ -23,6 +23,7 @@
 mod conn;
 pub mod helpers;
 pub mod statsd;
+pub mod webhook;
 pub mod wire;
 
 use std::sync::mpsc::{channel, Receiver, Sender};

@@ -544,6 +544,30 @@ impl Log {
         (segs + ready) as u64
     }
 
+    /// Bytes of records from `offset` (or the head, if lower) to the tail, padding included:
+    /// the backlog in bytes of a reader at `offset`. O(log s) to find the segment plus one step
+    /// per later segment (issue 15's `--max-topic-bytes`; a limited backlog spans few).
+    pub fn bytes_from(&self, offset: u64) -> u64 {
+        let offset = offset.max(self.head());
+        let Some(i) = self.segment_for(offset).filter(|_| offset < self.tail) else {
+            return 0;
+        };
+        let first = &self.segments[i];
+        let pos = first.position(offset).unwrap_or(SEGMENT_HEADER_LEN);
+        let later: usize = self.segments[i + 1..]
+            .iter()
+            .map(|s| s.used().saturating_sub(SEGMENT_HEADER_LEN))
+            .sum();
+        (first.used().saturating_sub(pos) + later) as u64
+    }
+
+    /// `(base offset, bytes of records)` of every segment, oldest first (retention by bytes).
+    pub fn segment_spans(&self) -> impl DoubleEndedIterator<Item = (u64, u64)> + '_ {
+        self.segments
+            .iter()
+            .map(|s| (s.base, s.used().saturating_sub(SEGMENT_HEADER_LEN) as u64))
+    }
+
     /// The log's directory.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -356,6 +356,15 @@ impl Segment {
         self.allocated = self.allocated.max(to);
     }
 
+    /// Byte position of the record at `offset`, if this segment holds it (not lost).
+    pub fn position(&self, offset: u64) -> Option<usize> {
+        let i = usize::try_from(offset.checked_sub(self.base)?).ok()?;
+        self.index
+            .get(i)
+            .filter(|&&p| p != LOST)
+            .map(|&p| p as usize)
+    }
+
     /// Bytes written, header included.
     pub fn used(&self) -> usize {
         self.write_pos

@@ -92,10 +92,10 @@ def ordered(body):
     return json.loads(body, object_pairs_hook=lambda pairs: pairs)
 
 
-# corq-only fields, allowed after nsqd's (failure handling: settings and their counters;
-# `ordered` turns objects into lists of pairs).
+# corq-only fields, allowed after nsqd's (failure handling: settings and their counters; limits
+# and alerts: fill ratio, oldest message age; `ordered` turns objects into lists of pairs).
 CORQ_EXTRA = {"settings": list, "dedup_count": int, "dedup_entries": int, "dead_letter_count": int,
-              "expired_count": int}
+              "expired_count": int, "fill_ratio": (int, float), "oldest_message_age_ms": int}
 
 
 def check(obj, keys, where):

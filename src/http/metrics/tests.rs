@@ -119,10 +119,28 @@ corq_channel_e2e_processing_latency_samples{topic="t",channel="c"} 3
 # TYPE corq_channel_setting_message_ttl_seconds gauge
 # HELP corq_topic_setting_dedup_window_seconds Resolved dedup_window setting.
 # TYPE corq_topic_setting_dedup_window_seconds gauge
+# HELP corq_topic_setting_max_topic_bytes Resolved max_topic_bytes setting.
+# TYPE corq_topic_setting_max_topic_bytes gauge
+# HELP corq_topic_setting_max_topic_depth Resolved max_topic_depth setting.
+# TYPE corq_topic_setting_max_topic_depth gauge
+# HELP corq_topic_setting_retention_time_seconds Resolved retention_time setting.
+# TYPE corq_topic_setting_retention_time_seconds gauge
+# HELP corq_topic_setting_retention_bytes Resolved retention_bytes setting.
+# TYPE corq_topic_setting_retention_bytes gauge
 # HELP corq_topic_deduplicated_total Publishes answered OK and not appended, as duplicates within the dedup window.
 # TYPE corq_topic_deduplicated_total counter
 # HELP corq_topic_dedup_entries Keys the topic's dedup window holds (at most 100000).
 # TYPE corq_topic_dedup_entries gauge
+# HELP corq_topic_fill_ratio Backlog over the topic's limit (max of depth and bytes ratios; 0 without limits).
+# TYPE corq_topic_fill_ratio gauge
+# HELP corq_channel_oldest_message_age_seconds Age of the channel's oldest message waiting for delivery (0 when none waits).
+# TYPE corq_channel_oldest_message_age_seconds gauge
+# HELP corq_alerts_firing corq's own alerts firing now.
+# TYPE corq_alerts_firing gauge
+corq_alerts_firing 1
+# HELP corq_alert_webhook_lost_total Alert webhook documents dropped (queue full) or not accepted after every try.
+# TYPE corq_alert_webhook_lost_total counter
+corq_alert_webhook_lost_total 3
 "#;
 
 #[test]
@@ -135,6 +153,8 @@ fn golden_exposition() {
         }],
         process_rss_bytes: Some(1 << 20),
         http_connections: 2,
+        alerts_firing: 1,
+        alert_webhook_lost: 3,
     };
     let mut out = String::new();
     render_metrics(&small(), &extras, &mut out);
