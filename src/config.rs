@@ -125,6 +125,42 @@ pub struct Options {
     /// (default: quarantine the topic, redeliver from the logs, and serve the rest)
     #[arg(long, default_value_t = false)]
     pub strict_recovery: bool,
+    // TLS and compression (nsqd --tls-*, --snappy, --deflate, --https-address)
+    /// path to certificate file (PEM)
+    #[arg(long, default_value = "", hide_default_value = true)]
+    pub tls_cert: String,
+    /// path to key file (PEM)
+    #[arg(long, default_value = "", hide_default_value = true)]
+    pub tls_key: String,
+    /// path to certificate authority file (PEM), the pool client certificates are verified against
+    #[arg(long, default_value = "", hide_default_value = true)]
+    pub tls_root_ca_file: String,
+    /// client certificate auth policy ('require' or 'require-verify'); forces --tls-required=true
+    #[arg(long, default_value = "", hide_default_value = true)]
+    pub tls_client_auth_policy: String,
+    /// require TLS for client connections (true, false, tcp-https); a bare flag means true
+    #[arg(long, default_value = "false", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = ["true", "false", "tcp-https"])]
+    pub tls_required: String,
+    /// minimum SSL/TLS version acceptable (tls1.0, tls1.1, tls1.2 or tls1.3; below tls1.2
+    /// means tls1.2, the oldest rustls speaks)
+    #[arg(long, default_value = "tls1.0")]
+    pub tls_min_version: String,
+    /// <addr>:<port> to listen on for HTTPS clients (only when --tls-cert and --tls-key are set;
+    /// empty disables)
+    #[arg(long, default_value = "0.0.0.0:4152")]
+    pub https_address: String,
+    /// enable snappy feature negotiation (client compression)
+    #[arg(long, default_value_t = true, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub snappy: bool,
+    /// enable deflate feature negotiation (client compression)
+    #[arg(long, default_value_t = true, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub deflate: bool,
+    /// max deflate compression level a client can negotiate (> values == better compression)
+    #[arg(long, default_value_t = 6)]
+    pub max_deflate_level: i64,
 }
 
 impl Default for Options {
@@ -229,6 +265,7 @@ impl Options {
                 );
             }
         }
+        self.validate_tls()?;
         if parse_level(&self.log_level).is_none() {
             return bad(
                 "log-level",
@@ -236,6 +273,76 @@ impl Options {
             );
         }
         Ok(Config { opts: self })
+    }
+}
+
+impl Options {
+    /// True when `--tls-cert` and `--tls-key` are both set: TLS can be negotiated.
+    pub fn tls_configured(&self) -> bool {
+        !self.tls_cert.is_empty() && !self.tls_key.is_empty()
+    }
+
+    /// nsqd's `TLSRequired` as /config reports it: 0 = false, 1 = tcp-https, 2 = true. A
+    /// client auth policy forces 2, as in nsqd.
+    pub fn tls_required_level(&self) -> u8 {
+        match self.tls_required.as_str() {
+            _ if !self.tls_client_auth_policy.is_empty() => 2,
+            "true" => 2,
+            "tcp-https" => 1,
+            _ => 0,
+        }
+    }
+
+    /// The HTTPS listen address: `None` unless TLS is configured and `--https-address` is set.
+    ///
+    /// # Errors
+    /// When the value is not `<addr>:<port>`.
+    pub fn https_socket_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if !self.tls_configured() || self.https_address.is_empty() {
+            return Ok(None);
+        }
+        let addr = self.https_address.parse().map_err(|_| {
+            ConfigError(format!(
+                "--https-address {:?}: expected <addr>:<port> or empty",
+                self.https_address
+            ))
+        })?;
+        Ok(Some(addr))
+    }
+
+    /// nsqd's checks of the TLS and compression flags (the files themselves are read when the
+    /// server starts).
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let bad = |flag: &str, why: &str| Err(ConfigError(format!("--{flag} {why}")));
+        if self.tls_required_level() > 0 && !self.tls_configured() {
+            return Err(ConfigError(
+                "cannot require TLS client connections without TLS key and cert".to_owned(),
+            ));
+        }
+        if !matches!(
+            self.tls_client_auth_policy.as_str(),
+            "" | "require" | "require-verify"
+        ) {
+            return bad(
+                "tls-client-auth-policy",
+                "must be require or require-verify",
+            );
+        }
+        if !matches!(
+            self.tls_min_version.as_str(),
+            "tls1.0" | "tls1.1" | "tls1.2" | "tls1.3"
+        ) {
+            // nsqd's help lists ssl3.0 but its code refuses it with this text.
+            return Err(ConfigError(format!(
+                "unknown tlsVersionOption {:?}",
+                self.tls_min_version
+            )));
+        }
+        if !(1..=9).contains(&self.max_deflate_level) {
+            return Err(ConfigError("--max-deflate-level must be [1,9]".to_owned()));
+        }
+        self.https_socket_addr()?;
+        Ok(())
     }
 }
 

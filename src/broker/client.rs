@@ -111,6 +111,16 @@ pub struct Client {
     pub closing: bool,
     /// Strict mode: publishes of this client still waiting for their durable `OK`.
     pub awaiting_acks: u32,
+    /// Stream upgrades the last IDENTIFY agreed to, until the reactor takes them.
+    pub upgrade: Option<crate::protocol::Upgrade>,
+    /// Snappy was negotiated (shown in /stats).
+    pub snappy: bool,
+    /// Deflate was negotiated (shown in /stats).
+    pub deflate: bool,
+    /// The TLS handshake completed on this connection.
+    pub tls: bool,
+    /// The TLS client certificate's subject common name, if the client sent one.
+    pub tls_cn: Option<String>,
     /// Delivery stops while this much output waits for the socket (`--max-output-buffer-size`):
     /// a consumer that stops reading costs at most this much memory, whatever its RDY.
     pub out_limit: usize,
@@ -128,6 +138,12 @@ pub struct Client {
 }
 
 impl Client {
+    /// Whether this connection speaks TLS, and the client certificate's common name (what
+    /// nsqd sends the auth server as `tls` and `common_name`).
+    pub fn tls_state(&self) -> (bool, Option<String>) {
+        (self.tls, self.tls_cn.clone())
+    }
+
     /// A fresh session with the server's default settings.
     pub fn new(
         token: usize,
@@ -155,6 +171,11 @@ impl Client {
             dirty: false,
             closing: false,
             awaiting_acks: 0,
+            upgrade: None,
+            snappy: false,
+            deflate: false,
+            tls: false,
+            tls_cn: None,
             out_limit: usize::MAX,
             output_blocked: false,
             connect_ts_ns: wall_ns,

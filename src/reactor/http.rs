@@ -13,6 +13,7 @@ use crate::broker::Now;
 use crate::http::serve::Served;
 
 use super::conn::Phase;
+use super::transport;
 use super::EventLoop;
 
 impl EventLoop {
@@ -109,7 +110,18 @@ impl EventLoop {
                     self.arm_http_timer(key, now);
                 }
             }
-            Phase::V2 { .. } => conn.handshake_timer = None,
+            Phase::V2 { .. } => {
+                conn.handshake_timer = None;
+                if let transport::Transport::Layered(l) = &conn.transport {
+                    if l.handshaking() {
+                        debug!(
+                            "conn {key} ({}): TLS handshake deadline passed",
+                            conn.remote
+                        );
+                        self.mark_closing(key);
+                    }
+                }
+            }
         }
     }
 }

@@ -27,6 +27,8 @@
 
 pub mod conn;
 mod http;
+pub mod transport;
+mod upgrade;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -114,6 +116,10 @@ pub struct EventLoop {
     scratch: Vec<u8>,
     /// The lookupd connections (`--lookupd-tcp-address`); their tokens are `peers::owns`'.
     peers: Peers,
+    /// The TLS configuration, when `--tls-cert` and `--tls-key` are set.
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// `--tls-required` (true or tcp-https): commands but IDENTIFY need TLS on the TCP protocol.
+    tls_required: bool,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -165,6 +171,9 @@ impl EventLoop {
             // A failed wake only delays the result to the next turn.
             let _ = notify_waker.wake();
         });
+        let tls = transport::tls::server_config(&cfg.opts)
+            .map_err(|e| ServerError::Config(crate::config::ConfigError(e)))?;
+        let tls_required = cfg.tls_required_level() > 0;
         let broker = Broker::open(cfg, now(&*clock), notify).map_err(ServerError::Start)?;
         let limits = broker.limits();
         let max_buffered = MAX_LINE + 8 + limits.max_body_size.max(limits.max_msg_size) as usize;
@@ -187,6 +196,8 @@ impl EventLoop {
             ready: Vec::new(),
             scratch: vec![0; READ_SCRATCH],
             peers,
+            tls,
+            tls_required,
         })
     }
 
@@ -417,15 +428,24 @@ impl EventLoop {
                 self.still_readable.push(key);
                 return;
             }
-            match conn.read_once(&mut self.scratch) {
+            match conn.read_once(&mut self.scratch, self.max_buffered) {
                 ReadOutcome::Data(n) => {
                     total += n;
                     conn.http.last_read_ms = self.clock.now_ms();
+                    if !matches!(conn.transport, transport::Transport::Plain) {
+                        self.after_layered_read(key);
+                    }
                     // Time the commands from when they were read, not from when poll returned:
                     // a REQ or DPUB delay counted from an earlier instant could fire early.
                     now = self.now();
                 }
                 ReadOutcome::Drained => return,
+                ReadOutcome::Failed => {
+                    // One write for a TLS alert, then close (nsqd logs and closes too).
+                    self.flush_conn(key);
+                    self.mark_closing(key);
+                    return;
+                }
                 ReadOutcome::Closed => {
                     // Commands already read were applied; their replies are best effort and
                     // leave with everyone's in this turn's write pass, after the storage step
@@ -477,12 +497,22 @@ impl EventLoop {
             if self.broker.is_closing(client) || self.broker.is_blocked(client) {
                 break;
             }
+            if self.tls_required && !self.broker.is_tls(client) {
+                if let Some(e) = transport::tls_required_error(buf, MAX_LINE) {
+                    self.broker.fail(client, &e);
+                    break;
+                }
+            }
             let ctx = self.broker.decode_ctx(client);
             match decode::decode(buf, &ctx, self.broker.limits()) {
                 Ok(None) => break,
                 Ok(Some((cmd, used))) => {
                     self.broker.apply(client, cmd, now);
                     used_total += used;
+                    if let Some(up) = self.broker.take_upgrade(client) {
+                        self.upgrade(key, client, used_total, &up, now);
+                        return;
+                    }
                 }
                 Err(DecodeError::Proto(e)) => {
                     self.broker.fail(client, &e);
@@ -527,7 +557,7 @@ impl EventLoop {
         let Some(out) = self.broker.output(client) else {
             return;
         };
-        if !out.is_empty() {
+        if !out.is_empty() || conn.transport_wants_write() {
             match conn.write_some(out.pending()) {
                 Ok(n) => out.consume(n),
                 Err(e) => {
@@ -538,7 +568,7 @@ impl EventLoop {
                 }
             }
         }
-        let want_writable = !out.is_empty();
+        let want_writable = !out.is_empty() || conn.transport_wants_write();
         let drained_below_high_water = out.len() <= OUTPUT_HIGH_WATER;
         if conn.close_when_drained && !want_writable {
             conn.closing = true;
