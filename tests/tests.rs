@@ -32,3 +32,4 @@ mod recovery;
 mod restart;
 mod retention;
 mod tools;
+mod transport;

@@ -145,6 +145,19 @@ mod tests {
     }
 
     #[test]
+    fn every_level_flushes_a_whole_frame() {
+        for level in 1..=9 {
+            let mut wire = Vec::new();
+            DeflateEncoder::new(level).encode(b"\0\0\0\x06\0\0\0\0OK", &mut wire);
+            let mut out = Vec::new();
+            DeflateDecoder::new()
+                .decode(&wire, &mut out, usize::MAX)
+                .unwrap();
+            assert_eq!(out, b"\0\0\0\x06\0\0\0\0OK", "level {level}: {wire:02x?}");
+        }
+    }
+
+    #[test]
     fn a_bomb_inflates_only_up_to_the_limit() {
         let mut wire = Vec::new();
         let mut enc = DeflateEncoder::new(9);

@@ -93,6 +93,8 @@ impl Layered {
         if up.tls {
             let cfg = tls.ok_or_else(|| io::Error::other("TLS is not configured"))?;
             let mut conn = ServerConnection::new(cfg.clone()).map_err(io::Error::other)?;
+            // Output enters rustls only while `raw_out` is short (`send`), which bounds it.
+            conn.set_buffer_limit(None);
             // rustls holds this until the handshake completes, as nsqd sends it after.
             conn.writer().write_all(OK_FRAME)?;
             l.tls = Some(conn);
@@ -246,29 +248,36 @@ impl Layered {
         self.raw_out_pos < self.raw_out.len() || self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 
-    /// Takes up to [`OUT_STEP`] bytes of `data` into the layers if the socket keeps up, then
-    /// writes what it can; returns how many bytes of `data` were taken.
+    /// Takes `data` into the layers [`OUT_STEP`] bytes at a time and writes, until all of it
+    /// is written or the socket would block (so that, as on the plain path, output left over
+    /// means a writable edge will come); returns how many bytes of `data` were taken.
     ///
     /// # Errors
     /// The socket failed.
     pub fn send(&mut self, sock: &mut impl Write, data: &[u8]) -> io::Result<usize> {
         let mut taken = 0;
-        if self.raw_out.len() - self.raw_out_pos < OUT_STEP && !data.is_empty() {
-            taken = data.len().min(OUT_STEP);
-            self.encode(&data[..taken])?;
-        }
-        if let Some(tls) = &mut self.tls {
-            while tls.wants_write() {
-                tls.write_tls(&mut self.raw_out)?;
+        loop {
+            if self.raw_out.len() - self.raw_out_pos < OUT_STEP && taken < data.len() {
+                let n = (data.len() - taken).min(OUT_STEP);
+                self.encode(&data[taken..taken + n])?;
+                taken += n;
             }
-        }
-        let n = write_some(sock, &self.raw_out[self.raw_out_pos..])?;
-        self.raw_out_pos += n;
-        if self.raw_out_pos == self.raw_out.len() {
+            if let Some(tls) = &mut self.tls {
+                while tls.wants_write() {
+                    tls.write_tls(&mut self.raw_out)?;
+                }
+            }
+            let n = write_some(sock, &self.raw_out[self.raw_out_pos..])?;
+            self.raw_out_pos += n;
+            if self.raw_out_pos < self.raw_out.len() {
+                return Ok(taken); // would block
+            }
             self.raw_out.clear();
             self.raw_out_pos = 0;
+            if taken == data.len() {
+                return Ok(taken);
+            }
         }
-        Ok(taken)
     }
 }
 
