@@ -622,6 +622,58 @@ fn corrupt_and_truncated_compressed_streams() {
     srv.stop();
 }
 
+/// One HTTPS request on a fresh connection (`Connection: close`); returns the whole reply.
+fn https_request(addr: SocketAddr, cfg: Arc<ClientConfig>, head: &str, body: &[u8]) -> String {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let conn = ClientConnection::new(cfg, ServerName::try_from("localhost").unwrap()).unwrap();
+    let mut t = StreamOwned::new(conn, s);
+    let mut req = format!(
+        "{head} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    t.write_all(&req).unwrap();
+    let mut reply = Vec::new();
+    let _ = t.read_to_end(&mut reply); // EOF without close_notify is fine here
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+#[test]
+fn https_serves_the_api_and_tls_required_refuses_plain_http() {
+    let (dir, certs) = setup();
+    let srv = tls_server(&dir, &certs, |o| {
+        o.https_address = "127.0.0.1:0".into();
+        o.tls_required = "true".into();
+    });
+    let https = srv.https.expect("an HTTPS listener when a cert is given");
+    let cfg = certs.client_config(None);
+    let reply = https_request(https, cfg.clone(), "POST /pub?topic=secure", b"hello");
+    assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+    assert!(reply.ends_with("\r\n\r\nOK"), "{reply}");
+    let reply = https_request(https, cfg, "GET /stats?format=json&topic=secure", b"");
+    assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+    assert!(reply.contains(r#""topic_name":"secure""#), "{reply}");
+    assert!(reply.contains(r#""message_count":1"#), "{reply}");
+    let (status, body) = crate::util::http_request(srv.http, "GET", "/ping", b"");
+    assert_eq!(status, 403);
+    assert_eq!(
+        body,
+        format!(
+            "{{\"message\": \"TLS_REQUIRED\", \"https_port\": {}}}",
+            https.port()
+        )
+    );
+    srv.stop();
+
+    // No certificate: no HTTPS listener.
+    let dir = TempDir::new("nohttps");
+    let srv = TestServer::start(test_options(dir.path()));
+    assert!(srv.https.is_none());
+    srv.stop();
+}
+
 /// Resident memory of a process, from /proc.
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

@@ -27,6 +27,7 @@ impl EventLoop {
         let Some(http) = &mut self.http else {
             return;
         };
+        http.conn_is_tls = !matches!(conn.transport, transport::Transport::Plain);
         let mut used_total = 0;
         while !self.broker.is_closing(client) && !self.broker.is_blocked(client) {
             let reader = &mut conn.http.reader;

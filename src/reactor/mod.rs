@@ -54,6 +54,8 @@ use conn::{Conn, Phase, ReadOutcome};
 const LISTENER: Token = Token(usize::MAX - 1);
 /// The HTTP listener's token.
 const HTTP_LISTENER: Token = Token(usize::MAX - 3);
+/// The HTTPS listener's token.
+const HTTPS_LISTENER: Token = Token(usize::MAX - 4);
 /// The waker's token.
 pub const WAKER: Token = Token(usize::MAX - 2);
 /// Bytes one connection may read in one turn before others get theirs.
@@ -70,6 +72,17 @@ const READ_SCRATCH: usize = 64 * 1024;
 /// Events taken per poll.
 const EVENTS_CAPACITY: usize = 1024;
 
+/// The bound listeners the loop serves.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Protocol V2.
+    pub tcp: TcpListener,
+    /// The HTTP API, unless `--http-address` is empty.
+    pub http: Option<TcpListener>,
+    /// The HTTP API over TLS.
+    pub https: Option<TcpListener>,
+}
+
 /// State shared with other threads: the stop flag and the waker.
 #[derive(Debug)]
 pub struct Shared {
@@ -77,6 +90,14 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// Wakes the loop out of `poll`.
     pub waker: Arc<Waker>,
+}
+
+/// Which listener an accept is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listen {
+    Tcp,
+    Http,
+    Https,
 }
 
 /// Reads both clocks.
@@ -97,6 +118,8 @@ pub struct EventLoop {
     listener: Option<TcpListener>,
     /// The HTTP listener, when `--http-address` is set.
     http_listener: Option<TcpListener>,
+    /// The HTTPS listener, when TLS is configured and `--https-address` is set.
+    https_listener: Option<TcpListener>,
     /// The HTTP API's state and handlers.
     http: Option<HttpServer>,
     conns: Slab<Conn>,
@@ -138,12 +161,21 @@ impl EventLoop {
     /// # Errors
     /// If the poll instance, the waker, the listener registration or the broker fail.
     pub fn new(
-        mut listener: TcpListener,
-        http_listener: Option<TcpListener>,
+        listeners: Listeners,
         cfg: Config,
         clock: Box<dyn Clock + Send>,
     ) -> Result<EventLoop, ServerError> {
+        let Listeners {
+            tcp: mut listener,
+            http: http_listener,
+            https: mut https_listener,
+        } = listeners;
         let poll = Poll::new().map_err(ServerError::Io)?;
+        if let Some(l) = &mut https_listener {
+            poll.registry()
+                .register(l, HTTPS_LISTENER, Interest::READABLE)
+                .map_err(ServerError::Io)?;
+        }
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(ServerError::Io)?;
@@ -174,6 +206,12 @@ impl EventLoop {
         let tls = transport::tls::server_config(&cfg.opts)
             .map_err(|e| ServerError::Config(crate::config::ConfigError(e)))?;
         let tls_required = cfg.tls_required_level() > 0;
+        if let (Some(h), Some(a)) = (&mut http, &https_listener) {
+            // nsqd: with --tls-required=true (not tcp-https) plain HTTP answers 403.
+            if cfg.tls_required_level() == 2 {
+                h.refuse_plain = Some(a.local_addr().map_err(ServerError::Io)?.port());
+            }
+        }
         let broker = Broker::open(cfg, now(&*clock), notify).map_err(ServerError::Start)?;
         let limits = broker.limits();
         let max_buffered = MAX_LINE + 8 + limits.max_body_size.max(limits.max_msg_size) as usize;
@@ -182,6 +220,7 @@ impl EventLoop {
             events: Events::with_capacity(EVENTS_CAPACITY),
             listener: Some(listener),
             http_listener,
+            https_listener,
             http,
             conns: Slab::new(),
             broker,
@@ -243,12 +282,13 @@ impl EventLoop {
             }
         }
         let mut readable = std::mem::take(&mut self.still_readable);
-        let (mut accept, mut accept_http) = (false, false);
+        let (mut accept, mut accept_http, mut accept_https) = (false, false, false);
         self.ready.clear();
         for event in self.events.iter() {
             match event.token() {
                 LISTENER => accept = true,
                 HTTP_LISTENER => accept_http = true,
+                HTTPS_LISTENER => accept_https = true,
                 WAKER => trace!("woken"),
                 token if peers::owns(token) => self.peers.on_event(token),
                 Token(key) => {
@@ -268,10 +308,13 @@ impl EventLoop {
         }
         self.ready = ready;
         if accept {
-            self.accept_all(false);
+            self.accept_all(Listen::Tcp);
         }
         if accept_http {
-            self.accept_all(true);
+            self.accept_all(Listen::Http);
+        }
+        if accept_https {
+            self.accept_all(Listen::Https);
         }
         let now = self.now();
         for key in readable.drain(..) {
@@ -332,13 +375,14 @@ impl EventLoop {
         ))
     }
 
-    /// Accepts every pending connection of the TCP or the HTTP listener.
-    fn accept_all(&mut self, http: bool) {
-        let listener = if http {
-            &self.http_listener
-        } else {
-            &self.listener
+    /// Accepts every pending connection of one listener.
+    fn accept_all(&mut self, which: Listen) {
+        let listener = match which {
+            Listen::Tcp => &self.listener,
+            Listen::Http => &self.http_listener,
+            Listen::Https => &self.https_listener,
         };
+        let http = which != Listen::Tcp;
         let Some(listener) = listener else {
             return;
         };
@@ -361,6 +405,16 @@ impl EventLoop {
                         let client = self.broker.connect_http(token.0, remote, now);
                         let mut conn = Conn::new(stream, remote, Phase::Http { client });
                         conn.http.last_read_ms = now.mono_ms;
+                        if which == Listen::Https {
+                            // The idle deadline below bounds the handshake too.
+                            match self.tls.as_ref().map(transport::Layered::https) {
+                                Some(Ok(l)) => conn.transport = transport::Transport::Layered(l),
+                                _ => {
+                                    self.broker.disconnect(client);
+                                    continue;
+                                }
+                            }
+                        }
                         // Only the idle deadline runs until the first byte arrives.
                         let idle = self.broker.config().http_idle_timeout;
                         if idle > 0 {

@@ -111,6 +111,25 @@ impl Layered {
         Ok(l)
     }
 
+    /// An HTTPS connection: TLS from the first byte, nothing else.
+    ///
+    /// # Errors
+    /// rustls refusing to start.
+    pub fn https(cfg: &Arc<ServerConfig>) -> io::Result<Box<Self>> {
+        let mut conn = ServerConnection::new(cfg.clone()).map_err(io::Error::other)?;
+        conn.set_buffer_limit(None);
+        Ok(Box::new(Layered {
+            tls: Some(conn),
+            tls_reported: false,
+            codec: Codec::None,
+            raw_in: Vec::new(),
+            plain_in: Vec::new(),
+            mid_out: Vec::new(),
+            raw_out: Vec::new(),
+            raw_out_pos: 0,
+        }))
+    }
+
     /// True while the TLS handshake has not completed.
     pub fn handshaking(&self) -> bool {
         self.tls.as_ref().is_some_and(|t| t.is_handshaking())
