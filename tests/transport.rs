@@ -416,6 +416,16 @@ fn publish_and_consume_over_every_layer_combination() {
         let (mut c, _) = Client::connect(srv.addr, mode, Some(cfg.clone()));
         c.cmd(&format!("SUB {topic} ch"), None);
         c.expect_ok("SUB");
+        let stats = crate::util::http_get(srv.http, &format!("/stats?format=json&topic={topic}"));
+        let want = [
+            (mode.tls, r#""tls":true,"tls_cipher_suite":"TLS_"#),
+            (mode.tls, r#""tls_version":"TLS1.3""#),
+            (mode.snappy, r#""snappy":true"#),
+            (mode.deflate, r#""deflate":true"#),
+        ];
+        for (on, text) in want {
+            assert_eq!(stats.contains(text), on, "mode {i}: {text} in {stats}");
+        }
         c.cmd("RDY 100", None);
         let mut got = Vec::new();
         while got.len() < 21 {
@@ -529,6 +539,21 @@ fn require_verify_refuses_clients_without_a_valid_certificate() {
         let mut buf = [0u8; 10];
         let r = t.read_exact(&mut buf);
         assert!(r.is_err(), "{bad:?}: the handshake must fail, got {buf:?}");
+    }
+    // The common name the auth server gets (`Client::tls_state`) comes from this parse.
+    for (name, cn) in [
+        ("client", "corq-client"),
+        ("rogue", "rogue"),
+        ("server", "localhost"),
+    ] {
+        let der = CertificateDer::from_pem_file(certs.file(&format!("{name}.pem"))).unwrap();
+        assert_eq!(
+            corq::reactor::transport::tls::common_name(&der).as_deref(),
+            Some(cn)
+        );
+        for cut in [0, 1, 10, der.len() / 2, der.len() - 1] {
+            let _ = corq::reactor::transport::tls::common_name(&der[..cut]); // no panic
+        }
     }
     let (mut c, _) = Client::connect(srv.addr, tls, Some(certs.client_config(Some("client"))));
     c.cmd("PUB t", Some(b"x"));

@@ -121,6 +121,10 @@ pub struct Client {
     pub tls: bool,
     /// The TLS client certificate's subject common name, if the client sent one.
     pub tls_cn: Option<String>,
+    /// `TLS1.2` or `TLS1.3` once TLS is on (as nsqd's /stats).
+    pub tls_version: String,
+    /// The cipher suite's Go name once TLS is on.
+    pub tls_cipher: String,
     /// Delivery stops while this much output waits for the socket (`--max-output-buffer-size`):
     /// a consumer that stops reading costs at most this much memory, whatever its RDY.
     pub out_limit: usize,
@@ -176,6 +180,8 @@ impl Client {
             deflate: false,
             tls: false,
             tls_cn: None,
+            tls_version: String::new(),
+            tls_cipher: String::new(),
             out_limit: usize::MAX,
             output_blocked: false,
             connect_ts_ns: wall_ns,

@@ -385,12 +385,13 @@ impl Broker {
         self.clients.get_mut(ck)?.upgrade.take()
     }
 
-    /// The TLS handshake of a client's connection completed; `cn` is its certificate's common
-    /// name, if it sent one.
-    pub fn set_tls(&mut self, ck: ClientKey, cn: Option<String>) {
+    /// The TLS handshake of a client's connection completed.
+    pub fn set_tls(&mut self, ck: ClientKey, tls: crate::protocol::TlsInfo) {
         if let Some(c) = self.clients.get_mut(ck) {
             c.tls = true;
-            c.tls_cn = cn;
+            c.tls_cn = tls.common_name;
+            c.tls_version = tls.version;
+            c.tls_cipher = tls.cipher_suite;
         }
     }
 

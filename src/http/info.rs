@@ -8,9 +8,6 @@ use serde_json::Value;
 use super::routes::{ApiError, INVALID_OPTION, INVALID_VALUE, INVALID_VALUE_SIZE};
 use crate::config::Options;
 
-/// nsqd's default `--max-deflate-level`; corq does not negotiate deflate and reports it as is.
-pub const MAX_DEFLATE_LEVEL: i64 = 6;
-
 /// Nanoseconds per millisecond.
 const NS_PER_MS: i64 = 1_000_000;
 
@@ -67,7 +64,7 @@ impl Info {
             max_heartbeat_interval: ms_to_ns(opts.max_heartbeat_interval),
             max_output_buffer_size: i64::try_from(opts.max_output_buffer_size).unwrap_or(i64::MAX),
             max_output_buffer_timeout: ms_to_ns(opts.max_output_buffer_timeout),
-            max_deflate_level: MAX_DEFLATE_LEVEL,
+            max_deflate_level: opts.max_deflate_level,
         }
     }
 }

@@ -107,6 +107,17 @@ pub struct ServerInfo {
     pub deflate: bool,
 }
 
+/// What a completed TLS handshake tells the broker (for /stats and the auth server).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// The client certificate's subject common name, if it sent one.
+    pub common_name: Option<String>,
+    /// `TLS1.2` or `TLS1.3`.
+    pub version: String,
+    /// Go's name of the cipher suite, e.g. `TLS_AES_128_GCM_SHA256`.
+    pub cipher_suite: String,
+}
+
 /// The stream upgrades one IDENTIFY agreed to, run in nsqd's order: TLS, snappy, deflate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Upgrade {

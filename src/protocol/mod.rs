@@ -25,7 +25,8 @@ pub use encode::{
     offset_from_message_id, HEARTBEAT,
 };
 pub use identify::{
-    identify_response, negotiate, parse_identify, Identify, IdentifyLimits, ServerInfo, Upgrade,
+    identify_response, negotiate, parse_identify, Identify, IdentifyLimits, ServerInfo, TlsInfo,
+    Upgrade,
 };
 pub use names::{is_ephemeral, is_valid_channel_name, is_valid_topic_name};
 pub use quote::go_quote;

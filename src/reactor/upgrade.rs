@@ -79,13 +79,13 @@ impl EventLoop {
         let Transport::Layered(l) = &mut conn.transport else {
             return;
         };
-        if let Some(cn) = l.take_established() {
+        if let Some(info) = l.take_established() {
             if let Some(t) = conn.handshake_timer.take() {
                 self.broker.cancel_timer(t);
             }
             if let Some(client) = conn.phase.client() {
-                debug!("conn {key} ({}): TLS established, cn {cn:?}", conn.remote);
-                self.broker.set_tls(client, cn);
+                debug!("conn {key} ({}): TLS established: {info:?}", conn.remote);
+                self.broker.set_tls(client, info);
             }
         }
         if conn.transport_wants_write() {

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use rustls::{ServerConfig, ServerConnection};
 
-use crate::protocol::Upgrade;
+use crate::protocol::{TlsInfo, Upgrade};
 use deflate::{DeflateDecoder, DeflateEncoder};
 use snappy::{SnappyDecoder, SnappyEncoder};
 
@@ -135,18 +135,33 @@ impl Layered {
         self.tls.as_ref().is_some_and(|t| t.is_handshaking())
     }
 
-    /// Once, when the TLS handshake has completed: the client certificate's common name.
-    pub fn take_established(&mut self) -> Option<Option<String>> {
+    /// Once, when the TLS handshake has completed: what the broker reports of it.
+    pub fn take_established(&mut self) -> Option<TlsInfo> {
         let tls = self.tls.as_ref()?;
         if self.tls_reported || tls.is_handshaking() {
             return None;
         }
         self.tls_reported = true;
-        let cn = tls
+        let common_name = tls
             .peer_certificates()
             .and_then(|c| c.first())
             .and_then(|c| tls::common_name(c));
-        Some(cn)
+        let version = match tls.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLS1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLS1.2",
+            _ => "",
+        };
+        // rustls names TLS 1.3 suites TLS13_*; Go names them TLS_*.
+        let cipher_suite = tls
+            .negotiated_cipher_suite()
+            .and_then(|s| s.suite().as_str())
+            .map(|n| n.replacen("TLS13_", "TLS_", 1))
+            .unwrap_or_default();
+        Some(TlsInfo {
+            common_name,
+            version: version.to_owned(),
+            cipher_suite,
+        })
     }
 
     /// Whether the TLS handshake completed.
