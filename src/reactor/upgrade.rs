@@ -29,6 +29,17 @@ impl EventLoop {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if !matches!(conn.transport, Transport::Plain) {
+            // A second IDENTIFY asking for upgrades: nsqd would stack a second TLS or
+            // compression layer on the first; corq refuses (the reply already queued goes out
+            // through the existing layers first).
+            let e = crate::protocol::ProtoError::fatal(
+                crate::protocol::E_IDENTIFY_FAILED,
+                "IDENTIFY failed the stream is already upgraded",
+            );
+            self.broker.fail(client, &e);
+            return;
+        }
         let prefix = match self.broker.output(client) {
             Some(out) => {
                 let p = out.pending().to_vec();
