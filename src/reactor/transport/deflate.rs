@@ -54,7 +54,8 @@ impl DeflateDecoder {
                 .z
                 .decompress(&input[pos..], &mut self.scratch, FlushDecompress::None)
                 .map_err(|_| "deflate: corrupt input")?;
-            // Both deltas are bounded by the slices given, so they fit usize.
+            // Both deltas are bounded by the slices given, so they fit usize, and `pos` stays
+            // within `input`, `made` within `scratch`.
             let used = (self.z.total_in() - in0) as usize;
             let made = (self.z.total_out() - out0) as usize;
             pos += used;

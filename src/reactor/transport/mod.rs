@@ -339,7 +339,7 @@ pub fn write_some(sock: &mut impl Write, data: &[u8]) -> io::Result<usize> {
 pub fn tls_required_error(buf: &[u8], max_line: usize) -> Option<crate::protocol::ProtoError> {
     let window = buf.get(..max_line).unwrap_or(buf);
     let nl = window.iter().position(|&b| b == b'\n')?;
-    let line = &buf[..nl];
+    let line = &buf[..nl]; // cannot panic: nl indexes window, a prefix of buf
     let name = line.split(|&b| b == b' ').next().unwrap_or(line);
     let name = name.strip_suffix(b"\r").unwrap_or(name);
     if name == b"IDENTIFY" {

@@ -70,6 +70,8 @@ impl SnappyDecoder {
                 pos += n;
                 continue;
             }
+            // `head` has exactly 4 bytes, and `len` <= MAX_CHUNK below, so no index or sum
+            // here can fail.
             let Some(head) = input.get(pos..pos + 4) else {
                 break;
             };
