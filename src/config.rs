@@ -422,7 +422,37 @@ impl Options {
             let key = &s::KEYS[i];
             (key.check)(v, &cfg).map_err(|why| ConfigError(format!("--{flag} {why}")))?;
         }
+
         Ok(())
+    }
+
+    /// True when `--tls-cert` and `--tls-key` are both set: TLS can be negotiated.
+    pub fn tls_configured(&self) -> bool {
+        !self.tls_cert.is_empty() && !self.tls_key.is_empty()
+    }
+
+    /// nsqd's `TLSRequired` as /config reports it: 0 = false, 1 = tcp-https, 2 = true. A
+    /// client auth policy forces 2, as in nsqd.
+    pub fn tls_required_level(&self) -> u8 {
+        match self.tls_required {
+            _ if !self.tls_client_auth_policy.is_empty() => 2,
+            TlsRequired::Yes => 2,
+            TlsRequired::TcpHttps => 1,
+            TlsRequired::No => 0,
+        }
+    }
+
+    /// The HTTPS listen address: `None` unless TLS is configured and `--https-address` is set.
+    ///
+    /// # Errors
+    /// When the value is not `<addr>:<port>`.
+    pub fn https_socket_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if !self.tls_configured() || self.https_address.is_empty() {
+            return Ok(None);
+        }
+        let addr = values::parse_listen_addr(&self.https_address)
+            .map_err(|e| ConfigError(format!("--https-address {e}")))?;
+        Ok(Some(addr))
     }
 }
 

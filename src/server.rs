@@ -55,6 +55,7 @@ pub struct Server {
     event_loop: EventLoop,
     tcp_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
+    https_addr: Option<SocketAddr>,
     cpu: Option<usize>,
 }
 
@@ -106,15 +107,34 @@ impl Server {
                     (Some(l), Some(local))
                 }
             };
-        let event_loop = EventLoop::new(listener, http_listener, cfg, clock)?;
+        let (https_listener, https_addr) =
+            match cfg.https_socket_addr().map_err(ServerError::Config)? {
+                None => (None, None),
+                Some(a) => {
+                    let l = TcpListener::bind(a).map_err(|e| ServerError::BindHttp(a, e))?;
+                    widen_backlog(&l);
+                    let local = l.local_addr().map_err(ServerError::Io)?;
+                    (Some(l), Some(local))
+                }
+            };
+        let listeners = crate::reactor::Listeners {
+            tcp: listener,
+            http: http_listener,
+            https: https_listener,
+        };
+        let event_loop = EventLoop::new(listeners, cfg, clock)?;
         info!("TCP: listening on {tcp_addr}");
         if let Some(a) = http_addr {
             info!("HTTP: listening on {a}");
+        }
+        if let Some(a) = https_addr {
+            info!("HTTPS: listening on {a}");
         }
         Ok(Server {
             event_loop,
             tcp_addr,
             http_addr,
+            https_addr,
             cpu,
         })
     }
@@ -127,6 +147,12 @@ impl Server {
     /// The address the HTTP listener is bound to, unless `--http-address` is empty.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// The address the HTTPS listener is bound to, when TLS is configured and
+    /// `--https-address` is set.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
     }
 
     /// A handle that stops the server.

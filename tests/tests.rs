@@ -42,3 +42,4 @@ mod recovery;
 mod restart;
 mod retention;
 mod tools;
+mod transport;

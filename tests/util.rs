@@ -49,6 +49,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// Where its HTTP listener is.
     pub http: SocketAddr,
+    /// Where its HTTPS listener is, when TLS is configured.
+    pub https: Option<SocketAddr>,
     handle: Handle,
     thread: Option<JoinHandle<()>>,
 }
@@ -64,11 +66,13 @@ impl TestServer {
         let server = Server::bind(opts.validate().unwrap()).unwrap();
         let addr = server.tcp_addr();
         let http = server.http_addr().expect("tests run with HTTP on");
+        let https = server.https_addr();
         let handle = server.handle();
         let thread = std::thread::spawn(move || server.run().unwrap());
         TestServer {
             addr,
             http,
+            https,
             handle,
             thread: Some(thread),
         }

@@ -115,6 +115,20 @@ pub struct Client {
     /// (0 = none). Its later publishes are answered only once that checkpoint is on disk, so
     /// any later `OK` proves the FIN survives a crash.
     pub fin_gen: u64,
+    /// Stream upgrades the last IDENTIFY agreed to, until the reactor takes them.
+    pub upgrade: Option<crate::protocol::Upgrade>,
+    /// Snappy was negotiated (shown in /stats).
+    pub snappy: bool,
+    /// Deflate was negotiated (shown in /stats).
+    pub deflate: bool,
+    /// The TLS handshake completed on this connection.
+    pub tls: bool,
+    /// The TLS client certificate's subject common name, if the client sent one.
+    pub tls_cn: Option<String>,
+    /// `TLS1.2` or `TLS1.3` once TLS is on (as nsqd's /stats).
+    pub tls_version: String,
+    /// The cipher suite's Go name once TLS is on.
+    pub tls_cipher: String,
     /// Delivery stops while this much output waits for the socket (`--max-output-buffer-size`):
     /// a consumer that stops reading costs at most this much memory, whatever its RDY.
     pub out_limit: usize,
@@ -134,6 +148,12 @@ pub struct Client {
 }
 
 impl Client {
+    /// Whether this connection speaks TLS, and the client certificate's common name (what
+    /// nsqd sends the auth server as `tls` and `common_name`).
+    pub fn tls_state(&self) -> (bool, Option<String>) {
+        (self.tls, self.tls_cn.clone())
+    }
+
     /// A fresh session with the server's default settings.
     pub fn new(
         token: usize,
@@ -162,6 +182,13 @@ impl Client {
             closing: false,
             awaiting_acks: 0,
             fin_gen: 0,
+            upgrade: None,
+            snappy: false,
+            deflate: false,
+            tls: false,
+            tls_cn: None,
+            tls_version: String::new(),
+            tls_cipher: String::new(),
             out_limit: usize::MAX,
             output_blocked: false,
             connect_ts_ns: wall_ns,
@@ -170,13 +197,6 @@ impl Client {
             continue_sent: false,
             auth: super::auth::ClientAuth::default(),
         }
-    }
-
-    /// Whether the connection is TLS, and the peer certificate's common name: what the auth
-    /// server is told (`tls`, `common_name`). The transport layer fills this in; plain TCP
-    /// connections are `(false, None)`.
-    pub fn tls_state(&self) -> (bool, Option<String>) {
-        (false, None)
     }
 
     /// Counts `n` messages published to `topic` (allocates only on a client's first publish to

@@ -83,14 +83,24 @@ impl Broker {
             Ok(id) => id,
             Err(e) => return self.fail(ck, &e),
         };
+        let up = match identify::negotiate(&id, &self.server_info) {
+            Ok(up) => up,
+            Err(e) => return self.fail(ck, &e),
+        };
         let reply = id
             .feature_negotiation
-            .then(|| identify::identify_response(&id, &self.server_info));
+            .then(|| identify::identify_response(&id, &self.server_info, &up));
         let Some(c) = self.clients.get_mut(ck) else {
             return;
         };
         let first = !c.identified;
         c.identified = true;
+        c.snappy = up.snappy;
+        c.deflate = up.deflate;
+        if up.any() {
+            // The reactor switches the stream after this reply (nsqd sends it in plain).
+            c.upgrade = Some(up);
+        }
         let s = &mut c.settings;
         s.client_id = id.client_id;
         s.hostname = id.hostname;

@@ -285,8 +285,11 @@ impl Broker {
             max_rdy_count: cfg.max_rdy_count,
             version: crate::NSQD_VERSION.to_owned(),
             max_msg_timeout_ms: cfg.max_msg_timeout,
-            max_deflate_level: 6,
+            max_deflate_level: cfg.max_deflate_level,
             auth_required: !cfg.auth_http_address.is_empty(),
+            tls: cfg.tls_configured(),
+            snappy: cfg.snappy,
+            deflate: cfg.deflate,
         };
         let lock = datapath::claim(&data_dir)?;
         // Strict mode: FINs are made durable by a checkpoint that publishers wait for, so the
@@ -432,6 +435,27 @@ impl Broker {
             self.delete_channel(tk, chk);
         }
         debug!("client {ck} disconnected");
+    }
+
+    /// Takes the stream upgrades an IDENTIFY just agreed to (the reactor applies them after
+    /// the reply it queued).
+    pub fn take_upgrade(&mut self, ck: ClientKey) -> Option<crate::protocol::Upgrade> {
+        self.clients.get_mut(ck)?.upgrade.take()
+    }
+
+    /// The TLS handshake of a client's connection completed.
+    pub fn set_tls(&mut self, ck: ClientKey, tls: crate::protocol::TlsInfo) {
+        if let Some(c) = self.clients.get_mut(ck) {
+            c.tls = true;
+            c.tls_cn = tls.common_name;
+            c.tls_version = tls.version;
+            c.tls_cipher = tls.cipher_suite;
+        }
+    }
+
+    /// Whether a client's connection completed a TLS handshake.
+    pub fn is_tls(&self, ck: ClientKey) -> bool {
+        self.clients.get(ck).is_some_and(|c| c.tls)
     }
 
     /// The decoder's view of a session.

@@ -209,6 +209,13 @@ fn client_stats(c: &Client) -> ClientStats {
                 count: *count,
             })
             .collect(),
+        snappy: c.snappy,
+        deflate: c.deflate,
+        tls: c.tls,
+        tls_version: c.tls_version.clone(),
+        tls_cipher_suite: c.tls_cipher.clone(),
+        // Go reports this as always true (deprecated) once TLS is on.
+        tls_negotiated_protocol_is_mutual: c.tls,
         ..ClientStats::default()
     }
 }

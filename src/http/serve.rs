@@ -42,6 +42,10 @@ pub struct HttpServer {
     pub lookupd: Vec<String>,
     /// Set by a `PUT /config/nsqlookupd_tcp_addresses`; the reactor applies it to its peers.
     pub lookupd_changed: bool,
+    /// `--tls-required=true`: plain HTTP answers 403 `TLS_REQUIRED` naming this HTTPS port.
+    pub refuse_plain: Option<u16>,
+    /// Whether the connection being served speaks TLS (set by the reactor per call).
+    pub conn_is_tls: bool,
 }
 
 /// What handling a connection's buffer did.
@@ -71,6 +75,8 @@ impl HttpServer {
             started: Instant::now(),
             lookupd: opts.lookupd_tcp_address.clone(),
             lookupd_changed: false,
+            refuse_plain: None,
+            conn_is_tls: false,
         }
     }
 
@@ -95,7 +101,12 @@ impl HttpServer {
             Ok(Some((req, used))) => {
                 broker.take_continue(ck, false);
                 let ctx = ReplyCtx::for_request(&req);
-                self.dispatch(broker, ck, &req, &ctx, now);
+                match self.refuse_plain.filter(|_| !self.conn_is_tls) {
+                    Some(port) => {
+                        broker.write_to(ck, |out| response::tls_required(out, &ctx, port))
+                    }
+                    None => self.dispatch(broker, ck, &req, &ctx, now),
+                }
                 if !ctx.keep_alive {
                     broker.close_silently(ck);
                 }

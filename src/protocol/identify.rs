@@ -7,10 +7,11 @@
 //! for an int, an int for a bool) fails the whole decode. Then the fields are checked in
 //! nsqd's order: heartbeat, output buffer timeout, output buffer size, sample rate, msg timeout.
 //!
-//! TLS, snappy and deflate are not supported yet: the reply always says `false` for them, so
-//! nsqd's "cannot enable both deflate and snappy" error cannot arise.
+//! TLS, snappy and deflate are negotiated as nsqd does ([`negotiate`]): each is on when the
+//! server offers it and the client asks (and sent `feature_negotiation`); snappy and deflate
+//! together are refused with nsqd's `E_IDENTIFY_FAILED`.
 
-use super::{ProtoError, E_BAD_BODY};
+use super::{ProtoError, E_BAD_BODY, E_IDENTIFY_FAILED};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Serialize;
 use std::fmt;
@@ -75,11 +76,11 @@ pub struct Identify {
     pub sample_rate: u32,
     /// In-flight timeout for messages sent to this client, in ms.
     pub msg_timeout_ms: u64,
-    /// Asked for TLS (not negotiated by corq yet).
+    /// Asked for TLS.
     pub tls_v1: bool,
-    /// Asked for snappy (not negotiated by corq yet).
+    /// Asked for snappy.
     pub snappy: bool,
-    /// Asked for deflate (not negotiated by corq yet).
+    /// Asked for deflate.
     pub deflate: bool,
     /// Requested deflate level (0 if absent).
     pub deflate_level: i64,
@@ -98,6 +99,70 @@ pub struct ServerInfo {
     pub max_deflate_level: i64,
     /// True when an auth server is configured.
     pub auth_required: bool,
+    /// `--tls-cert` and `--tls-key` are set: TLS can be negotiated.
+    pub tls: bool,
+    /// `--snappy`.
+    pub snappy: bool,
+    /// `--deflate`.
+    pub deflate: bool,
+}
+
+/// What a completed TLS handshake tells the broker (for /stats and the auth server).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// The client certificate's subject common name, if it sent one.
+    pub common_name: Option<String>,
+    /// `TLS1.2` or `TLS1.3`.
+    pub version: String,
+    /// Go's name of the cipher suite, e.g. `TLS_AES_128_GCM_SHA256`.
+    pub cipher_suite: String,
+}
+
+/// The stream upgrades one IDENTIFY agreed to, run in nsqd's order: TLS, snappy, deflate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Upgrade {
+    /// Switch to TLS.
+    pub tls: bool,
+    /// Switch both directions to the snappy framing format.
+    pub snappy: bool,
+    /// Switch both directions to raw deflate at `deflate_level` (reported even when off).
+    pub deflate: bool,
+    /// The level reported (and used for our output): 6, or the client's if deflate is on and
+    /// it asked for one, capped at `--max-deflate-level`.
+    pub deflate_level: i64,
+}
+
+impl Upgrade {
+    /// Whether any layer changes.
+    pub fn any(&self) -> bool {
+        self.tls || self.snappy || self.deflate
+    }
+}
+
+/// nsqd's negotiation (`protocolV2.IDENTIFY`): what the reply reports and the upgrades that
+/// follow it. Without `feature_negotiation` nothing is upgraded.
+///
+/// # Errors
+/// `E_IDENTIFY_FAILED cannot enable both deflate and snappy compression` (fatal).
+pub fn negotiate(id: &Identify, server: &ServerInfo) -> Result<Upgrade, ProtoError> {
+    let deflate = id.feature_negotiation && server.deflate && id.deflate;
+    let mut deflate_level = 6;
+    if deflate && id.deflate_level > 0 {
+        deflate_level = id.deflate_level;
+    }
+    let up = Upgrade {
+        tls: id.feature_negotiation && server.tls && id.tls_v1,
+        snappy: id.feature_negotiation && server.snappy && id.snappy,
+        deflate,
+        deflate_level: deflate_level.min(server.max_deflate_level),
+    };
+    if up.snappy && up.deflate {
+        return Err(ProtoError::fatal(
+            E_IDENTIFY_FAILED,
+            "cannot enable both deflate and snappy compression",
+        ));
+    }
+    Ok(up)
 }
 
 /// The raw request fields as Go would decode them (zero values when absent or null).
@@ -320,19 +385,18 @@ struct Reply<'a> {
 }
 
 /// The JSON response data for a client that sent `feature_negotiation: true`: compact, in
-/// nsqd's key order. TLS, deflate and snappy are reported as not negotiated; `deflate_level`
-/// is then nsqd's `min(6, max_deflate_level)`.
-pub fn identify_response(id: &Identify, server: &ServerInfo) -> Vec<u8> {
+/// nsqd's key order, reporting what [`negotiate`] agreed to.
+pub fn identify_response(id: &Identify, server: &ServerInfo, up: &Upgrade) -> Vec<u8> {
     let reply = Reply {
         max_rdy_count: server.max_rdy_count,
         version: &server.version,
         max_msg_timeout: server.max_msg_timeout_ms,
         msg_timeout: id.msg_timeout_ms,
-        tls_v1: false,
-        deflate: false,
-        deflate_level: server.max_deflate_level.min(6),
+        tls_v1: up.tls,
+        deflate: up.deflate,
+        deflate_level: up.deflate_level,
         max_deflate_level: server.max_deflate_level,
-        snappy: false,
+        snappy: up.snappy,
         sample_rate: id.sample_rate,
         auth_required: server.auth_required,
         output_buffer_size: id.output_buffer_size,
@@ -363,6 +427,9 @@ mod tests {
             max_msg_timeout_ms: 900_000,
             max_deflate_level: 6,
             auth_required: false,
+            tls: false,
+            snappy: true,
+            deflate: true,
         }
     }
 
@@ -563,7 +630,7 @@ mod tests {
     #[test]
     fn response_matches_captured_default() {
         let id = parse(r#"{"client_id":"c1","hostname":"h","feature_negotiation":true,"user_agent":"probe/1"}"#).unwrap();
-        let got = identify_response(&id, &server());
+        let got = identify_response(&id, &server(), &negotiate(&id, &server()).unwrap());
         let want = r#"{"max_rdy_count":2500,"version":"1.3.0","max_msg_timeout":900000,"msg_timeout":60000,"tls_v1":false,"deflate":false,"deflate_level":6,"max_deflate_level":6,"snappy":false,"sample_rate":0,"auth_required":false,"output_buffer_size":16384,"output_buffer_timeout":250}"#;
         assert_eq!(String::from_utf8(got).unwrap(), want);
         assert_eq!(want.len(), 264); // the captured frame's size field is 268 = 4 + 264
@@ -576,10 +643,52 @@ mod tests {
         s.version = "0.1.0".into();
         s.max_deflate_level = 3;
         s.auth_required = true;
-        let got = String::from_utf8(identify_response(&id, &s)).unwrap();
+        let up = negotiate(&id, &s).unwrap();
+        assert!(!up.any(), "no feature_negotiation: no upgrade");
+        let got = String::from_utf8(identify_response(&id, &s, &up)).unwrap();
         assert_eq!(
             got,
             r#"{"max_rdy_count":2500,"version":"0.1.0","max_msg_timeout":900000,"msg_timeout":2000,"tls_v1":false,"deflate":false,"deflate_level":3,"max_deflate_level":3,"snappy":false,"sample_rate":7,"auth_required":true,"output_buffer_size":1,"output_buffer_timeout":0}"#
+        );
+    }
+
+    #[test]
+    fn negotiation_follows_nsqd() {
+        let mut s = server();
+        let id = parse(r#"{"feature_negotiation":true,"snappy":true,"tls_v1":true}"#).unwrap();
+        let up = negotiate(&id, &s).unwrap();
+        assert!(
+            up.snappy && !up.deflate && !up.tls,
+            "no cert: no TLS; snappy on by default"
+        );
+        let got = String::from_utf8(identify_response(&id, &s, &up)).unwrap();
+        assert!(got.contains(r#""tls_v1":false,"deflate":false,"deflate_level":6,"max_deflate_level":6,"snappy":true"#), "{got}");
+        s.tls = true;
+        assert!(negotiate(&id, &s).unwrap().tls);
+        s.snappy = false;
+        assert!(
+            !negotiate(&id, &s).unwrap().snappy,
+            "--snappy=false answers false"
+        );
+
+        let id = parse(r#"{"feature_negotiation":true,"deflate":true,"deflate_level":9}"#).unwrap();
+        let up = negotiate(&id, &server()).unwrap();
+        assert!(up.deflate);
+        assert_eq!(up.deflate_level, 6, "capped at --max-deflate-level");
+        let id = parse(r#"{"feature_negotiation":true,"deflate":true,"deflate_level":2}"#).unwrap();
+        assert_eq!(negotiate(&id, &server()).unwrap().deflate_level, 2);
+
+        let id = parse(r#"{"feature_negotiation":true,"deflate":true,"snappy":true}"#).unwrap();
+        let e = negotiate(&id, &server()).unwrap_err();
+        assert!(e.fatal);
+        assert_eq!(
+            e.frame_data(),
+            "E_IDENTIFY_FAILED cannot enable both deflate and snappy compression"
+        );
+        let id = parse(r#"{"deflate":true,"snappy":true}"#).unwrap();
+        assert!(
+            !negotiate(&id, &server()).unwrap().any(),
+            "no feature_negotiation"
         );
     }
 }

@@ -24,7 +24,10 @@ pub use encode::{
     encode_error, encode_message, encode_message_header, encode_response, message_id_from_offset,
     offset_from_message_id, HEARTBEAT,
 };
-pub use identify::{identify_response, parse_identify, Identify, IdentifyLimits, ServerInfo};
+pub use identify::{
+    identify_response, negotiate, parse_identify, Identify, IdentifyLimits, ServerInfo, TlsInfo,
+    Upgrade,
+};
 pub use names::{is_ephemeral, is_valid_channel_name, is_valid_topic_name};
 pub use quote::go_quote;
 

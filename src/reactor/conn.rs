@@ -4,13 +4,15 @@
 //! cap, and writes a byte slice until `WouldBlock`. The reactor decodes what it read and hands
 //! the commands to the broker, which is linked to this conn by its client key only.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
 use crate::http::RequestReader;
 use crate::timer::TimerId;
+
+use super::transport::{self, Transport};
 
 /// A drained read buffer keeps at most this much capacity: enough for the next burst of
 /// commands, small enough that idle connections cost almost nothing.
@@ -42,6 +44,9 @@ pub enum ReadOutcome {
     Drained,
     /// The peer closed its side (or the socket failed).
     Closed,
+    /// The transport layers failed (TLS error, corrupt compressed stream): close after one
+    /// last write (a TLS alert).
+    Failed,
 }
 
 /// One client connection.
@@ -68,6 +73,8 @@ pub struct Conn {
     pub close_when_drained: bool,
     /// The request being received and the deadlines (HTTP conns only).
     pub http: HttpState,
+    /// Plain, or TLS and/or compression layers under `rbuf` and the output.
+    pub transport: Transport,
 }
 
 /// An HTTP connection's request progress and deadlines (`--http-header-timeout`,
@@ -126,12 +133,17 @@ impl Conn {
             handshake_timer: None,
             close_when_drained: false,
             http: HttpState::default(),
+            transport: Transport::Plain,
         }
     }
 
     /// One read into `scratch` (shared by every connection, so an idle connection holds no
-    /// read buffer); what arrives is appended to this connection's buffer.
-    pub fn read_once(&mut self, scratch: &mut [u8]) -> ReadOutcome {
+    /// read buffer); what arrives is appended to this connection's buffer, through the
+    /// transport layers if any (which stop adding once the buffer holds `limit` bytes).
+    pub fn read_once(&mut self, scratch: &mut [u8], limit: usize) -> ReadOutcome {
+        if let Transport::Layered(l) = &mut self.transport {
+            return read_layered(l, &mut self.stream, &mut self.rbuf, scratch, limit);
+        }
         loop {
             match self.stream.read(scratch) {
                 Ok(0) => return ReadOutcome::Closed,
@@ -146,6 +158,14 @@ impl Conn {
         }
     }
 
+    /// Whether the transport layers have bytes for the socket beyond the broker's output.
+    pub fn transport_wants_write(&self) -> bool {
+        match &self.transport {
+            Transport::Plain => false,
+            Transport::Layered(l) => l.wants_write(),
+        }
+    }
+
     /// Drops the first `n` decoded bytes of the read buffer.
     pub fn consume(&mut self, n: usize) {
         self.rbuf.drain(..n.min(self.rbuf.len()));
@@ -155,20 +175,46 @@ impl Conn {
         }
     }
 
-    /// Writes as much of `data` as the socket takes; returns how much, or an error that ends
-    /// the connection.
+    /// Writes as much of `data` as the socket takes (through the layers, if any); returns
+    /// how much of `data` was taken, or an error that ends the connection.
     pub fn write_some(&mut self, data: &[u8]) -> io::Result<usize> {
-        let mut written = 0;
-        while written < data.len() {
-            match self.stream.write(&data[written..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
+        match &mut self.transport {
+            Transport::Plain => transport::write_some(&mut self.stream, data),
+            Transport::Layered(l) => l.send(&mut self.stream, data),
         }
-        Ok(written)
+    }
+}
+
+/// A layered read: first what the layers already hold, then one socket read.
+fn read_layered(
+    l: &mut transport::Layered,
+    stream: &mut TcpStream,
+    rbuf: &mut Vec<u8>,
+    scratch: &mut [u8],
+    limit: usize,
+) -> ReadOutcome {
+    let failed = |e: io::Error| {
+        log::error!("transport: {e}");
+        ReadOutcome::Failed
+    };
+    match l.pump(rbuf, limit) {
+        Ok(0) => {}
+        Ok(n) => return ReadOutcome::Data(n),
+        Err(e) => return failed(e),
+    }
+    loop {
+        match stream.read(scratch) {
+            Ok(0) => return ReadOutcome::Closed,
+            Ok(n) => {
+                if let Err(e) = l.ingest(&scratch[..n]).and_then(|()| l.pump(rbuf, limit)) {
+                    return failed(e);
+                }
+                return ReadOutcome::Data(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Drained,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return ReadOutcome::Closed,
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use crate::broker::Now;
 use crate::http::serve::Served;
 
 use super::conn::Phase;
+use super::transport;
 use super::EventLoop;
 
 impl EventLoop {
@@ -26,6 +27,7 @@ impl EventLoop {
         let Some(http) = &mut self.http else {
             return;
         };
+        http.conn_is_tls = !matches!(conn.transport, transport::Transport::Plain);
         let mut used_total = 0;
         while !self.broker.is_closing(client) && !self.broker.is_blocked(client) {
             let reader = &mut conn.http.reader;
@@ -109,7 +111,18 @@ impl EventLoop {
                     self.arm_http_timer(key, now);
                 }
             }
-            Phase::V2 { .. } => conn.handshake_timer = None,
+            Phase::V2 { .. } => {
+                conn.handshake_timer = None;
+                if let transport::Transport::Layered(l) = &conn.transport {
+                    if l.handshaking() {
+                        debug!(
+                            "conn {key} ({}): TLS handshake deadline passed",
+                            conn.remote
+                        );
+                        self.mark_closing(key);
+                    }
+                }
+            }
         }
     }
 }

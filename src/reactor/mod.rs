@@ -29,6 +29,8 @@
 
 pub mod conn;
 mod http;
+pub mod transport;
+mod upgrade;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,6 +57,8 @@ use conn::{Conn, Phase, ReadOutcome};
 const LISTENER: Token = Token(usize::MAX - 1);
 /// The HTTP listener's token.
 const HTTP_LISTENER: Token = Token(usize::MAX - 3);
+/// The HTTPS listener's token.
+const HTTPS_LISTENER: Token = Token(usize::MAX - 4);
 /// The waker's token.
 pub const WAKER: Token = Token(usize::MAX - 2);
 /// Bytes one connection may read in one turn before others get theirs.
@@ -71,6 +75,17 @@ const READ_SCRATCH: usize = 64 * 1024;
 /// Events taken per poll.
 const EVENTS_CAPACITY: usize = 1024;
 
+/// The bound listeners the loop serves.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Protocol V2.
+    pub tcp: TcpListener,
+    /// The HTTP API, unless `--http-address` is empty.
+    pub http: Option<TcpListener>,
+    /// The HTTP API over TLS.
+    pub https: Option<TcpListener>,
+}
+
 /// State shared with other threads: the stop flag and the waker.
 #[derive(Debug)]
 pub struct Shared {
@@ -78,6 +93,14 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// Wakes the loop out of `poll`.
     pub waker: Arc<Waker>,
+}
+
+/// Which listener an accept is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listen {
+    Tcp,
+    Http,
+    Https,
 }
 
 /// Reads both clocks.
@@ -98,6 +121,8 @@ pub struct EventLoop {
     listener: Option<TcpListener>,
     /// The HTTP listener, when `--http-address` is set.
     http_listener: Option<TcpListener>,
+    /// The HTTPS listener, when TLS is configured and `--https-address` is set.
+    https_listener: Option<TcpListener>,
     /// The HTTP API's state and handlers.
     http: Option<HttpServer>,
     conns: Slab<Conn>,
@@ -117,6 +142,10 @@ pub struct EventLoop {
     scratch: Vec<u8>,
     /// The lookupd connections (`--lookupd-tcp-address`); their tokens are `peers::owns`'.
     peers: Peers,
+    /// The TLS configuration, when `--tls-cert` and `--tls-key` are set.
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// `--tls-required` (true or tcp-https): commands but IDENTIFY need TLS on the TCP protocol.
+    tls_required: bool,
 }
 
 impl std::fmt::Debug for EventLoop {
@@ -135,12 +164,21 @@ impl EventLoop {
     /// # Errors
     /// If the poll instance, the waker, the listener registration or the broker fail.
     pub fn new(
-        mut listener: TcpListener,
-        http_listener: Option<TcpListener>,
+        listeners: Listeners,
         cfg: Config,
         clock: Box<dyn Clock + Send>,
     ) -> Result<EventLoop, ServerError> {
+        let Listeners {
+            tcp: mut listener,
+            http: http_listener,
+            https: mut https_listener,
+        } = listeners;
         let poll = Poll::new().map_err(ServerError::Io)?;
+        if let Some(l) = &mut https_listener {
+            poll.registry()
+                .register(l, HTTPS_LISTENER, Interest::READABLE)
+                .map_err(ServerError::Io)?;
+        }
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(ServerError::Io)?;
@@ -168,6 +206,15 @@ impl EventLoop {
             // A failed wake only delays the result to the next turn.
             let _ = notify_waker.wake();
         });
+        let tls = transport::tls::server_config(&cfg.opts)
+            .map_err(|e| ServerError::Config(crate::config::ConfigError(e)))?;
+        let tls_required = cfg.tls_required_level() > 0;
+        if let (Some(h), Some(a)) = (&mut http, &https_listener) {
+            // nsqd: with --tls-required=true (not tcp-https) plain HTTP answers 403.
+            if cfg.tls_required_level() == 2 {
+                h.refuse_plain = Some(a.local_addr().map_err(ServerError::Io)?.port());
+            }
+        }
         let mut broker = Broker::open(cfg, now(&*clock), notify).map_err(ServerError::Start)?;
         // The auth helpers wake the loop through the same waker.
         let auth_waker = waker.clone();
@@ -183,6 +230,7 @@ impl EventLoop {
             events: Events::with_capacity(EVENTS_CAPACITY),
             listener: Some(listener),
             http_listener,
+            https_listener,
             http,
             conns: Slab::new(),
             broker,
@@ -197,6 +245,8 @@ impl EventLoop {
             ready: Vec::new(),
             scratch: vec![0; READ_SCRATCH],
             peers,
+            tls,
+            tls_required,
         })
     }
 
@@ -242,12 +292,13 @@ impl EventLoop {
             }
         }
         let mut readable = std::mem::take(&mut self.still_readable);
-        let (mut accept, mut accept_http) = (false, false);
+        let (mut accept, mut accept_http, mut accept_https) = (false, false, false);
         self.ready.clear();
         for event in self.events.iter() {
             match event.token() {
                 LISTENER => accept = true,
                 HTTP_LISTENER => accept_http = true,
+                HTTPS_LISTENER => accept_https = true,
                 WAKER => trace!("woken"),
                 token if peers::owns(token) => self.peers.on_event(token),
                 Token(key) => {
@@ -267,10 +318,13 @@ impl EventLoop {
         }
         self.ready = ready;
         if accept {
-            self.accept_all(false);
+            self.accept_all(Listen::Tcp);
         }
         if accept_http {
-            self.accept_all(true);
+            self.accept_all(Listen::Http);
+        }
+        if accept_https {
+            self.accept_all(Listen::Https);
         }
         let now = self.now();
         for key in readable.drain(..) {
@@ -333,13 +387,14 @@ impl EventLoop {
         ))
     }
 
-    /// Accepts every pending connection of the TCP or the HTTP listener.
-    fn accept_all(&mut self, http: bool) {
-        let listener = if http {
-            &self.http_listener
-        } else {
-            &self.listener
+    /// Accepts every pending connection of one listener.
+    fn accept_all(&mut self, which: Listen) {
+        let listener = match which {
+            Listen::Tcp => &self.listener,
+            Listen::Http => &self.http_listener,
+            Listen::Https => &self.https_listener,
         };
+        let http = which != Listen::Tcp;
         let Some(listener) = listener else {
             return;
         };
@@ -362,6 +417,16 @@ impl EventLoop {
                         let client = self.broker.connect_http(token.0, remote, now);
                         let mut conn = Conn::new(stream, remote, Phase::Http { client });
                         conn.http.last_read_ms = now.mono_ms;
+                        if which == Listen::Https {
+                            // The idle deadline below bounds the handshake too.
+                            match self.tls.as_ref().map(transport::Layered::https) {
+                                Some(Ok(l)) => conn.transport = transport::Transport::Layered(l),
+                                _ => {
+                                    self.broker.disconnect(client);
+                                    continue;
+                                }
+                            }
+                        }
                         // Only the idle deadline runs until the first byte arrives.
                         let idle = self.broker.config().http_idle_timeout;
                         if idle > 0 {
@@ -429,15 +494,24 @@ impl EventLoop {
                 self.still_readable.push(key);
                 return;
             }
-            match conn.read_once(&mut self.scratch) {
+            match conn.read_once(&mut self.scratch, self.max_buffered) {
                 ReadOutcome::Data(n) => {
                     total += n;
                     conn.http.last_read_ms = self.clock.now_ms();
+                    if !matches!(conn.transport, transport::Transport::Plain) {
+                        self.after_layered_read(key);
+                    }
                     // Time the commands from when they were read, not from when poll returned:
                     // a REQ or DPUB delay counted from an earlier instant could fire early.
                     now = self.now();
                 }
                 ReadOutcome::Drained => return,
+                ReadOutcome::Failed => {
+                    // One write for a TLS alert, then close (nsqd logs and closes too).
+                    self.flush_conn(key);
+                    self.mark_closing(key);
+                    return;
+                }
                 ReadOutcome::Closed => {
                     // Commands already read were applied; their replies are best effort and
                     // leave with everyone's in this turn's write pass, after the storage step
@@ -489,6 +563,12 @@ impl EventLoop {
             if self.broker.is_closing(client) || self.broker.is_blocked(client) {
                 break;
             }
+            if self.tls_required && !self.broker.is_tls(client) {
+                if let Some(e) = transport::tls_required_error(buf, MAX_LINE) {
+                    self.broker.fail(client, &e);
+                    break;
+                }
+            }
             let ctx = self.broker.decode_ctx(client);
             match decode::decode(buf, &ctx, self.broker.limits()) {
                 Ok(None) => break,
@@ -497,6 +577,10 @@ impl EventLoop {
                     // is blocked now, so the loop stops) and is decoded again when it answers.
                     if self.broker.apply(client, cmd, now) == Applied::Done {
                         used_total += used;
+                        if let Some(up) = self.broker.take_upgrade(client) {
+                            self.upgrade(key, client, used_total, &up, now);
+                            return;
+                        }
                     }
                 }
                 Err(DecodeError::Proto(e)) => {
@@ -542,7 +626,7 @@ impl EventLoop {
         let Some(out) = self.broker.output(client) else {
             return;
         };
-        if !out.is_empty() {
+        if !out.is_empty() || conn.transport_wants_write() {
             match conn.write_some(out.pending()) {
                 Ok(n) => out.consume(n),
                 Err(e) => {
@@ -553,7 +637,7 @@ impl EventLoop {
                 }
             }
         }
-        let want_writable = !out.is_empty();
+        let want_writable = !out.is_empty() || conn.transport_wants_write();
         let drained_below_high_water = out.len() <= OUTPUT_HIGH_WATER;
         if conn.close_when_drained && !want_writable {
             conn.closing = true;
