@@ -84,7 +84,8 @@ for group in "${@:-a b c d}"; do
         case $g in
         a)
             pairs a-pubsub consumed.msgs_per_sec "$BIN/corqd" "$BIN/corqd $ON" -- pubsub
-            pairs a-e2e e2e_latency.p99_us "$BIN/corqd" "$BIN/corqd $ON" -- e2e --rate 50000
+            pairs a-e2e e2e_latency.p99_us "$BIN/corqd" "$BIN/corqd $ON" \
+                -- e2e --rate 50000 --connections 1 --consumers 4
             ;;
         b)
             pairs b-pub published.msgs_per_sec "$BIN/corqd" "$BIN/corqd --dedup-window 10s" \
