@@ -74,12 +74,12 @@ fn main() {
     println!("corq codec benchmark (median of {ROUNDS} rounds)\n");
     for size in [100, 200, 1024, 16 * 1024] {
         let mut pub_cmd = Vec::new();
-        PublishTemplate::new("bench", size, 1).append(&mut pub_cmd, 0);
+        PublishTemplate::new("bench", size, 1, false).append(&mut pub_cmd, 0, 0);
         decode_bench(&format!("PUB {size} B"), &pub_cmd, ConnState::Init, 1);
     }
     for (size, batch) in [(100, 200), (200, 200)] {
         let mut mpub = Vec::new();
-        PublishTemplate::new("bench", size, batch).append(&mut mpub, 0);
+        PublishTemplate::new("bench", size, batch, false).append(&mut mpub, 0, 0);
         decode_bench(
             &format!("MPUB {batch}×{size} B"),
             &mpub,

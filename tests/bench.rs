@@ -10,7 +10,7 @@ use std::time::Duration;
 use corq::bench::sink::{Sink, SinkOptions};
 use corq::bench::{run, BenchConfig, Mode};
 
-use crate::util::{start_server, TempDir};
+use crate::util::{start_server, test_options, TempDir, TestServer};
 
 /// The injected stall.
 const STALL: Duration = Duration::from_millis(200);
@@ -123,6 +123,61 @@ fn e2e_on_corq_receives_everything() {
     assert_eq!(report.lost, Some(0));
 }
 
+/// A pubsub run of `count` messages in batches of 50 with one consumer connection.
+fn pubsub_count(addr: SocketAddr, count: u64) -> BenchConfig {
+    let mut cfg = BenchConfig::new(Mode::Pubsub, addr);
+    cfg.count = Some(count);
+    cfg.batch = 50;
+    cfg.connections = 2;
+    cfg.consumers = 1;
+    cfg.warmup_ms = 0;
+    cfg
+}
+
+#[test]
+fn unique_bodies_get_through_a_dedup_window_on_corq() {
+    let dir = TempDir::new("bench-dedup");
+    let mut opts = test_options(dir.path());
+    opts.dedup_window = 60_000;
+    let srv = TestServer::start(opts);
+    let mut cfg = pubsub_count(srv.addr, 2000);
+    cfg.unique_bodies = true;
+    let report = run(&cfg, false).unwrap();
+    assert_eq!(report.lost, Some(0), "{}", report.summary());
+    assert_eq!(report.consumed.as_ref().map(|t| t.msgs), Some(2000));
+    assert_eq!(report.e2e_latency.map(|l| l.count), Some(2000));
+    // Without them, the 50 bodies of one MPUB share a stamp: the window drops 49 of each.
+    cfg.unique_bodies = false;
+    cfg.topic = "plain".into();
+    let report = run(&cfg, false).unwrap();
+    let consumed = report.consumed.as_ref().map_or(0, |t| t.msgs);
+    assert!(consumed <= 2000 / 50, "{}", report.summary());
+    assert!(
+        report.lost >= Some(2000 - 2000 / 50),
+        "{}",
+        report.summary()
+    );
+}
+
+#[test]
+fn req_ratio_answers_every_tenth_delivery_req_on_corq() {
+    let (srv, _dir) = start_server();
+    let mut cfg = pubsub_count(srv.addr, 1000);
+    cfg.req_ratio = 0.1;
+    let report = run(&cfg, false).unwrap();
+    let requeued = report.requeued.expect("requeued is reported");
+    let deliveries = report.consumed.as_ref().map_or(0, |t| t.msgs);
+    // One consumer connection: every 10th of its deliveries is REQ'd, each REQ'd message
+    // comes back, and every message is FIN'd in the end.
+    assert_eq!(requeued, deliveries / 10, "{}", report.summary());
+    assert_eq!(deliveries, 1000 + requeued, "{}", report.summary());
+    assert_eq!(report.lost, Some(0), "{}", report.summary());
+    assert_eq!(report.e2e_latency.as_ref().map(|l| l.count), Some(1000));
+    assert!(report
+        .summary()
+        .contains(&format!("{requeued} deliveries answered REQ 0")));
+}
+
 fn corq(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_corq"))
         .args(args)
@@ -132,11 +187,16 @@ fn corq(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn bad_options_are_named_and_fail() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["bench", "e2e"], "--rate"),
         (&["bench", "pub", "--size", "4"], "--size"),
         (&["bench", "pub", "--connections", "0"], "--connections"),
         (&["bench", "sub", "--rate", "10"], "--rate"),
+        (&["bench", "pubsub", "--req-ratio", "2"], "--req-ratio"),
+        (
+            &["bench", "pub", "--unique-bodies", "--size", "8"],
+            "--unique-bodies",
+        ),
         (
             &["bench", "pub", "--count", "5", "--duration", "1s"],
             "--count",

@@ -83,6 +83,14 @@ pub struct BenchArgs {
     /// core of its own; its CPU then reads ~100 %). false: sleep until the next message is due
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub spin: bool,
+    /// write a sequence number after each body's timestamp, so no two bodies are equal (for a
+    /// server with a dedup window); needs --size 16 or more
+    #[arg(long)]
+    pub unique_bodies: bool,
+    /// share of deliveries consumers answer `REQ <id> 0` instead of FIN (deterministic: 0.1 is
+    /// every 10th delivery of each consumer connection)
+    #[arg(long, default_value_t = 0.0, value_name = "F")]
+    pub req_ratio: f64,
     /// write the configuration and results as JSON
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -123,6 +131,8 @@ impl BenchArgs {
         cfg.rate = self.rate;
         cfg.threads = self.threads;
         cfg.spin = self.spin;
+        cfg.unique_bodies = self.unique_bodies;
+        cfg.req_ratio = self.req_ratio;
         cfg.validate()?;
         Ok(Some(cfg))
     }

@@ -1,6 +1,6 @@
 //! One generator connection driven by [`super::driver`]: a closed-loop publisher keeping up to
 //! `--pipeline` PUB/MPUB commands outstanding, or a consumer that SUBs, sets RDY and FINs every
-//! message. Both own one read buffer and one write buffer for the life of the run, parse frames
+//! message (or REQs the `--req-ratio` share of them). Both own one read buffer and one write buffer for the life of the run, parse frames
 //! in place and write everything a read pass produced in one `write` (batched FINs, batched
 //! commands), so the hot path allocates nothing.
 
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use mio::net::TcpStream;
 
 use super::stats::Recorder;
-use super::wire::{self, PublishTemplate, FRAME_ERROR, FRAME_MESSAGE, FRAME_RESPONSE};
+use super::wire::{self, PublishTemplate, ReqPicker, FRAME_ERROR, FRAME_MESSAGE, FRAME_RESPONSE};
 use super::BenchError;
 use crate::client::NON_FATAL_ERRORS;
 use crate::protocol::{HEARTBEAT, MAGIC_V2};
@@ -40,6 +40,9 @@ pub struct Publisher {
     /// Send time (ns since origin) of each outstanding command, oldest first: replies carry no
     /// correlation ID, so the n-th `OK` answers the n-th command.
     pub sent_at: VecDeque<u64>,
+    /// Sequence number of the next body (`--unique-bodies`): publisher `i` starts at
+    /// `i << 40`, so the publishers of a run never share one.
+    pub next_seq: u64,
 }
 
 /// Consuming state.
@@ -49,6 +52,8 @@ pub struct Consumer {
     pub subscribed: bool,
     /// Record receive − stamp latency (only when this run's publishers stamped the bodies).
     pub record_latency: bool,
+    /// Which deliveries are answered REQ 0 instead of FIN (`--req-ratio`).
+    pub req: ReqPicker,
 }
 
 /// What one pass over a connection produced, for the shared progress counters.
@@ -58,6 +63,8 @@ pub struct Delta {
     pub published: u64,
     /// Messages received.
     pub consumed: u64,
+    /// Deliveries answered REQ.
+    pub requeued: u64,
     /// Messages written.
     pub sent: u64,
     /// SUBs acknowledged.
@@ -104,7 +111,8 @@ impl Conn {
             return;
         };
         while p.sent_at.len() < p.pipeline && p.quota != Some(0) {
-            p.template.append(&mut self.wbuf, now_ns);
+            p.template.append(&mut self.wbuf, now_ns, p.next_seq);
+            p.next_seq = p.next_seq.wrapping_add(p.template.batch() as u64);
             p.sent_at.push_back(now_ns);
             if let Some(q) = &mut p.quota {
                 *q -= 1;
@@ -174,14 +182,7 @@ impl Conn {
                 FRAME_RESPONSE if frame.data == HEARTBEAT => self.wbuf.extend_from_slice(b"NOP\n"),
                 FRAME_RESPONSE => on_response(&mut self.role, frame.data, now, rec, delta)?,
                 FRAME_MESSAGE => {
-                    let (id, body) = wire::message_parts(frame.data);
-                    wire::append_fin(&mut self.wbuf, id);
-                    rec.consumed.add(1, now, rec.measure_from_ns);
-                    delta.consumed += 1;
-                    let record = matches!(&self.role, Role::Consumer(c) if c.record_latency);
-                    if let (true, Some(stamp)) = (record, wire::read_stamp(body)) {
-                        Recorder::latency(&mut rec.e2e, now, stamp, rec.measure_from_ns);
-                    }
+                    on_message(&mut self.role, frame.data, &mut self.wbuf, now, rec, delta);
                 }
                 FRAME_ERROR => on_error(frame.data)?,
                 other => return Err(BenchError::Run(format!("unknown frame type {other}"))),
@@ -190,6 +191,35 @@ impl Conn {
         self.rbuf.copy_within(pos..self.rlen, 0);
         self.rlen -= pos;
         Ok(())
+    }
+}
+
+/// A delivery: answered FIN (latency recorded: this delivery ends the message's trip) or,
+/// for the `--req-ratio` share, REQ 0 (counted; the redelivery is timed when it is FIN'd).
+fn on_message(
+    role: &mut Role,
+    data: &[u8],
+    wbuf: &mut Vec<u8>,
+    now: u64,
+    rec: &mut Recorder,
+    delta: &mut Delta,
+) {
+    let (id, body) = wire::message_parts(data);
+    rec.consumed.add(1, now, rec.measure_from_ns);
+    delta.consumed += 1;
+    let Role::Consumer(c) = role else {
+        wire::append_fin(wbuf, id);
+        return;
+    };
+    if c.req.pick() {
+        wire::append_req(wbuf, id);
+        rec.requeued += 1;
+        delta.requeued += 1;
+        return;
+    }
+    wire::append_fin(wbuf, id);
+    if let (true, Some(stamp)) = (c.record_latency, wire::read_stamp(body)) {
+        Recorder::latency(&mut rec.e2e, now, stamp, rec.measure_from_ns);
     }
 }
 

@@ -103,6 +103,7 @@ fn event_loop(
         rec.sent += delta.sent;
         Progress::add(&progress.published, delta.published);
         Progress::add(&progress.consumed, delta.consumed);
+        Progress::add(&progress.requeued, delta.requeued);
         Progress::add(&progress.sent, delta.sent);
         Progress::add(&control.subscribed, delta.subscribed);
     }

@@ -5,7 +5,7 @@
 //! |------|------|
 //! | `mod.rs`    | [`BenchConfig`] and its validation, [`run`]: threads, merging the results |
 //! | `cli.rs`    | [`cli::BenchArgs`], the `corq bench` flags, and [`cli::main`] |
-//! | `wire.rs`   | pre-built PUB/MPUB frames with stamp slots, in-place frame scanning, FIN |
+//! | `wire.rs`   | pre-built PUB/MPUB frames with stamp (and sequence) slots, in-place frame scanning, FIN and REQ |
 //! | `conn.rs`   | one non-blocking connection: closed-loop publisher or consumer |
 //! | `driver.rs` | a `mio` loop driving many connections from one thread |
 //! | `pacer.rs`  | the open-loop publisher and its consumers in one (spinning) thread: a fixed schedule, intended times in the bodies |
@@ -51,7 +51,7 @@ use serde::Serialize;
 use conn::{Consumer, Publisher, Role};
 use driver::Plan;
 use stats::{Progress, Recorder};
-use wire::{PublishTemplate, STAMP_LEN};
+use wire::{PublishTemplate, ReqPicker, SEQ_LEN, STAMP_LEN, UNIQUE_MIN_SIZE};
 
 /// Largest `--size`: nsqd's default `--max-msg-size` is 1 MiB; 64 MiB keeps frame sizes in u32
 /// with room, for servers configured higher.
@@ -133,6 +133,11 @@ pub struct BenchConfig {
     pub threads: usize,
     /// Open loop: the paced thread polls without sleeping while the schedule runs.
     pub spin: bool,
+    /// Every body carries a sequence number after its stamp, so no two are equal.
+    pub unique_bodies: bool,
+    /// Share of deliveries consumers answer REQ 0 instead of FIN (0 = none), every
+    /// `1 / req_ratio`-th one.
+    pub req_ratio: f64,
 }
 
 impl BenchConfig {
@@ -156,6 +161,8 @@ impl BenchConfig {
             rate: None,
             threads: 1,
             spin: true,
+            unique_bodies: false,
+            req_ratio: 0.0,
         }
     }
 
@@ -200,6 +207,22 @@ impl BenchConfig {
         }
         if self.mode == Mode::Sub && self.rate.is_some() {
             return bad("--rate applies to publishers; sub mode has none".into());
+        }
+        if self.unique_bodies && (self.size < UNIQUE_MIN_SIZE || !self.mode.publishes()) {
+            return bad(format!(
+                "--unique-bodies needs a publishing mode and --size of at least \
+                 {UNIQUE_MIN_SIZE} (an {STAMP_LEN}-byte timestamp plus an {SEQ_LEN}-byte \
+                 sequence number)"
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.req_ratio) {
+            return bad(format!(
+                "--req-ratio {} must be a fraction from 0 to 1",
+                self.req_ratio
+            ));
+        }
+        if self.req_ratio > 0.0 && !self.mode.consumes() {
+            return bad("--req-ratio applies to consumers; pub mode has none".into());
         }
         if self.count == Some(0) || (self.count.is_none() && self.duration_ms == 0) {
             return bad("give a --duration above 0 or a --count above 0".into());
@@ -342,7 +365,10 @@ pub fn run(cfg: &BenchConfig, progress_line: bool) -> Result<Report, BenchError>
     let mut report = Report::new(cfg.clone(), merged, cpu);
     if cfg.mode.publishes() && cfg.mode.consumes() {
         let expected = Progress::get(&progress.sent) * cfg.channels as u64;
-        report.lost = Some(expected.saturating_sub(Progress::get(&progress.consumed)));
+        // A REQ'd delivery is not a message done: its redelivery is.
+        let finished =
+            Progress::get(&progress.consumed).saturating_sub(Progress::get(&progress.requeued));
+        report.lost = Some(expected.saturating_sub(finished));
     }
     Ok(report)
 }
@@ -355,7 +381,12 @@ fn spawn_threads(
     control: &Arc<Control>,
     progress: &Arc<Progress>,
 ) -> Vec<Worker> {
-    let template = Arc::new(PublishTemplate::new(&cfg.topic, cfg.size, cfg.batch));
+    let template = Arc::new(PublishTemplate::new(
+        &cfg.topic,
+        cfg.size,
+        cfg.batch,
+        cfg.unique_bodies,
+    ));
     let per_conn = |i: usize| {
         cfg.count.map(|n| {
             let commands = n.div_ceil(cfg.batch as u64);
@@ -376,6 +407,7 @@ fn spawn_threads(
                     role: Role::Consumer(Consumer {
                         subscribed: false,
                         record_latency: cfg.mode.publishes(),
+                        req: ReqPicker::new(cfg.req_ratio),
                     }),
                     channel: cfg.channel_name(ch),
                 });
@@ -392,6 +424,7 @@ fn spawn_threads(
                     pipeline: cfg.pipeline,
                     quota: per_conn(i),
                     sent_at: std::collections::VecDeque::with_capacity(cfg.pipeline),
+                    next_seq: (i as u64) << 40,
                 }),
                 channel: String::new(),
             });
@@ -486,6 +519,31 @@ mod tests {
         let mut c = cfg(Mode::Pub);
         c.count = Some(0);
         assert!(error(&c).contains("--count"));
+    }
+
+    #[test]
+    fn unique_bodies_and_req_ratio_are_validated() {
+        let mut c = cfg(Mode::Pub);
+        c.unique_bodies = true;
+        assert!(c.validate().is_ok());
+        c.size = 15;
+        assert!(error(&c).starts_with("--unique-bodies"), "{}", error(&c));
+        let mut c = cfg(Mode::Sub);
+        c.unique_bodies = true;
+        assert!(error(&c).starts_with("--unique-bodies"));
+        for mode in [Mode::Sub, Mode::Pubsub] {
+            let mut c = cfg(mode);
+            c.req_ratio = 0.1;
+            assert!(c.validate().is_ok(), "{mode:?}");
+        }
+        let mut c = cfg(Mode::Pubsub);
+        c.req_ratio = 1.5;
+        assert!(error(&c).starts_with("--req-ratio 1.5"));
+        c.req_ratio = f64::NAN;
+        assert!(error(&c).starts_with("--req-ratio"));
+        let mut c = cfg(Mode::Pub);
+        c.req_ratio = 0.1;
+        assert!(error(&c).contains("pub mode has none"));
     }
 
     #[test]

@@ -236,6 +236,7 @@ impl Spin {
             self.rec.sent += delta.sent;
             Progress::add(&progress.published, delta.published);
             Progress::add(&progress.consumed, delta.consumed);
+            Progress::add(&progress.requeued, delta.requeued);
             Progress::add(&progress.sent, delta.sent);
             Progress::add(&control.subscribed, delta.subscribed);
         }
@@ -299,7 +300,8 @@ fn queue_due(
     while due.last != Some(*next) && sched.command_due(*next) <= due.now {
         let first = *next * sched.batch;
         let c = &mut conns[(*next % n) as usize];
-        template.append_stamped(&mut c.wbuf, |i| sched.intended(first + i as u64));
+        // The message index is the sequence number: unique over the run (`--unique-bodies`).
+        template.append_stamped(&mut c.wbuf, |i| sched.intended(first + i as u64), first);
         c.sent += 1;
         *next += 1;
         sent += sched.batch;

@@ -77,6 +77,8 @@ pub struct Recorder {
     pub consumed: Counter,
     /// Messages whose PUB/MPUB was written (sent, acknowledged or not).
     pub sent: u64,
+    /// Deliveries answered REQ (`--req-ratio`), warm-up included.
+    pub requeued: u64,
     /// Receive time − stamp (the intended send time in `e2e`), ns.
     pub e2e: Histogram<u64>,
     /// `OK` time − send time of each PUB/MPUB (intended send time in `e2e`), ns.
@@ -91,6 +93,7 @@ impl Recorder {
             published: Counter::default(),
             consumed: Counter::default(),
             sent: 0,
+            requeued: 0,
             e2e: new_histogram(),
             ack: new_histogram(),
         }
@@ -109,6 +112,7 @@ impl Recorder {
         self.published.merge(&other.published);
         self.consumed.merge(&other.consumed);
         self.sent += other.sent;
+        self.requeued += other.requeued;
         // cannot fail because: every histogram has the same bounds, so adding never overflows
         // the range (counts are u64).
         self.e2e.add(&other.e2e).expect("same bounds");
@@ -122,8 +126,10 @@ impl Recorder {
 pub struct Progress {
     /// Messages acknowledged by the server (warm-up included).
     pub published: AtomicU64,
-    /// Messages received by consumers (warm-up included).
+    /// Messages received by consumers (warm-up included), redeliveries included.
     pub consumed: AtomicU64,
+    /// Deliveries answered REQ (warm-up included).
+    pub requeued: AtomicU64,
     /// Messages written by publishers (warm-up included).
     pub sent: AtomicU64,
 }
@@ -203,8 +209,11 @@ pub struct Report {
     pub config: BenchConfig,
     /// Messages acknowledged (`pub`, `pubsub`, `e2e`).
     pub published: Option<Throughput>,
-    /// Messages received (`sub`, `pubsub`, `e2e`).
+    /// Messages received (`sub`, `pubsub`, `e2e`): deliveries, so with `--req-ratio` the
+    /// redeliveries of REQ'd messages count too.
     pub consumed: Option<Throughput>,
+    /// Deliveries answered REQ 0 instead of FIN, warm-up included (with `--req-ratio`).
+    pub requeued: Option<u64>,
     /// Receive − stamp latency (`e2e`: open loop; `pubsub`: closed loop).
     pub e2e_latency: Option<Latency>,
     /// PUB/MPUB → OK latency.
@@ -243,6 +252,7 @@ impl Report {
         Report {
             published: publishes.then(|| rate(&rec.published)),
             consumed: consumes.then(|| rate(&rec.consumed)),
+            requeued: (config.req_ratio > 0.0).then_some(rec.requeued),
             e2e_latency: Latency::of(&rec.e2e),
             ack_latency: Latency::of(&rec.ack),
             lost: None,
@@ -285,6 +295,9 @@ impl Report {
                     l.count
                 );
             }
+        }
+        if let Some(n) = self.requeued {
+            s += &format!("{:>10}: {n} deliveries answered REQ 0\n", "requeued");
         }
         if let Some(lost) = self.lost.filter(|&n| n > 0) {
             s += &format!("{:>10}: {lost} messages sent but not received\n", "lost");

@@ -75,6 +75,7 @@ pub(super) fn supervise(
 struct Snapshot {
     published: u64,
     consumed: u64,
+    requeued: u64,
     sent: u64,
 }
 
@@ -83,6 +84,7 @@ impl Snapshot {
         Snapshot {
             published: Progress::get(&p.published),
             consumed: Progress::get(&p.consumed),
+            requeued: Progress::get(&p.requeued),
             sent: Progress::get(&p.sent),
         }
     }
@@ -160,7 +162,9 @@ fn finished(
             None => now >= publish_end || idle,
         },
         Mode::Pubsub | Mode::E2e => {
-            let all_in = snap.consumed >= snap.sent * cfg.channels as u64;
+            // A REQ'd delivery comes back: only the FIN'd ones are messages done.
+            let finished = snap.consumed.saturating_sub(snap.requeued);
+            let all_in = finished >= snap.sent * cfg.channels as u64;
             publishing_over && ((snap.published >= snap.sent && all_in) || idle)
         }
     }
