@@ -454,22 +454,6 @@ fn channel_peek_lists_requeued_messages_first_with_their_attempts() {
 
 // ----- dashboard -----------------------------------------------------------------------------
 
-/// The raw response head and body of `GET path`.
-fn get_raw(addr: SocketAddr, path: &str) -> (String, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut all = String::new();
-    s.read_to_string(&mut all).unwrap();
-    let (head, body) = all.split_once("\r\n\r\n").expect("an HTTP response");
-    (head.to_owned(), body.to_owned())
-}
-
 #[test]
 fn the_dashboard_is_served_at_root_and_ui_with_its_assets() {
     let (server, _dir) = start_server();
@@ -479,7 +463,7 @@ fn the_dashboard_is_served_at_root_and_ui_with_its_assets() {
         ("/ui/app.js", "text/javascript", "/stats?format=json"),
         ("/ui/style.css", "text/css", ".spark"),
     ] {
-        let (head, body) = get_raw(server.http, path);
+        let (head, body) = http_get_raw(server.http, path);
         assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
         assert!(
             head.contains(&format!("Content-Type: {ctype}")),
@@ -487,7 +471,7 @@ fn the_dashboard_is_served_at_root_and_ui_with_its_assets() {
         );
         assert!(body.contains(needle), "{path}");
     }
-    let (head, _) = get_raw(server.http, "/ui/other.js");
+    let (head, _) = http_get_raw(server.http, "/ui/other.js");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
     server.stop();
 }

@@ -276,6 +276,14 @@ impl Raw {
 
 /// `GET path` over a fresh HTTP/1.1 connection (`Connection: close`); returns the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    let (head, body) = http_get_raw(addr, path);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body
+}
+
+/// `GET path` over a fresh HTTP/1.1 connection (`Connection: close`), whatever its status;
+/// returns the raw response head and the body.
+pub fn http_get_raw(addr: SocketAddr, path: &str) -> (String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
     write!(
@@ -286,8 +294,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut all = String::new();
     s.read_to_string(&mut all).unwrap();
     let (head, body) = all.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_owned()
+    (head.to_owned(), body.to_owned())
 }
 
 /// Drains a subscribed connection: every message it is sent, FIN'ing each, until two round
