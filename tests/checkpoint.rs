@@ -151,16 +151,7 @@ fn log_lines_with(server: &ChildServer, needle: &str) -> usize {
 /// Runs `corqd` on `dir` and waits for it to exit (killing it after 30 s, which fails the
 /// test): its exit code and everything it wrote to stderr.
 fn run_to_exit(dir: &Path, extra: &[&str]) -> (Option<i32>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_corqd"))
-        .args([
-            "--tcp-address",
-            "127.0.0.1:0",
-            "--http-address",
-            "127.0.0.1:0",
-            "--data-path",
-        ])
-        .arg(dir)
-        .args(extra)
+    let mut child = corqd_command(dir, extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

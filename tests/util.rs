@@ -336,20 +336,27 @@ pub struct ChildServer {
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+/// A `corqd` command on 127.0.0.1:0 (both listeners) with `dir` as data path and extra flags;
+/// the caller sets up its stdio and spawns it.
+pub fn corqd_command(dir: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_corqd"));
+    cmd.args([
+        "--tcp-address",
+        "127.0.0.1:0",
+        "--http-address",
+        "127.0.0.1:0",
+        "--data-path",
+    ])
+    .arg(dir)
+    .args(extra);
+    cmd
+}
+
 impl ChildServer {
     /// Starts `corqd` on 127.0.0.1:0 with `dir` as data path and extra flags; waits for its
     /// "listening" log line to learn the port.
     pub fn start(dir: &Path, extra: &[&str]) -> ChildServer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_corqd"))
-            .args([
-                "--tcp-address",
-                "127.0.0.1:0",
-                "--http-address",
-                "127.0.0.1:0",
-                "--data-path",
-            ])
-            .arg(dir)
-            .args(extra)
+        let mut child = corqd_command(dir, extra)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
