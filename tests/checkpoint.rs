@@ -6,8 +6,8 @@
 //! `corqd` whose exit code and log lines are checked.
 
 use std::collections::HashSet;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Read;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -151,16 +151,7 @@ fn log_lines_with(server: &ChildServer, needle: &str) -> usize {
 /// Runs `corqd` on `dir` and waits for it to exit (killing it after 30 s, which fails the
 /// test): its exit code and everything it wrote to stderr.
 fn run_to_exit(dir: &Path, extra: &[&str]) -> (Option<i32>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_corqd"))
-        .args([
-            "--tcp-address",
-            "127.0.0.1:0",
-            "--http-address",
-            "127.0.0.1:0",
-            "--data-path",
-        ])
-        .arg(dir)
-        .args(extra)
+    let mut child = corqd_command(dir, extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -182,23 +173,6 @@ fn run_to_exit(dir: &Path, extra: &[&str]) -> (Option<i32>, String) {
         .read_to_string(&mut err)
         .unwrap();
     (child.wait().unwrap().code(), err)
-}
-
-/// One HTTP/1.1 request with `Connection: close`: (status code, body).
-fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut all = String::new();
-    s.read_to_string(&mut all).unwrap();
-    let (head, body) = all.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
 }
 
 // ----- the data path ----------------------------------------------------------------------
@@ -622,14 +596,14 @@ fn a_topic_with_a_garbage_segment_header_is_quarantined_and_the_rest_served() {
         text.starts_with("E_SUB_FAILED SUB failed") && text.contains("quarantined"),
         "{text}"
     );
-    let (status, reply) = http(server.http, "POST", "/pub?topic=bad", b"b2");
+    let (status, reply) = http_request(server.http, "POST", "/pub?topic=bad", b"b2");
     assert_eq!(status, 503, "{reply}");
     assert!(
         reply.contains("E_PUB_FAILED") && reply.contains("bad magic"),
         "{reply}"
     );
     assert!(!reply.contains("EXITING"), "{reply}");
-    let (status, reply) = http(server.http, "POST", "/mpub?topic=bad", b"b3\nb4");
+    let (status, reply) = http_request(server.http, "POST", "/mpub?topic=bad", b"b3\nb4");
     assert_eq!(status, 503, "{reply}");
     assert!(reply.contains("E_MPUB_FAILED"), "{reply}");
 

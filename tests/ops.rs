@@ -126,27 +126,8 @@ fn json_logs_are_one_object_per_line_and_name_the_topic_of_recovery_and_quaranti
 
 // ----- peek ----------------------------------------------------------------------------------
 
-/// A request over a fresh connection: (status, body).
-fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    s.write_all(body).unwrap();
-    let mut all = String::new();
-    s.read_to_string(&mut all).unwrap();
-    let (head, body) = all.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap();
-    (status, body.to_owned())
-}
-
 fn peek(addr: SocketAddr, path: &str) -> Value {
-    let (status, body) = http(addr, "GET", path, b"");
+    let (status, body) = http_request(addr, "GET", path, b"");
     assert_eq!(status, 200, "{path}: {body}");
     serde_json::from_str(&body).unwrap()
 }
@@ -211,7 +192,7 @@ fn channel_peek_shows_queued_messages_without_delivering_them() {
     for i in 0..5 {
         p.publish("pk", format!("msg-{i}").as_bytes());
     }
-    http(
+    http_request(
         server.http,
         "POST",
         "/channel/create?topic=pk&channel=c",
@@ -337,7 +318,7 @@ fn peek_bad_input_is_400_and_unknown_names_404() {
     let (server, _dir) = start_server();
     let mut p = Raw::connect(server.addr);
     p.publish("pk", b"x");
-    http(
+    http_request(
         server.http,
         "POST",
         "/channel/create?topic=pk&channel=c",
@@ -402,7 +383,7 @@ fn peek_bad_input_is_400_and_unknown_names_404() {
         ("/topic/peek?topic=nope", 404, "TOPIC_NOT_FOUND"),
     ];
     for (path, status, code) in cases {
-        let (got, body) = http(server.http, "GET", path, b"");
+        let (got, body) = http_request(server.http, "GET", path, b"");
         assert_eq!(got, *status, "{path}: {body}");
         let v: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["message"], *code, "{path}: {body}");
@@ -454,22 +435,6 @@ fn channel_peek_lists_requeued_messages_first_with_their_attempts() {
 
 // ----- dashboard -----------------------------------------------------------------------------
 
-/// The raw response head and body of `GET path`.
-fn get_raw(addr: SocketAddr, path: &str) -> (String, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut all = String::new();
-    s.read_to_string(&mut all).unwrap();
-    let (head, body) = all.split_once("\r\n\r\n").expect("an HTTP response");
-    (head.to_owned(), body.to_owned())
-}
-
 #[test]
 fn the_dashboard_is_served_at_root_and_ui_with_its_assets() {
     let (server, _dir) = start_server();
@@ -479,7 +444,7 @@ fn the_dashboard_is_served_at_root_and_ui_with_its_assets() {
         ("/ui/app.js", "text/javascript", "/stats?format=json"),
         ("/ui/style.css", "text/css", ".spark"),
     ] {
-        let (head, body) = get_raw(server.http, path);
+        let (head, body) = http_get_raw(server.http, path);
         assert!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
         assert!(
             head.contains(&format!("Content-Type: {ctype}")),
@@ -487,7 +452,7 @@ fn the_dashboard_is_served_at_root_and_ui_with_its_assets() {
         );
         assert!(body.contains(needle), "{path}");
     }
-    let (head, _) = get_raw(server.http, "/ui/other.js");
+    let (head, _) = http_get_raw(server.http, "/ui/other.js");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
     server.stop();
 }

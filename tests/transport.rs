@@ -487,7 +487,9 @@ fn identify_negotiation_defaults_and_both_compressions_refused() {
 #[test]
 fn tls_required_refuses_plain_commands_with_nsqds_error() {
     let (dir, certs) = setup();
-    let srv = tls_server(&dir, &certs, |o| o.tls_required = corq::config::TlsRequired::Yes);
+    let srv = tls_server(&dir, &certs, |o| {
+        o.tls_required = corq::config::TlsRequired::Yes
+    });
     let mut r = Raw::connect(srv.addr);
     r.cmd("PUB t", Some(b"x"));
     r.expect_error("E_INVALID cannot PUB in current state (TLS required)");

@@ -276,6 +276,14 @@ impl Raw {
 
 /// `GET path` over a fresh HTTP/1.1 connection (`Connection: close`); returns the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    let (head, body) = http_get_raw(addr, path);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body
+}
+
+/// `GET path` over a fresh HTTP/1.1 connection (`Connection: close`), whatever its status;
+/// returns the raw response head and the body.
+pub fn http_get_raw(addr: SocketAddr, path: &str) -> (String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
     write!(
@@ -286,8 +294,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut all = String::new();
     s.read_to_string(&mut all).unwrap();
     let (head, body) = all.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_owned()
+    (head.to_owned(), body.to_owned())
 }
 
 /// Drains a subscribed connection: every message it is sent, FIN'ing each, until two round
@@ -329,20 +336,27 @@ pub struct ChildServer {
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+/// A `corqd` command on 127.0.0.1:0 (both listeners) with `dir` as data path and extra flags;
+/// the caller sets up its stdio and spawns it.
+pub fn corqd_command(dir: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_corqd"));
+    cmd.args([
+        "--tcp-address",
+        "127.0.0.1:0",
+        "--http-address",
+        "127.0.0.1:0",
+        "--data-path",
+    ])
+    .arg(dir)
+    .args(extra);
+    cmd
+}
+
 impl ChildServer {
     /// Starts `corqd` on 127.0.0.1:0 with `dir` as data path and extra flags; waits for its
     /// "listening" log line to learn the port.
     pub fn start(dir: &Path, extra: &[&str]) -> ChildServer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_corqd"))
-            .args([
-                "--tcp-address",
-                "127.0.0.1:0",
-                "--http-address",
-                "127.0.0.1:0",
-                "--data-path",
-            ])
-            .arg(dir)
-            .args(extra)
+        let mut child = corqd_command(dir, extra)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()

@@ -541,15 +541,7 @@ mod tests {
 
     fn encode_at(m: &mut [u8], pos: usize, offset: u64, fill: u8, body_len: usize) -> usize {
         let body = vec![fill; body_len];
-        let rec = crate::storage::NewRecord {
-            timestamp_ns: 1,
-            deliver_at_ns: 0,
-            attempts: 0,
-            carried_from: None,
-            dead: None,
-            dedup_key: &[],
-            body: &body,
-        };
+        let rec = crate::storage::NewRecord::message(1, 0, &body);
         record::encode(&mut m[pos..], offset, &rec)
     }
 
@@ -701,15 +693,7 @@ mod tests {
         let (mut m, starts) = image(0, 8, 120, 4096);
         let mut body = vec![3u8; 120];
         encode_at(&mut body, 12, 3, 0xab, 10);
-        let rec = crate::storage::NewRecord {
-            timestamp_ns: 1,
-            deliver_at_ns: 0,
-            attempts: 0,
-            carried_from: None,
-            dead: None,
-            dedup_key: &[],
-            body: &body,
-        };
+        let rec = crate::storage::NewRecord::message(1, 0, &body);
         assert_eq!(
             record::encode(&mut m[starts[3]..], 3, &rec),
             starts[4] - starts[3]
