@@ -98,25 +98,9 @@ impl Server {
         widen_backlog(&listener);
         let tcp_addr = listener.local_addr().map_err(ServerError::Io)?;
         let (http_listener, http_addr) =
-            match cfg.http_socket_addr().map_err(ServerError::Config)? {
-                None => (None, None),
-                Some(a) => {
-                    let l = TcpListener::bind(a).map_err(|e| ServerError::BindHttp(a, e))?;
-                    widen_backlog(&l);
-                    let local = l.local_addr().map_err(ServerError::Io)?;
-                    (Some(l), Some(local))
-                }
-            };
+            bind_optional(cfg.http_socket_addr().map_err(ServerError::Config)?)?;
         let (https_listener, https_addr) =
-            match cfg.https_socket_addr().map_err(ServerError::Config)? {
-                None => (None, None),
-                Some(a) => {
-                    let l = TcpListener::bind(a).map_err(|e| ServerError::BindHttp(a, e))?;
-                    widen_backlog(&l);
-                    let local = l.local_addr().map_err(ServerError::Io)?;
-                    (Some(l), Some(local))
-                }
-            };
+            bind_optional(cfg.https_socket_addr().map_err(ServerError::Config)?)?;
         let listeners = crate::reactor::Listeners {
             tcp: listener,
             http: http_listener,
@@ -232,4 +216,18 @@ fn pin_to_cpu(cpu: usize) {
             std::io::Error::last_os_error()
         );
     }
+}
+
+/// Binds an optional HTTP or HTTPS listener (`None` when that API is off): the listener and the
+/// address it actually got (port 0 picks one).
+fn bind_optional(
+    addr: Option<SocketAddr>,
+) -> Result<(Option<TcpListener>, Option<SocketAddr>), ServerError> {
+    let Some(a) = addr else {
+        return Ok((None, None));
+    };
+    let l = TcpListener::bind(a).map_err(|e| ServerError::BindHttp(a, e))?;
+    widen_backlog(&l);
+    let local = l.local_addr().map_err(ServerError::Io)?;
+    Ok((Some(l), Some(local)))
 }

@@ -37,6 +37,7 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// # Panics
 /// If `4 + data_len` does not fit a u32: callers bound bodies by the server's limits, far below.
 fn frame_header(out: &mut Vec<u8>, frame_type: FrameType, data_len: usize) {
+    // cannot fail because every body is bounded by --max-msg-size / --max-body-size (u32s).
     let size = u32::try_from(data_len + 4).expect("frame data bounded by server limits");
     out.extend_from_slice(&size.to_be_bytes());
     out.extend_from_slice(&(frame_type as u32).to_be_bytes());

@@ -194,12 +194,12 @@ impl Log {
     }
 
     fn active(&self) -> &Segment {
-        // cannot fail: `segments` is never empty after open (invariant).
+        // cannot fail because `segments` is never empty after open (an invariant of `open`).
         self.segments.last().expect("log has an active segment")
     }
 
     fn active_mut(&mut self) -> &mut Segment {
-        // cannot fail: as above.
+        // cannot fail because `segments` is never empty after open, as above.
         self.segments.last_mut().expect("log has an active segment")
     }
 
