@@ -25,25 +25,12 @@ trap 'kill $SERVER 2>/dev/null; rm -rf "$DATA"' EXIT
 
 steal_ticks() { awk '/^cpu /{print $9}' /proc/stat; }
 
+# shellcheck source=benches/server.sh
+. "$(dirname "$0")/server.sh"
+
 start_server() { # CORQD FLAGS...
     local corqd=$1; shift
-    DATA=$(mktemp -d /tmp/corq-fcost.XXXXXX)
-    "$corqd" --tcp-address "$TCP" --http-address "$HTTP" --data-path "$DATA" --cpu 0 \
-        --log-level warn "$@" &
-    SERVER=$!
-    for _ in $(seq 100); do
-        curl -sf "http://$HTTP/ping" >/dev/null 2>&1 && return
-        sleep 0.05
-    done
-    echo "corqd did not start" >&2
-    exit 1
-}
-
-stop_server() {
-    kill -TERM "$SERVER"
-    wait "$SERVER" || true
-    rm -rf "$DATA"
-    sync # the next run starts on a quiet disk
+    start_corqd "$corqd" fcost "$@"
 }
 
 # run CASE SIDE PAIR METRIC CORQD [SERVER FLAGS] -- BENCH ARGS

@@ -39,27 +39,12 @@ settle() {
     done
 }
 
+# shellcheck source=benches/server.sh
+. "$(dirname "$0")/server.sh"
+
 start_server() {
     settle
-    DATA=$(mktemp -d /tmp/corq-figures.XXXXXX)
-    "$BIN/corqd" --tcp-address "$TCP" --http-address "$HTTP" --data-path "$DATA" --cpu 0 \
-        --log-level warn "$@" &
-    SERVER=$!
-    for _ in $(seq 100); do
-        curl -sf "http://$HTTP/ping" >/dev/null 2>&1 && return
-        sleep 0.05
-    done
-    echo "corqd did not start" >&2
-    exit 1
-}
-
-stop_server() {
-    kill -TERM "$SERVER"
-    wait "$SERVER" || true
-    rm -rf "$DATA"
-    # Start the next run on a quiet disk: a fast run leaves gigabytes to write back (and, with
-    # the `discard` mount option, to trim), which otherwise lands in the next run's tail.
-    sync
+    start_corqd "$BIN/corqd" figures "$@"
 }
 
 trap 'kill $SERVER 2>/dev/null; rm -rf "$DATA"' EXIT
