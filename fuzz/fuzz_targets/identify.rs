@@ -1,11 +1,13 @@
 //! IDENTIFY's JSON body (`corq::protocol::parse_identify`) and the JSON reply.
 //!
-//! Input: one byte choosing the server limits (defaults or tight ones), then the body.
+//! Input: one byte choosing the server limits (bit 0: defaults or tight ones) and which
+//! upgrades the server offers (bits 1-3: TLS, snappy, deflate), then the body.
 //! Asserts: no panic; every negotiated value is the default, a documented special value, or
-//! within the limits; the reply built from it is valid JSON.
+//! within the limits; an upgrade is granted only when both sides asked for it, never snappy and
+//! deflate together; the reply built from it is valid JSON.
 #![no_main]
 
-use corq::protocol::{identify_response, parse_identify, IdentifyLimits, ServerInfo};
+use corq::protocol::{identify_response, negotiate, parse_identify, IdentifyLimits, ServerInfo};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -64,8 +66,36 @@ fuzz_target!(|data: &[u8]| {
         max_msg_timeout_ms: l.max_msg_timeout_ms,
         max_deflate_level: 6,
         auth_required: false,
+        tls: which & 2 != 0,
+        snappy: which & 4 != 0,
+        deflate: which & 8 != 0,
     };
-    let reply = identify_response(&id, &server);
+    let Ok(up) = negotiate(&id, &server) else {
+        assert!(
+            server.snappy && server.deflate && id.snappy && id.deflate,
+            "negotiation fails only when both compressions are asked for and offered"
+        );
+        return;
+    };
+    assert!(!(up.snappy && up.deflate), "never both compressions");
+    assert!(
+        !up.tls || (server.tls && id.tls_v1),
+        "TLS only when both sides want it"
+    );
+    assert!(
+        !up.snappy || (server.snappy && id.snappy),
+        "snappy only when both want it"
+    );
+    assert!(
+        !up.deflate || (server.deflate && id.deflate),
+        "deflate only when both want it"
+    );
+    assert!(
+        (1..=server.max_deflate_level).contains(&up.deflate_level),
+        "deflate level {}",
+        up.deflate_level
+    );
+    let reply = identify_response(&id, &server, &up);
     let v: serde_json::Value = serde_json::from_slice(&reply).expect("the reply is JSON");
     assert!(v.is_object(), "the reply is a JSON object");
 });
