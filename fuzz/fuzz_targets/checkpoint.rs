@@ -15,7 +15,7 @@ use arbitrary::Unstructured;
 use corq::broker::{topic_dir, Broker, Now, CHECKPOINT_FILE};
 use corq::storage::checkpoint::{self, ChannelState, Checkpoint, PendingState, TopicState};
 use corq::storage::{Log, LogConfig, NewRecord};
-use corq::Options;
+use corq::{Config, Options};
 use corq_fuzz::ScratchDir;
 use libfuzzer_sys::fuzz_target;
 
@@ -37,10 +37,8 @@ fuzz_target!(|data: &[u8]| {
         checkpoint::write(&path, &cp).expect("write corq.dat");
     }
     let _ = checkpoint::load(&path);
-    let mut opts = Options::local(dir.path());
-    opts.max_bytes_per_file = SEGMENT;
-    opts.max_msg_size = MAX_MSG;
-    let cfg = opts.validate().expect("valid options");
+    let mut cfg = config().clone();
+    cfg.opts.data_path = dir.path().to_path_buf();
     let now = Now {
         mono_ms: 1_000,
         wall_ns: 1_764_032_400_000_000_000,
@@ -95,6 +93,18 @@ fn near_log(u: &mut Unstructured<'_>) -> u64 {
     } else {
         u.int_in_range(0..=40u64).unwrap_or(0)
     }
+}
+
+/// The validated options, built once per process: building them parses the defaults with
+/// clap, whose debug assertions (on under `-a`) dominated an execution.
+fn config() -> &'static Config {
+    static CONFIG: OnceLock<Config> = OnceLock::new();
+    CONFIG.get_or_init(|| {
+        let mut opts = Options::local("");
+        opts.max_bytes_per_file = SEGMENT;
+        opts.max_msg_size = MAX_MSG;
+        opts.validate().expect("valid options")
+    })
 }
 
 /// The data directory every execution starts from, made once per process.

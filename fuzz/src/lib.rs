@@ -15,13 +15,17 @@ use std::sync::OnceLock;
 /// `Ok(None)` = need more bytes, `Ok(Some((item, used)))`, or an error.
 pub type Step = Result<Option<(String, usize)>, String>;
 
-/// Prefix lengths of one item checked exhaustively; longer items are sampled (the first and
-/// last `EDGE` prefixes plus about `SAMPLES` spread between them) to keep executions fast.
-const EXHAUSTIVE: usize = 1024;
-const EDGE: usize = 64;
-const SAMPLES: usize = 128;
-/// Inputs up to this long are also run through a literal reactor simulation at every split.
-const LITERAL_MAX: usize = 256;
+/// Prefix lengths of one item checked exhaustively; longer items are sampled: the first and
+/// last `EDGE` prefixes (where the command line, the size fields and the end are) plus
+/// `SAMPLES` between them, placed by a hash of the input so that the fuzzer's stream of
+/// mutated inputs covers every position over a run while each execution stays cheap.
+const EXHAUSTIVE: usize = 128;
+const EDGE: usize = 48;
+const SAMPLES: usize = 16;
+/// Inputs up to this long are replayed literally at every split point; longer ones at
+/// `LITERAL_SAMPLES` points (the first and last few, the rest placed by the input's hash).
+const LITERAL_MAX: usize = 64;
+const LITERAL_SAMPLES: usize = 32;
 
 /// Runs `parse` over `buf` as a connection's read loop does: parse from the front, consume what
 /// an item used, repeat until `Ok(None)` (wait for more) or an error (close).
@@ -54,9 +58,10 @@ pub fn run_whole(buf: &[u8], parse: &dyn Fn(&[u8]) -> Step) -> (Vec<(usize, Stri
 /// complete it must return exactly what the whole run returned.
 pub fn check_splits(buf: &[u8], parse: &dyn Fn(&[u8]) -> Step) {
     let (items, end) = run_whole(buf, parse);
+    let mut rng = SplitRng::seeded(buf);
     for (start, item, used) in &items {
         let whole = Ok(Some((item.clone(), *used)));
-        for k in prefix_lengths(*used) {
+        for k in prefix_lengths(*used, &mut rng) {
             let got = parse(&buf[*start..*start + k]);
             assert_eq!(
                 got,
@@ -68,21 +73,19 @@ pub fn check_splits(buf: &[u8], parse: &dyn Fn(&[u8]) -> Step) {
         assert_eq!(exact, whole, "item at {start} cut right after its end");
     }
     let start = items.last().map_or(0, |(s, _, u)| s + u);
-    for k in prefix_lengths(buf.len() - start) {
+    for k in prefix_lengths(buf.len() - start, &mut rng) {
         let got = parse(&buf[start..start + k]);
         assert!(
             got == Ok(None) || (got == end && end.is_err()),
             "prefix of {k} bytes at {start}: {got:?}, whole input ended with {end:?}"
         );
     }
-    if buf.len() <= LITERAL_MAX {
-        for k in 0..=buf.len() {
-            assert_eq!(
-                run_split(buf, k, parse),
-                (items.clone(), end.clone()),
-                "split at {k}"
-            );
-        }
+    for k in split_points(buf.len(), &mut rng) {
+        assert_eq!(
+            run_split(buf, k, parse),
+            (items.clone(), end.clone()),
+            "split at {k}"
+        );
     }
 }
 
@@ -108,15 +111,47 @@ fn run_split(
 }
 
 /// The prefix lengths `0..n` to try for an item of `n` bytes.
-fn prefix_lengths(n: usize) -> Vec<usize> {
+fn prefix_lengths(n: usize, rng: &mut SplitRng) -> Vec<usize> {
     if n <= EXHAUSTIVE {
         return (0..n).collect();
     }
-    let stride = (n / SAMPLES).max(1);
     let mut v: Vec<usize> = (0..EDGE).collect();
-    v.extend((EDGE..n - EDGE).step_by(stride));
+    v.extend((0..SAMPLES).map(|_| EDGE + rng.below(n - 2 * EDGE)));
     v.extend(n - EDGE..n);
     v
+}
+
+/// The split points `0..=n` to replay literally for an input of `n` bytes.
+fn split_points(n: usize, rng: &mut SplitRng) -> Vec<usize> {
+    if n <= LITERAL_MAX {
+        return (0..=n).collect();
+    }
+    let edge = LITERAL_SAMPLES / 4;
+    let mut v: Vec<usize> = (0..edge).collect();
+    v.extend((0..LITERAL_SAMPLES - 2 * edge).map(|_| rng.below(n + 1)));
+    v.extend(n + 1 - edge..=n);
+    v
+}
+
+/// A small deterministic generator (xorshift64) seeded from the input's FNV-1a hash, so a
+/// crashing input replays the same split points.
+struct SplitRng(u64);
+
+impl SplitRng {
+    fn seeded(buf: &[u8]) -> SplitRng {
+        let hash = buf.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        SplitRng(hash | 1)
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
 }
 
 /// Formats a parser's result with `Debug` for comparison.
@@ -318,10 +353,10 @@ pub fn occurs_in(files: &[Vec<u8>], rec: &Record<'_>, extend_to: usize) -> bool 
     // Compare without the padding: the scan does not require it to be zero.
     let len = corq::fuzzing::RECORD_HEADER_LEN + new.stored_len();
     let want = &bytes[..len];
+    // A record may run past a short file's end into the zeros the open extends it with.
     let at = |f: &[u8], p: usize| {
-        want.iter()
-            .enumerate()
-            .all(|(i, &b)| f.get(p + i).copied().unwrap_or(0) == b)
+        let have = &f[p..f.len().min(p + len)];
+        have == &want[..have.len()] && want[have.len()..].iter().all(|&b| b == 0)
     };
     files.iter().any(|f| {
         let end = f.len().max(extend_to).saturating_sub(len);
