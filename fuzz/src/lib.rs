@@ -15,15 +15,23 @@ use std::sync::OnceLock;
 /// `Ok(None)` = need more bytes, `Ok(Some((item, used)))`, or an error.
 pub type Step = Result<Option<(String, usize)>, String>;
 
-/// Prefix lengths of one item checked exhaustively; longer items are sampled: the first and
-/// last `EDGE` prefixes (where the command line, the size fields and the end are) plus
-/// `SAMPLES` between them, placed by a hash of the input so that the fuzzer's stream of
-/// mutated inputs covers every position over a run while each execution stays cheap.
-const EXHAUSTIVE: usize = 128;
-const EDGE: usize = 48;
-const SAMPLES: usize = 16;
+/// Why the prefix check covers every split point: the parsers are pure functions of the
+/// bytes they are given, so a connection that receives `buf` in two reads, split at `k`, makes
+/// the same calls as one that receives it whole, except for the one call on the item (or the
+/// tail) that `k` falls in, which sees a prefix of it. The split run agrees with the whole run
+/// exactly when that prefix parses as "incomplete" (or as the whole run's final error, for the
+/// tail). So checking every prefix of every item checks every split point; the literal replay
+/// below cross-checks the argument itself.
+///
+/// Items up to `EXHAUSTIVE` bytes (all a default-sized libFuzzer input can hold) are checked at
+/// every prefix. Longer items are sampled: the first and last `EDGE` prefixes plus `SAMPLES`
+/// between them, placed by a hash of the input.
+const EXHAUSTIVE: usize = 4096;
+const EDGE: usize = 64;
+const SAMPLES: usize = 128;
 /// Inputs up to this long are replayed literally at every split point; longer ones at
-/// `LITERAL_SAMPLES` points (the first and last few, the rest placed by the input's hash).
+/// `LITERAL_SAMPLES` points (the first and last few, the rest placed by the input's hash):
+/// a replay formats every item again, which made it most of an execution's cost.
 const LITERAL_MAX: usize = 64;
 const LITERAL_SAMPLES: usize = 32;
 
