@@ -396,6 +396,33 @@ fn lookupd_hostile_input_gets_nsqlookupds_errors_and_it_keeps_serving() {
     assert_eq!(http_get(lk.http, "/topics"), r#"{"topics":[]}"#);
 }
 
+/// A refused body is not read, and closing a socket with unread input sends a reset that can
+/// destroy the reply before the client reads it: lookupd shuts its side and discards the rest
+/// first (as Go's HTTP server does), so a client that reads late still gets its 413.
+#[test]
+fn refused_body_reply_survives_a_client_that_reads_late() {
+    let lk = TestLookupd::start();
+    let mut s = TcpStream::connect(lk.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = vec![b'x'; 200 * 1024];
+    let head = format!(
+        "POST /topic/create?topic=x HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&body).unwrap();
+    // The reply has arrived; give a reset (the bug) time to follow it before reading.
+    s.peek(&mut [0u8; 1]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut reply = Vec::new();
+    let read = s.read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(read.is_ok(), "{read:?} after {reply:?}");
+    assert!(reply.starts_with("HTTP/1.1 413 "), "{reply}");
+    assert!(reply.ends_with(r#"{"message":"BODY_TOO_BIG"}"#), "{reply}");
+    assert_eq!(http_get(lk.http, "/ping"), "OK");
+}
+
 #[test]
 fn clean_shutdown_unregisters_ephemeral_topics() {
     let lk = TestLookupd::start();

@@ -24,6 +24,9 @@ const HTTP_MAX_BODY: usize = 64 * 1024;
 const OUTPUT_HIGH_WATER: usize = 4 * 1024 * 1024;
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 16 * 1024;
+/// The most a closing connection reads and discards after its last reply (see
+/// [`Conn::linger`]); a peer that sends more than this is cut off with whatever it gets.
+const LINGER_MAX: usize = 256 * 1024;
 
 /// Which protocol the connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +58,9 @@ pub struct Conn {
     close_after_write: bool,
     /// The peer closed its side.
     eof: bool,
+    /// Our side is shut for writing and the peer's remaining bytes are being discarded; the
+    /// count discarded so far.
+    lingering: Option<usize>,
 }
 
 impl Conn {
@@ -69,12 +75,16 @@ impl Conn {
             output: Vec::new(),
             close_after_write: false,
             eof: false,
+            lingering: None,
         }
     }
 
     /// One pass: read what is there, handle it, write. Returns true when the connection is
     /// finished and must be closed.
     pub fn service(&mut self, reg: &mut Registry, me: &SelfInfo, f: Filters, now: i64) -> bool {
+        if self.lingering.is_some() {
+            return self.linger();
+        }
         loop {
             let read = self.read_some();
             let handled = self.handle(reg, me, f, now);
@@ -82,7 +92,13 @@ impl Conn {
                 return true;
             }
             if self.close_after_write {
-                return self.output.is_empty() || self.eof;
+                if self.eof {
+                    return true;
+                }
+                if !self.output.is_empty() {
+                    return false;
+                }
+                return self.start_linger();
             }
             match read {
                 // Nothing new to read: go round again only if handling made room or progress
@@ -115,6 +131,44 @@ impl Conn {
             }
         }
         Ok(total)
+    }
+
+    /// The last reply is out: shut our side for writing and start discarding what the peer still
+    /// sends. Closing a socket with unread input makes the kernel send a reset, and a reset can
+    /// destroy the reply in the peer's receive buffer before it reads it (a client that wrote a
+    /// refused 100 KiB body then saw `ECONNRESET` instead of its 413). Go's HTTP server lingers
+    /// the same way. Returns true when the connection can be closed at once.
+    fn start_linger(&mut self) -> bool {
+        self.input = Vec::new();
+        if self.stream.shutdown(std::net::Shutdown::Write).is_err() {
+            return true;
+        }
+        self.lingering = Some(0);
+        self.linger()
+    }
+
+    /// Reads and discards until the peer's EOF (then true: close), `WouldBlock` (false: wait for
+    /// the next readable event), an error, or [`LINGER_MAX`] bytes.
+    fn linger(&mut self) -> bool {
+        let mut chunk = [0u8; READ_CHUNK];
+        let mut discarded = self.lingering.unwrap_or(0);
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(n) => {
+                    discarded = discarded.saturating_add(n);
+                    if discarded >= LINGER_MAX {
+                        return true;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.lingering = Some(discarded);
+                    return false;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return true,
+            }
+        }
     }
 
     /// Writes until done or `WouldBlock`.
