@@ -4,9 +4,10 @@
 # --data-path) with `corq bench` on core 1; per-run JSON goes to $OUT, and results.tsv lists
 # one line per run (case, side, pair, metric, steal ticks during the run, load average).
 #
-#   benches/failure-cost.sh               # all four comparisons
+#   benches/failure-cost.sh               # all five comparisons
 #   benches/failure-cost.sh a b           # only some: a (all off vs on, nothing failing),
-#                                         # b (dedup), c (max attempts with 10 % REQ), d (durable FIN)
+#                                         # b (dedup), c (max attempts with 10 % REQ), d (durable FIN),
+#                                         # e (limits, alerts and JSON logs off vs on)
 #   PREFIN_CORQD=path/to/corqd benches/failure-cost.sh d   # the build before durable FIN
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,7 +67,11 @@ pairs() {
 }
 
 ON="--max-attempts 5 --requeue-backoff 1s --message-ttl 1h --dedup-window 0"
-for group in "${@:-a b c d}"; do
+# Alerts are on by default (--alert-latency 500ms): "off" turns them off too.
+OPS_OFF="--alert-latency 0"
+OPS_ON="--max-topic-bytes 1099511627776 --max-topic-depth 1000000000 --alert-latency 500ms
+  --alert-webhook-url http://127.0.0.1:9/alerts --log-format json"
+for group in "${@:-a b c d e}"; do
     for g in $group; do
         case $g in
         a)
@@ -81,6 +86,12 @@ for group in "${@:-a b c d}"; do
         c)
             pairs c-pubsub consumed.msgs_per_sec "$BIN/corqd" "$BIN/corqd --max-attempts 3" \
                 -- pubsub --req-ratio 0.1
+            ;;
+        e)
+            # Operations (limits, alerts, JSON logs) off against on, nothing near a limit.
+            pairs e-pub published.msgs_per_sec "$BIN/corqd $OPS_OFF" "$BIN/corqd $OPS_ON" -- pub
+            pairs e-pubsub consumed.msgs_per_sec "$BIN/corqd $OPS_OFF" "$BIN/corqd $OPS_ON" \
+                -- pubsub
             ;;
         d)
             pairs d-pubsub consumed.msgs_per_sec "$PREFIN_CORQD --sync-every=1" \
