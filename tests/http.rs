@@ -396,6 +396,38 @@ fn keep_alive_and_pipelined_requests() {
     );
 }
 
+/// A refused body is not read, and closing a socket with unread input sends a reset that can
+/// destroy the reply before the client reads it. Like Go's HTTP server (nsqd's), corqd shuts its
+/// side and discards the rest first, so a client that reads late still gets its 413.
+#[test]
+fn refused_body_reply_survives_a_client_that_reads_late() {
+    let dir = TempDir::new("linger");
+    let mut opts = test_options(dir.path());
+    opts.max_msg_size = 1024;
+    opts.max_body_size = 1024;
+    let s = TestServer::start(opts);
+    for path in ["/pub?topic=t", "/mpub?topic=t"] {
+        let mut c = connect(s.http);
+        let body = vec![b'x'; 200 * 1024];
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        c.write_all(head.as_bytes()).unwrap();
+        c.write_all(&body).unwrap();
+        // The reply has arrived; give a reset (the bug) time to follow it before reading.
+        c.peek(&mut [0u8; 1]).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut reply = Vec::new();
+        let read = c.read_to_end(&mut reply);
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(read.is_ok(), "{path}: {read:?} after {reply:?}");
+        assert!(reply.starts_with("HTTP/1.1 413 "), "{path}: {reply}");
+        assert!(reply.contains("TOO_BIG"), "{path}: {reply}");
+    }
+    assert_eq!(post(s.http, "/pub?topic=t", b"small").status, 200);
+}
+
 #[test]
 fn hostile_http_input_gets_an_error_or_a_close_and_others_are_served() {
     let (s, _dir) = start_server();

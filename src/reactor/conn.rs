@@ -33,6 +33,13 @@ pub enum Phase {
         /// The broker's key for this session.
         client: usize,
     },
+    /// An HTTP conn whose last reply is out: our side is shut for writing, the broker session
+    /// is gone, and what the peer still sends is read and discarded until its EOF, a cap or a
+    /// deadline (see `Reactor::start_linger`).
+    Lingering {
+        /// Bytes discarded so far.
+        discarded: usize,
+    },
 }
 
 /// What one read call found.
@@ -113,7 +120,7 @@ impl Phase {
     /// The broker session of a conn past the handshake.
     pub fn client(self) -> Option<usize> {
         match self {
-            Phase::Magic => None,
+            Phase::Magic | Phase::Lingering { .. } => None,
             Phase::V2 { client } | Phase::Http { client } => Some(client),
         }
     }
@@ -151,6 +158,20 @@ impl Conn {
                     self.rbuf.extend_from_slice(&scratch[..n]);
                     return ReadOutcome::Data(n);
                 }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Drained,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return ReadOutcome::Closed,
+            }
+        }
+    }
+
+    /// Reads and discards what the peer sends (a lingering conn); `Data(n)` per read, like
+    /// [`Conn::read_once`], without keeping the bytes.
+    pub fn discard_once(&mut self, scratch: &mut [u8]) -> ReadOutcome {
+        loop {
+            match self.stream.read(scratch) {
+                Ok(0) => return ReadOutcome::Closed,
+                Ok(n) => return ReadOutcome::Data(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Drained,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return ReadOutcome::Closed,

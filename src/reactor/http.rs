@@ -111,6 +111,10 @@ impl EventLoop {
                     self.arm_http_timer(key, now);
                 }
             }
+            Phase::Lingering { .. } => {
+                conn.http.timer = None;
+                self.mark_closing(key);
+            }
             Phase::V2 { .. } => {
                 conn.handshake_timer = None;
                 if let transport::Transport::Layered(l) = &conn.transport {

@@ -72,6 +72,10 @@ const HTTP_READ_BUDGET: usize = READ_SCRATCH;
 const OUTPUT_HIGH_WATER: usize = 4 * 1024 * 1024;
 /// Size of the shared read buffer: one read call takes at most this much.
 const READ_SCRATCH: usize = 64 * 1024;
+/// How long a closing HTTP conn waits for the peer's EOF, and the most it reads and discards
+/// meanwhile (Go's HTTP server, nsqd's, waits 500 ms; see `Reactor::start_linger`).
+const LINGER_MS: u64 = 500;
+const LINGER_MAX_BYTES: usize = 256 * 1024;
 /// Events taken per poll.
 const EVENTS_CAPACITY: usize = 1024;
 
@@ -457,6 +461,13 @@ impl EventLoop {
     /// Reads a conn and runs every complete command in what it read, until the socket is
     /// drained, the per-turn budget is spent, or the client must wait (throttled).
     fn read_conn(&mut self, key: usize, mut now: Now) {
+        if self
+            .conns
+            .get(key)
+            .is_some_and(|c| matches!(c.phase, Phase::Lingering { .. }))
+        {
+            return self.linger_read(key);
+        }
         let mut total = 0;
         loop {
             self.decode_all(key, now);
@@ -557,8 +568,8 @@ impl EventLoop {
                     }
                 },
                 Phase::V2 { client } => client,
-                // Served by decode_http.
-                Phase::Http { .. } => break,
+                // Served by decode_http; nothing is decoded after the last reply.
+                Phase::Http { .. } | Phase::Lingering { .. } => break,
             };
             if self.broker.is_closing(client) || self.broker.is_blocked(client) {
                 break;
@@ -640,8 +651,14 @@ impl EventLoop {
         let want_writable = !out.is_empty() || conn.transport_wants_write();
         let drained_below_high_water = out.len() <= OUTPUT_HIGH_WATER;
         if conn.close_when_drained && !want_writable {
-            conn.closing = true;
-            self.to_close.push(key);
+            if matches!(conn.phase, Phase::Http { .. })
+                && matches!(conn.transport, transport::Transport::Plain)
+            {
+                self.start_linger(key);
+            } else {
+                conn.closing = true;
+                self.to_close.push(key);
+            }
             return;
         }
         self.broker.output_written(client);
@@ -665,6 +682,67 @@ impl EventLoop {
             conn.throttled = false;
             self.still_readable.push(key);
         }
+    }
+
+    /// An HTTP conn's last reply (an error, or `Connection: close`) is out. Closing a socket
+    /// with unread input makes the kernel send a reset, and a reset can destroy the reply in
+    /// the peer's receive buffer before it reads it (a client that sent a refused 200 KiB body
+    /// got `ECONNRESET` instead of its 413). So, as Go's HTTP server does: end the broker
+    /// session, shut our side for writing, and read and discard what the peer still sends until
+    /// its EOF, [`LINGER_MAX_BYTES`] or [`LINGER_MS`], whichever comes first. TLS conns close
+    /// at once (their close is the TLS layer's).
+    fn start_linger(&mut self, key: usize) {
+        let due = self.clock.now_ms().saturating_add(LINGER_MS);
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let Some(client) = conn.phase.client() {
+            self.broker.disconnect(client);
+        }
+        conn.phase = Phase::Lingering { discarded: 0 };
+        conn.close_when_drained = false;
+        conn.rbuf = Vec::new();
+        if let Some((t, _)) = conn.http.timer.take() {
+            self.broker.cancel_timer(t);
+        }
+        if conn.stream.shutdown(std::net::Shutdown::Write).is_err() {
+            return self.mark_closing(key);
+        }
+        if conn.writable_registered {
+            let _ =
+                self.poll
+                    .registry()
+                    .reregister(&mut conn.stream, Token(key), Interest::READABLE);
+            conn.writable_registered = false;
+        }
+        conn.http.timer = Some((self.broker.conn_deadline(key, due), due));
+        // Bytes may be waiting already, with no readiness event to come for them.
+        self.still_readable.push(key);
+    }
+
+    /// Reads and discards a lingering conn's input; closes it at EOF, on an error, or once
+    /// [`LINGER_MAX_BYTES`] are discarded.
+    fn linger_read(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        loop {
+            let outcome = conn.discard_once(&mut self.scratch);
+            let Phase::Lingering { discarded } = &mut conn.phase else {
+                return;
+            };
+            match outcome {
+                ReadOutcome::Data(n) => {
+                    *discarded = discarded.saturating_add(n);
+                    if *discarded >= LINGER_MAX_BYTES {
+                        break;
+                    }
+                }
+                ReadOutcome::Drained => return,
+                ReadOutcome::Closed | ReadOutcome::Failed => break,
+            }
+        }
+        self.mark_closing(key);
     }
 
     fn mark_closing(&mut self, key: usize) {
