@@ -54,14 +54,18 @@ fn e2e_stall_shows_in_the_percentiles() {
     assert!(ack.max_us >= 0.95 * stall_us, "{ack:?}");
 }
 
+/// The control for the stall test: the same run without the stall stays under the p90 bound
+/// that test asserts is crossed. p90, not the maximum: a loaded machine (CI runs the suite on
+/// two cores) may deschedule a run for tens of ms, which moves the maximum but not the 90th
+/// percentile of 2000 messages over a second.
 #[test]
-fn e2e_without_stall_has_a_much_smaller_max() {
+fn e2e_without_stall_stays_under_the_stall_tests_p90_bound() {
     let server = sink(None);
     let report = run(&e2e_config(server.addr()), false).unwrap();
     let e2e = report.e2e_latency.expect("e2e latencies");
     assert_eq!(e2e.count, RATE);
-    // Generous for a loaded 2-core machine, and still half the stall.
-    assert!(e2e.max_us < 0.5 * STALL.as_micros() as f64, "{e2e:?}");
+    assert_eq!(report.lost, Some(0));
+    assert!(e2e.p90_us < 0.25 * STALL.as_micros() as f64, "{e2e:?}");
 }
 
 #[test]
