@@ -9,7 +9,6 @@ use corq::storage::{NewRecord, Record};
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 
 /// What an incremental parser makes of the front of a buffer, reduced to something comparable:
 /// `Ok(None)` = need more bytes, `Ok(Some((item, used)))`, or an error.
@@ -172,22 +171,9 @@ pub fn step_text<T: Debug>(r: Result<Option<(T, usize)>, String>) -> Step {
     r.map(|o| o.map(|(t, used)| (format!("{t:?}"), used)))
 }
 
-/// False when `CORQ_FUZZ_SMALL_BASES` is set: the storage targets then stop generating base
-/// offsets near `u64::MAX` on purpose, so a known overflow there does not stop every run
-/// while its fix is pending (see `fuzz/regressions/`). CI leaves it unset.
-pub fn huge_bases() -> bool {
-    static HUGE: OnceLock<bool> = OnceLock::new();
-    *HUGE.get_or_init(|| std::env::var_os("CORQ_FUZZ_SMALL_BASES").is_none())
-}
-
-/// An arbitrary base offset (below `u64::MAX / 2` unless [`huge_bases`]).
+/// An arbitrary base offset, `u64::MAX` included (the overflows these found are fixed).
 pub fn any_base(u: &mut Unstructured<'_>) -> u64 {
-    let base: u64 = u.arbitrary().unwrap_or(0);
-    if huge_bases() {
-        base
-    } else {
-        base >> 1
-    }
+    u.arbitrary().unwrap_or(0)
 }
 
 /// A scratch directory on tmpfs (`/dev/shm` when present), removed on drop.
@@ -399,8 +385,8 @@ pub fn log_files(u: &mut Unstructured<'_>) -> (u64, Vec<FileSpec>) {
         let base = match u.int_in_range(0..=5u8).unwrap_or(0) {
             0 => 0,
             1 | 2 => prev_end,
-            3 if huge_bases() => u64::MAX - u64::from(u.arbitrary::<u8>().unwrap_or(0)),
-            3 | 4 => u.arbitrary::<u8>().map(u64::from).unwrap_or(0),
+            3 => u64::MAX - u64::from(u.arbitrary::<u8>().unwrap_or(0)),
+            4 => u.arbitrary::<u8>().map(u64::from).unwrap_or(0),
             _ => any_base(u),
         };
         let (bytes, _) = build_segment(u, base, max_bytes as usize + 64);
