@@ -407,20 +407,7 @@ fn refused_body_reply_survives_a_client_that_reads_late() {
     opts.max_body_size = 1024;
     let s = TestServer::start(opts);
     for path in ["/pub?topic=t", "/mpub?topic=t"] {
-        let mut c = connect(s.http);
-        let body = vec![b'x'; 200 * 1024];
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
-        c.write_all(head.as_bytes()).unwrap();
-        c.write_all(&body).unwrap();
-        // The reply has arrived; give a reset (the bug) time to follow it before reading.
-        c.peek(&mut [0u8; 1]).unwrap();
-        std::thread::sleep(Duration::from_millis(200));
-        let mut reply = Vec::new();
-        let read = c.read_to_end(&mut reply);
-        let reply = String::from_utf8_lossy(&reply);
+        let (read, reply) = post_and_read_late(s.http, path, &[b'x'; 200 * 1024]);
         assert!(read.is_ok(), "{path}: {read:?} after {reply:?}");
         assert!(reply.starts_with("HTTP/1.1 413 "), "{path}: {reply}");
         assert!(reply.contains("TOO_BIG"), "{path}: {reply}");

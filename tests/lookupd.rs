@@ -402,21 +402,7 @@ fn lookupd_hostile_input_gets_nsqlookupds_errors_and_it_keeps_serving() {
 #[test]
 fn refused_body_reply_survives_a_client_that_reads_late() {
     let lk = TestLookupd::start();
-    let mut s = TcpStream::connect(lk.http).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let body = vec![b'x'; 200 * 1024];
-    let head = format!(
-        "POST /topic/create?topic=x HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(&body).unwrap();
-    // The reply has arrived; give a reset (the bug) time to follow it before reading.
-    s.peek(&mut [0u8; 1]).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let mut reply = Vec::new();
-    let read = s.read_to_end(&mut reply);
-    let reply = String::from_utf8_lossy(&reply);
+    let (read, reply) = post_and_read_late(lk.http, "/topic/create?topic=x", &[b'x'; 200 * 1024]);
     assert!(read.is_ok(), "{read:?} after {reply:?}");
     assert!(reply.starts_with("HTTP/1.1 413 "), "{reply}");
     assert!(reply.ends_with(r#"{"message":"BODY_TOO_BIG"}"#), "{reply}");
