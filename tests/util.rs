@@ -415,6 +415,19 @@ impl Drop for ChildServer {
     }
 }
 
+/// Sends one HTTP/1.1 request with `Connection: close`, body whole; the socket to read from.
+fn send_request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    s
+}
+
 /// POSTs `body` whole, waits until the reply has arrived and 200 ms more (time for a reset to
 /// follow it), then reads to EOF: the read's result and the reply. For servers that refuse a
 /// body unread and must still deliver the refusal.
@@ -423,14 +436,7 @@ pub fn post_and_read_late(
     path: &str,
     body: &[u8],
 ) -> (std::io::Result<usize>, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
+    let mut s = send_request(addr, "POST", path, body);
     s.peek(&mut [0u8; 1]).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let mut reply = Vec::new();
@@ -440,14 +446,7 @@ pub fn post_and_read_late(
 
 /// One HTTP/1.1 request with `Connection: close`: (status, body), whatever the status.
 pub fn http_request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
+    let mut s = send_request(addr, method, path, body);
     let mut all = Vec::new();
     s.read_to_end(&mut all).unwrap();
     let all = String::from_utf8_lossy(&all).into_owned();
