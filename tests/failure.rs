@@ -1,4 +1,4 @@
-//! Failure handling (issue 14): per-topic/per-channel settings over HTTP and their
+//! Failure handling: per-topic/per-channel settings over HTTP and their
 //! persistence, max attempts and dead-letter topics, server-side backoff, message TTL.
 
 use std::net::SocketAddr;

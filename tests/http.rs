@@ -525,7 +525,7 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn twenty_clients_sending_one_byte_chunks_are_served_and_ping_answers_meanwhile() {
-    // Issue 17 item 4: 900,000 chunks `1\r\nA\r\n` (a legal 900 KB body, 5.4 MB encoded, more
+    // The body that once wedged the loop: 900,000 chunks `1\r\nA\r\n` (a legal 900 KB body, 5.4 MB encoded, more
     // than the read buffer) from 20 clients. The body used to be re-parsed whole on every turn
     // and stopped being read at the buffer cap: no request ever completed.
     use std::sync::{Arc, Barrier};

@@ -1,4 +1,4 @@
-//! Bounded topics, alerts and their webhook, retention and replay (issue 15), over real
+//! Bounded topics, alerts and their webhook, retention and replay, over real
 //! sockets: TCP publishers and consumers, the HTTP API, and a webhook receiver on a
 //! `std::net` listener.
 

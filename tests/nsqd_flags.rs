@@ -1,4 +1,4 @@
-//! An nsqd command line or config file starts corqd unchanged (issue 13): every nsqd v1.3.0
+//! An nsqd command line or config file starts corqd unchanged: every nsqd v1.3.0
 //! flag with its default (reference §3), Go's flag and address forms, the TOML config file and
 //! its precedence, one-line errors with exit code 1, `--log-prefix`, ignored flags logged, and
 //! statsd with nsqd's metric names over a real UDP socket.

@@ -1,4 +1,4 @@
-//! Retention that a long-unfinished message cannot pin (issue 7).
+//! Retention that a long-unfinished message cannot pin.
 //!
 //! One message is REQ'd again and again for the whole run while many others flow through the
 //! same channel (MPUB, delivered, FIN'd) on small segments. Without carrying forward, the

@@ -12,7 +12,7 @@
 //! - `auth`: AUTH against a fake auth server: grants, ttl re-queries, a stalled or dead server
 //! - `lookupd`: `corq lookupd` and corqd's lookupd registration in a small cluster
 //! - `http`: the HTTP API, its effects over TCP, hostile HTTP input
-//! - `limits`: bounded topics, alerts and their webhook, retention, rewind (issue 15)
+//! - `limits`: bounded topics, alerts and their webhook, retention, rewind
 //! - `ops`: JSON logs, peek, the dashboard's files (the page itself is tested in a browser by
 //!   `tests/compat/test_dashboard.py`)
 //! - `client`: the project's own client against the server, and the embedding example

@@ -1,4 +1,4 @@
-//! corq's own alarms (issue 15), for boxes without Prometheus: a topic's fill ratio crossing
+//! corq's own alarms, for boxes without Prometheus: a topic's fill ratio crossing
 //! [`FILL_FIRE`] of a limit (resolved under [`FILL_RESOLVE`]: hysteresis, so a topic hovering
 //! at the line does not flap), and a channel's oldest waiting message passing
 //! `--alert-latency` (resolved when it is back under it).

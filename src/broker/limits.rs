@@ -1,4 +1,4 @@
-//! Bounded topics (issue 15): the backlog a topic holds, measured in messages and in bytes,
+//! Bounded topics: the backlog a topic holds, measured in messages and in bytes,
 //! against `max_topic_depth` and `max_topic_bytes` (per-topic settings, `0` = unbounded), and
 //! the two figures operators watch: a topic's fill ratio and a channel's oldest undelivered
 //! message.

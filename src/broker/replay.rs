@@ -1,4 +1,4 @@
-//! Retention and replay (issue 15): keeping consumed history (`retention_time`,
+//! Retention and replay: keeping consumed history (`retention_time`,
 //! `retention_bytes`) and moving a channel's cursor back to a point in time
 //! (`/channel/rewind`, `/channel/create?from=`).
 //!

@@ -12,7 +12,7 @@
 //! entry in [`KEYS`], one index constant, one accessor and one line in [`Broker::defaults`].
 //!
 //! Resolution: a channel's value is the channel's override, else its topic's, else the flag.
-//! Topic-scoped keys (the dedup window; issue 15's limits and retention) have no channel level.
+//! Topic-scoped keys (the dedup window, the limits, retention) have no channel level.
 //!
 //! Parsing, validation and the all-or-nothing rule live here (domain); rendering (JSON, the
 //! Go duration text) lives in `http`.

@@ -409,7 +409,7 @@ mod tests {
         assert_eq!(exact.0.len(), 16);
     }
 
-    /// `n` one-byte chunks and the last chunk: the attack body of issue 17 item 4, scaled.
+    /// `n` one-byte chunks and the last chunk: the body that once wedged the loop, scaled.
     fn one_byte_chunks(n: usize) -> Vec<u8> {
         let mut v = b"1\r\nA\r\n".repeat(n);
         v.extend_from_slice(b"0\r\n\r\n");

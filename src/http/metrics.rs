@@ -218,7 +218,7 @@ pub fn render_metrics(stats: &Stats, extras: &MetricsExtras, out: &mut String) {
     write_alerts(topics, extras, out);
 }
 
-/// Fill ratios, oldest-message ages and corq's own alert counters (issue 15).
+/// Fill ratios, oldest-message ages and corq's own alert counters.
 fn write_alerts(topics: &[TopicStats], extras: &MetricsExtras, out: &mut String) {
     let name = "corq_topic_fill_ratio";
     family(

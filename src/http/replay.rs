@@ -1,5 +1,5 @@
 //! `POST /channel/rewind?topic=&channel=&to=X` and `POST /channel/create?topic=&channel=&from=X`
-//! (corq's own, issue 15): the arguments, the time syntax, and the JSON answer. The broker
+//! (corq's own): the arguments, the time syntax, and the JSON answer. The broker
 //! moves the cursor ([`crate::broker::replay`]).
 //!
 //! `X` is `earliest`, a Unix time in milliseconds (digits only), or an RFC 3339 time

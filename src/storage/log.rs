@@ -546,7 +546,7 @@ impl Log {
 
     /// Bytes of records from `offset` (or the head, if lower) to the tail, padding included:
     /// the backlog in bytes of a reader at `offset`. O(log s) to find the segment plus one step
-    /// per later segment (issue 15's `--max-topic-bytes`; a limited backlog spans few).
+    /// per later segment (`--max-topic-bytes`; a limited backlog spans few).
     pub fn bytes_from(&self, offset: u64) -> u64 {
         let offset = offset.max(self.head());
         let Some(i) = self.segment_for(offset).filter(|_| offset < self.tail) else {

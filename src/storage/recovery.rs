@@ -571,7 +571,7 @@ mod tests {
 
     #[test]
     fn flipped_byte_in_an_early_record_keeps_every_later_record() {
-        // The newest segment's case from issue 17: a body byte of record 1 of 10.
+        // The newest segment's case once lost to a torn-tail truncation: a body byte of record 1 of 10.
         let (mut m, starts) = image(0, 10, 30, 4096);
         m[starts[1] + 40] ^= 1;
         let s = scan(&m, 0);

@@ -1,4 +1,4 @@
-"""Failure handling (issue 14) seen through unmodified NSQ clients: pynsq and gnsq consumers
+"""Failure handling seen through unmodified NSQ clients: pynsq and gnsq consumers
 with their own backoff off, against corqd's max attempts / dead-letter topics, server-side
 backoff, dedup window and message TTL; and the settings endpoints' bad values."""
 import base64

@@ -1,4 +1,4 @@
-"""Issue 15 seen through an unmodified NSQ client: a pynsq consumer gets a rewound channel's
+"""Bounded topics and replay seen through an unmodified NSQ client: a pynsq consumer gets a rewound channel's
 messages again (fresh attempts), and a pynsq producer sees a bounded topic's E_PUB_FAILED."""
 import tempfile
 import time
