@@ -47,6 +47,11 @@ pub struct ProbeArgs {
     /// threads syncing the same file at once (1 = the log's one-sync-at-a-time path)
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// write zeros over the whole file (and fsync) before timing, so no timed write lands in
+    /// an unwritten extent: what syncs would cost if segments were pre-zeroed instead of
+    /// fallocated (the log does not do this; the flag measures whether it would pay)
+    #[arg(long)]
+    pub prezero: bool,
     /// write the figures as JSON to this file
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -61,6 +66,8 @@ pub struct ProbeReport {
     pub record_bytes: usize,
     /// Threads syncing at once.
     pub threads: usize,
+    /// Whether the file was pre-zeroed (`--prezero`) rather than only fallocated.
+    pub prezero: bool,
     /// Pairs timed (all threads).
     pub count: usize,
     /// Median pwrite+fdatasync latency.
@@ -114,7 +121,7 @@ pub fn probe(args: &ProbeArgs) -> Result<ProbeReport, String> {
     let path = args
         .data_path
         .join(format!("disk-probe-{}.tmp", std::process::id()));
-    let file = create(&path, file_len)?;
+    let file = create(&path, file_len, args.prezero)?;
     let started = Instant::now();
     let result = run_threads(&file, args, record_bytes);
     let wall = started.elapsed().as_secs_f64();
@@ -124,8 +131,9 @@ pub fn probe(args: &ProbeArgs) -> Result<ProbeReport, String> {
     Ok(summarise(args, record_bytes, &samples, wall))
 }
 
-/// A preallocated file, as a new segment is (unwritten extents, real blocks).
-fn create(path: &Path, len: u64) -> Result<File, String> {
+/// A preallocated file, as a new segment is (unwritten extents, real blocks); with `prezero`,
+/// written over with zeros (written extents).
+fn create(path: &Path, len: u64, prezero: bool) -> Result<File, String> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -133,6 +141,16 @@ fn create(path: &Path, len: u64) -> Result<File, String> {
         .open(path)
         .map_err(|e| format!("creating {}: {e}", path.display()))?;
     allocate(&file, 0, len, None).map_err(|e| format!("fallocate {}: {e}", path.display()))?;
+    if prezero {
+        let zeros = vec![0u8; 1 << 20];
+        let mut at = 0;
+        while at < len {
+            let n = (len - at).min(zeros.len() as u64) as usize;
+            file.write_all_at(&zeros[..n], at)
+                .map_err(|e| format!("zeroing {}: {e}", path.display()))?;
+            at += n as u64;
+        }
+    }
     // The file's creation and size are made durable first, as a segment's are before it takes
     // records: only the data syncs are timed.
     file.sync_all()
@@ -195,6 +213,7 @@ fn summarise(args: &ProbeArgs, record_bytes: usize, sorted: &[u64], wall: f64) -
         data_path: args.data_path.display().to_string(),
         record_bytes,
         threads: args.threads,
+        prezero: args.prezero,
         count: sorted.len(),
         p50_us: p50,
         p99_us: at(0.99),
@@ -209,8 +228,13 @@ fn summarise(args: &ProbeArgs, record_bytes: usize, sorted: &[u64], wall: f64) -
 }
 
 fn print(r: &ProbeReport) {
+    let file = if r.prezero {
+        "pre-zeroed"
+    } else {
+        "fallocated"
+    };
     println!(
-        "disk-probe {}: {} × pwrite({} B)+fdatasync on {} thread(s)",
+        "disk-probe {}: {} × pwrite({} B)+fdatasync on {} thread(s), {file} file",
         r.data_path, r.count, r.record_bytes, r.threads
     );
     println!(
@@ -236,6 +260,7 @@ mod tests {
             size: 200,
             count: 5,
             threads: 2,
+            prezero: true,
             json: None,
         };
         let r = probe(&args).expect("probe");
@@ -255,6 +280,7 @@ mod tests {
             size: 200,
             count: 0,
             threads: 1,
+            prezero: false,
             json: None,
         };
         assert!(matches!(probe(&args), Err(e) if e.contains("--count")));
