@@ -267,7 +267,7 @@ mod tests {
         assert_eq!(r.count, 10);
         assert!(r.p50_us > 0.0 && r.p50_us <= r.p99_us && r.p99_us <= r.max_us);
         assert_eq!(r.ceiling_msgs_per_sec.len(), 3);
-        assert!(r.record_bytes >= 200 && r.record_bytes % RECORD_ALIGN == 0);
+        assert!(r.record_bytes >= 200 && r.record_bytes.is_multiple_of(RECORD_ALIGN));
         let left: Vec<_> = std::fs::read_dir(&dir).expect("read_dir").collect();
         let _ = std::fs::remove_dir_all(&dir);
         assert!(left.is_empty(), "probe left {left:?}");
