@@ -143,6 +143,7 @@ fi
 if want strict; then
     for i in $(seq "$RUNS"); do
         settle
+        s0=$(steal_ticks)
         taskset -c 0 "$BIN/corq" disk-probe --data-path /tmp --count 1000 \
             --json "$OUT/probe-$i.json" >/dev/null
         for c in 1 16 256; do
@@ -156,6 +157,7 @@ if want strict; then
               echo "wall_secs $(python3 -c "print($(date +%s.%N) - $t0)")"; } >"$OUT/strict-c$c-$i.metrics"
             stop_server
         done
+        echo "  round $i: $(($(steal_ticks) - s0)) steal ticks"
     done
     echo "strict: corq bench pub --size 200 --batch 1 --connections C; corqd default vs --sync-every 1 ($RUNS interleaved rounds)"
     python3 benches/strict-table.py "$OUT" "$RUNS"
