@@ -6,7 +6,7 @@
 # three is printed next to the command, and every run's JSON is kept in $OUT.
 #
 #   benches/figures.sh              # all cases (~25 minutes)
-#   benches/figures.sh pub sub      # only the named groups: pub sub fanout e2e durable http recovery
+#   benches/figures.sh pub sub      # only the named groups: pub sub fanout e2e durable strict http recovery
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -134,6 +134,33 @@ if want durable; then
     done
     case_runs strict-mpub --sync-every 1 -- pub --size 200 --batch 200 --connections 4
     median strict-mpub published.msgs_per_sec ack_latency.p99_us
+fi
+
+# strict: strict mode (--sync-every 1) against the disk's sync limit (issue 16, target 1).
+# Per round: the disk probe, then for C = 1 16 256 closed-loop PUB publishers a default-mode
+# and a strict-mode run back to back (interleaved, a fresh server each); the strict server's
+# /metrics give the syncs and the group size. The table: medians over the rounds.
+if want strict; then
+    for i in $(seq "$RUNS"); do
+        settle
+        s0=$(steal_ticks)
+        taskset -c 0 "$BIN/corq" disk-probe --data-path /tmp --count 1000 \
+            --json "$OUT/probe-$i.json" >/dev/null
+        for c in 1 16 256; do
+            start_server
+            bench pub --size 200 --batch 1 --connections "$c" --json "$OUT/default-c$c-$i.json"
+            stop_server
+            start_server --sync-every 1
+            t0=$(date +%s.%N)
+            bench pub --size 200 --batch 1 --connections "$c" --json "$OUT/strict-c$c-$i.json"
+            { curl -s "http://$HTTP/metrics" | grep -E '^corq_topic_log_sync'
+              echo "wall_secs $(python3 -c "print($(date +%s.%N) - $t0)")"; } >"$OUT/strict-c$c-$i.metrics"
+            stop_server
+        done
+        echo "  round $i: $(($(steal_ticks) - s0)) steal ticks"
+    done
+    echo "strict: corq bench pub --size 200 --batch 1 --connections C; corqd default vs --sync-every 1 ($RUNS interleaved rounds)"
+    python3 benches/strict-table.py "$OUT" "$RUNS"
 fi
 
 if want http; then

@@ -14,6 +14,7 @@
 //! | `hgrm.rs`   | HdrHistogram's percentile-distribution text (`--hgrm`) |
 //! | `plot.rs`   | the latency-by-percentile SVG (`--plot`) |
 //! | `output.rs` | writing `--json`, `--hgrm`, `--plot` |
+//! | `probe.rs` | `corq disk-probe`: this disk's pwrite+fdatasync latency, the strict-mode ceiling |
 //! | `sink.rs`   | a fake NSQ server: the generator's ceiling, and a server that stalls on purpose |
 //!
 //! Modes: `pub` (publishers only), `sub` (consumers draining a backlog), `pubsub` (both, on
@@ -32,6 +33,7 @@ pub mod hgrm;
 mod output;
 mod pacer;
 pub mod plot;
+pub mod probe;
 pub mod sink;
 mod stats;
 mod supervise;

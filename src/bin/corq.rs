@@ -50,6 +50,8 @@ enum Cmd {
     },
     /// Load-generate against an NSQ server: throughput and HDR latency percentiles
     Bench(Box<corq::bench::cli::BenchArgs>),
+    /// Measure this disk's pwrite+fdatasync latency, as a topic's log syncs (strict mode's limit)
+    DiskProbe(corq::bench::probe::ProbeArgs),
     /// Run a wire-compatible nsqlookupd (nsqlookupd's flags and defaults)
     Lookupd(corq::lookupd::LookupdOptions),
 }
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
         } => tail(nsqd_tcp_address, channel, count, &topic),
         Cmd::Bench(args) => corq::bench::cli::main(&args).map_err(Into::into),
         Cmd::Lookupd(opts) => corq::lookupd::main(&opts).map_err(Into::into),
+        Cmd::DiskProbe(args) => corq::bench::probe::main(&args).map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -100,6 +100,8 @@ impl Broker {
             dedup_count: Some(t.dedup_count()),
             dedup_entries: Some(t.dedup.len() as u64),
             fill_ratio: self.topic_index.get(&t.name).map(|&tk| self.fill_ratio(tk)),
+            log_syncs: Some(t.log.syncs_total()),
+            log_synced_records: Some(t.log.synced_records_total()),
         }
     }
 

@@ -82,6 +82,18 @@ const TOPIC_FAMILIES: &[(&str, &str, &str, TopicValue)] = &[
         "Channels of the topic.",
         |t| t.channels.len() as i128,
     ),
+    (
+        "corq_topic_log_syncs_total",
+        "counter",
+        "Syncs (fdatasync rounds) of the topic's log completed.",
+        |t| t.log_syncs.unwrap_or(0).into(),
+    ),
+    (
+        "corq_topic_log_synced_records_total",
+        "counter",
+        "Records made durable by the topic's log syncs (divided by the syncs: the group size).",
+        |t| t.log_synced_records.unwrap_or(0).into(),
+    ),
 ];
 
 /// Channel families: name, type, help, value.

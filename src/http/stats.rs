@@ -72,6 +72,13 @@ pub struct TopicStats {
     /// and bytes / max_topic_bytes (0 when both are off; see `broker/limits.rs`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fill_ratio: Option<f64>,
+    /// corq only: syncs of the topic's log completed since start (strict mode's group commit:
+    /// see `storage/log/syncs.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_syncs: Option<u64>,
+    /// corq only: records those syncs made durable; divided by `log_syncs`, the group size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_synced_records: Option<u64>,
 }
 
 /// One channel.

@@ -29,6 +29,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 mod jobs;
+mod syncs;
+pub(crate) use syncs::MAX_SYNCS_IN_FLIGHT;
+
+use syncs::SyncTracker;
 
 /// Source of [`Log`] instance ids, so a job result is never applied to the wrong log.
 static NEXT_LOG_ID: AtomicU64 = AtomicU64::new(1);
@@ -57,8 +61,13 @@ pub struct Log {
     tail: u64,
     /// Every offset below this is on stable storage.
     durable: u64,
-    /// Target of the sync job in flight, if any.
-    sync_in_flight: Option<u64>,
+    /// The sync jobs in flight and the rule that turns their completions into `durable`
+    /// (several at once in strict mode: see `log/syncs.rs`).
+    syncs: SyncTracker,
+    /// Syncs completed successfully, and records they made durable (`/metrics`: the ratio is
+    /// the group size per sync).
+    syncs_done: u64,
+    synced_records: u64,
     /// When `poll_jobs` first saw the current unsynced records (for `sync_timeout_ms`).
     unsynced_since_ms: Option<u64>,
     /// A segment was installed (renamed) since the last sync: fsync the directory too.
@@ -149,7 +158,9 @@ impl Log {
             segments: rec.segments,
             tail: 0,
             durable: 0,
-            sync_in_flight: None,
+            syncs: SyncTracker::default(),
+            syncs_done: 0,
+            synced_records: 0,
             unsynced_since_ms: None,
             dir_dirty: false,
             ready: Vec::new(),
@@ -1431,25 +1442,64 @@ mod tests {
         for i in 0..3 {
             log.append(&new_rec(b"x", i)).unwrap();
         }
-        let jobs: Vec<Job> = log.poll_jobs(0).collect();
-        assert_eq!(jobs.len(), 1);
-        assert!(jobs[0].is_sync());
+        let first: Vec<Job> = log.poll_jobs(0).collect();
+        assert_eq!(first.len(), 1);
+        assert!(first[0].is_sync());
+        assert_eq!(
+            log.poll_jobs(0).count(),
+            0,
+            "the sync in flight covers them"
+        );
         for i in 3..5 {
             log.append(&new_rec(b"x", i)).unwrap();
         }
-        assert_eq!(log.poll_jobs(0).count(), 0, "one sync in flight at a time");
+        let second: Vec<Job> = log.poll_jobs(0).collect();
+        assert_eq!(second.len(), 1, "a second sync overlaps the first");
         assert_eq!(log.durable_offset(), 0);
-        for j in jobs {
+        for j in second {
             log.apply(j.run());
         }
         assert_eq!(
             log.durable_offset(),
-            3,
-            "the sync covers appends made before it started"
+            0,
+            "the later sync completed first: held until the earlier one is done"
         );
-        log.run_jobs_inline(0);
-        assert_eq!(log.durable_offset(), 5);
+        for j in first {
+            log.apply(j.run());
+        }
+        assert_eq!(
+            log.durable_offset(),
+            5,
+            "both done: each covers what preceded it"
+        );
         assert_eq!(log.poll_jobs(0).count(), 0);
+        assert_eq!((log.syncs_total(), log.synced_records_total()), (3, 5));
+    }
+
+    #[test]
+    fn strict_mode_overlaps_at_most_max_syncs() {
+        let tmp = TempDir::new("strict-max");
+        let mut log = open_syncing(&tmp, 1);
+        log.run_jobs_inline(0);
+        let mut jobs = Vec::new();
+        for i in 0..(MAX_SYNCS_IN_FLIGHT as u64 + 2) {
+            log.append(&new_rec(b"x", i)).unwrap();
+            jobs.extend(log.poll_jobs(0));
+        }
+        assert_eq!(jobs.len(), MAX_SYNCS_IN_FLIGHT);
+        let last = jobs.pop().unwrap();
+        log.apply(last.run());
+        assert_eq!(
+            log.poll_jobs(0).count(),
+            0,
+            "a slot frees only in start order"
+        );
+        for j in jobs {
+            log.apply(j.run());
+        }
+        assert_eq!(log.durable_offset(), MAX_SYNCS_IN_FLIGHT as u64);
+        log.run_jobs_inline(0);
+        assert_eq!(log.durable_offset(), MAX_SYNCS_IN_FLIGHT as u64 + 2);
     }
 
     /// A log syncing every `sync_every` records or after 2 s.

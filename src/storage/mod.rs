@@ -17,7 +17,8 @@
 //! | `recovery.rs`   | the open-time scan: rebuild indexes, cut torn tails, report stray files |
 //! | `log.rs`        | [`Log`]: open, append/read/iterate, retention |
 //! | `log/jobs.rs`   | [`Log`]'s background-job state: when to sync or pre-create, applying results |
-//! | `worker.rs`     | [`StorageWorker`]: the helper thread that runs [`Job`]s (fsync, file creation) |
+//! | `log/syncs.rs`  | the syncs of a log in flight at once, and the rule that turns their completions into its durable offset |
+//! | `worker.rs`     | [`StorageWorker`]: the helper threads that run [`Job`]s (fsync, file creation) |
 //! | `checkpoint.rs` | the broker's checkpoint file (`corq.dat`): topics, channels, positions |
 //! | `testutil.rs`   | tests only: a temp dir deleted on drop, a seeded PRNG |
 //!

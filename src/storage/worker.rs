@@ -6,13 +6,21 @@
 //! `notify()` → reactor: `worker.try_recv()` → `log.apply(done)`. Without a worker,
 //! `log.run_jobs_inline(now)` does the same synchronously.
 //!
-//! Two lanes, one thread each (see [`super::priority`] for why): the foreground lane, at
-//! normal priority, runs what someone waits for (strict-mode syncs, interval syncs that fell
-//! behind, and the growth or pre-creation a fast writer will need before a background one
-//! could finish); the background lane, at `SCHED_IDLE`, runs the rest (early interval syncs,
-//! growth and pre-creation ahead of need, unlinking). A thread cannot move itself back from
-//! `SCHED_IDLE` without privileges, hence a thread per lane. Results may arrive out of
-//! submission order across lanes; `Log::apply` handles each kind on its own.
+//! Three lanes (see [`super::priority`] for why the priorities differ):
+//!
+//! - the sync lane, [`SYNC_THREADS`] threads at normal priority sharing one queue, runs the
+//!   syncs someone waits for (strict-mode syncs, interval syncs that fell behind). Several
+//!   threads because a strict-mode log keeps up to `MAX_SYNCS_IN_FLIGHT` syncs running at once
+//!   (see `log/syncs.rs`): each blocks in `fdatasync` for the disk's whole latency, and one
+//!   thread would run them one after another, which is what overlapping them avoids;
+//! - the foreground lane, one thread at normal priority, runs the growth or pre-creation a
+//!   fast writer will need before a background one could finish;
+//! - the background lane, one thread at `SCHED_IDLE`, runs the rest (early interval syncs,
+//!   growth and pre-creation ahead of need, unlinking). A thread cannot move itself back from
+//!   `SCHED_IDLE` without privileges, hence separate threads.
+//!
+//! Results may arrive out of submission order (across lanes, and within the sync lane);
+//! `Log::apply` handles each kind on its own, and syncs through its `SyncTracker`.
 
 use super::segment::{Growth, PreparedSegment};
 use super::StorageError;
@@ -42,8 +50,10 @@ pub(crate) enum JobKind {
     /// the page cache the fsync writes back. `target` is the log's tail when the job was made:
     /// on success every offset below it is durable.
     /// `background`: nobody waits for it (interval mode, not yet overdue).
+    /// `seq` identifies the sync to the log's `SyncTracker` (several may be in flight).
     Sync {
         target: u64,
+        seq: u64,
         files: Vec<(PathBuf, Arc<File>)>,
         dir: Option<(PathBuf, Arc<File>)>,
         background: bool,
@@ -81,6 +91,7 @@ pub struct JobDone {
 pub(crate) enum DoneKind {
     Synced {
         target: u64,
+        seq: u64,
         result: Result<(), StorageError>,
     },
     Prepared(Result<PreparedSegment, StorageError>),
@@ -100,9 +111,14 @@ impl Job {
     pub fn run(self) -> JobDone {
         let kind = match self.kind {
             JobKind::Sync {
-                target, files, dir, ..
+                target,
+                seq,
+                files,
+                dir,
+                ..
             } => DoneKind::Synced {
                 target,
+                seq,
                 result: sync_all(&files, dir.as_ref()),
             },
             JobKind::Prepare {
@@ -203,7 +219,11 @@ impl JobDone {
         let result = Err(StorageError::io("test", "fdatasync", source));
         JobDone {
             log_id,
-            kind: DoneKind::Synced { target, result },
+            kind: DoneKind::Synced {
+                target,
+                seq: 0,
+                result,
+            },
         }
     }
 }
@@ -211,11 +231,16 @@ impl JobDone {
 /// Wakes the reactor after each finished job (e.g. a closure calling `mio::Waker::wake`).
 pub type Notify = Box<dyn Fn() + Send>;
 
-/// Helper threads (a foreground and a background lane) that run [`Job`]s in submission order
-/// per lane and hand back `(log_key, JobDone)`. Dropping it lets queued jobs finish, then
-/// joins the threads.
+/// Threads of the sync lane: as many as one strict-mode log may have syncs in flight.
+pub const SYNC_THREADS: usize = super::log::MAX_SYNCS_IN_FLIGHT;
+
+/// Helper threads (a sync, a foreground and a background lane) that run [`Job`]s, started in
+/// submission order per lane, and hand back `(log_key, JobDone)`. Dropping it lets queued
+/// jobs finish, then joins the threads.
 pub struct StorageWorker {
-    /// Syncs and urgent growths and pre-creations, at normal priority. `None` only during drop.
+    /// Syncs someone waits for, several at once, at normal priority. `None` only during drop.
+    sync: Option<LaneThread>,
+    /// Urgent growths and pre-creations, at normal priority. `None` only during drop.
     foreground: Option<LaneThread>,
     /// Pre-creation ahead of need and unlinking, at `SCHED_IDLE`. `None` only during drop.
     background: Option<LaneThread>,
@@ -224,50 +249,85 @@ pub struct StorageWorker {
     fallback: RefCell<VecDeque<(u64, JobDone)>>,
 }
 
-/// One lane's queue and thread.
+/// One lane's queue and its threads (they take jobs from the queue in turn).
 struct LaneThread {
     tx: mpsc::Sender<(u64, Job)>,
-    thread: JoinHandle<()>,
+    threads: Vec<JoinHandle<()>>,
 }
+
+/// A lane's queue, shared by its threads: the one holding the lock waits for the next job.
+type SharedJobs = Arc<Mutex<mpsc::Receiver<(u64, Job)>>>;
 
 impl LaneThread {
     fn spawn(
         name: &str,
+        threads: usize,
         background: bool,
         done_tx: mpsc::Sender<(u64, JobDone)>,
         notify: Arc<Mutex<Notify>>,
     ) -> io::Result<LaneThread> {
         let (tx, jobs) = mpsc::channel::<(u64, Job)>();
-        let thread = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || {
-                if background {
-                    super::priority::enter_background();
+        let jobs: SharedJobs = Arc::new(Mutex::new(jobs));
+        let mut lane = LaneThread {
+            tx,
+            threads: Vec::with_capacity(threads),
+        };
+        for _ in 0..threads {
+            let (jobs, done_tx, notify) = (Arc::clone(&jobs), done_tx.clone(), Arc::clone(&notify));
+            let thread = std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || run_lane(&jobs, background, &done_tx, &notify));
+            match thread {
+                Ok(t) => lane.threads.push(t),
+                Err(e) => {
+                    lane.join();
+                    return Err(e);
                 }
-                for (key, job) in jobs {
-                    if done_tx.send((key, job.run())).is_err() {
-                        break; // the owner is gone: nobody to tell.
-                    }
-                    // A poisoned lock only means another lane panicked mid-call; still wake.
-                    let notify = notify.lock().unwrap_or_else(|e| e.into_inner());
-                    notify();
-                }
-            })?;
-        Ok(LaneThread { tx, thread })
+            }
+        }
+        Ok(lane)
     }
 
     fn join(self) {
         drop(self.tx);
-        if self.thread.join().is_err() {
-            error!("storage worker thread panicked");
+        for thread in self.threads {
+            if thread.join().is_err() {
+                error!("storage worker thread panicked");
+            }
         }
+    }
+}
+
+/// A lane thread's loop: take a job, run it, hand back the result, wake the reactor; until
+/// the queue is closed (the worker is dropped) or the owner is gone.
+fn run_lane(
+    jobs: &SharedJobs,
+    background: bool,
+    done_tx: &mpsc::Sender<(u64, JobDone)>,
+    notify: &Mutex<Notify>,
+) {
+    if background {
+        super::priority::enter_background();
+    }
+    loop {
+        // The lock is held only while waiting for a job, never while running one, so the
+        // lane's threads run their jobs at once. A poisoned lock only means another thread of
+        // the lane panicked while waiting; the queue itself is intact.
+        let next = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let Ok((key, job)) = next else { break };
+        if done_tx.send((key, job.run())).is_err() {
+            break; // the owner is gone: nobody to tell.
+        }
+        // A poisoned lock only means another lane panicked mid-call; still wake.
+        let notify = notify.lock().unwrap_or_else(|e| e.into_inner());
+        notify();
     }
 }
 
 impl std::fmt::Debug for StorageWorker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StorageWorker")
-            .field("running", &self.foreground.is_some())
+            .field("running", &self.sync.is_some())
             .finish()
     }
 }
@@ -277,10 +337,23 @@ impl StorageWorker {
     pub fn spawn(notify: Notify) -> io::Result<StorageWorker> {
         let (done_tx, rx) = mpsc::channel();
         let notify = Arc::new(Mutex::new(notify));
-        let foreground =
-            LaneThread::spawn("corq-storage", false, done_tx.clone(), Arc::clone(&notify))?;
-        let background = LaneThread::spawn("corq-storage-bg", true, done_tx, notify)?;
+        let sync = LaneThread::spawn(
+            "corq-sync",
+            SYNC_THREADS,
+            false,
+            done_tx.clone(),
+            Arc::clone(&notify),
+        )?;
+        let foreground = LaneThread::spawn(
+            "corq-storage",
+            1,
+            false,
+            done_tx.clone(),
+            Arc::clone(&notify),
+        )?;
+        let background = LaneThread::spawn("corq-storage-bg", 1, true, done_tx, notify)?;
         Ok(StorageWorker {
+            sync: Some(sync),
             foreground: Some(foreground),
             background: Some(background),
             rx,
@@ -293,6 +366,8 @@ impl StorageWorker {
     pub fn submit(&self, log_key: u64, job: Job) {
         let lane = if job.is_background() {
             &self.background
+        } else if job.is_sync() {
+            &self.sync
         } else {
             &self.foreground
         };
@@ -314,10 +389,12 @@ impl StorageWorker {
 
 impl Drop for StorageWorker {
     fn drop(&mut self) {
-        for lane in [self.foreground.take(), self.background.take()]
-            .into_iter()
-            .flatten()
-        {
+        let lanes = [
+            self.sync.take(),
+            self.foreground.take(),
+            self.background.take(),
+        ];
+        for lane in lanes.into_iter().flatten() {
             lane.join();
         }
     }

@@ -11,6 +11,8 @@ fn small() -> Stats {
             depth: 2,
             message_count: 5,
             message_bytes: 50,
+            log_syncs: Some(2),
+            log_synced_records: Some(7),
             channels: vec![ChannelStats {
                 channel_name: "c".into(),
                 depth: 1,
@@ -66,6 +68,12 @@ corq_topic_paused{topic="t"} 0
 # HELP corq_topic_channels Channels of the topic.
 # TYPE corq_topic_channels gauge
 corq_topic_channels{topic="t"} 1
+# HELP corq_topic_log_syncs_total Syncs (fdatasync rounds) of the topic's log completed.
+# TYPE corq_topic_log_syncs_total counter
+corq_topic_log_syncs_total{topic="t"} 2
+# HELP corq_topic_log_synced_records_total Records made durable by the topic's log syncs (divided by the syncs: the group size).
+# TYPE corq_topic_log_synced_records_total counter
+corq_topic_log_synced_records_total{topic="t"} 7
 # HELP corq_topic_log_bytes Bytes of the topic's log segments on disk.
 # TYPE corq_topic_log_bytes gauge
 corq_topic_log_bytes{topic="t"} 4096

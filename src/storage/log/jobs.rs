@@ -19,12 +19,15 @@
 //! - Interval (`sync_every > 1`): a sync job is produced once `sync_every` records are
 //!   unsynced, or once unsynced records have waited `sync_timeout_ms` (measured from the first
 //!   `poll_jobs` call that saw them), whichever comes first.
-//! - Strict (`sync_every == 1`): a sync job is produced whenever records are unsynced and no
-//!   sync is in flight; it covers every append made before it was produced (group commit).
-//!   [`Log::durable_offset`] tells which offsets are on stable storage.
+//! - Strict (`sync_every == 1`): a sync job is produced whenever records are written that no
+//!   sync in flight covers, while fewer than [`MAX_SYNCS_IN_FLIGHT`] run; it covers every
+//!   append made before it was produced (group commit). Overlapping syncs, and the rule that
+//!   turns their completions (in any order) into [`Log::durable_offset`], are in `syncs.rs`.
+//!   Interval mode keeps one sync at a time: nobody waits for it.
 //! - A failed sync poisons the log: appends return
 //!   [`StorageError::Failed`](crate::storage::StorageError::Failed); reads still work.
 
+use super::syncs::MAX_SYNCS_IN_FLIGHT;
 use super::Log;
 use crate::storage::space;
 use crate::storage::worker::{DoneKind, Job, JobDone, JobKind};
@@ -69,19 +72,32 @@ impl Log {
 
     /// When the caller should next call `poll_jobs` for the sync timeout, if anything waits.
     pub fn next_sync_deadline_ms(&self) -> Option<u64> {
-        match (self.sync_in_flight, self.unsynced_since_ms) {
-            (None, Some(since)) => Some(since.saturating_add(self.cfg.sync_timeout_ms)),
+        match (self.syncs.in_flight(), self.unsynced_since_ms) {
+            (0, Some(since)) => Some(since.saturating_add(self.cfg.sync_timeout_ms)),
             _ => None,
         }
     }
 
+    /// Syncs this log may have in flight at once: several only in strict mode (see `syncs.rs`).
+    fn sync_limit(&self) -> usize {
+        if self.cfg.sync_every == 1 {
+            MAX_SYNCS_IN_FLIGHT
+        } else {
+            1
+        }
+    }
+
     fn sync_job(&mut self, now_ms: u64) -> Option<Job> {
-        if self.failed.is_some() || self.sync_in_flight.is_some() {
+        if self.failed.is_some() || !self.syncs.can_start(self.sync_limit()) {
             return None;
         }
         let pending = self.tail - self.durable;
         if pending == 0 && !self.dir_dirty {
             self.unsynced_since_ms = None;
+            return None;
+        }
+        if self.syncs.covers(self.tail) && !self.dir_dirty {
+            // Strict mode: every written record is in a sync already running.
             return None;
         }
         let since = *self.unsynced_since_ms.get_or_insert(now_ms);
@@ -91,7 +107,6 @@ impl Log {
         if !due {
             return None;
         }
-        self.sync_in_flight = Some(self.tail);
         self.unsynced_since_ms = None;
         // Strict-mode publishers wait for this sync. In interval mode nobody does, so it may
         // wait for idle CPU time (see `storage::priority`), unless syncing is falling behind:
@@ -101,12 +116,14 @@ impl Log {
         let waited_out = now_ms.saturating_sub(since) >= self.cfg.sync_timeout_ms;
         let behind = pending >= SYNC_BEHIND_FACTOR.saturating_mul(self.cfg.sync_every);
         let background = self.cfg.sync_every != 1 && !waited_out && !behind;
-        Some(self.build_sync_job(background))
+        let seq = self.syncs.start(self.tail);
+        Some(self.build_sync_job(seq, background))
     }
 
     /// A sync of everything appended so far: the segments holding `[durable, tail)` and, if a
     /// segment was installed since the last sync, the directory.
-    fn build_sync_job(&mut self, background: bool) -> Job {
+    /// `seq` identifies the sync to the [`SyncTracker`](super::SyncTracker) when it completes.
+    fn build_sync_job(&mut self, seq: u64, background: bool) -> Job {
         let first = self.segment_for(self.durable).unwrap_or(0);
         let files = self.segments[first..]
             .iter()
@@ -120,6 +137,7 @@ impl Log {
             log_id: self.id,
             kind: JobKind::Sync {
                 target: self.tail,
+                seq,
                 files,
                 dir,
                 background,
@@ -141,10 +159,17 @@ impl Log {
             return Ok(());
         }
         self.flush()?;
-        let done = self.build_sync_job(false).run();
-        if let DoneKind::Synced { target, result } = done.kind {
+        // A directory fsync may still be running in a job: do one here too, so `tail` is
+        // durable when this returns whatever the jobs in flight have done.
+        self.dir_dirty |= self.syncs.in_flight() > 0;
+        // Sequence numbers are u64s counted from 0: MAX is never one a job in flight has.
+        let done = self.build_sync_job(u64::MAX, false).run();
+        if let DoneKind::Synced { target, result, .. } = done.kind {
             match result {
-                Ok(()) => self.durable = self.durable.max(target),
+                Ok(()) => {
+                    self.syncs_done += 1;
+                    self.note_durable(target);
+                }
                 Err(e) => {
                     self.failed = Some(e.to_string());
                     return Err(e);
@@ -223,19 +248,22 @@ impl Log {
             return;
         }
         match done.kind {
-            DoneKind::Synced { target, result } => {
-                self.sync_in_flight = None;
-                match result {
-                    Ok(()) => self.durable = self.durable.max(target),
-                    Err(e) => {
-                        error!(
-                            "{}: sync failed, refusing further appends: {e}",
-                            self.dir.display()
-                        );
-                        self.failed = Some(e.to_string());
+            DoneKind::Synced { seq, result, .. } => match result {
+                Ok(()) => {
+                    self.syncs_done += 1;
+                    if let Some(watermark) = self.syncs.complete(seq) {
+                        self.note_durable(watermark);
                     }
                 }
-            }
+                Err(e) => {
+                    self.syncs.clear();
+                    error!(
+                        "{}: sync failed, refusing further appends: {e}",
+                        self.dir.display()
+                    );
+                    self.failed = Some(e.to_string());
+                }
+            },
             DoneKind::Prepared(result) => {
                 self.prepare_in_flight = false;
                 match result {
@@ -252,6 +280,24 @@ impl Log {
             DoneKind::Grown { base, to, result } => self.apply_growth(base, to, result),
             DoneKind::Removed => {}
         }
+    }
+
+    /// Every offset below `upto` is on stable storage.
+    fn note_durable(&mut self, upto: u64) {
+        if upto > self.durable {
+            self.synced_records += upto - self.durable;
+            self.durable = upto;
+        }
+    }
+
+    /// Syncs completed successfully since the log was opened (`/metrics`).
+    pub fn syncs_total(&self) -> u64 {
+        self.syncs_done
+    }
+
+    /// Records those syncs made durable: divided by [`Log::syncs_total`], the group size.
+    pub fn synced_records_total(&self) -> u64 {
+        self.synced_records
     }
 
     fn apply_growth(&mut self, base: u64, to: u64, result: Result<(), StorageError>) {
