@@ -136,7 +136,7 @@ if want durable; then
     median strict-mpub published.msgs_per_sec ack_latency.p99_us
 fi
 
-# strict: strict mode (--sync-every 1) against the disk's sync limit (issue 16, target 1).
+# strict: strict mode (--sync-every 1) against the disk's sync limit.
 # Per round: the disk probe, then for C = 1 16 256 closed-loop PUB publishers a default-mode
 # and a strict-mode run back to back (interleaved, a fresh server each); the strict server's
 # /metrics give the syncs and the group size. The table: medians over the rounds.

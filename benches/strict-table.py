@@ -50,6 +50,6 @@ for c in (1, 16, 256):
     print("  %4d %9.0f %9.0f %9.0f %6.0f%% %7.0f%% %8.0f %7.1f %7.0fus %7.0fus"
           % (c, ceiling, col(0), col(1), 100 * col(1) / ceiling, 100 * col(2), col(3), col(4),
              col(5), col(6)))
-print("  ceiling = C / probe p50 (issue 16: strict >= 80% of it where it is below the default rate);")
+print("  ceiling = C / probe p50 (the goal: strict >= 80% of it where it is below the default rate);")
 print("  /default: median of the per-round ratios (C = 256: >= 30%); syncs/s and group (records per")
 print("  sync): the strict server's /metrics over its whole run, warm-up included.")
