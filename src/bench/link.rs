@@ -210,6 +210,7 @@ impl Dialer {
     /// Sends IDENTIFY and checks that its reply granted every layer asked for.
     fn identify(&self, s: &mut std::net::TcpStream) -> Result<Upgrade, BenchError> {
         let o = &self.opts;
+        // nsqd's default level, and ours when --deflate-level is not given.
         let level = o.deflate_level.unwrap_or(6);
         let body = format!(
             r#"{{"client_id":"corq-bench","hostname":"corq-bench","user_agent":"corq-bench/{}","feature_negotiation":true,"tls_v1":{},"snappy":{},"deflate":{},"deflate_level":{level}}}"#,
@@ -250,7 +251,7 @@ impl Dialer {
             tls: o.tls,
             snappy: o.snappy,
             deflate: o.deflate,
-            deflate_level: o.deflate_level.unwrap_or(6),
+            deflate_level: level,
         })
     }
 }

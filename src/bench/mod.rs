@@ -1,5 +1,6 @@
-//! `corq bench`: a load generator that speaks plain NSQ, with HDR-histogram latencies measured
-//! without coordinated omission. Point it at corqd or at any nsqd.
+//! `corq bench`: a load generator that speaks NSQ (plain, or over TLS, snappy or deflate), with
+//! HDR-histogram latencies measured without coordinated omission. Point it at corqd or at any
+//! nsqd.
 //!
 //! | file | owns |
 //! |------|------|
