@@ -387,3 +387,57 @@ pub fn tls_required_error(buf: &[u8], max_line: usize) -> Option<crate::protocol
         desc,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `from` sends, taken into `to` and decoded (up to `limit` bytes).
+    fn carry(from: &mut Layered, data: &[u8], to: &mut Layered, limit: usize) -> Vec<u8> {
+        let mut wire = Vec::new();
+        assert_eq!(from.send(&mut wire, data).unwrap(), data.len());
+        to.ingest(&wire).unwrap();
+        let mut out = Vec::new();
+        to.pump(&mut out, limit).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_client_stream_talks_to_a_server_stream_for_each_compression() {
+        for (snappy, deflate) in [(true, false), (false, true)] {
+            let up = Upgrade {
+                tls: false,
+                snappy,
+                deflate,
+                deflate_level: 3,
+            };
+            let mut server = Layered::new(&up, None, b"reply").unwrap();
+            let mut client = Layered::client(None);
+            // The prefix leaves in plain, then the compressed OK: the client reads the one
+            // plain frame exactly, starts its decompressor, and reads the OK.
+            let mut wire = Vec::new();
+            server.send(&mut wire, &[]).unwrap();
+            assert!(wire.starts_with(b"reply"), "{snappy} {deflate}");
+            client.ingest(&wire[5..]).unwrap();
+            client.start_compression(&up);
+            let mut ok = Vec::new();
+            client.pump(&mut ok, OK_FRAME.len()).unwrap();
+            assert_eq!(ok, OK_FRAME, "{snappy} {deflate}");
+            // Both directions, larger than one snappy chunk and one deflate step.
+            let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+            assert_eq!(carry(&mut client, &big, &mut server, usize::MAX), big);
+            assert_eq!(carry(&mut server, &big, &mut client, usize::MAX), big);
+        }
+    }
+
+    #[test]
+    fn a_client_stream_without_layers_passes_bytes_through_and_stops_at_the_limit() {
+        let mut client = Layered::client(None);
+        client.ingest(b"0123456789abc").unwrap();
+        let mut out = Vec::new();
+        assert_eq!(client.pump(&mut out, 10).unwrap(), 10);
+        assert_eq!(out, b"0123456789");
+        assert_eq!(client.pump(&mut out, usize::MAX).unwrap(), 3);
+        assert!(!client.wants_write() && !client.handshaking());
+    }
+}
