@@ -5,15 +5,22 @@
 # directory) and runs `corq bench` pinned to core 1, three times per case; the median of the
 # three is printed next to the command, and every run's JSON is kept in $OUT.
 #
-#   benches/figures.sh              # all cases (~25 minutes)
-#   benches/figures.sh pub sub      # only the named groups: pub sub fanout e2e durable strict http recovery
+#   benches/figures.sh              # all cases (~25 minutes, plus strict, transport ~15 and plainpath ~10)
+#   benches/figures.sh pub sub      # only the named groups: pub sub fanout e2e durable strict http
+#                                   # recovery transport plainpath
+#   BEFORE=/tmp/before/target/release benches/figures.sh plainpath
+#                                   # this build's plain path against another build's binaries
+#
+# TCP, HTTP and HTTPS (the addresses corqd listens on and corq bench dials) can be overridden
+# from the environment, e.g. TCP=127.0.0.1:14150 HTTP=127.0.0.1:14151 when 4150 is taken.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 OUT=${OUT:-target/figures}
 RUNS=${RUNS:-3}
-TCP=127.0.0.1:4150
-HTTP=127.0.0.1:4151
+TCP=${TCP:-127.0.0.1:4150}
+HTTP=${HTTP:-127.0.0.1:4151}
+HTTPS=${HTTPS:-127.0.0.1:4152}
 mkdir -p "$OUT"
 cargo build --release --bins >/dev/null 2>&1
 BIN=target/release
@@ -212,6 +219,136 @@ if want recovery; then
         kill -TERM "$SERVER"; wait "$SERVER" || true
     done
     rm -rf "$KEEP"
+fi
+
+# transport: PUB rate, SUB rate and e2e at 50k msg/s over plain, TLS, snappy and deflate
+# (issue 13). Every corqd has the same TLS certificate (a test CA made here with openssl), so
+# only the client's IDENTIFY differs; the layers are interleaved inside each run (plain, tls,
+# snappy, deflate, then the next run), so a ratio to plain compares neighbours in time.
+# The SUB backlog is published in plain; only the consumers use the layer.
+LAYERS=${LAYERS:-plain tls snappy deflate}
+SUB_BACKLOG=${SUB_BACKLOG:-2000000}
+DURATION=${DURATION:-10s} # of the PUB and e2e runs (after corq bench's 2 s warm-up)
+
+make_certs() { # DIR: a CA and a server certificate for 127.0.0.1/localhost, made once
+    local d=$1
+    mkdir -p "$d"
+    [ -f "$d/server.pem" ] && return
+    local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+    openssl req -x509 "${ec[@]}" -keyout "$d/ca.key" -out "$d/ca.pem" -days 30 \
+        -subj /CN=corq-bench-ca 2>/dev/null
+    openssl req "${ec[@]}" -keyout "$d/server.key" -out "$d/server.csr" \
+        -subj /CN=localhost 2>/dev/null
+    printf 'basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' \
+        >"$d/srv.ext"
+    openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+        -days 30 -extfile "$d/srv.ext" -out "$d/server.pem" 2>/dev/null
+}
+
+layer_flags() { # LAYER: corq bench's flags for it, one a line
+    case $1 in
+    plain) ;;
+    tls) printf '%s\n' --tls --tls-root-ca-file "$OUT/certs/ca.pem" ;;
+    snappy) echo --snappy ;;
+    deflate) echo --deflate ;;
+    tls+snappy) printf '%s\n' --tls --tls-root-ca-file "$OUT/certs/ca.pem" --snappy ;;
+    *) echo "unknown layer $1" >&2; exit 1 ;;
+    esac
+}
+
+# three_cases PREFIX SERVER_FLAGS... -- CLIENT_FLAGS...: one run each of PUB, SUB (of a plain
+# backlog) and e2e at 50k msg/s, each on a fresh corqd, into $OUT/PREFIX-{pub,sub,e2e}.json.
+three_cases() {
+    local prefix=$1; shift
+    local server_flags=()
+    while [ "$1" != "--" ]; do server_flags+=("$1"); shift; done
+    shift
+    start_server "${server_flags[@]}"
+    bench pub --size 200 --batch 200 --connections 4 --duration "$DURATION" "$@" \
+        --json "$OUT/$prefix-pub.json"
+    stop_server
+    start_server "${server_flags[@]}"
+    bench pub --topic backlog --size 200 --batch 200 --connections 4 --count "$SUB_BACKLOG" \
+        --warmup 0s
+    bench sub --topic backlog --size 200 --rdy 200 --connections 4 --count "$SUB_BACKLOG" "$@" \
+        --json "$OUT/$prefix-sub.json"
+    stop_server
+    start_server "${server_flags[@]}"
+    bench e2e --size 200 --rate 50000 --connections 1 --consumers 4 --duration "$DURATION" "$@" \
+        --json "$OUT/$prefix-e2e.json"
+    stop_server
+}
+
+# side_by_side GROUP NAMES...: a markdown table of the medians over runs of
+# $OUT/GROUP-NAME-RUN-{pub,sub,e2e}.json, with each NAME's ratio to the first NAME taken run by
+# run (neighbours in time) and then the median of those ratios.
+side_by_side() {
+    python3 - "$OUT" "$RUNS" "$@" <<'EOF'
+import json, statistics, sys
+out, runs, group, names = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+cols = [("pub", "published.msgs_per_sec", "PUB msg/s"),
+        ("sub", "consumed.msgs_per_sec", "SUB msg/s"),
+        ("e2e", "e2e_latency.p50_us", "e2e 50k p50 µs"),
+        ("e2e", "e2e_latency.p99_us", "e2e 50k p99 µs")]
+def get(name, run, case, field):
+    v = json.load(open("%s/%s-%s-%d-%s.json" % (out, group, name, run, case)))
+    for k in field.split("."):
+        v = v[k]
+    return v
+print("| %s | %s |" % (group, " | ".join(c[2] for c in cols)))
+print("|---|%s" % ("---:|" * len(cols)))
+for name in names:
+    cells = []
+    for case, field, _ in cols:
+        vals = [get(name, r, case, field) for r in range(1, runs + 1)]
+        cell = "%.0f" % statistics.median(vals)
+        if name != names[0]:
+            ratios = [v / get(names[0], r, case, field) for r, v in enumerate(vals, 1)]
+            cell += " (×%.2f, runs %s)" % (statistics.median(ratios),
+                                           " ".join("%.2f" % x for x in ratios))
+        cells.append(cell)
+    print("| %s | %s |" % (name, " | ".join(cells)))
+print("medians of %d runs; ×: the median of the per-run ratios to %s" % (runs, names[0]))
+EOF
+}
+
+if want transport; then
+    make_certs "$OUT/certs"
+    tls_server=(--tls-cert "$OUT/certs/server.pem" --tls-key "$OUT/certs/server.key"
+        --https-address "$HTTPS")
+    for i in $(seq "$RUNS"); do
+        for layer in $LAYERS; do
+            echo "transport run $i: $layer"
+            mapfile -t flags < <(layer_flags "$layer")
+            three_cases "transport-$layer-$i" "${tls_server[@]}" -- "${flags[@]}"
+        done
+    done
+    echo "transport: corq bench pub|sub|e2e --rate 50000 [--tls|--snappy|--deflate]" \
+        "[corqd --tls-cert --tls-key]"
+    # shellcheck disable=SC2086 # LAYERS is a word list
+    side_by_side transport $LAYERS
+fi
+
+# plainpath: this build's plain path against the binaries in $BEFORE (corqd and corq built
+# from an earlier commit), each build's corq against its own corqd, interleaved per run.
+# "TLS must not cost the plain path anything": every ratio should be 1 within the run-to-run
+# spread printed next to it.
+if want plainpath; then
+    if [ -z "${BEFORE:-}" ]; then
+        echo "plainpath: skipped (set BEFORE=<dir with an earlier build's corqd and corq>)"
+    else
+        AFTER=$BIN
+        for i in $(seq "$RUNS"); do
+            for build in before after; do
+                echo "plainpath run $i: $build"
+                if [ $build = before ]; then BIN=$BEFORE; else BIN=$AFTER; fi
+                three_cases "plainpath-$build-$i" --
+            done
+        done
+        BIN=$AFTER
+        echo "plainpath: corq bench pub|sub|e2e --rate 50000, plain; before = $BEFORE"
+        side_by_side plainpath before after
+    fi
 fi
 
 echo done

@@ -277,3 +277,157 @@ fn binary_writes_json_hgrm_and_svg() {
     let svg = std::fs::read_to_string(path("r.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("<polyline"));
 }
+
+/// `corq bench` with `args` plus `--json`: asserts it succeeded and returns the JSON.
+fn bench_json(dir: &TempDir, name: &str, args: &[&str]) -> serde_json::Value {
+    let path = dir.path().join(format!("{name}.json"));
+    let path = path.to_string_lossy().into_owned();
+    let mut all = args.to_vec();
+    all.extend(["--json", &path]);
+    let out = corq(&all);
+    assert!(
+        out.status.success(),
+        "{all:?}: {} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+#[test]
+fn pub_sub_and_e2e_over_tls_snappy_and_deflate_deliver_every_message() {
+    let (dir, certs) = crate::transport::setup();
+    let srv = crate::transport::tls_server(&dir, &certs, |_| {});
+    let (addr, ca) = (srv.addr.to_string(), certs.file("ca.pem"));
+    let layers: [(&str, &[&str]); 5] = [
+        ("tls", &["--tls", "--tls-root-ca-file", &ca]),
+        ("snappy", &["--snappy"]),
+        ("deflate", &["--deflate", "--deflate-level", "3"]),
+        (
+            "tls+snappy",
+            &["--tls", "--tls-insecure-skip-verify", "--snappy"],
+        ),
+        (
+            "tls+deflate",
+            &["--tls", "--tls-root-ca-file", &ca, "--deflate"],
+        ),
+    ];
+    for (i, (name, flags)) in layers.into_iter().enumerate() {
+        let topic = format!("layers{i}");
+        let run = |mode: &str, extra: &[&str]| {
+            let mut args = vec![
+                "bench",
+                mode,
+                "--nsqd-tcp-address",
+                &addr,
+                "--topic",
+                &topic,
+            ];
+            args.extend(extra);
+            args.extend(flags);
+            bench_json(&dir, &format!("{i}-{mode}"), &args)
+        };
+        // pub leaves a backlog on a topic without channels; sub's channel is its first, so it
+        // starts at the oldest message and drains exactly that backlog.
+        let pubs = ["--count", "3000", "--batch", "50", "--connections", "2"];
+        let json = run("pub", &[&pubs[..], &["--warmup", "0s"]].concat());
+        assert_eq!(json["published"]["msgs"], 3000, "{name}: {json}");
+        assert_eq!(
+            json["config"]["transport"]["snappy"],
+            name.contains("snappy")
+        );
+        assert_eq!(json["config"]["transport"]["tls"], name.contains("tls"));
+        let json = run("sub", &["--count", "3000", "--connections", "2"]);
+        assert_eq!(json["consumed"]["msgs"], 3000, "{name}: {json}");
+        assert_eq!(
+            json["config"]["transport"]["deflate"],
+            name.contains("deflate")
+        );
+        let e2e = ["--rate", "2000", "--count", "400", "--warmup", "0s"];
+        let json = run(
+            "e2e",
+            &[&e2e[..], &["--channel", "e2e", "--connections", "1"]].concat(),
+        );
+        assert_eq!(json["consumed"]["msgs"], 400, "{name}: {json}");
+        assert_eq!(json["lost"], 0, "{name}: {json}");
+        assert_eq!(json["e2e_latency"]["count"], 400, "{name}: {json}");
+    }
+}
+
+/// Runs `corq bench` expecting a failure whose stderr contains `want`.
+fn refused(args: &[&str], want: &str) {
+    let out = corq(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(stderr.contains(want), "{args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+}
+
+#[test]
+fn bad_transport_combinations_are_refused_before_connecting() {
+    // The address is never dialed: each case fails validation first.
+    let base = [
+        "bench",
+        "pub",
+        "--nsqd-tcp-address",
+        "127.0.0.1:1",
+        "--count",
+        "1",
+    ];
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["--snappy", "--deflate"],
+            "--snappy and --deflate cannot be used together",
+        ),
+        (
+            &["--tls-root-ca-file", "ca.pem"],
+            "--tls-root-ca-file applies to TLS",
+        ),
+        (&["--tls-insecure-skip-verify"], "add --tls"),
+        (&["--tls"], "--tls needs --tls-root-ca-file PATH"),
+        (
+            &["--deflate-level", "3"],
+            "--deflate-level 3 needs --deflate",
+        ),
+        (
+            &["--tls", "--tls-root-ca-file", "/nonexistent/ca.pem"],
+            "--tls-root-ca-file /nonexistent/ca.pem",
+        ),
+    ];
+    for (extra, want) in cases {
+        refused(&[&base[..], extra].concat(), want);
+    }
+}
+
+#[test]
+fn layers_the_server_does_not_grant_or_a_wrong_ca_are_readable_errors() {
+    let (dir, certs) = crate::transport::setup();
+    let srv = crate::transport::tls_server(&dir, &certs, |o| o.snappy = false);
+    let addr = srv.addr.to_string();
+    let base = ["bench", "pub", "--nsqd-tcp-address", &addr, "--count", "10"];
+    refused(
+        &[&base[..], &["--snappy"]].concat(),
+        "--snappy: the server did not grant it",
+    );
+    // rogue.pem is a self-signed certificate: not the CA of the server's.
+    let rogue = certs.file("rogue.pem");
+    refused(
+        &[&base[..], &["--tls", "--tls-root-ca-file", &rogue]].concat(),
+        "the TLS upgrade",
+    );
+    let (plain, _plain_dir) = start_server();
+    let addr = plain.addr.to_string();
+    refused(
+        &[
+            "bench",
+            "sub",
+            "--nsqd-tcp-address",
+            &addr,
+            "--count",
+            "1",
+            "--tls",
+            "--tls-insecure-skip-verify",
+        ],
+        "--tls: the server did not grant it",
+    );
+}

@@ -23,10 +23,10 @@ use crate::util::{
 
 /// A CA, a server certificate for 127.0.0.1/localhost, a client certificate from the CA and
 /// a self-signed "rogue" client certificate, as PEM files in `dir`.
-struct Certs(PathBuf);
+pub(crate) struct Certs(PathBuf);
 
 impl Certs {
-    fn make(dir: &Path) -> Certs {
+    pub(crate) fn make(dir: &Path) -> Certs {
         let run = |args: &[&str]| {
             let ok = Command::new("openssl")
                 .args(args)
@@ -113,7 +113,7 @@ impl Certs {
         Certs(dir.to_path_buf())
     }
 
-    fn file(&self, name: &str) -> String {
+    pub(crate) fn file(&self, name: &str) -> String {
         self.0.join(name).to_string_lossy().into_owned()
     }
 
@@ -340,7 +340,7 @@ impl Client {
 }
 
 /// A server with the test certificates and extra option changes.
-fn tls_server(
+pub(crate) fn tls_server(
     dir: &TempDir,
     certs: &Certs,
     tweak: impl FnOnce(&mut corq::config::Options),
@@ -353,7 +353,7 @@ fn tls_server(
     TestServer::start(o)
 }
 
-fn setup() -> (TempDir, Certs) {
+pub(crate) fn setup() -> (TempDir, Certs) {
     let dir = TempDir::new("transport");
     let cdir = dir.path().join("certs");
     std::fs::create_dir_all(&cdir).unwrap();

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use super::sink::{Sink, SinkOptions};
-use super::{run, write_outputs, BenchConfig, BenchError, Mode, Outputs};
+use super::{run, write_outputs, BenchConfig, BenchError, Mode, Outputs, TransportOptions};
 use crate::config::parse_duration_ms;
 
 /// What `corq bench` runs.
@@ -91,6 +91,26 @@ pub struct BenchArgs {
     /// every 10th delivery of each consumer connection)
     #[arg(long, default_value_t = 0.0, value_name = "F")]
     pub req_ratio: f64,
+    /// upgrade every connection to TLS after IDENTIFY (tls_v1), as nsqd clients do; needs
+    /// --tls-root-ca-file or --tls-insecure-skip-verify
+    #[arg(long)]
+    pub tls: bool,
+    /// with --tls: the CA (PEM) that signed the server's certificate, checked against the
+    /// address's IP
+    #[arg(long, value_name = "PATH")]
+    pub tls_root_ca_file: Option<String>,
+    /// with --tls: accept any server certificate (go-nsq's tls_insecure_skip_verify)
+    #[arg(long)]
+    pub tls_insecure_skip_verify: bool,
+    /// compress both directions with the snappy framing format (inside TLS with --tls)
+    #[arg(long)]
+    pub snappy: bool,
+    /// compress both directions with raw deflate (inside TLS with --tls)
+    #[arg(long)]
+    pub deflate: bool,
+    /// with --deflate: the level asked of the server and used for our output, 1..=9 [default: 6]
+    #[arg(long, value_name = "N")]
+    pub deflate_level: Option<i64>,
     /// write the configuration and results as JSON
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -133,6 +153,14 @@ impl BenchArgs {
         cfg.spin = self.spin;
         cfg.unique_bodies = self.unique_bodies;
         cfg.req_ratio = self.req_ratio;
+        cfg.transport = TransportOptions {
+            tls: self.tls,
+            tls_root_ca_file: self.tls_root_ca_file.clone(),
+            tls_insecure_skip_verify: self.tls_insecure_skip_verify,
+            snappy: self.snappy,
+            deflate: self.deflate,
+            deflate_level: self.deflate_level,
+        };
         cfg.validate()?;
         Ok(Some(cfg))
     }

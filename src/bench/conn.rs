@@ -8,13 +8,12 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-use mio::net::TcpStream;
-
+use super::link::Link;
 use super::stats::Recorder;
 use super::wire::{self, PublishTemplate, ReqPicker, FRAME_ERROR, FRAME_MESSAGE, FRAME_RESPONSE};
 use super::BenchError;
 use crate::client::NON_FATAL_ERRORS;
-use crate::protocol::{HEARTBEAT, MAGIC_V2};
+use crate::protocol::HEARTBEAT;
 
 /// Initial read buffer: many frames per `read` call, without a syscall per frame.
 const READ_BUF: usize = 256 * 1024;
@@ -74,8 +73,8 @@ pub struct Delta {
 /// A non-blocking connection with its buffers.
 #[derive(Debug)]
 pub struct Conn {
-    /// The socket, registered with the driver's `Poll`.
-    pub stream: TcpStream,
+    /// The socket (registered with the driver's `Poll`) and its layers, if any.
+    link: Link,
     /// Received bytes; `rbuf[..rlen]` is valid, frames are parsed from the front.
     rbuf: Vec<u8>,
     rlen: usize,
@@ -87,16 +86,15 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Wraps a connected socket and queues the magic plus the role's opening commands.
-    pub fn new(stream: TcpStream, role: Role, topic: &str, channel: &str, rdy: u64) -> Conn {
+    /// Wraps a dialed link (the magic already sent) and queues the role's opening commands.
+    pub fn new(link: Link, role: Role, topic: &str, channel: &str, rdy: u64) -> Conn {
         let mut wbuf = Vec::with_capacity(64 * 1024);
-        wbuf.extend_from_slice(MAGIC_V2);
         if let Role::Consumer(_) = role {
             // Pipelined: nsqd processes commands in order, so RDY after SUB is valid.
             wbuf.extend_from_slice(format!("SUB {topic} {channel}\nRDY {rdy}\n").as_bytes());
         }
         Conn {
-            stream,
+            link,
             rbuf: vec![0; READ_BUF],
             rlen: 0,
             wbuf,
@@ -121,10 +119,11 @@ impl Conn {
         }
     }
 
-    /// Writes queued bytes until done or `WouldBlock` (the driver retries on `WRITABLE`).
+    /// Writes queued bytes until done or `WouldBlock` (the driver retries on `WRITABLE`),
+    /// and what the link's layers still hold.
     pub fn flush(&mut self) -> io::Result<()> {
         while self.wpos < self.wbuf.len() {
-            match self.stream.write(&self.wbuf[self.wpos..]) {
+            match self.link.write(&self.wbuf[self.wpos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.wpos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -134,7 +133,7 @@ impl Conn {
         }
         self.wbuf.clear();
         self.wpos = 0;
-        Ok(())
+        self.link.flush_layers()
     }
 
     /// Reads until `WouldBlock`, handling every complete frame after each read. `clock`
@@ -149,7 +148,7 @@ impl Conn {
     ) -> Result<(), BenchError> {
         loop {
             let ReadMore::Data { short } =
-                read_more(&mut self.stream, &mut self.rbuf, &mut self.rlen)?
+                read_more(&mut self.link, &mut self.rbuf, &mut self.rlen)?
             else {
                 return Ok(());
             };
@@ -277,14 +276,14 @@ pub(super) enum ReadMore {
     Data { short: bool },
 }
 
-/// One `read` from `stream` into `rbuf[*rlen..]`, advancing `*rlen`; a full buffer is doubled
+/// One `read` from `link` into `rbuf[*rlen..]`, advancing `*rlen`; a full buffer is doubled
 /// first (a frame larger than it: sizes are capped by `scan_frame`'s `MAX_FRAME_SIZE` check
 /// before they get here).
 ///
 /// # Errors
 /// The server closed the connection, or the read failed.
 pub(super) fn read_more(
-    stream: &mut TcpStream,
+    link: &mut Link,
     rbuf: &mut Vec<u8>,
     rlen: &mut usize,
 ) -> Result<ReadMore, BenchError> {
@@ -293,7 +292,7 @@ pub(super) fn read_more(
         rbuf.resize(len * 2, 0);
     }
     loop {
-        match stream.read(&mut rbuf[*rlen..]) {
+        match link.read(&mut rbuf[*rlen..]) {
             Ok(0) => return Err(BenchError::Run("server closed the connection".into())),
             Ok(n) => {
                 let short = *rlen + n < rbuf.len();

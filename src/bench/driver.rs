@@ -6,13 +6,13 @@
 //! until `WouldBlock`, handle frames, refill the publisher window, write → if publishing just
 //! started, fill every publisher → add this pass's counts to [`Progress`].
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
 
 use super::conn::{Conn, Delta, Role};
+use super::link::Dialer;
 use super::stats::{Progress, Recorder};
 use super::{BenchError, Control};
 
@@ -35,7 +35,7 @@ pub struct Plan {
 /// # Errors
 /// The first connection failure, socket error, protocol error or fatal server error.
 pub fn run(
-    addr: SocketAddr,
+    dialer: &Dialer,
     topic: &str,
     rdy: u64,
     plans: Vec<Plan>,
@@ -45,15 +45,15 @@ pub fn run(
     let mut poll = Poll::new().map_err(|e| BenchError::Run(format!("poll: {e}")))?;
     let mut conns = Vec::with_capacity(plans.len());
     for (i, plan) in plans.into_iter().enumerate() {
-        let mut stream = connect(addr)?;
+        let mut link = dialer.dial()?;
         poll.registry()
             .register(
-                &mut stream,
+                link.socket(),
                 Token(i),
                 Interest::READABLE | Interest::WRITABLE,
             )
             .map_err(|e| BenchError::Run(format!("register: {e}")))?;
-        conns.push(Conn::new(stream, plan.role, topic, &plan.channel, rdy));
+        conns.push(Conn::new(link, plan.role, topic, &plan.channel, rdy));
     }
     event_loop(&mut poll, &mut conns, control, progress)
 }
@@ -108,18 +108,6 @@ fn event_loop(
         Progress::add(&control.subscribed, delta.subscribed);
     }
     Ok(rec)
-}
-
-/// A non-blocking, `TCP_NODELAY` connection to `addr`, ready to register with a `Poll`.
-///
-/// # Errors
-/// The connection failure, naming the address.
-pub fn connect(addr: SocketAddr) -> Result<mio::net::TcpStream, BenchError> {
-    std::net::TcpStream::connect(addr)
-        .and_then(|s| s.set_nodelay(true).map(|()| s))
-        .and_then(|s| s.set_nonblocking(true).map(|()| s))
-        .map(mio::net::TcpStream::from_std)
-        .map_err(|e| BenchError::Run(format!("cannot connect to {addr}: {e}")))
 }
 
 fn io_err(e: std::io::Error) -> BenchError {

@@ -1,11 +1,13 @@
-//! `corq bench`: a load generator that speaks plain NSQ, with HDR-histogram latencies measured
-//! without coordinated omission. Point it at corqd or at any nsqd.
+//! `corq bench`: a load generator that speaks NSQ (plain, or over TLS, snappy or deflate), with
+//! HDR-histogram latencies measured without coordinated omission. Point it at corqd or at any
+//! nsqd.
 //!
 //! | file | owns |
 //! |------|------|
 //! | `mod.rs`    | [`BenchConfig`] and its validation, [`run`]: threads, merging the results |
 //! | `cli.rs`    | [`cli::BenchArgs`], the `corq bench` flags, and [`cli::main`] |
 //! | `wire.rs`   | pre-built PUB/MPUB frames with stamp (and sequence) slots, in-place frame scanning, FIN and REQ |
+//! | `link.rs`   | a connection's stream: plain, or TLS/snappy/deflate through the server's layers ([`TransportOptions`]) |
 //! | `conn.rs`   | one non-blocking connection: closed-loop publisher or consumer |
 //! | `driver.rs` | a `mio` loop driving many connections from one thread |
 //! | `pacer.rs`  | the open-loop publisher and its consumers in one (spinning) thread: a fixed schedule, intended times in the bodies |
@@ -30,6 +32,7 @@ pub mod cli;
 mod conn;
 mod driver;
 pub mod hgrm;
+mod link;
 mod output;
 mod pacer;
 pub mod plot;
@@ -39,6 +42,7 @@ mod stats;
 mod supervise;
 pub mod wire;
 
+pub use link::TransportOptions;
 pub use output::{write_outputs, Outputs};
 pub use stats::{Latency, Report, Throughput};
 
@@ -52,6 +56,7 @@ use serde::Serialize;
 
 use conn::{Consumer, Publisher, Role};
 use driver::Plan;
+use link::Dialer;
 use stats::{Progress, Recorder};
 use wire::{PublishTemplate, ReqPicker, SEQ_LEN, STAMP_LEN, UNIQUE_MIN_SIZE};
 
@@ -140,6 +145,8 @@ pub struct BenchConfig {
     /// Share of deliveries consumers answer REQ 0 instead of FIN (0 = none), every
     /// `1 / req_ratio`-th one.
     pub req_ratio: f64,
+    /// TLS and compression of every connection (`--tls`, `--snappy`, `--deflate`, ...).
+    pub transport: TransportOptions,
 }
 
 impl BenchConfig {
@@ -165,6 +172,7 @@ impl BenchConfig {
             spin: true,
             unique_bodies: false,
             req_ratio: 0.0,
+            transport: TransportOptions::default(),
         }
     }
 
@@ -229,7 +237,7 @@ impl BenchConfig {
         if self.count == Some(0) || (self.count.is_none() && self.duration_ms == 0) {
             return bad("give a --duration above 0 or a --count above 0".into());
         }
-        Ok(())
+        self.transport.validate().map_err(BenchError::Config)
     }
 
     /// A one-line description of the load, for the summary.
@@ -246,12 +254,17 @@ impl BenchConfig {
             self.consumer_count(),
             self.rdy
         );
-        match self.mode {
+        let shape = match self.mode {
             Mode::Pub => format!("{} connection(s), {publish}", self.connections),
             Mode::Sub => consume,
             Mode::Pubsub | Mode::E2e => {
                 format!("{} connection(s), {publish}; {consume}", self.connections)
             }
+        };
+        if self.transport.layered() {
+            format!("{shape}; over {}", self.transport.describe())
+        } else {
+            shape
         }
     }
 
@@ -327,6 +340,7 @@ impl Control {
 /// [`BenchError::Config`] for invalid options, [`BenchError::Run`] when a connection fails.
 pub fn run(cfg: &BenchConfig, progress_line: bool) -> Result<Report, BenchError> {
     cfg.validate()?;
+    let dialer = Arc::new(Dialer::new(cfg.address, &cfg.transport)?);
     let control = Arc::new(Control {
         origin: Instant::now(),
         publishing: AtomicBool::new(false),
@@ -342,7 +356,7 @@ pub fn run(cfg: &BenchConfig, progress_line: bool) -> Result<Report, BenchError>
     });
     let progress = Arc::new(Progress::default());
     let cpu_start = stats::cpu_seconds();
-    let threads = spawn_threads(cfg, &control, &progress);
+    let threads = spawn_threads(cfg, &dialer, &control, &progress);
     let supervised = supervise::supervise(
         cfg,
         &control,
@@ -380,6 +394,7 @@ type Worker = std::thread::JoinHandle<Result<Recorder, BenchError>>;
 /// Starts the pacer (when `--rate`) and the driver threads, connections dealt round-robin.
 fn spawn_threads(
     cfg: &BenchConfig,
+    dialer: &Arc<Dialer>,
     control: &Arc<Control>,
     progress: &Arc<Progress>,
 ) -> Vec<Worker> {
@@ -437,11 +452,12 @@ fn spawn_threads(
         // The paced publishers and the first thread's consumers share one spinning thread.
         let consumers = plans.next().unwrap_or_default();
         let commands = cfg.count.map(|n| n.div_ceil(cfg.batch as u64));
-        let (c, p, t, cfg) = (
+        let (c, p, t, cfg, d) = (
             control.clone(),
             progress.clone(),
             template.clone(),
             cfg.clone(),
+            dialer.clone(),
         );
         workers.push(std::thread::spawn(move || {
             let load = pacer::PacedLoad {
@@ -452,7 +468,7 @@ fn spawn_threads(
                 spin: cfg.spin,
             };
             c.stop_on_error(pacer::run(
-                cfg.address,
+                &d,
                 &load,
                 consumers,
                 (&cfg.topic, cfg.rdy),
@@ -462,9 +478,14 @@ fn spawn_threads(
         }));
     }
     for plan in plans.filter(|p| !p.is_empty()) {
-        let (c, p, cfg) = (control.clone(), progress.clone(), cfg.clone());
+        let (c, p, cfg, d) = (
+            control.clone(),
+            progress.clone(),
+            cfg.clone(),
+            dialer.clone(),
+        );
         workers.push(std::thread::spawn(move || {
-            c.stop_on_error(driver::run(cfg.address, &cfg.topic, cfg.rdy, plan, &c, &p))
+            c.stop_on_error(driver::run(&d, &cfg.topic, cfg.rdy, plan, &c, &p))
         }));
     }
     workers

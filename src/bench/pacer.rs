@@ -24,20 +24,19 @@
 //! no shared state.
 
 use std::io::{self, Write};
-use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::conn::{read_more, Conn, Delta, ReadMore};
-use super::driver::{self, ns_since, Plan};
+use super::driver::{ns_since, Plan};
+use super::link::{Dialer, Link};
 use super::stats::{Progress, Recorder};
 use super::wire::{self, PublishTemplate, FRAME_ERROR, FRAME_RESPONSE};
 use super::{BenchError, Control};
-use crate::protocol::{HEARTBEAT, MAGIC_V2};
+use crate::protocol::HEARTBEAT;
 
 /// Poll timeout before publishing opens and after the schedule is done (only consumers'
 /// stragglers are left): no schedule to keep, so the thread may sleep.
@@ -52,7 +51,7 @@ const MAX_SLEEP_NS: u64 = 10_000_000;
 /// One paced connection.
 #[derive(Debug)]
 struct Paced {
-    stream: TcpStream,
+    link: Link,
     wbuf: Vec<u8>,
     wpos: usize,
     rbuf: Vec<u8>,
@@ -105,7 +104,7 @@ pub struct PacedLoad<'a> {
 /// # Errors
 /// Connection, socket or protocol errors, and fatal server errors.
 pub fn run(
-    addr: SocketAddr,
+    dialer: &Dialer,
     load: &PacedLoad<'_>,
     consumers: Vec<Plan>,
     (topic, rdy): (&str, u64),
@@ -116,18 +115,18 @@ pub fn run(
     let poll = Poll::new().map_err(|e| BenchError::Run(format!("poll: {e}")))?;
     let mut paced = Vec::with_capacity(load.connections);
     for i in 0..load.connections {
-        let mut stream = driver::connect(addr)?;
+        let mut link = dialer.dial()?;
         // WRITABLE: a write left pending by a full socket is retried when space frees up.
         let both = Interest::READABLE | Interest::WRITABLE;
-        register(&poll, &mut stream, i, both)?;
-        paced.push(Paced::new(stream));
+        register(&poll, link.socket(), i, both)?;
+        paced.push(Paced::new(link));
     }
     let mut subs = Vec::with_capacity(consumers.len());
     for (i, plan) in consumers.into_iter().enumerate() {
-        let mut stream = driver::connect(addr)?;
+        let mut link = dialer.dial()?;
         let both = Interest::READABLE | Interest::WRITABLE;
-        register(&poll, &mut stream, load.connections + i, both)?;
-        subs.push(Conn::new(stream, plan.role, topic, &plan.channel, rdy));
+        register(&poll, link.socket(), load.connections + i, both)?;
+        subs.push(Conn::new(link, plan.role, topic, &plan.channel, rdy));
     }
     for c in &mut subs {
         c.flush().map_err(io_err)?;
@@ -143,7 +142,12 @@ pub fn run(
     Ok(spin.rec)
 }
 
-fn register(poll: &Poll, s: &mut TcpStream, token: usize, i: Interest) -> Result<(), BenchError> {
+fn register(
+    poll: &Poll,
+    s: &mut mio::net::TcpStream,
+    token: usize,
+    i: Interest,
+) -> Result<(), BenchError> {
     poll.registry()
         .register(s, Token(token), i)
         .map_err(|e| BenchError::Run(format!("register: {e}")))
@@ -196,7 +200,7 @@ impl Spin {
                 };
                 delta.sent = queue_due(&mut self.paced, load.template, s, &mut next, due);
             }
-            for c in self.paced.iter_mut().filter(|c| c.wpos < c.wbuf.len()) {
+            for c in self.paced.iter_mut().filter(|c| c.has_output()) {
                 c.flush()?;
             }
             let waiting = sched.is_some() && !done;
@@ -310,10 +314,10 @@ fn queue_due(
 }
 
 impl Paced {
-    fn new(stream: TcpStream) -> Paced {
+    fn new(link: Link) -> Paced {
         Paced {
-            stream,
-            wbuf: MAGIC_V2.to_vec(),
+            link,
+            wbuf: Vec::with_capacity(READ_BUF),
             wpos: 0,
             rbuf: vec![0; READ_BUF],
             rlen: 0,
@@ -322,19 +326,27 @@ impl Paced {
         }
     }
 
+    /// Commands not yet written, or bytes the link's layers still hold.
+    fn has_output(&self) -> bool {
+        self.wpos < self.wbuf.len() || self.link.layers_pending()
+    }
+
     /// One write of what is pending; a partial write leaves the rest for the next pass.
     fn flush(&mut self) -> Result<(), BenchError> {
-        match self.stream.write(&self.wbuf[self.wpos..]) {
-            Ok(0) => return Err(BenchError::Run("write returned 0".into())),
-            Ok(k) => self.wpos += k,
-            // The server is not reading (stalled): keep the bytes, the schedule goes on.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(BenchError::Run(format!("write: {e}"))),
+        if self.wpos < self.wbuf.len() {
+            match self.link.write(&self.wbuf[self.wpos..]) {
+                Ok(0) => return Err(BenchError::Run("write returned 0".into())),
+                Ok(k) => self.wpos += k,
+                // The server is not reading (stalled): keep the bytes, the schedule goes on.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(BenchError::Run(format!("write: {e}"))),
+            }
         }
         if self.wpos == self.wbuf.len() {
             self.wbuf.clear();
             self.wpos = 0;
+            self.link.flush_layers().map_err(io_err)?;
         }
         Ok(())
     }
@@ -353,7 +365,7 @@ impl Paced {
         let mut acked = 0;
         loop {
             let ReadMore::Data { short } =
-                read_more(&mut self.stream, &mut self.rbuf, &mut self.rlen)?
+                read_more(&mut self.link, &mut self.rbuf, &mut self.rlen)?
             else {
                 return Ok(acked);
             };

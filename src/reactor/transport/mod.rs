@@ -17,6 +17,11 @@
 //! does not read keeps its backlog in the broker's output buffer, where backpressure sees it.
 //! nsqd's order (reference §1.11): the IDENTIFY reply in plain, the TLS handshake, `OK` over
 //! TLS; then compression starts, and its own `OK` is the first compressed frame.
+//!
+//! The same pipeline serves the other end of the wire: [`Layered::client`] is a client's
+//! stream (a rustls `ClientConnection`, no prefix, no `OK` of its own), whose owner reads the
+//! `OK` after TLS and then calls [`Layered::start_compression`] before reading the compressed
+//! one (`corq bench`'s `bench::link`). Server and client share the codecs and the buffering.
 
 pub mod deflate;
 pub mod snappy;
@@ -25,14 +30,14 @@ pub mod tls;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-use rustls::{ServerConfig, ServerConnection};
+use rustls::{ClientConnection, Connection, ServerConfig, ServerConnection};
 
 use crate::protocol::{TlsInfo, Upgrade};
 use deflate::{DeflateDecoder, DeflateEncoder};
 use snappy::{SnappyDecoder, SnappyEncoder};
 
 /// The response frame `OK`, sent after each upgrade.
-const OK_FRAME: &[u8] = b"\0\0\0\x06\0\0\0\0OK";
+pub const OK_FRAME: &[u8] = b"\0\0\0\x06\0\0\0\0OK";
 /// Plaintext out of TLS waiting for the decompressor: more than the largest snappy chunk.
 const PLAIN_IN_CAP: usize = 128 * 1024;
 /// Output taken from the broker per write while the socket keeps up.
@@ -61,7 +66,8 @@ enum Codec {
 /// The layered stream's state and buffers.
 #[derive(Debug)]
 pub struct Layered {
-    tls: Option<ServerConnection>,
+    /// The server's or (bench) the client's side of TLS.
+    tls: Option<Connection>,
     /// Whether the handshake completion was reported ([`Layered::take_established`]).
     tls_reported: bool,
     codec: Codec,
@@ -97,18 +103,45 @@ impl Layered {
             conn.set_buffer_limit(None);
             // rustls holds this until the handshake completes, as nsqd sends it after.
             conn.writer().write_all(OK_FRAME)?;
-            l.tls = Some(conn);
+            l.tls = Some(conn.into());
         }
-        if up.snappy {
-            l.codec = Codec::Snappy(Box::new((SnappyDecoder::new(), SnappyEncoder::new())));
-        } else if up.deflate {
-            let enc = DeflateEncoder::new(up.deflate_level);
-            l.codec = Codec::Deflate(DeflateDecoder::new(), enc);
-        }
+        l.start_compression(up);
         if !matches!(l.codec, Codec::None) {
             l.encode(OK_FRAME)?;
         }
         Ok(l)
+    }
+
+    /// A client's stream after an IDENTIFY reply that granted upgrades: TLS from now on if
+    /// `tls` is given (its ClientHello leaves with the first [`Layered::send`]), no
+    /// compression yet. The owner reads the server's `OK` after TLS (exactly its 10 bytes:
+    /// what follows is compressed), then calls [`Layered::start_compression`].
+    pub fn client(tls: Option<ClientConnection>) -> Self {
+        Layered {
+            tls: tls.map(|mut c| {
+                // As on the server: output enters rustls only while `raw_out` is short.
+                c.set_buffer_limit(None);
+                c.into()
+            }),
+            tls_reported: false,
+            codec: Codec::None,
+            raw_in: Vec::new(),
+            plain_in: Vec::new(),
+            mid_out: Vec::new(),
+            raw_out: Vec::new(),
+            raw_out_pos: 0,
+        }
+    }
+
+    /// Switches both directions to the compression `up` agreed to (none if neither): on the
+    /// server at once, on a client after the `OK` that ends the TLS upgrade.
+    pub fn start_compression(&mut self, up: &Upgrade) {
+        if up.snappy {
+            self.codec = Codec::Snappy(Box::new((SnappyDecoder::new(), SnappyEncoder::new())));
+        } else if up.deflate {
+            let enc = DeflateEncoder::new(up.deflate_level);
+            self.codec = Codec::Deflate(DeflateDecoder::new(), enc);
+        }
     }
 
     /// An HTTPS connection: TLS from the first byte, nothing else.
@@ -119,7 +152,7 @@ impl Layered {
         let mut conn = ServerConnection::new(cfg.clone()).map_err(io::Error::other)?;
         conn.set_buffer_limit(None);
         Ok(Box::new(Layered {
-            tls: Some(conn),
+            tls: Some(conn.into()),
             tls_reported: false,
             codec: Codec::None,
             raw_in: Vec::new(),
@@ -353,4 +386,58 @@ pub fn tls_required_error(buf: &[u8], max_line: usize) -> Option<crate::protocol
         crate::protocol::E_INVALID,
         desc,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `from` sends, taken into `to` and decoded (up to `limit` bytes).
+    fn carry(from: &mut Layered, data: &[u8], to: &mut Layered, limit: usize) -> Vec<u8> {
+        let mut wire = Vec::new();
+        assert_eq!(from.send(&mut wire, data).unwrap(), data.len());
+        to.ingest(&wire).unwrap();
+        let mut out = Vec::new();
+        to.pump(&mut out, limit).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_client_stream_talks_to_a_server_stream_for_each_compression() {
+        for (snappy, deflate) in [(true, false), (false, true)] {
+            let up = Upgrade {
+                tls: false,
+                snappy,
+                deflate,
+                deflate_level: 3,
+            };
+            let mut server = Layered::new(&up, None, b"reply").unwrap();
+            let mut client = Layered::client(None);
+            // The prefix leaves in plain, then the compressed OK: the client reads the one
+            // plain frame exactly, starts its decompressor, and reads the OK.
+            let mut wire = Vec::new();
+            server.send(&mut wire, &[]).unwrap();
+            assert!(wire.starts_with(b"reply"), "{snappy} {deflate}");
+            client.ingest(&wire[5..]).unwrap();
+            client.start_compression(&up);
+            let mut ok = Vec::new();
+            client.pump(&mut ok, OK_FRAME.len()).unwrap();
+            assert_eq!(ok, OK_FRAME, "{snappy} {deflate}");
+            // Both directions, larger than one snappy chunk and one deflate step.
+            let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+            assert_eq!(carry(&mut client, &big, &mut server, usize::MAX), big);
+            assert_eq!(carry(&mut server, &big, &mut client, usize::MAX), big);
+        }
+    }
+
+    #[test]
+    fn a_client_stream_without_layers_passes_bytes_through_and_stops_at_the_limit() {
+        let mut client = Layered::client(None);
+        client.ingest(b"0123456789abc").unwrap();
+        let mut out = Vec::new();
+        assert_eq!(client.pump(&mut out, 10).unwrap(), 10);
+        assert_eq!(out, b"0123456789");
+        assert_eq!(client.pump(&mut out, usize::MAX).unwrap(), 3);
+        assert!(!client.wants_write() && !client.handshaking());
+    }
 }

@@ -1,6 +1,8 @@
 //! The TLS server configuration built from nsqd's flags (`--tls-cert`, `--tls-key`,
-//! `--tls-root-ca-file`, `--tls-client-auth-policy`, `--tls-min-version`), and the client
-//! certificate's common name for the auth server.
+//! `--tls-root-ca-file`, `--tls-client-auth-policy`, `--tls-min-version`), the client
+//! certificate's common name for the auth server, and the client configuration of
+//! `corq bench --tls` ([`client_config`], go-nsq's `tls_root_ca_file` and
+//! `tls_insecure_skip_verify`), built on the same provider.
 //!
 //! Crypto comes from rustls' `ring` provider: it builds from crates.io with gcc alone
 //! (`aws-lc-rs`, rustls' default, needs cmake). rustls speaks TLS 1.2 and 1.3 only, so a
@@ -8,13 +10,13 @@
 
 use std::sync::Arc;
 
-use rustls::client::danger::HandshakeSignatureValid;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{ring, CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig};
 
 use crate::config::Options;
 
@@ -68,6 +70,11 @@ fn root_store(path: &str) -> Result<Arc<RootCertStore>, String> {
         // Go would fall back to the system pool; corq has none to offer.
         return Err("--tls-client-auth-policy require-verify needs --tls-root-ca-file".into());
     }
+    load_roots(path).map(Arc::new)
+}
+
+/// The certificates of a PEM file as a CA pool; errors name `--tls-root-ca-file`.
+fn load_roots(path: &str) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("--tls-root-ca-file {path}: {e}"))?
@@ -77,7 +84,84 @@ fn root_store(path: &str) -> Result<Arc<RootCertStore>, String> {
             .add(cert)
             .map_err(|e| format!("--tls-root-ca-file {path}: {e}"))?;
     }
-    Ok(Arc::new(roots))
+    Ok(roots)
+}
+
+/// A TLS client configuration (`corq bench --tls`): the server's certificate verified
+/// against `root_ca_file`, or not verified at all with `insecure_skip_verify` (go-nsq's
+/// `tls_insecure_skip_verify`; the handshake's signatures are still checked). TLS 1.2 and
+/// 1.3, the server's provider.
+///
+/// # Errors
+/// Neither a CA file nor `insecure_skip_verify` (corq has no system CA pool to fall back
+/// to, unlike Go), or a CA file that cannot be read or holds no certificate; the message
+/// names the flag.
+pub fn client_config(
+    root_ca_file: Option<&str>,
+    insecure_skip_verify: bool,
+) -> Result<Arc<ClientConfig>, String> {
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("--tls: {e}"))?;
+    let cfg = if insecure_skip_verify {
+        let verifier = AnyServerCert(provider.signature_verification_algorithms);
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth()
+    } else {
+        let path = root_ca_file.ok_or(
+            "--tls needs --tls-root-ca-file PATH (the CA that signed the server's \
+             certificate) or --tls-insecure-skip-verify: corq has no system CA pool",
+        )?;
+        let roots = load_roots(path)?;
+        if roots.is_empty() {
+            return Err(format!("--tls-root-ca-file {path}: no certificate"));
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    Ok(Arc::new(cfg))
+}
+
+/// Go's `InsecureSkipVerify`: any server certificate is accepted, but the handshake's
+/// signatures are checked with it (so the link is still encrypted to whoever holds its key).
+#[derive(Debug)]
+struct AnyServerCert(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for AnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_schemes()
+    }
 }
 
 /// Go's `tls.RequireAnyClientCert`: a certificate is required and its signature over the
@@ -122,7 +206,7 @@ impl ClientCertVerifier for AnyClientCert {
     }
 }
 
-/// A provider for tests' clients: the same crypto as the server.
+/// The crypto provider of both sides (and of tests' clients).
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(ring::default_provider())
 }
