@@ -222,7 +222,7 @@ if want recovery; then
 fi
 
 # transport: PUB rate, SUB rate and e2e at 50k msg/s over plain, TLS, snappy and deflate
-# (issue 13). Every corqd has the same TLS certificate (a test CA made here with openssl), so
+# Every corqd has the same TLS certificate (a test CA made here with openssl), so
 # only the client's IDENTIFY differs; the layers are interleaved inside each run (plain, tls,
 # snappy, deflate, then the next run), so a ratio to plain compares neighbours in time.
 # The SUB backlog is published in plain; only the consumers use the layer.
