@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 mod jobs;
+mod resident;
 
 /// Source of [`Log`] instance ids, so a job result is never applied to the wrong log.
 static NEXT_LOG_ID: AtomicU64 = AtomicU64::new(1);
