@@ -469,7 +469,6 @@ impl Segment {
     }
 
     /// A read at `pos`, below `released`, faulted a released page back in.
-    #[cold]
     fn note_refault(&self, pos: usize) {
         if pos < self.refaulted_from.get() {
             self.refaulted_from.set(pos);
@@ -523,16 +522,18 @@ impl Segment {
 
     /// Releases this process's pages of the map below byte `pos`, rounded down to a
     /// [`RELEASE_STEP`] boundary and never past what was written to the file (see "Resident
-    /// pages"). Returns the bytes newly released (0 when that step was released already: the
-    /// common case, one compare).
+    /// pages"), refaulted ones included. Returns the bytes of the ranges released (0 when the
+    /// line did not cross a step and nothing was read below it since: the common case, two
+    /// compares).
     pub fn release_below(&mut self, pos: usize) -> usize {
-        self.release_to(pos.min(self.flushed()) & !(RELEASE_STEP - 1))
+        let to = pos.min(self.flushed()) & !(RELEASE_STEP - 1);
+        self.sweep(to) + self.release_to(to)
     }
 
-    /// Releases every written page (a segment every reader has passed, or one recovery just
-    /// scanned). Returns the bytes newly released.
+    /// Releases every written page, refaulted ones included (a segment every reader has
+    /// passed). Returns the bytes of the ranges released.
     pub fn release_all(&mut self) -> usize {
-        self.release_to(self.written_pages_end())
+        self.sweep(usize::MAX) + self.release_to(self.written_pages_end())
     }
 
     /// Releases every page of the map (recovery's scan read all of the file, the zeros past
@@ -542,9 +543,10 @@ impl Segment {
         self.released = self.released.max(self.written_pages_end());
     }
 
-    /// Whether every written page was released ([`Segment::release_all`] has nothing to do).
-    pub fn is_released(&self) -> bool {
-        self.released >= self.written_pages_end()
+    /// Whether no page is mapped as far as reads go: every written page released and none
+    /// read back since ([`Segment::release_all`] has nothing to do).
+    pub fn is_clean(&self) -> bool {
+        self.released >= self.written_pages_end() && self.refaulted_from.get() >= self.released
     }
 
     /// The written bytes rounded up to whole pages (the last page may be partly written).

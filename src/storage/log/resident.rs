@@ -15,15 +15,19 @@
 //! than one step behind the slowest reader, and whatever lies between the slowest and the
 //! fastest.
 //!
+//! Pages can be released before anyone reads them (a topic without channels has the tail as
+//! its line; recovery releases what it scanned), so "released" is not "unmapped": a read below
+//! a segment's released part is noted, and releasing up to the line covers those pages again.
+//!
 //! Releasing is `MADV_DONTNEED` on a shared file mapping: it drops page-table entries only.
 //! The bytes stay in the page cache (and on disk), so a message still pending, in flight or
 //! deferred below the line is read back correctly; its read faults the page in again and is
-//! noted, and [`Log::sweep_below`] (the broker's periodic maintenance step) releases such
-//! refaulted pages again.
+//! noted, and is released again when the line next crosses a step, or by
+//! [`Log::sweep_below`] (the broker's periodic maintenance step) for segments the line left.
 //!
-//! Cost: [`Log::release_below`] is a binary search and a compare when the line did not cross
-//! a step (the broker calls it after each delivery pass that moved a cursor, never per
-//! message); one `madvise` per 4 MiB read otherwise.
+//! Cost: [`Log::release_below`] is a binary search and a few compares when the line did not
+//! cross a step (the broker calls it after each delivery pass that moved a cursor, never per
+//! message); one or two `madvise` calls per 4 MiB read otherwise.
 
 use super::Log;
 use crate::storage::segment::Segment;
@@ -36,13 +40,16 @@ impl Log {
         let Some(last) = self.segment_for(offset) else {
             return 0;
         };
-        // Segments wholly below the line are released oldest first, so the released ones form
-        // a prefix: start after it.
-        let first = self.segments[..last].partition_point(Segment::is_released);
-        let mut n: usize = self.segments[first..last]
-            .iter_mut()
-            .map(Segment::release_all)
-            .sum();
+        // Segments wholly below the line, newest first, down to the first clean one: a reader
+        // leaves its pages in the segments it just passed. (A page read back in an older one,
+        // a requeue from far behind, waits for the periodic sweep.)
+        let mut n = 0;
+        for seg in self.segments[..last].iter_mut().rev() {
+            if seg.is_clean() {
+                break;
+            }
+            n += seg.release_all();
+        }
         let seg = &mut self.segments[last];
         if let Some(pos) = line_position(seg, offset) {
             n += seg.release_below(pos);
@@ -50,21 +57,16 @@ impl Log {
         n
     }
 
-    /// [`Log::release_below`], then releases again the pages below `offset` that reads faulted
-    /// back in since the last sweep (requeues and deferrals from far behind, peeks, carries).
-    /// Visits every segment: for the periodic maintenance step, not the hot path.
+    /// [`Log::release_below`], and also releases again the pages that reads faulted back in
+    /// below `offset` in every older segment (requeues and deferrals from far behind, peeks,
+    /// carries). Visits every segment: for the periodic maintenance step, not the hot path.
     pub fn sweep_below(&mut self, offset: u64) -> usize {
         let mut n = self.release_below(offset);
-        let offset = offset.min(self.tail);
-        let Some(last) = self.segment_for(offset) else {
+        let Some(last) = self.segment_for(offset.min(self.tail)) else {
             return n;
         };
         for seg in &mut self.segments[..last] {
-            n += seg.sweep(usize::MAX);
-        }
-        let seg = &mut self.segments[last];
-        if let Some(pos) = line_position(seg, offset) {
-            n += seg.sweep(pos);
+            n += seg.release_all();
         }
         n
     }
@@ -177,6 +179,28 @@ mod tests {
         for off in tail - 10..log.tail() {
             assert_eq!(log.read(off).unwrap().body, &body_for(off)[..], "{off}");
         }
+    }
+
+    #[test]
+    fn pages_released_before_they_were_read_are_released_again_once_the_reader_passes() {
+        let tmp = TempDir::new("release-early");
+        let mut log = written_and_read(&tmp, 56);
+        // A topic without channels: the tail is the line, everything written goes.
+        let tail = log.tail();
+        log.release_below(tail);
+        assert!(resident(&log).iter().all(|&r| r < RELEASE_STEP as u64));
+        // A first channel then reads from the start: every read is below `released`.
+        let line = log.segments[2].base + (log.segments[2].end() - log.segments[2].base) / 2;
+        for off in 0..line {
+            assert_eq!(log.read(off).unwrap().body, &body_for(off)[..]);
+        }
+        assert!(resident(&log)[0] >= 8 * MIB as u64, "{:?}", resident(&log));
+        // Its pass ends with the line in the third segment: what it read behind is released.
+        assert!(log.release_below(line) >= 2 * 16 * MIB);
+        let after = resident(&log);
+        assert_eq!(&after[..2], &[0, 0], "{after:?}");
+        assert!(after[2] <= (RELEASE_STEP + 2 * MIB) as u64, "{after:?}");
+        assert_eq!(log.release_below(line), 0, "nothing new to release");
     }
 
     #[test]
