@@ -244,9 +244,12 @@ pub const RELEASE_STEP: usize = 4 * 1024 * 1024;
 /// The system's page size (`madvise` needs page-aligned starts). [`RELEASE_STEP`] is a
 /// multiple of every page size Linux uses up to 4 MiB.
 fn page_size() -> usize {
-    // SAFETY: sysconf has no memory effects.
-    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf has no memory effects.
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
+    })
 }
 
 /// Drops this process's page-table entries for `range` of `map` (`MADV_DONTNEED`), clamped to
@@ -573,11 +576,11 @@ impl Segment {
     /// passed). Refaulted pages at or past `limit` stay noted for a later sweep. Returns the
     /// bytes of the range released.
     pub fn sweep(&mut self, limit: usize) -> usize {
-        let page = page_size();
         let from = self.refaulted_from.get();
         if from >= self.released {
             return 0;
         }
+        let page = page_size();
         let from = from / page * page;
         let to = self.released.min(limit / page * page);
         if from >= to {
