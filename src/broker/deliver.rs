@@ -157,9 +157,10 @@ impl Broker {
             );
             Self::mark_dirty(&mut self.dirty, ck, client);
         }
-        if ch.cursor != cursor_before {
+        let reader = ch.cursor;
+        if reader != cursor_before {
             // Once per pass that read new records, not per message (see the method).
-            topic.release_read_pages();
+            topic.release_read_pages(reader);
         }
     }
 

@@ -546,6 +546,11 @@ impl Segment {
         self.released = self.released.max(self.written_pages_end());
     }
 
+    /// Whether a read faulted a released page back in since the last sweep.
+    pub fn has_refaults(&self) -> bool {
+        self.refaulted_from.get() < self.released
+    }
+
     /// Whether no page is mapped as far as reads go: every written page released and none
     /// read back since ([`Segment::release_all`] has nothing to do).
     pub fn is_clean(&self) -> bool {

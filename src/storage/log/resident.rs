@@ -30,7 +30,7 @@
 //! message); one or two `madvise` calls per 4 MiB read otherwise.
 
 use super::Log;
-use crate::storage::segment::Segment;
+use crate::storage::segment::{Segment, RELEASE_STEP, SEGMENT_HEADER_LEN};
 
 impl Log {
     /// Releases this process's mapped pages of the records below `offset` (the reader line;
@@ -40,6 +40,14 @@ impl Log {
         let Some(last) = self.segment_for(offset) else {
             return 0;
         };
+        // A lost record's position is unknown: release nothing in its segment this time.
+        let pos = line_position(&self.segments[last], offset).unwrap_or(0);
+        self.release_at(last, pos)
+    }
+
+    /// Releases the pages of segment `last` below byte `pos` (in steps), and every segment
+    /// before it.
+    fn release_at(&mut self, last: usize, pos: usize) -> usize {
         // Segments wholly below the line, newest first, down to the first clean one: a reader
         // leaves its pages in the segments it just passed. (A page read back in an older one,
         // a requeue from far behind, waits for the periodic sweep.)
@@ -50,9 +58,55 @@ impl Log {
             }
             n += seg.release_all();
         }
-        let seg = &mut self.segments[last];
-        if let Some(pos) = line_position(seg, offset) {
-            n += seg.release_below(pos);
+        n + self.segments[last].release_below(pos)
+    }
+
+    /// Releases the pages more than `spread` bytes of records behind `fastest` (the fastest
+    /// reader's position), even those a slower reader has yet to read: it faults them back in
+    /// when it gets there, and [`Log::sweep_behind`] releases them again behind it. Bounds what
+    /// a stalled reader (a channel without consumers, a paused one) keeps mapped while others
+    /// read on: without it every page read after the stall stays mapped.
+    pub fn release_spread(&mut self, fastest: u64, spread: usize) -> usize {
+        let fastest = fastest.min(self.tail);
+        let Some(mut i) = self.segment_for(fastest) else {
+            return 0;
+        };
+        let Some(mut pos) = line_position(&self.segments[i], fastest) else {
+            return 0;
+        };
+        let mut lag = spread;
+        loop {
+            let here = pos.saturating_sub(SEGMENT_HEADER_LEN);
+            if here >= lag {
+                break;
+            }
+            lag -= here;
+            let Some(prev) = i.checked_sub(1) else {
+                return 0; // the whole log is within the spread
+            };
+            i = prev;
+            pos = self.segments[i].used();
+        }
+        self.release_at(i, pos - lag)
+    }
+
+    /// Releases again the pages read back below the released part behind a reader at `offset`
+    /// (a reader slower than the release line re-reads released pages), in steps, without
+    /// moving the release line: the pages ahead of slower readers stay mapped.
+    pub fn sweep_behind(&mut self, offset: u64) -> usize {
+        let offset = offset.min(self.tail);
+        let Some(last) = self.segment_for(offset) else {
+            return 0;
+        };
+        let Some(pos) = line_position(&self.segments[last], offset) else {
+            return 0;
+        };
+        let mut n = self.segments[last].sweep(pos & !(RELEASE_STEP - 1));
+        for seg in self.segments[..last].iter_mut().rev() {
+            if !seg.has_refaults() {
+                break;
+            }
+            n += seg.sweep(usize::MAX);
         }
         n
     }
@@ -201,6 +255,49 @@ mod tests {
         assert_eq!(&after[..2], &[0, 0], "{after:?}");
         assert!(after[2] <= (RELEASE_STEP + 2 * MIB) as u64, "{after:?}");
         assert_eq!(log.release_below(line), 0, "nothing new to release");
+    }
+
+    #[test]
+    fn a_stalled_reader_keeps_at_most_the_spread_mapped_and_its_rereads_are_released() {
+        let tmp = TempDir::new("release-spread");
+        // Every page read once (the fast reader); a stalled reader sits at offset 0.
+        let mut log = written_and_read(&tmp, 56);
+        let (tail, spread) = (log.tail(), 20 * MIB);
+        assert_eq!(
+            log.release_below(0),
+            0,
+            "the stalled reader holds everything"
+        );
+        assert!(log.release_spread(tail, spread) >= 56 * MIB - spread - 2 * RELEASE_STEP);
+        let kept: u64 = resident(&log).iter().sum();
+        assert!(
+            kept <= (spread + RELEASE_STEP) as u64 && kept >= (spread / 2) as u64,
+            "{kept}"
+        );
+        // The stalled reader moves on through the first segment: what it reads behind itself
+        // is released in steps, nothing ahead of it is.
+        let seg0_end = log.segments[1].base;
+        for off in 0..seg0_end {
+            assert_eq!(log.read(off).unwrap().body, &body_for(off)[..]);
+        }
+        assert!(resident(&log)[0] >= 8 * MIB as u64);
+        let ahead = resident(&log)[1..].to_vec();
+        let behind = log.sweep_behind(seg0_end - 1);
+        assert!(behind >= 8 * MIB, "{behind}");
+        let after = resident(&log);
+        assert!(after[0] <= (RELEASE_STEP + 2 * MIB) as u64, "{after:?}");
+        assert_eq!(
+            after[1..],
+            ahead[..],
+            "pages ahead of the reader stay mapped"
+        );
+        assert!(
+            ahead.iter().sum::<u64>() > 0,
+            "the fast reader's recent pages"
+        );
+        // Passing the segment's end releases the rest of it.
+        log.sweep_behind(seg0_end);
+        assert_eq!(resident(&log)[0], 0);
     }
 
     #[test]
