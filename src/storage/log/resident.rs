@@ -7,13 +7,16 @@
 //!
 //! # The release rule
 //!
-//! The caller (the broker's topic) names a *reader line*: the slowest reader's position (the
-//! lowest channel cursor, or the tail when no channel reads). [`Log::release_below`] releases
-//! the pages below it: every page of a segment wholly below the line, and in the segment
-//! holding the line the pages below it rounded down to `segment::RELEASE_STEP` (4 MiB), never past
-//! what was written to the file. What stays mapped is the pages readers are working on: less
-//! than one step behind the slowest reader, and whatever lies between the slowest and the
-//! fastest.
+//! The caller (the broker's topic) names a *release line*: the slowest reader's position (the
+//! lowest channel cursor, or the tail when no channel reads), or a fixed spread (128 MiB, the
+//! broker's choice) behind the fastest reader if that is further on. [`Log::release_below`]
+//! and [`Log::release_spread`] release the pages below it: every page of a segment wholly
+//! below the line, and in the segment holding the line the pages below it rounded down to
+//! `segment::RELEASE_STEP` (4 MiB), never past what was written to the file. What stays
+//! mapped is the pages readers are working on: less than one step behind the slowest reader,
+//! and whatever lies between the slowest and the fastest, at most the spread. A reader behind
+//! the spread (a channel that stalled and resumed) faults released pages back in as it reads,
+//! and [`Log::sweep_behind`] releases those behind it, in steps, without moving the line.
 //!
 //! Pages can be released before anyone reads them (a topic without channels has the tail as
 //! its line; recovery releases what it scanned), so "released" is not "unmapped": a read below
