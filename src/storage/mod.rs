@@ -17,6 +17,7 @@
 //! | `recovery.rs`   | the open-time scan: rebuild indexes, cut torn tails, report stray files |
 //! | `log.rs`        | [`Log`]: open, append/read/iterate, retention |
 //! | `log/jobs.rs`   | [`Log`]'s background-job state: when to sync or pre-create, applying results |
+//! | `log/resident.rs` | which mapped pages stay resident: releasing them behind the readers |
 //! | `worker.rs`     | [`StorageWorker`]: the helper thread that runs [`Job`]s (fsync, file creation) |
 //! | `checkpoint.rs` | the broker's checkpoint file (`corq.dat`): topics, channels, positions |
 //! | `testutil.rs`   | tests only: a temp dir deleted on drop, a seeded PRNG |
