@@ -47,7 +47,7 @@ start_server() {
     start_corqd "$BIN/corqd" figures "$@"
 }
 
-trap 'kill $SERVER 2>/dev/null; rm -rf "$DATA"' EXIT
+trap 'kill $SERVER 2>/dev/null || true; rm -rf "$DATA"' EXIT
 
 bench() { taskset -c 1 "$BIN/corq" bench --nsqd-tcp-address "$TCP" "$@" >/dev/null; }
 
