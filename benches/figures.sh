@@ -7,7 +7,7 @@
 #
 #   benches/figures.sh              # all cases (~25 minutes, plus strict, transport ~15 and plainpath ~10)
 #   benches/figures.sh pub sub      # only the named groups: pub sub fanout e2e durable strict http
-#                                   # recovery transport plainpath
+#                                   # recovery rss transport plainpath
 #   BEFORE=/tmp/before/target/release benches/figures.sh plainpath
 #                                   # this build's plain path against another build's binaries
 #
@@ -54,7 +54,7 @@ start_server() {
     start_corqd "$BIN/corqd" figures "$@"
 }
 
-trap 'kill $SERVER 2>/dev/null; rm -rf "$DATA"' EXIT
+trap 'kill $SERVER 2>/dev/null || true; rm -rf "$DATA"' EXIT
 
 bench() { taskset -c 1 "$BIN/corq" bench --nsqd-tcp-address "$TCP" "$@" >/dev/null; }
 
@@ -200,6 +200,35 @@ print("    median %.1f ms (min %.1f, max %.1f)" % (times[5] * 1e3, times[0] * 1e
 EOF
     done
     stop_server
+fi
+
+if want rss; then
+    # Peak resident memory of corqd (benches/rss.sh samples /proc/PID/status every 100 ms),
+    # with the throughput of the same run next to it: the PUB 200 B case (10 s), and the SUB
+    # case's fill and drain of a 5 M backlog (peaks over both phases, then the drain alone).
+    for i in $(seq "$RUNS"); do
+        start_server
+        benches/rss.sh "$SERVER" >"$OUT/rss-pub-$i.txt" & SAMPLER=$!
+        bench pub --size 200 --batch 200 --connections 4 --json "$OUT/rsspub-$i.json"
+        kill -TERM "$SAMPLER"; wait "$SAMPLER" || true
+        echo "  pub run $i: $(cat "$OUT/rss-pub-$i.txt")"
+        stop_server
+    done
+    echo "rss pub: corq bench pub --size 200 --batch 200 --connections 4 (10 s)"
+    median rsspub published.msgs_per_sec
+    for i in $(seq "$RUNS"); do
+        start_server
+        benches/rss.sh "$SERVER" >"$OUT/rss-sub-$i.txt" & SAMPLER=$!
+        bench pub --topic sub5m --size 200 --batch 200 --connections 4 --count 5000000 --warmup 0s
+        benches/rss.sh "$SERVER" >"$OUT/rss-drain-$i.txt" & DRAIN=$!
+        bench sub --topic sub5m --size 200 --rdy 200 --connections 4 --json "$OUT/rsssub-$i.json"
+        kill -TERM "$SAMPLER" "$DRAIN"; wait "$SAMPLER" "$DRAIN" || true
+        echo "  sub run $i, fill + drain: $(cat "$OUT/rss-sub-$i.txt")"
+        echo "  sub run $i, drain only:   $(cat "$OUT/rss-drain-$i.txt")"
+        stop_server
+    done
+    echo "rss sub: fill pub --topic sub5m ... --count 5000000, then sub --topic sub5m --size 200 --rdy 200 --connections 4"
+    median rsssub consumed.msgs_per_sec
 fi
 
 if want recovery; then

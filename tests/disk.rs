@@ -51,12 +51,17 @@ fn body(i: usize) -> Vec<u8> {
 
 #[test]
 fn a_disk_full_mid_segment_fails_the_publish_and_everything_before_reads_back() {
-    let Some(dir) = tmpfs("8m") else {
+    // 9 MiB, not 8: the segment's growth steps reach exactly 8 MiB, and on an 8 MiB disk
+    // whether that step fits depended on whether the first checkpoint (4 KiB) had been
+    // written yet. When it fit, the disk was left with no byte free and the drain below
+    // (whose sync helper creates a topic, 64 KiB) failed: a flaky test. With 9 MiB the 8 MiB
+    // step always fits and the next one (16 MiB) never does, leaving ~1 MiB free.
+    let Some(dir) = tmpfs("9m") else {
         eprintln!("{SKIP}");
         return;
     };
     let _unmount = Unmount(dir.path().to_owned());
-    // Default 100 MiB segments on an 8 MiB disk: only growth on demand lets anything in.
+    // Default 100 MiB segments on a 9 MiB disk: only growth on demand lets anything in.
     let child = ChildServer::start(dir.path(), &[]);
     let mut p = Raw::connect(child.addr);
     let mut published = 0;
@@ -68,7 +73,7 @@ fn a_disk_full_mid_segment_fails_the_publish_and_everything_before_reads_back() 
         }
         assert_eq!(data, b"OK");
         published += 1;
-        assert!(published < 1000, "an 8 MiB disk never filled up");
+        assert!(published < 1000, "a 9 MiB disk never filled up");
     };
     assert!(error.starts_with("E_PUB_FAILED"), "{error}");
     assert!(error.contains("No space left"), "{error}");

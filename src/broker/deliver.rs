@@ -50,6 +50,7 @@ impl Broker {
         }
         let pass = self.pass;
         let clients = &mut self.clients;
+        let cursor_before = ch.cursor;
         while let Some(ck) =
             ch.pick_consumer(|c| clients.get_mut(c).is_some_and(Client::take_ready))
         {
@@ -155,6 +156,11 @@ impl Broker {
                 rec.body,
             );
             Self::mark_dirty(&mut self.dirty, ck, client);
+        }
+        let reader = ch.cursor;
+        if reader != cursor_before {
+            // Once per pass that read new records, not per message (see the method).
+            topic.release_read_pages(reader);
         }
     }
 

@@ -27,7 +27,8 @@ fn trim(topic: &mut Topic, written: u64, keep: u64) {
 
 impl Broker {
     /// The periodic step: carry long-unfinished messages out of old segments, trim each log
-    /// below what every channel and the checkpoint on disk no longer need, and checkpoint.
+    /// below what every channel and the checkpoint on disk no longer need, release the log
+    /// pages reads mapped behind every channel, and checkpoint.
     pub(super) fn maintenance(&mut self, now: Now) {
         let window = self.cfg.e2e_processing_latency_window_time;
         let written = self.checkpointer.written();
@@ -45,6 +46,7 @@ impl Broker {
                 replay::retention_keep(&topic.log, &topic.overrides.over(defaults), now.wall_ns);
             trim(topic, written, keep);
             topic.log.release_idle_buffer();
+            topic.sweep_read_pages();
         }
         self.checkpoint();
         self.evaluate_alerts(now);

@@ -57,6 +57,12 @@ pub struct Topic {
     pub dedup: super::dedup::DedupWindow,
 }
 
+/// Bytes of log the pages of which may stay mapped behind the fastest channel for slower ones
+/// to read: past it a stalled channel (no consumer, paused) no longer keeps everything the
+/// others read resident; it faults those pages back in when it moves. Larger than the spread of
+/// a 10-channel fan-out at full speed (~85 MiB measured), so that does not refault.
+pub const READER_SPREAD: usize = 128 * 1024 * 1024;
+
 /// Unconfirmed checkpoints remembered per topic; beyond this the two oldest are merged (keeping
 /// the lower floor, which is always safe) so a checkpoint thread that keeps failing cannot grow
 /// memory without bound.
@@ -170,6 +176,38 @@ impl Topic {
             self.disk_floor = Some(floor);
         }
         self.disk_floor.map(|d| d.min(live))
+    }
+
+    /// The slowest and the fastest channel's cursors, or the tail twice while no channel reads
+    /// (nothing maps pages then; a first channel faults in what it reads).
+    fn reader_span(&self) -> (u64, u64) {
+        let cursors = self.channels.iter().map(|(_, c)| c.cursor);
+        let slowest = cursors.clone().min().unwrap_or_else(|| self.log.tail());
+        (slowest, cursors.max().unwrap_or_else(|| self.log.tail()))
+    }
+
+    /// Releases the log's mapped pages behind every channel's cursor, in 4 MiB steps (see
+    /// `storage/log/resident.rs`): below the slowest channel's cursor, more than
+    /// [`READER_SPREAD`] behind the fastest's, and the pages `reader` (the channel whose pass
+    /// just moved it there) read back behind itself. Messages below the line that are in
+    /// flight, requeued or deferred stay readable: a released page is faulted back in from the
+    /// page cache. Called after each delivery pass that moved a cursor (a few compares when no
+    /// step was crossed), not per message: a 5 M-message drain reads ~1 GB/s, far more than
+    /// the maintenance step's interval would let pile up.
+    pub fn release_read_pages(&mut self, reader: u64) {
+        let (slowest, fastest) = self.reader_span();
+        self.log.release_below(slowest);
+        self.log.release_spread(fastest, READER_SPREAD);
+        self.log.sweep_behind(reader);
+    }
+
+    /// Releases the pages below the slowest channel, and those beyond the spread, that reads
+    /// faulted back in anywhere behind them (requeues, deferrals, peeks, carries): the
+    /// periodic maintenance step.
+    pub fn sweep_read_pages(&mut self) {
+        let (slowest, fastest) = self.reader_span();
+        self.log.sweep_below(slowest);
+        self.log.release_spread(fastest, READER_SPREAD);
     }
 
     /// Messages the topic holds that no channel has taken yet (nsqd's topic depth): the whole

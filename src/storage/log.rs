@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 mod jobs;
+mod resident;
 mod syncs;
 pub(crate) use syncs::MAX_SYNCS_IN_FLIGHT;
 

@@ -13,10 +13,11 @@
 //! | `error.rs`      | [`StorageError`] |
 //! | `record.rs`     | the record byte layout, pure encode/decode with CRC |
 //! | `segment.rs`    | one segment file: header layout, naming, allocation, the pending (not yet written) buffer, append/flush/read |
-//! | `space.rs`      | disk on demand: initial size, growth steps, when to grow or pre-create, `fallocate`, pre-faulting, the growth step and pre-created segment the helper makes |
+//! | `space.rs`      | disk on demand: initial size, growth steps, when to grow or pre-create, `fallocate`, prefetching into the page cache, the growth step and pre-created segment the helper makes |
 //! | `recovery.rs`   | the open-time scan: rebuild indexes, cut torn tails, report stray files |
 //! | `log.rs`        | [`Log`]: open, append/read/iterate, retention |
 //! | `log/jobs.rs`   | [`Log`]'s background-job state: when to sync or pre-create, applying results |
+//! | `log/resident.rs` | which mapped pages stay resident: releasing them behind the readers |
 //! | `log/syncs.rs`  | the syncs of a log in flight at once, and the rule that turns their completions into its durable offset |
 //! | `worker.rs`     | [`StorageWorker`]: the helper threads that run [`Job`]s (fsync, file creation) |
 //! | `checkpoint.rs` | the broker's checkpoint file (`corq.dat`): topics, channels, positions |

@@ -420,8 +420,13 @@ fn load_segment(
         holes,
         ..
     } = scan;
+    let mut segment = Segment::from_parts(path, file, map, base, index, end);
+    // The scan faulted every page of the file into this process (the zeros past the records
+    // too): release them (the page cache keeps them, warm for the readers to come).
+    // Otherwise a restart over a large backlog starts with the whole log resident.
+    segment.release_scanned();
     Ok(Some(Loaded {
-        segment: Segment::from_parts(path, file, map, base, index, end),
+        segment,
         cut: cut.is_some(),
         lost,
         holes,

@@ -28,7 +28,7 @@
 //! helper-thread [`Growth`] step ahead of the writer, or inline by [`Segment::reserve`] when
 //! the writer needs room first. Mapping past the end of a file is allowed; touching a page
 //! past it is a SIGBUS, so nothing does: reads stay below the written position (inside the
-//! file) and pre-faulting stops at the allocated length. Every byte is allocated for real with
+//! file) and prefetching stops at the allocated length. Every byte is allocated for real with
 //! `posix_fallocate`: a full disk fails an allocation (an `E_PUB_FAILED` for the publish that
 //! needed it, nothing half-appended), never a later access, and a read through the map never
 //! meets a hole. A pre-created segment (`.prealloc`) starts with one growth step's worth.
@@ -37,8 +37,10 @@ use super::record::{self, Corrupt};
 use super::space;
 use super::{NewRecord, Record, StorageError};
 use memmap2::{MmapMut, MmapOptions};
+use std::cell::Cell;
 use std::fs::File;
 use std::io;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -147,8 +149,9 @@ pub fn map_len(file: &File, path: &Path, len: Option<usize>) -> Result<MmapMut, 
     // otherwise triggers readahead, and the kernel zeroes the whole readahead window (up to
     // 8 MiB) inside that one fault: a stall of many milliseconds for whichever thread touched
     // it. With readahead off each fault zeroes one page. Reads do not need readahead either: the
-    // log is mostly read right behind the writer (pages the writer just filled), and recovery
-    // and pre-faulting walk the pages themselves. A failed advice is harmless.
+    // log is mostly read right behind the writer (pages the writer just filled), recovery turns
+    // it on for its scan, and growth prefetches new pages into the page cache itself
+    // (`space::prefetch_range`). A failed advice is harmless.
     let _ = map.advise(memmap2::Advice::Random);
     Ok(map)
 }
@@ -188,14 +191,25 @@ pub fn map(file: &File, path: &Path) -> Result<MmapMut, StorageError> {
 /// file's last, partly backed page, which reads as zeros: no SIGBUS). `pending` is the
 /// segment's last bytes, `[flushed(), write_pos)` with `flushed() = write_pos - pending.len()`;
 /// everything before `flushed()` is in the file, and no record straddles it.
+///
+/// # Resident pages
+/// A read through the map faults its page into this process (its resident set); nothing else
+/// maps pages (appends `pwrite`, growth prefetches into the page cache without mapping). The
+/// log releases the pages behind every reader ([`Segment::release_below`],
+/// [`Segment::release_all`]) with `MADV_DONTNEED`, which on a shared file mapping only drops
+/// this process's page-table entries: the page cache keeps the bytes (dirty ones stay dirty),
+/// and a later read of a released record (a requeue from far behind, a peek) faults the same
+/// bytes back in. Such reads are noted (`refaulted_from`) so a [`Segment::sweep`] can release
+/// those pages again. `released` only grows.
 #[derive(Debug)]
 pub struct Segment {
     /// For messages and for `delete`.
     pub path: PathBuf,
     /// Shared with sync and growth jobs, which fsync or fallocate it on the helper thread.
     pub file: Arc<File>,
-    /// Shared with growth jobs, which pre-fault newly allocated pages through it.
-    map: Arc<MmapMut>,
+    /// Only read (see "How bytes reach the file"); its pages behind every reader are released
+    /// again (see "Resident pages").
+    map: MmapMut,
     /// Bytes of the file allocated (its length): the part of the map that may be touched.
     allocated: usize,
     /// Offset of the first record (from the header / the name).
@@ -209,11 +223,56 @@ pub struct Segment {
     pending: Vec<u8>,
     /// Whether anything was appended since the last [`Segment::release_idle_buffer`].
     appended_lately: bool,
+    /// Byte position below which this process's pages of the map were released
+    /// (`MADV_DONTNEED`); a multiple of the page size (or the end of the map).
+    released: usize,
+    /// The lowest map position read below `released` since the last [`Segment::sweep`]
+    /// (`usize::MAX` if none): that read faulted a released page back in. A `Cell` because
+    /// reads take `&self`; one compare per read keeps it.
+    refaulted_from: Cell<usize>,
 }
 
 /// Index entry of an offset whose record recovery could not locate (damaged bytes were
 /// skipped): reads of it are `None` (`NotFound`). Never a real position: those are 8-aligned.
 pub const LOST: u32 = u32::MAX;
+
+/// Pages of the map are released in aligned steps of this many bytes behind the readers: a
+/// handful of `madvise` calls per GiB read, and at most this much (plus the readers' spread)
+/// stays mapped behind the slowest reader.
+pub const RELEASE_STEP: usize = 4 * 1024 * 1024;
+
+/// The system's page size (`madvise` needs page-aligned starts). [`RELEASE_STEP`] is a
+/// multiple of every page size Linux uses up to 4 MiB.
+fn page_size() -> usize {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf has no memory effects.
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
+    })
+}
+
+/// Drops this process's page-table entries for `range` of `map` (`MADV_DONTNEED`), clamped to
+/// the map. `range.start` must be page-aligned (callers round it). A failure is harmless: the
+/// pages only stay resident.
+fn dont_need(map: &MmapMut, range: Range<usize>) {
+    let end = range.end.min(map.len());
+    if range.start >= end {
+        return;
+    }
+    // SAFETY: `[start, end)` lies inside the mapping and `start` is page-aligned (the map
+    // starts on a page). On a MAP_SHARED file mapping MADV_DONTNEED only unmaps the pages from
+    // this process: their bytes stay in the page cache (a dirty page stays dirty and is
+    // written back as usual), and the next access faults the very same bytes back in, so any
+    // slice of the map still reads what it read before. Nothing Rust owns is freed.
+    unsafe {
+        libc::madvise(
+            map.as_ptr().add(range.start) as *mut libc::c_void,
+            end - range.start,
+            libc::MADV_DONTNEED,
+        );
+    }
+}
 
 /// Pending bytes past which the log flushes a segment at once rather than at the end of the
 /// loop turn: bounds the buffer (and the size of one `pwrite`) under an MPUB flood.
@@ -236,12 +295,14 @@ impl Segment {
             path,
             file: Arc::new(file),
             allocated: map.len(),
-            map: Arc::new(map),
+            map,
             base,
             index,
             write_pos,
             pending: Vec::new(),
             appended_lately: false,
+            released: 0,
+            refaulted_from: Cell::new(usize::MAX),
         }
     }
 
@@ -306,7 +367,7 @@ impl Segment {
         if self.map.len() >= limit {
             return Ok(());
         }
-        self.map = Arc::new(map_len(&self.file, &self.path, Some(limit))?);
+        self.map = map_len(&self.file, &self.path, Some(limit))?;
         Ok(())
     }
 
@@ -331,7 +392,7 @@ impl Segment {
     }
 
     /// What a helper-thread growth step should do now, if one is due (see `space.rs`): the
-    /// file and map to grow and pre-fault, and the range `[from, to)` to allocate.
+    /// file to grow and prefetch, and the range `[from, to)` to allocate.
     pub fn grow_target(&self) -> Option<Growth> {
         let (allocated, limit) = (self.allocated as u64, self.map.len() as u64);
         if !space::grow_due(allocated, self.write_pos as u64, limit) {
@@ -342,7 +403,6 @@ impl Segment {
             base: self.base,
             path: self.path.clone(),
             file: Arc::clone(&self.file),
-            map: Arc::clone(&self.map),
             from: allocated,
             to,
         })
@@ -401,9 +461,21 @@ impl Segment {
         let flushed = self.flushed();
         let buf = match pos.checked_sub(flushed) {
             Some(in_pending) => self.pending.get(in_pending..)?,
-            None => self.map.get(pos..flushed)?,
+            None => {
+                if pos < self.released {
+                    self.note_refault(pos);
+                }
+                self.map.get(pos..flushed)?
+            }
         };
         Some(record::decode_with(buf, offset, verify_crc).map(|(r, _)| r))
+    }
+
+    /// A read at `pos`, below `released`, faulted a released page back in.
+    fn note_refault(&self, pos: usize) {
+        if pos < self.refaulted_from.get() {
+            self.refaulted_from.set(pos);
+        }
     }
 
     /// File position up to which appended bytes have been written to the file.
@@ -449,6 +521,87 @@ impl Segment {
         if !std::mem::take(&mut self.appended_lately) && self.pending.is_empty() {
             self.pending = Vec::new();
         }
+    }
+
+    /// Releases this process's pages of the map below byte `pos`, rounded down to a
+    /// [`RELEASE_STEP`] boundary and never past what was written to the file (see "Resident
+    /// pages"), refaulted ones included. Returns the bytes of the ranges released (0 when the
+    /// line did not cross a step and nothing was read below it since: the common case, two
+    /// compares).
+    pub fn release_below(&mut self, pos: usize) -> usize {
+        let to = pos.min(self.flushed()) & !(RELEASE_STEP - 1);
+        self.sweep(to) + self.release_to(to)
+    }
+
+    /// Releases every written page, refaulted ones included (a segment every reader has
+    /// passed). Returns the bytes of the ranges released.
+    pub fn release_all(&mut self) -> usize {
+        self.sweep(usize::MAX) + self.release_to(self.written_pages_end())
+    }
+
+    /// Releases every page of the map (recovery's scan read all of the file, the zeros past
+    /// the records included); reads below the written end count as refaults from now on.
+    pub fn release_scanned(&mut self) {
+        dont_need(&self.map, 0..self.map.len());
+        self.released = self.released.max(self.written_pages_end());
+    }
+
+    /// Whether a read faulted a released page back in since the last sweep.
+    pub fn has_refaults(&self) -> bool {
+        self.refaulted_from.get() < self.released
+    }
+
+    /// Whether no page is mapped as far as reads go: every written page released and none
+    /// read back since ([`Segment::release_all`] has nothing to do).
+    pub fn is_clean(&self) -> bool {
+        self.released >= self.written_pages_end() && self.refaulted_from.get() >= self.released
+    }
+
+    /// The written bytes rounded up to whole pages (the last page may be partly written).
+    fn written_pages_end(&self) -> usize {
+        let page = page_size();
+        self.write_pos
+            .div_ceil(page)
+            .saturating_mul(page)
+            .min(self.map.len())
+    }
+
+    fn release_to(&mut self, to: usize) -> usize {
+        let from = self.released;
+        if to <= from {
+            return 0;
+        }
+        dont_need(&self.map, from..to);
+        self.released = to;
+        to - from
+    }
+
+    /// Releases again the pages that reads below `released` faulted back in since the last
+    /// sweep, up to byte `limit` (the reader line; `usize::MAX` for a segment every reader
+    /// passed). Refaulted pages at or past `limit` stay noted for a later sweep. Returns the
+    /// bytes of the range released.
+    pub fn sweep(&mut self, limit: usize) -> usize {
+        let from = self.refaulted_from.get();
+        if from >= self.released {
+            return 0;
+        }
+        let page = page_size();
+        let from = from / page * page;
+        let to = self.released.min(limit / page * page);
+        if from >= to {
+            return 0;
+        }
+        dont_need(&self.map, from..to);
+        let rest = if to < self.released { to } else { usize::MAX };
+        self.refaulted_from.set(rest);
+        to - from
+    }
+
+    /// Bytes of this process's resident pages of the map, from `/proc/self/smaps` (tests: a
+    /// released range must be gone from the resident set, not only readable).
+    #[cfg(test)]
+    pub fn resident_bytes(&self) -> u64 {
+        super::testutil::resident_bytes_at(self.map.as_ptr() as usize)
     }
 
     /// Called when a newer segment becomes active (after a successful flush): the index stops

@@ -1,6 +1,6 @@
 //! Disk space of a segment: how much is allocated up front, when and by how much it grows,
-//! the `posix_fallocate` call that allocates it, the pre-faulting walk that brings the new
-//! pages into the page cache off the reactor thread, and the two helper-thread products:
+//! the `posix_fallocate` call that allocates it, the prefetch that brings the new pages into
+//! the page cache off the reactor thread (without mapping them into this process), and the two helper-thread products:
 //! a [`Growth`] step of the active segment and a [`PreparedSegment`] (the next one, created
 //! under a `.prealloc` name before it has a base offset).
 //!
@@ -17,7 +17,7 @@
 //! Why 64 KiB: a topic that holds one small message then costs 64 KiB of disk, so 1,000 such
 //! topics fit in 64 MiB (the issue asked for <= 100 MiB), and a 64 KiB extent is still one
 //! cheap `fallocate`. Why doubling to 8 MiB: a busy topic reaches 8 MiB steps after seven
-//! steps (~8 MiB written), and an 8 MiB step is pre-faulted in a few ms on the helper while a
+//! steps (~8 MiB written), and an 8 MiB step is prefetched in a few ms on the helper while a
 //! full-speed writer needs ~40 ms to fill it, so the writer keeps finding allocated, cached
 //! pages ahead of it as it did when a whole segment was allocated at once.
 //!
@@ -117,42 +117,41 @@ pub fn allocate(file: &File, from: u64, to: u64, fault: Option<&AtomicBool>) -> 
     Ok(())
 }
 
-/// Page size assumed when pre-faulting (a smaller real page size only means fewer touches).
-const PREFAULT_STRIDE: usize = 4096;
+/// Bytes asked for per `posix_fadvise(WILLNEED)` call while prefetching. Why chunks: the kernel
+/// caps one WILLNEED request at the device's readahead size (`max(io_pages, ra_pages)`, often
+/// 128 KiB), silently dropping the rest of a longer range; 128 KiB is also the ~0.2–0.5 ms of
+/// kernel work (allocating and zeroing 32 pages) after which the helper yields.
+const PREFETCH_CHUNK: u64 = 128 * 1024;
 
-/// Pages touched between two `sched_yield`s while pre-faulting (~0.2–0.5 ms of kernel work).
-const PREFAULT_CHUNK_PAGES: usize = 32;
-
-/// Read-faults every page of `map[from..to)`, so the kernel allocates and zeroes the
-/// page-cache pages here (on the helper thread) rather than inside the reactor's `pwrite`s,
-/// which then only copy into them. Pages are only read, not dirtied: a sync still writes back
-/// just what appends wrote. (Done by hand rather than with MAP_POPULATE so the process's mmap
-/// lock is not held for the whole populate while the appending thread takes its own faults.)
+/// Brings bytes `[from, to)` of `file` into the page cache with `posix_fadvise(WILLNEED)`, so
+/// the kernel allocates and zeroes those page-cache pages here (on the helper thread) rather
+/// than inside the reactor's `pwrite`s, which then only copy into them. The allocated but
+/// unwritten blocks are read as zeros without disk I/O.
 ///
-/// The caller guarantees `to` is within the file (allocated): the map may be longer than the
-/// file, and touching a page past the end of the file is a SIGBUS. `to` is also clamped to
-/// the map.
+/// Why not touch the pages through the map, as this once did: every page touched stayed
+/// mapped in this process, so its resident set grew with everything ever written (3.6 GB
+/// through a 10 s PUB run). The page cache holds the pages either way; only mapping them
+/// costs resident memory. (Nothing is dirtied: a sync still writes back just what appends
+/// wrote.) The caller guarantees `to` is within the file (allocated).
 ///
-/// Why one page per fault and a yield every chunk: this walk is the only long CPU-bound work
-/// of the helper thread, and the helper may share the reactor's core. With readahead on (as
-/// this walk once had) a single fault zeroed the whole 8 MiB readahead window inside the
-/// kernel, ~20 ms that a `PREEMPT_NONE` kernel does not interrupt even for a woken reactor;
-/// and a helper that stays runnable is handed whole scheduler ticks (4 ms at 250 Hz) now and
-/// then even at `SCHED_IDLE` priority. Faulting one page at a time (the map is `MADV_RANDOM`)
-/// and yielding every chunk bounds what the reactor can wait for to one chunk.
-pub fn prefault_range(map: &[u8], from: usize, to: usize) {
-    let to = to.min(map.len());
-    let mut acc = 0u8;
-    let chunk = PREFAULT_STRIDE * PREFAULT_CHUNK_PAGES;
-    for start in (from..to).step_by(chunk) {
-        for i in (start..to.min(start + chunk)).step_by(PREFAULT_STRIDE) {
-            // SAFETY: `i < to <= map.len()`, and below the allocated file length (caller); a
-            // volatile read keeps the touch from being optimised out.
-            acc ^= unsafe { std::ptr::read_volatile(map.as_ptr().add(i)) };
+/// Why chunks and a yield every chunk: this walk is the only long CPU-bound work of the
+/// helper thread, and the helper may share the reactor's core. A helper that stays runnable
+/// is handed whole scheduler ticks (4 ms at 250 Hz) now and then even at `SCHED_IDLE`
+/// priority, and a `PREEMPT_NONE` kernel does not interrupt one long call even for a woken
+/// reactor; small requests and a yield between them bound what the reactor can wait for to
+/// one chunk. Advice failing (or being a no-op, as on tmpfs, where `fallocate` already made
+/// the pages) is harmless: the `pwrite` makes the pages itself.
+pub fn prefetch_range(file: &File, from: u64, to: u64) {
+    let mut at = from;
+    while at < to {
+        let len = (to - at).min(PREFETCH_CHUNK);
+        if let (Ok(off), Ok(n)) = (libc::off_t::try_from(at), libc::off_t::try_from(len)) {
+            // SAFETY: plain syscall on an fd we own; no memory is passed.
+            unsafe { libc::posix_fadvise(file.as_raw_fd(), off, n, libc::POSIX_FADV_WILLNEED) };
         }
+        at += len;
         std::thread::yield_now();
     }
-    std::hint::black_box(acc);
 }
 
 /// One growth step of a segment's file, made on the reactor and run on the helper thread: see
@@ -163,21 +162,18 @@ pub struct Growth {
     pub base: u64,
     pub(super) path: PathBuf,
     pub(super) file: Arc<File>,
-    /// Held so the pages can be pre-faulted even if the segment is dropped meanwhile.
-    pub(super) map: Arc<MmapMut>,
     pub(super) from: u64,
     /// The new allocated length.
     pub to: u64,
 }
 
 impl Growth {
-    /// Allocates `[from, to)` and pre-faults those pages (only after the allocation
-    /// succeeded: a page past the end of the file must never be touched). Blocks.
+    /// Allocates `[from, to)` and prefetches those pages into the page cache (only after the
+    /// allocation succeeded: readahead past the end of the file would do nothing). Blocks.
     pub fn run(&self, fault: Option<&AtomicBool>) -> Result<(), StorageError> {
         allocate(&self.file, self.from, self.to, fault)
             .map_err(|e| StorageError::io(&self.path, "fallocate", e))?;
-        // cannot truncate: both are <= the map's length, a usize.
-        prefault_range(&self.map, self.from as usize, self.to as usize);
+        prefetch_range(&self.file, self.from, self.to);
         Ok(())
     }
 }
@@ -221,16 +217,16 @@ pub struct PreparedSegment {
 
 impl PreparedSegment {
     /// Creates `path` (which must not exist), allocates `size` bytes, maps `limit` bytes (the
-    /// file grows under the map later) and pre-faults the allocated pages when `prefault` (on
-    /// the helper thread; an inline fallback skips it, since pre-faulting there would only
-    /// turn page allocations spread over many `pwrite`s into one long stall).
+    /// file grows under the map later) and prefetches the allocated pages into the page cache
+    /// when `prefetch` (on the helper thread; an inline fallback skips it, since prefetching
+    /// there would only turn page allocations spread over many `pwrite`s into one long stall).
     /// On failure the half-made file is removed. This blocks: keep it off the reactor thread.
     pub fn create(
         path: PathBuf,
         size: u64,
         limit: u64,
         fault: Option<&AtomicBool>,
-        prefault: bool,
+        prefetch: bool,
     ) -> Result<Self, StorageError> {
         let file = OpenOptions::new()
             .read(true)
@@ -251,8 +247,8 @@ impl PreparedSegment {
             Ok(map) => {
                 // cannot truncate: size <= limit, which fits a usize (checked above).
                 let allocated = size as usize;
-                if prefault {
-                    prefault_range(&map, 0, allocated);
+                if prefetch {
+                    prefetch_range(&file, 0, size);
                 }
                 Ok(PreparedSegment {
                     path,
@@ -379,6 +375,28 @@ mod tests {
         // Never past the limit, and no underflow when used exceeds allocated.
         assert!(!grow_due(limit, limit, limit));
         assert!(grow_due(MIB, 2 * MIB, limit));
+    }
+
+    #[test]
+    fn prefetching_fills_the_page_cache_without_mapping_pages() {
+        let tmp = crate::storage::testutil::TempDir::new("prefetch");
+        let path = tmp.path().join("00000000000000000001.prealloc");
+        let size = 4 * MIB as usize;
+        let prep = PreparedSegment::create(path, size as u64, 16 * MIB, None, true).unwrap();
+        let start = prep.map.as_ptr();
+        let resident = crate::storage::testutil::resident_bytes_at(start as usize);
+        assert_eq!(resident, 0, "prefetching mapped pages into the process");
+        // mincore on a file mapping answers from the page cache, mapped or not.
+        let mut cached = vec![0u8; size / 4096];
+        // SAFETY: `[start, start + size)` is inside the map; `cached` has a byte per 4 KiB page.
+        let rc = unsafe { libc::mincore(start as *mut libc::c_void, size, cached.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        let in_cache = cached.iter().filter(|&&b| b & 1 == 1).count();
+        assert!(
+            in_cache * 10 >= cached.len() * 9,
+            "{in_cache} of {} pages in the page cache",
+            cached.len()
+        );
     }
 
     #[test]

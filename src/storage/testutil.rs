@@ -49,3 +49,28 @@ impl Rng {
         self.next_u64() % n
     }
 }
+
+/// `Rss` of the mapping that starts at address `start`, in bytes, from `/proc/self/smaps`
+/// (0 if no mapping starts there): this process's resident pages of one segment map.
+pub fn resident_bytes_at(start: usize) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+    let mut in_it = false;
+    for line in smaps.lines() {
+        // A mapping's first line: "start-end perms offset dev inode [path]".
+        if let Some((range, _)) = line.split_once(' ') {
+            if let Some((lo, _)) = range.split_once('-') {
+                if lo.bytes().all(|b| b.is_ascii_hexdigit()) && !lo.is_empty() {
+                    in_it = usize::from_str_radix(lo, 16) == Ok(start);
+                    continue;
+                }
+            }
+        }
+        if in_it {
+            if let Some(kb) = line.strip_prefix("Rss:") {
+                let kb = kb.trim().trim_end_matches("kB").trim();
+                return kb.parse::<u64>().unwrap_or(0) * 1024;
+            }
+        }
+    }
+    0
+}

@@ -59,7 +59,7 @@ pub(crate) enum JobKind {
         background: bool,
     },
     /// Create the next segment under a temporary name, fallocate `size` bytes, map `limit`
-    /// bytes and pre-fault the allocated pages.
+    /// bytes and prefetch the allocated pages into the page cache.
     /// `background`: no writer is waiting for it yet (it runs on the background lane).
     Prepare {
         path: PathBuf,
@@ -68,7 +68,7 @@ pub(crate) enum JobKind {
         fault: Option<Arc<AtomicBool>>,
         background: bool,
     },
-    /// Extend the active segment's file by one growth step and pre-fault the new pages.
+    /// Extend the active segment's file by one growth step and prefetch the new pages.
     /// `background`: as for `Prepare`.
     Grow {
         growth: Growth,

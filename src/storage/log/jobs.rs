@@ -6,7 +6,7 @@
 //!
 //! - Growth: once the room allocated ahead of the writer runs low (`space::grow_due`), one
 //!   growth step (`space::next_alloc`) is handed to the helper, which fallocates and
-//!   pre-faults it. At most one is in flight; a failed one (disk full) is retried after
+//!   prefetches it. At most one is in flight; a failed one (disk full) is retried after
 //!   [`PREPARE_RETRY_MS`], and meanwhile a writer that needs the room grows inline and gets
 //!   the error itself.
 //! - Pre-creation: once the active segment is 7/8 of `max_bytes_per_file` full
@@ -208,7 +208,7 @@ impl Log {
         let active = self.active();
         // Pre-create only once the active segment is nearly full: a spare file for every
         // topic that barely writes would cost disk for nothing. The spare is small (a growth
-        // step's size), so pre-faulting it finishes long before a fast writer fills the last
+        // step's size), so prefetching it finishes long before a fast writer fills the last
         // eighth of a segment.
         let due = space::precreate_due(active.used() as u64, active.capacity() as u64);
         if !due
