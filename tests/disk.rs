@@ -53,9 +53,8 @@ fn body(i: usize) -> Vec<u8> {
 fn a_disk_full_mid_segment_fails_the_publish_and_everything_before_reads_back() {
     // 9 MiB, not 8: the segment's growth steps reach exactly 8 MiB, and on an 8 MiB disk
     // whether that step fits depended on whether the first checkpoint (4 KiB) had been
-    // written yet. When it fit, the disk was left with no byte free and the drain below
-    // (whose sync helper creates a topic, 64 KiB) failed: a flaky test. With 9 MiB the 8 MiB
-    // step always fits and the next one (16 MiB) never does, leaving ~1 MiB free.
+    // written yet. With 9 MiB the 8 MiB step always fits and the next one (16 MiB) never
+    // does, so every run fills the disk the same way.
     let Some(dir) = tmpfs("9m") else {
         eprintln!("{SKIP}");
         return;

@@ -1,4 +1,4 @@
-//! Resident memory (issue 16, target 4): the log pages delivery reads are released behind the
+//! Resident memory: the log pages delivery reads are released behind the
 //! slowest channel, and a message left far behind that line is still delivered intact.
 
 use crate::util::*;

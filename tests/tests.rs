@@ -8,7 +8,7 @@
 //! - `recovery`: damaged or missing segment files cost only the damaged records, named at warn
 //! - `disk`: disk on demand: many small topics on a small disk, a full disk mid-segment
 //! - `retention`: a long-REQ'd message does not pin old segments (carrying forward)
-//! - `resident`: log pages delivery read are released behind the slowest channel (issue 16)
+//! - `resident`: log pages delivery read are released behind the slowest channel
 //! - `abuse`: silent, idle, stuck and slowloris clients
 //! - `auth`: AUTH against a fake auth server: grants, ttl re-queries, a stalled or dead server
 //! - `lookupd`: `corq lookupd` and corqd's lookupd registration in a small cluster
