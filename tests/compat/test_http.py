@@ -93,9 +93,11 @@ def ordered(body):
 
 
 # corq-only fields, allowed after nsqd's (failure handling: settings and their counters; limits
-# and alerts: fill ratio, oldest message age; `ordered` turns objects into lists of pairs).
+# and alerts: fill ratio, oldest message age; strict mode: syncs and the records they covered;
+# `ordered` turns objects into lists of pairs).
 CORQ_EXTRA = {"settings": list, "dedup_count": int, "dedup_entries": int, "dead_letter_count": int,
-              "expired_count": int, "fill_ratio": (int, float), "oldest_message_age_ms": int}
+              "expired_count": int, "fill_ratio": (int, float), "oldest_message_age_ms": int,
+              "log_syncs": int, "log_synced_records": int}
 
 
 def check(obj, keys, where):
