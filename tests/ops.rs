@@ -406,6 +406,63 @@ fn peek_bad_input_is_400_and_unknown_names_404() {
     server.stop();
 }
 
+/// Drops a file's pages from the page cache, as time does to the old end of a large backlog.
+fn evict_from_page_cache(path: &std::path::Path) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    f.sync_all().unwrap();
+    // SAFETY: plain syscall on an open fd; no memory is passed.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0, "posix_fadvise(DONTNEED) on {}", path.display());
+}
+
+#[test]
+fn a_peek_of_cold_pages_waits_for_a_helper_to_read_them_and_answers_in_order() {
+    let dir = TempDir::new("coldpeek");
+    let mut args = SMALL.to_vec();
+    args.extend(["--log-level", "debug", "--log-format=json"]);
+    let server = ChildServer::start(dir.path(), &args);
+    let mut p = Raw::connect(server.addr);
+    let body = |i: usize| format!("cold-{i:04}-{}", "x".repeat(990));
+    for i in 0..200 {
+        p.publish("cold", body(i).as_bytes());
+    }
+    // 200 KB in 64 KiB segments, none of it read by corqd (no channel): out of the cache.
+    let topic_dir = dir.path().join("topics").join("cold.topic");
+    let mut segments = 0;
+    for entry in std::fs::read_dir(&topic_dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "log") {
+            evict_from_page_cache(&path);
+            segments += 1;
+        }
+    }
+    assert!(segments >= 3, "{segments} segment(s)");
+
+    // The peek and a ping pipelined on one connection: the peek waits without the request
+    // behind it overtaking it, and both are answered.
+    let mut s = std::net::TcpStream::connect(server.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let requests = "GET /topic/peek?topic=cold&count=150 HTTP/1.1\r\nHost: x\r\n\r\n\
+                    GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    std::io::Write::write_all(&mut s, requests.as_bytes()).unwrap();
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut s, &mut reply).unwrap();
+    let (first, rest) = reply.split_once("\r\n\r\n").expect("a reply head");
+    assert!(first.starts_with("HTTP/1.1 200 OK"), "{reply}");
+    let ping_at = rest.rfind("HTTP/1.1 200 OK").expect("the ping's reply");
+    assert!(rest[ping_at..].ends_with("OK"), "{reply}");
+    let v: Value = serde_json::from_str(&rest[..ping_at]).unwrap();
+    let want: Vec<String> = (0..150).map(|i| b64(&body(i))).collect();
+    assert_eq!(bodies(&v), want);
+
+    let waited = wait_for_json(&server, "saying the peek waited for its pages", |v| {
+        msg_has(v, "not all cached")
+    });
+    assert!(msg_has(&waited, "topic cold"), "{waited}");
+    server.terminate();
+}
+
 #[test]
 fn channel_peek_lists_requeued_messages_first_with_their_attempts() {
     let (server, _dir) = start_server();

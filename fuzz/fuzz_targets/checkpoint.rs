@@ -148,7 +148,21 @@ fn copy_dir(from: &Path, to: &Path) {
         if entry.file_type().expect("file type").is_dir() {
             copy_dir(&entry.path(), &dest);
         } else {
-            std::fs::copy(entry.path(), &dest).expect("copy template file");
+            copy_file(&entry.path(), &dest);
+        }
+    }
+}
+
+/// `fs::copy` with a retry on EINTR: a fuzzer that is stopped and continued (SIGSTOP/SIGCONT,
+/// as a benchmark pausing it does) can see its copy interrupted, and that is no finding.
+fn copy_file(from: &Path, to: &Path) {
+    loop {
+        match std::fs::copy(from, to) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            result => {
+                result.expect("copy template file");
+                return;
+            }
         }
     }
 }

@@ -123,6 +123,8 @@ pub struct Client {
     pub deflate: bool,
     /// The TLS handshake completed on this connection.
     pub tls: bool,
+    /// Whether an HTTP peek of this client waits for its pages (see `broker/peek.rs`).
+    pub peek_warmth: super::peek::PeekWarmth,
     /// The TLS client certificate's subject common name, if the client sent one.
     pub tls_cn: Option<String>,
     /// `TLS1.2` or `TLS1.3` once TLS is on (as nsqd's /stats).
@@ -186,6 +188,7 @@ impl Client {
             snappy: false,
             deflate: false,
             tls: false,
+            peek_warmth: super::peek::PeekWarmth::Cold,
             tls_cn: None,
             tls_version: String::new(),
             tls_cipher: String::new(),

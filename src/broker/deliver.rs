@@ -228,6 +228,10 @@ impl Broker {
             let Some(tk) = usize::try_from(key).ok() else {
                 continue;
             };
+            if done.is_warmed() {
+                // Even for a topic deleted meanwhile: its peeks must not wait forever.
+                self.peeks_warmed(tk);
+            }
             if let Some(topic) = self.topics.get_mut(tk) {
                 topic.log.apply(done);
                 queue_storage(&mut self.storage_due, tk, topic);

@@ -84,12 +84,14 @@ impl Broker {
         self.cfg.sync_every == 1
     }
 
-    /// Whether a client waits for a durable ack or for the auth server (its later commands
-    /// must wait too).
+    /// Whether a client waits for a durable ack, for the auth server or for a peek's pages (its
+    /// later commands must wait too).
     pub fn is_blocked(&self, ck: ClientKey) -> bool {
-        self.clients
-            .get(ck)
-            .is_some_and(|c| c.awaiting_acks > 0 || c.auth.is_pending())
+        self.clients.get(ck).is_some_and(|c| {
+            c.awaiting_acks > 0
+                || c.auth.is_pending()
+                || matches!(c.peek_warmth, super::peek::PeekWarmth::Waiting(_))
+        })
     }
 
     /// Takes the reactor tokens of clients that stopped waiting this turn: their buffered

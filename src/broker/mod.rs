@@ -194,6 +194,8 @@ pub struct Broker {
     rng: u64,
     /// Reactor tokens of clients whose last durable ack was sent this turn.
     unblocked: Vec<usize>,
+    /// Clients whose peek waits for a warm job (see `peek.rs`).
+    peeks_warming: Vec<ClientKey>,
     /// Reactor tokens whose handshake deadline passed this turn.
     expired_handshakes: Vec<usize>,
     /// Topics whose logs may have storage work or a sync deadline (see `storage_step`).
@@ -328,6 +330,7 @@ impl Broker {
             worker,
             topology_changed: false,
             unblocked: Vec::new(),
+            peeks_warming: Vec::new(),
             expired_handshakes: Vec::new(),
             pass: 0,
             storage_due: Vec::new(),

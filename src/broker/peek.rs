@@ -12,7 +12,14 @@
 //!   O(count + records skipped), never O(backlog); skipped records (carried copies, corrupt
 //!   ones) count against [`PEEK_SCAN_LIMIT`];
 //! - the in-flight and deferred sets are hash tables: at most [`PEEK_SET_SCAN`] entries are
-//!   looked at and the soonest of those returned (exact for sets up to that size).
+//!   looked at and the soonest of those returned (exact for sets up to that size);
+//! - no disk wait: the bytes a peek will read from the log may have left the page cache (the
+//!   old end of a large backlog), and faulting a megabyte in from disk would hold the loop for
+//!   tens of ms. [`Broker::peek_must_wait`] checks first; if pages are missing, a helper thread
+//!   reads them in (`Log::warm_job`), the client waits like one waiting for a durable ack, and
+//!   its request is served again when the job is done, once, from whatever is then cached.
+//!   Requeued, deferred and in-flight messages are read where they are, without this (they are
+//!   few, and usually recent).
 
 use crate::protocol::encode::message_id_from_offset;
 use crate::protocol::MessageId;
@@ -20,6 +27,7 @@ use crate::storage::{Log, Record};
 
 use super::admin::AdminError;
 use super::channel::Channel;
+use super::client::ClientKey;
 use super::{Broker, Now};
 
 /// The most messages one peek returns (`count` above it is refused by the HTTP layer).
@@ -30,6 +38,36 @@ pub const PEEK_BODY_BUDGET: usize = 1024 * 1024;
 pub const PEEK_SCAN_LIMIT: usize = 100_000;
 /// Entries of an in-flight or deferred table one peek looks at.
 pub const PEEK_SET_SCAN: usize = 50_000;
+
+/// Record bytes besides the body, allowed per message when sizing what a peek will read
+/// (header, alignment, a dedup key).
+const PEEK_RECORD_OVERHEAD: usize = 64;
+
+/// Whether a client's peek waited for its pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PeekWarmth {
+    /// No peek waits: the next one checks its pages.
+    #[default]
+    Cold,
+    /// A warm job for this topic key is running; the client is blocked until it is done.
+    Waiting(usize),
+    /// The job is done: the request served again now runs without checking again (so a page
+    /// evicted meanwhile cannot make it wait forever).
+    Warmed,
+}
+
+/// What a peek request asks for, as `peek_must_wait` sizes it.
+#[derive(Debug, Clone, Copy)]
+pub struct PeekTarget<'q> {
+    /// The topic.
+    pub topic: &'q str,
+    /// The channel, or `None` for a topic peek (its log from the head).
+    pub channel: Option<&'q str>,
+    /// Which set of the channel (ignored for a topic peek).
+    pub set: PeekSet,
+    /// How many messages.
+    pub count: usize,
+}
 
 /// Where a peeked message is in its channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +157,70 @@ impl<'a> Peek<'a> {
 }
 
 impl Broker {
+    /// Called before a peek runs. If the log bytes it will read are not all in the page cache,
+    /// hands a job that reads them in to a helper thread, blocks `ck` until it is done, and
+    /// returns `true`: the caller leaves the request unanswered and serves it again when the
+    /// client is unblocked. `false`: run the peek now (its pages are cached, it reads no log
+    /// range, the topic or channel does not exist, or this is that second time).
+    pub fn peek_must_wait(&mut self, ck: ClientKey, target: PeekTarget<'_>) -> bool {
+        let Some(c) = self.clients.get_mut(ck) else {
+            return false;
+        };
+        if c.peek_warmth == PeekWarmth::Warmed {
+            c.peek_warmth = PeekWarmth::Cold;
+            return false;
+        }
+        let Some(job) = self.peek_warm_job(target) else {
+            return false;
+        };
+        let Some(&tk) = self.topic_index.get(target.topic) else {
+            return false;
+        };
+        log::debug!(
+            "peek of topic {}: its pages are not all cached; reading them in on a helper first",
+            target.topic
+        );
+        self.worker.submit(tk as u64, job);
+        if let Some(c) = self.clients.get_mut(ck) {
+            c.peek_warmth = PeekWarmth::Waiting(tk);
+        }
+        self.peeks_warming.push(ck);
+        true
+    }
+
+    /// The warm job for the log range a peek will read, if any of it is not cached.
+    fn peek_warm_job(&self, target: PeekTarget<'_>) -> Option<crate::storage::Job> {
+        let t = &self.topics[*self.topic_index.get(target.topic)?];
+        let from = match target.channel {
+            None => t.log.head(),
+            Some(_) if target.set != PeekSet::Next => return None,
+            Some(name) => t.channels[*t.channel_index.get(name)?].cursor,
+        };
+        let count = target.count.min(MAX_PEEK_COUNT);
+        let bytes = PEEK_BODY_BUDGET.saturating_add(count.saturating_mul(PEEK_RECORD_OVERHEAD));
+        t.log.warm_job(from, bytes)
+    }
+
+    /// A warm job for topic key `tk` is done: the peeks waiting for it run again.
+    pub(super) fn peeks_warmed(&mut self, tk: usize) {
+        let clients = &mut self.clients;
+        let unblocked = &mut self.unblocked;
+        self.peeks_warming.retain(|&ck| {
+            let Some(c) = clients.get_mut(ck) else {
+                return false; // gone meanwhile
+            };
+            match c.peek_warmth {
+                PeekWarmth::Waiting(k) if k == tk => {
+                    c.peek_warmth = PeekWarmth::Warmed;
+                    unblocked.push(c.token);
+                    false
+                }
+                PeekWarmth::Waiting(_) => true,
+                _ => false,
+            }
+        });
+    }
+
     /// Up to `count` messages of channel `channel` of `topic` from `set`.
     ///
     /// # Errors

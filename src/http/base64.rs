@@ -1,20 +1,36 @@
 //! Standard base64 (RFC 4648 §4, with `=` padding), encode only: peek returns message bodies
-//! as `body_base64`. Twenty lines do not justify a dependency.
+//! as `body_base64`. A page of code does not justify a dependency.
 
 /// The RFC 4648 §4 alphabet.
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-/// Appends the base64 encoding of `bytes` to `out` (ASCII).
-pub fn encode_into(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.reserve(bytes.len().div_ceil(3) * 4);
-    let sym = |n: u32, shift: u32| ALPHABET[(n >> shift & 0x3f) as usize];
-    let mut chunks = bytes.chunks_exact(3);
-    for c in &mut chunks {
-        let n = u32::from(c[0]) << 16 | u32::from(c[1]) << 8 | u32::from(c[2]);
-        out.extend_from_slice(&[sym(n, 18), sym(n, 12), sym(n, 6), sym(n, 0)]);
+/// Every 12-bit group's two base64 symbols: one lookup per 12 bits instead of per 6.
+const PAIRS: [[u8; 2]; 4096] = {
+    let mut t = [[0u8; 2]; 4096];
+    let mut i = 0;
+    while i < 4096 {
+        t[i] = [ALPHABET[i >> 6], ALPHABET[i & 0x3f]];
+        i += 1;
     }
+    t
+};
+
+/// Appends the base64 encoding of `bytes` to `out` (ASCII). The output is sized once and
+/// filled in place, two table lookups per three input bytes (peek renders up to 1 MiB of
+/// bodies on the loop thread).
+pub fn encode_into(out: &mut Vec<u8>, bytes: &[u8]) {
+    let start = out.len();
+    let whole = bytes.len() / 3;
+    out.resize(start + whole * 4, 0);
+    for (o, c) in out[start..].chunks_exact_mut(4).zip(bytes.chunks_exact(3)) {
+        let n = usize::from(c[0]) << 16 | usize::from(c[1]) << 8 | usize::from(c[2]);
+        let [a, b] = PAIRS[n >> 12];
+        let [c, d] = PAIRS[n & 0xfff];
+        o.copy_from_slice(&[a, b, c, d]);
+    }
+    let sym = |n: u32, shift: u32| ALPHABET[(n >> shift & 0x3f) as usize];
     // The last 1 or 2 bytes give 2 or 3 significant characters, then padding.
-    match *chunks.remainder() {
+    match *bytes.chunks_exact(3).remainder() {
         [a] => {
             let n = u32::from(a) << 16;
             out.extend_from_slice(&[sym(n, 18), sym(n, 12), b'=', b'=']);
@@ -53,6 +69,13 @@ mod tests {
         ] {
             assert_eq!(encode(plain.as_bytes()), coded, "{plain:?}");
         }
+    }
+
+    #[test]
+    fn appends_after_what_the_buffer_holds() {
+        let mut out = b"{\"body_base64\":\"".to_vec();
+        encode_into(&mut out, b"foobar!");
+        assert_eq!(out, b"{\"body_base64\":\"Zm9vYmFyIQ==");
     }
 
     #[test]

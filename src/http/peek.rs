@@ -67,13 +67,23 @@ fn state_name(s: PeekState) -> &'static str {
 /// and a `serde_json::Value` per message costs more than the bodies' base64 does. Every string
 /// written is an id (hex), a fixed state name or base64, none of which needs escaping, except
 /// a dead letter's topic and channel names ([`write_dead`]), escaped.
+#[cfg(test)]
 pub fn render(peek: &Peek<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    render_into(&mut out, peek);
+    out
+}
+
+/// As [`render`], into `out` (cleared first): the caller keeps the buffer between peeks, so a
+/// megabyte of fresh pages is not faulted in and zeroed for every one.
+pub fn render_into(out: &mut Vec<u8>, peek: &Peek<'_>) {
     let b64: usize = peek
         .messages
         .iter()
         .map(|m| m.body.len().div_ceil(3) * 4)
         .sum();
-    let mut out = Vec::with_capacity(b64 + 160 * peek.messages.len() + 32);
+    out.clear();
+    out.reserve(b64 + 160 * peek.messages.len() + 32);
     out.extend_from_slice(b"{\"messages\":[");
     for (i, m) in peek.messages.iter().enumerate() {
         if i > 0 {
@@ -97,10 +107,10 @@ pub fn render(peek: &Peek<'_>) -> Vec<u8> {
             None => out.extend_from_slice(b"\"deliver_at\":null,"),
         }
         if let Some(d) = &m.dead {
-            write_dead(&mut out, d);
+            write_dead(out, d);
         }
         out.extend_from_slice(b"\"body_base64\":\"");
-        base64::encode_into(&mut out, m.body);
+        base64::encode_into(out, m.body);
         out.extend_from_slice(b"\"}");
     }
     out.push(b']');
@@ -108,7 +118,6 @@ pub fn render(peek: &Peek<'_>) -> Vec<u8> {
         out.extend_from_slice(b",\"truncated\":true");
     }
     out.push(b'}');
-    out
 }
 
 /// A dead letter's metadata, as `/topic/dead` names it: `original_id`, `original_timestamp`,

@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use crate::broker::admin::AdminError;
 use crate::broker::client::ClientKey;
 use crate::broker::durable::PubVerb;
+use crate::broker::peek::{PeekSet, PeekTarget};
 use crate::broker::web::HttpPublish;
 use crate::broker::{Broker, Now};
 
@@ -46,13 +47,23 @@ pub struct HttpServer {
     pub refuse_plain: Option<u16>,
     /// Whether the connection being served speaks TLS (set by the reactor per call).
     pub conn_is_tls: bool,
+    /// The last peek's JSON, kept for the next one (see `peek::render_into`); dropped when
+    /// larger than [`PEEK_BUF_KEEP`].
+    peek_buf: Vec<u8>,
 }
+
+/// The most capacity the peek buffer keeps between peeks: the largest peek (1,000 messages,
+/// 1 MiB of bodies) renders to about 1.6 MB.
+const PEEK_BUF_KEEP: usize = 4 << 20;
 
 /// What handling a connection's buffer did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Served {
     /// The request is not complete yet.
     Incomplete,
+    /// The request is complete but waits (a peek whose pages are being read in): it stays in
+    /// the buffer, unanswered, and is served again when the client is unblocked.
+    Waiting,
     /// A request of this many bytes was answered.
     Handled(usize),
     /// The request could not be parsed; an error reply was written and the connection must
@@ -77,6 +88,7 @@ impl HttpServer {
             lookupd_changed: false,
             refuse_plain: None,
             conn_is_tls: false,
+            peek_buf: Vec::new(),
         }
     }
 
@@ -105,6 +117,7 @@ impl HttpServer {
                     Some(port) => {
                         broker.write_to(ck, |out| response::tls_required(out, &ctx, port))
                     }
+                    None if peek_must_wait(broker, ck, &req) => return Served::Waiting,
                     None => self.dispatch(broker, ck, &req, &ctx, now),
                 }
                 if !ctx.keep_alive {
@@ -143,7 +156,9 @@ impl HttpServer {
             Route::Mpub => return self.mpub(broker, ck, req, ctx, now),
             Route::Stats => self.stats(broker, ck, req, ctx),
             Route::Metrics => self.metrics(broker, ck, ctx),
-            Route::ChannelPeek | Route::TopicPeek => peek(broker, ck, &route, req, ctx, now),
+            Route::ChannelPeek | Route::TopicPeek => {
+                peek(broker, ck, (&route, req), ctx, now, &mut self.peek_buf)
+            }
             Route::Dashboard(name) => dashboard(broker, ck, name, ctx),
             Route::ConfigGet(name) => self.config_get(broker, ck, &name, ctx),
             Route::ConfigPut(name) => self.config_put(broker, ck, &name, &req.body, ctx),
@@ -406,27 +421,62 @@ fn admin_action(broker: &mut Broker, route: &Route, req: &Request<'_>) -> Result
     .map_err(not_found)
 }
 
+/// A peek's arguments, checked in the order of the table in `routes.rs`.
+fn peek_target<'q>(route: &Route, q: &'q Query) -> Result<PeekTarget<'q>, ApiError> {
+    if *route == Route::TopicPeek {
+        let topic = routes::peek_topic_arg(q)?;
+        let count = super::peek::count_arg(q)?;
+        return Ok(PeekTarget {
+            topic,
+            channel: None,
+            set: PeekSet::Next,
+            count,
+        });
+    }
+    let (topic, channel) = routes::topic_channel_args(q)?;
+    let count = super::peek::count_arg(q)?;
+    let set = super::peek::state_arg(q)?;
+    Ok(PeekTarget {
+        topic,
+        channel: Some(channel),
+        set,
+        count,
+    })
+}
+
+/// Whether `req` is a peek that must first wait for its log pages to be read into the page
+/// cache (see `broker/peek.rs`). Only a request without a chunked body can wait: it is parsed
+/// again from the buffer when it is served again, and a chunked body is gone from there.
+fn peek_must_wait(broker: &mut Broker, ck: ClientKey, req: &Request<'_>) -> bool {
+    let Ok(route @ (Route::ChannelPeek | Route::TopicPeek)) = route(req.method, &req.path) else {
+        return false;
+    };
+    let Some(target) = req
+        .query
+        .as_ref()
+        .ok()
+        .and_then(|q| peek_target(&route, q).ok())
+    else {
+        return false; // a bad request is answered at once
+    };
+    !req.chunked && broker.peek_must_wait(ck, target)
+}
+
 /// `/channel/peek` and `/topic/peek`, in the order of the table in `routes.rs`. The broker
 /// answers with a [`crate::broker::peek::Peek`]; it is rendered here.
 fn peek(
     broker: &mut Broker,
     ck: ClientKey,
-    route: &Route,
-    req: &Request<'_>,
+    (route, req): (&Route, &Request<'_>),
     ctx: &ReplyCtx,
     now: Now,
+    buf: &mut Vec<u8>,
 ) -> Result<(), ApiError> {
-    let q = query(req)?;
+    let target = peek_target(route, query(req)?)?;
     let started = Instant::now();
-    let found = if *route == Route::TopicPeek {
-        let topic = routes::peek_topic_arg(q)?;
-        let count = super::peek::count_arg(q)?;
-        broker.peek_topic(topic, count)
-    } else {
-        let (topic, channel) = routes::topic_channel_args(q)?;
-        let count = super::peek::count_arg(q)?;
-        let set = super::peek::state_arg(q)?;
-        broker.peek_channel(topic, channel, set, count, now)
+    let found = match target.channel {
+        None => broker.peek_topic(target.topic, target.count),
+        Some(channel) => broker.peek_channel(target.topic, channel, target.set, target.count, now),
     };
     let peeked = found.map_err(|e| match e {
         AdminError::ChannelNotFound => routes::CHANNEL_NOT_FOUND,
@@ -434,17 +484,20 @@ fn peek(
         AdminError::Storage(_) => routes::INTERNAL_ERROR,
     })?;
     let n = peeked.messages.len();
-    let body = super::peek::render(&peeked);
+    super::peek::render_into(buf, &peeked);
     let ct = response::ContentType::Set(response::JSON_TYPE);
     broker.write_to(ck, |out| {
-        response::write_response(out, ctx, 200, ct, &body, true, &[])
+        response::write_response(out, ctx, 200, ct, buf, true, &[])
     });
     // Peek runs on the loop: how long it held it, reply queued (docs/operations.md quotes it).
     log::debug!(
         "peek: {n} message(s), {} bytes of JSON in {:?}",
-        body.len(),
+        buf.len(),
         started.elapsed()
     );
+    if buf.capacity() > PEEK_BUF_KEEP {
+        *buf = Vec::new();
+    }
     Ok(())
 }
 

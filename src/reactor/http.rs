@@ -34,7 +34,7 @@ impl EventLoop {
             let buf = (&mut conn.rbuf, used_total);
             match http.serve(&mut self.broker, client, reader, buf, now) {
                 Served::Handled(used) => used_total += used,
-                Served::Incomplete | Served::Close => break,
+                Served::Incomplete | Served::Waiting | Served::Close => break,
             }
         }
         conn.consume(used_total);

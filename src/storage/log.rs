@@ -31,7 +31,10 @@ use std::sync::Arc;
 mod jobs;
 mod resident;
 mod syncs;
+mod warm;
+
 pub(crate) use syncs::MAX_SYNCS_IN_FLIGHT;
+pub(crate) use warm::warm_ranges;
 
 use syncs::SyncTracker;
 

@@ -479,7 +479,7 @@ impl Segment {
     }
 
     /// File position up to which appended bytes have been written to the file.
-    fn flushed(&self) -> usize {
+    pub(crate) fn flushed(&self) -> usize {
         self.write_pos - self.pending.len()
     }
 
@@ -595,6 +595,31 @@ impl Segment {
         let rest = if to < self.released { to } else { usize::MAX };
         self.refaulted_from.set(rest);
         to - from
+    }
+
+    /// Whether every page of bytes `[from, to)` of the file is in the page cache, so reading
+    /// them waits for no disk. `mincore` on a shared file mapping answers from the page cache,
+    /// whether or not this process has the pages mapped. A failed call answers `true`: then the
+    /// read simply faults as it would have.
+    pub fn cached(&self, from: usize, to: usize) -> bool {
+        let to = to.min(self.map.len());
+        if from >= to {
+            return true;
+        }
+        let page = page_size();
+        let start = from / page * page;
+        let pages = (to - start).div_ceil(page);
+        let mut flags = vec![0u8; pages];
+        // SAFETY: `start..to` lies inside the live map (clamped above, `start` page-aligned
+        // and below `to`), and `flags` has a byte per page of that range.
+        let rc = unsafe {
+            libc::mincore(
+                self.map.as_ptr().add(start) as *mut libc::c_void,
+                to - start,
+                flags.as_mut_ptr(),
+            )
+        };
+        rc != 0 || flags.iter().all(|f| f & 1 == 1)
     }
 
     /// Bytes of this process's resident pages of the map, from `/proc/self/smaps` (tests: a

@@ -1,5 +1,6 @@
 //! Background work: the [`Job`]s a [`Log`](super::Log) hands out (fsync, growing the active
-//! segment's file ahead of the writer, pre-creating the next segment, unlinking) and the
+//! segment's file ahead of the writer, pre-creating the next segment, unlinking, reading a
+//! peek's cold pages into the page cache) and the
 //! [`StorageWorker`] helper threads that run them so the reactor never blocks.
 //!
 //! Flow: `log.poll_jobs(now)` → `worker.submit(key, job)` → (helper thread) `job.run()` →
@@ -9,7 +10,8 @@
 //! Three lanes (see [`super::priority`] for why the priorities differ):
 //!
 //! - the sync lane, [`SYNC_THREADS`] threads at normal priority sharing one queue, runs the
-//!   syncs someone waits for (strict-mode syncs, interval syncs that fell behind). Several
+//!   syncs someone waits for (strict-mode syncs, interval syncs that fell behind), and the
+//!   reads that warm a peek's pages. Several
 //!   threads because a strict-mode log keeps up to `MAX_SYNCS_IN_FLIGHT` syncs running at once
 //!   (see `log/syncs.rs`): each blocks in `fdatasync` for the disk's whole latency, and one
 //!   thread would run them one after another, which is what overlapping them avoids;
@@ -78,6 +80,10 @@ pub(crate) enum JobKind {
     /// Unlink segments retention dropped (freeing a large file's extents can take
     /// milliseconds), or a deleted topic's whole directory.
     Remove { paths: Vec<PathBuf>, dir: bool },
+    /// Read these byte ranges of segment files into the page cache, so the loop can read them
+    /// from the map without waiting for the disk (a peek of a cold backlog, see
+    /// `log/warm.rs`).
+    Warm { ranges: Vec<(Arc<File>, u64, u64)> },
 }
 
 /// The outcome of a [`Job`], to be handed to [`Log::apply`](super::Log::apply).
@@ -103,6 +109,9 @@ pub(crate) enum DoneKind {
     },
     /// Files unlinked; failures were logged (the files are left behind, nothing else is lost).
     Removed,
+    /// The ranges of a `Warm` job were read (a failed read is only logged: the loop's own read
+    /// reports it).
+    Warmed,
 }
 
 impl Job {
@@ -143,6 +152,10 @@ impl Job {
                 remove_all(&paths, dir);
                 DoneKind::Removed
             }
+            JobKind::Warm { ranges } => {
+                super::log::warm_ranges(&ranges);
+                DoneKind::Warmed
+            }
         };
         JobDone {
             log_id: self.log_id,
@@ -162,7 +175,16 @@ impl Job {
             | JobKind::Prepare { background, .. }
             | JobKind::Grow { background, .. } => background,
             JobKind::Remove { .. } => true,
+            // Somebody waits for it (an HTTP peek).
+            JobKind::Warm { .. } => false,
         }
+    }
+}
+
+impl JobDone {
+    /// True for the result of a `Warm` job (the broker resumes the peeks that waited for it).
+    pub fn is_warmed(&self) -> bool {
+        matches!(self.kind, DoneKind::Warmed)
     }
 }
 
@@ -366,7 +388,9 @@ impl StorageWorker {
     pub fn submit(&self, log_key: u64, job: Job) {
         let lane = if job.is_background() {
             &self.background
-        } else if job.is_sync() {
+        } else if job.is_sync() || matches!(job.kind, JobKind::Warm { .. }) {
+            // A warm job waits for the disk like a sync, and takes one of the lane's threads
+            // rather than holding up a growth a writer needs.
             &self.sync
         } else {
             &self.foreground

@@ -278,7 +278,7 @@ impl Log {
                 }
             }
             DoneKind::Grown { base, to, result } => self.apply_growth(base, to, result),
-            DoneKind::Removed => {}
+            DoneKind::Removed | DoneKind::Warmed => {}
         }
     }
 
