@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces "Failure handling: cost" in docs/benchmarks.md: each comparison is run as
-# interleaved pairs A B A B A B, every run on a fresh corqd (release, --cpu 0, its own
+# interleaved pairs A B, B A, A B, ..., every run on a fresh corqd (release, --cpu 0, its own
 # --data-path) with `corq bench` on core 1; per-run JSON goes to $OUT, and results.tsv lists
 # one line per run (case, side, pair, metric, steal ticks during the run, load average).
 #
@@ -59,10 +59,19 @@ print(round(v, 1))" "$json" "$metric")
 pairs() {
     local case=$1 metric=$2 a=$3 b=$4; shift 5
     for p in $(seq "$PAIRS"); do
-        # shellcheck disable=SC2086 # the sides are word lists on purpose
-        run "$case" A "$p" "$metric" $a -- "$@"
-        # shellcheck disable=SC2086
-        run "$case" B "$p" "$metric" $b -- "$@"
+        # Odd pairs run A first, even ones B first (A B B A ...): a drift over the session
+        # (page cache, the host's load) then favours neither side.
+        if ((p % 2)); then
+            # shellcheck disable=SC2086 # the sides are word lists on purpose
+            run "$case" A "$p" "$metric" $a -- "$@"
+            # shellcheck disable=SC2086
+            run "$case" B "$p" "$metric" $b -- "$@"
+        else
+            # shellcheck disable=SC2086
+            run "$case" B "$p" "$metric" $b -- "$@"
+            # shellcheck disable=SC2086
+            run "$case" A "$p" "$metric" $a -- "$@"
+        fi
     done
 }
 

@@ -2,7 +2,8 @@
 # Reproduces "Operations: peek and rewind" in docs/benchmarks.md: the longest loop turn that
 # a peek of 1,000 messages from a ~10 GB backlog, and a rewind over 1 M messages, cause.
 # Turns are measured from outside with benches/turns.sh (perf syscall tracepoints on the
-# reactor's epoll_wait), so corqd runs unchanged; needs perf (Debian's linux-perf) and root.
+# reactor's epoll_wait), so corqd runs unchanged; needs perf (Debian's linux-perf) and root
+# (also to drop the page cache before the first peeks).
 #
 #   benches/ops-turns.sh            # ~10 GB of disk under /tmp for a few minutes
 #   GB=1 benches/ops-turns.sh       # a smaller backlog
@@ -36,16 +37,18 @@ window() {
 }
 
 peeks() { # 20 peeks of 1,000, alternating the channel's and the topic's, timed by curl
+    # curl runs on core 1 like the generator: on core 0 its start-up would preempt the loop
+    # and show as a long turn that is not corqd's work.
     for i in $(seq 10); do
-        curl -sf -o /dev/null -w "    channel peek: %{time_total}s %{size_download} B\n" \
+        taskset -c 1 curl -sf -o /dev/null -w "    channel peek: %{time_total}s %{size_download} B\n" \
             "http://$HTTP/channel/peek?topic=big&channel=c&count=1000"
-        curl -sf -o /dev/null -w "    topic peek:   %{time_total}s %{size_download} B\n" \
+        taskset -c 1 curl -sf -o /dev/null -w "    topic peek:   %{time_total}s %{size_download} B\n" \
             "http://$HTTP/topic/peek?topic=big&count=1000"
     done
 }
 
 rewind() {
-    post "/channel/rewind?topic=rw&channel=c&to=0"
+    taskset -c 1 curl -sf -X POST "http://$HTTP/channel/rewind?topic=rw&channel=c&to=0"
     echo
 }
 
@@ -57,7 +60,11 @@ bench pub --topic big --size 1024 --batch 100 --connections 4 --count $((GB * 10
 echo "backlog: $(du -sh "$DATA" | cut -f1) on disk, channel big/c at its start"
 sync
 window "idle (no requests)" 3 sleep 1
-window "20 peeks of 1,000 x 1 KiB" 8 peeks
+# The channel's start is the oldest data: on a box that has done other work since, it has left
+# the page cache. Drop the cache to measure that case, then peek again with it warm.
+echo 3 >/proc/sys/vm/drop_caches
+window "20 peeks of 1,000 x 1 KiB, page cache dropped first" 8 peeks
+window "20 peeks of 1,000 x 1 KiB, cached" 8 peeks
 
 # A rewind over 1 M messages: publish, consume all of it, then move the cursor back to the start.
 post "/topic/create?topic=rw" >/dev/null

@@ -74,15 +74,15 @@ pub fn render(peek: &Peek<'_>) -> Vec<u8> {
     out
 }
 
-/// As [`render`], into `out` (cleared first): the caller keeps the buffer between peeks, so a
-/// megabyte of fresh pages is not faulted in and zeroed for every one.
+/// As [`render`], appended to `out`: the caller keeps the buffer between peeks (and writes the
+/// response head in front of the body in it), so no megabyte of fresh pages is faulted in and
+/// copied for every peek.
 pub fn render_into(out: &mut Vec<u8>, peek: &Peek<'_>) {
     let b64: usize = peek
         .messages
         .iter()
         .map(|m| m.body.len().div_ceil(3) * 4)
         .sum();
-    out.clear();
     out.reserve(b64 + 160 * peek.messages.len() + 32);
     out.extend_from_slice(b"{\"messages\":[");
     for (i, m) in peek.messages.iter().enumerate() {

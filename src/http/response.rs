@@ -124,6 +124,38 @@ pub fn write_response(
     v1_header: bool,
     extra: &[(&str, &str)],
 ) {
+    let head = Head {
+        status,
+        content_type,
+        v1_header,
+        extra,
+    };
+    write_head(out, ctx, &head, body.len());
+    out.extend_from_slice(body);
+}
+
+/// A response head's parts besides the request's context and the body length.
+#[derive(Debug, Clone, Copy)]
+pub struct Head<'a> {
+    /// The status code.
+    pub status: u16,
+    /// How the `Content-Type` is chosen.
+    pub content_type: ContentType,
+    /// Whether `X-Nsq-Content-Type: nsq; version=1.0` is sent.
+    pub v1_header: bool,
+    /// More handler headers, as for [`write_response`].
+    pub extra: &'a [(&'a str, &'a str)],
+}
+
+/// Appends the head of a response whose body, `body_len` bytes, the caller writes after it
+/// (as [`write_response`] does; peek renders its body first, see `serve.rs`).
+pub fn write_head(out: &mut Vec<u8>, ctx: &ReplyCtx, head: &Head<'_>, body_len: usize) {
+    let Head {
+        status,
+        content_type,
+        v1_header,
+        extra,
+    } = *head;
     let version = match ctx.version {
         HttpVersion::Http10 => "HTTP/1.0",
         HttpVersion::Http11 => "HTTP/1.1",
@@ -151,8 +183,8 @@ pub fn write_response(
         out.extend_from_slice(&date.0);
         out.extend_from_slice(b"\r\n");
     }
-    let _ = write!(out, "Content-Length: {}\r\n", body.len());
-    if content_type == ContentType::Sniffed && !body.is_empty() {
+    let _ = write!(out, "Content-Length: {body_len}\r\n");
+    if content_type == ContentType::Sniffed && body_len > 0 {
         let _ = write!(out, "Content-Type: {TEXT_TYPE}\r\n");
     }
     match (ctx.keep_alive, ctx.version) {
@@ -161,7 +193,6 @@ pub fn write_response(
         _ => {}
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
 }
 
 /// A V1 string result, e.g. `OK` from /pub: 200, sniffed text type, X-NSQ header.

@@ -47,10 +47,14 @@ pub struct HttpServer {
     pub refuse_plain: Option<u16>,
     /// Whether the connection being served speaks TLS (set by the reactor per call).
     pub conn_is_tls: bool,
-    /// The last peek's JSON, kept for the next one (see `peek::render_into`); dropped when
-    /// larger than [`PEEK_BUF_KEEP`].
+    /// A buffer for the next peek's reply: the last one's, or the output buffer the last reply
+    /// was swapped with (see `peek`); dropped when larger than [`PEEK_BUF_KEEP`].
     peek_buf: Vec<u8>,
 }
+
+/// Bytes left in front of a peek's rendered body for its response head (status line,
+/// `Content-Type`, `X-Nsq-Content-Type`, `Date`, `Content-Length`, `Connection`: ~200).
+const PEEK_HEAD_ROOM: usize = 512;
 
 /// The most capacity the peek buffer keeps between peeks: the largest peek (1,000 messages,
 /// 1 MiB of bodies) renders to about 1.6 MB.
@@ -484,15 +488,34 @@ fn peek(
         AdminError::Storage(_) => routes::INTERNAL_ERROR,
     })?;
     let n = peeked.messages.len();
+    // The body is rendered after room for the head, the head written into the room's end, and
+    // the whole handed to the client's output without a copy (`Broker::write_owned`).
+    buf.clear();
+    buf.resize(PEEK_HEAD_ROOM, 0);
     super::peek::render_into(buf, &peeked);
-    let ct = response::ContentType::Set(response::JSON_TYPE);
-    broker.write_to(ck, |out| {
-        response::write_response(out, ctx, 200, ct, buf, true, &[])
-    });
+    let body_len = buf.len() - PEEK_HEAD_ROOM;
+    let mut head = Vec::with_capacity(256);
+    let parts = response::Head {
+        status: 200,
+        content_type: response::ContentType::Set(response::JSON_TYPE),
+        v1_header: true,
+        extra: &[],
+    };
+    response::write_head(&mut head, ctx, &parts, body_len);
+    match PEEK_HEAD_ROOM.checked_sub(head.len()) {
+        Some(start) => {
+            buf[start..PEEK_HEAD_ROOM].copy_from_slice(&head);
+            broker.write_owned(ck, buf, start);
+        }
+        // cannot happen: a peek's head is about 200 bytes; still, never a wrong reply.
+        None => broker.write_to(ck, |out| {
+            out.extend_from_slice(&head);
+            out.extend_from_slice(buf.get(PEEK_HEAD_ROOM..).unwrap_or_default());
+        }),
+    }
     // Peek runs on the loop: how long it held it, reply queued (docs/operations.md quotes it).
     log::debug!(
-        "peek: {n} message(s), {} bytes of JSON in {:?}",
-        buf.len(),
+        "peek: {n} message(s), {body_len} bytes of JSON in {:?}",
         started.elapsed()
     );
     if buf.capacity() > PEEK_BUF_KEEP {
