@@ -2,8 +2,7 @@
 # Reproduces "Operations: peek and rewind" in docs/benchmarks.md: the longest loop turn that
 # a peek of 1,000 messages from a ~10 GB backlog, and a rewind over 1 M messages, cause.
 # Turns are measured from outside with benches/turns.sh (perf syscall tracepoints on the
-# reactor's epoll_wait), so corqd runs unchanged; needs perf (Debian's linux-perf) and root
-# (also to drop the page cache before the first peeks).
+# reactor's epoll_wait), so corqd runs unchanged; needs perf (Debian's linux-perf) and root.
 #
 #   benches/ops-turns.sh            # ~10 GB of disk under /tmp for a few minutes
 #   GB=1 benches/ops-turns.sh       # a smaller backlog
@@ -61,9 +60,17 @@ echo "backlog: $(du -sh "$DATA" | cut -f1) on disk, channel big/c at its start"
 sync
 window "idle (no requests)" 3 sleep 1
 # The channel's start is the oldest data: on a box that has done other work since, it has left
-# the page cache. Drop the cache to measure that case, then peek again with it warm.
-echo 3 >/proc/sys/vm/drop_caches
-window "20 peeks of 1,000 x 1 KiB, page cache dropped first" 8 peeks
+# the page cache. Evict the topic's files from the cache to measure that case (only those: a
+# global drop_caches also evicts corqd's own code, and faulting that back in would be counted
+# as peek's), then peek again with it warm.
+python3 - "$DATA"/topics/big.topic/*.log <<'PY'
+import os, sys
+for path in sys.argv[1:]:
+    fd = os.open(path, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+PY
+window "20 peeks of 1,000 x 1 KiB, the topic evicted from the page cache first" 8 peeks
 window "20 peeks of 1,000 x 1 KiB, cached" 8 peeks
 
 # A rewind over 1 M messages: publish, consume all of it, then move the cursor back to the start.

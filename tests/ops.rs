@@ -464,6 +464,56 @@ fn a_peek_of_cold_pages_waits_for_a_helper_to_read_them_and_answers_in_order() {
 }
 
 #[test]
+fn pipelined_peeks_between_other_requests_arrive_whole_and_in_order() {
+    let (server, _dir) = start_server();
+    let mut p = Raw::connect(server.addr);
+    for i in 0..3 {
+        p.publish("pipe", format!("p{i}").as_bytes());
+    }
+    // A ping's reply is still queued when the first peek is answered (the peek's reply is
+    // appended), and the second peek follows a peek (its reply is appended to one handed over).
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let requests = [
+        get("/ping"),
+        get("/topic/peek?topic=pipe&count=2"),
+        get("/topic/peek?topic=pipe&count=3"),
+        "GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_owned(),
+    ]
+    .concat();
+    let mut s = std::net::TcpStream::connect(server.http).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    std::io::Write::write_all(&mut s, requests.as_bytes()).unwrap();
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut s, &mut reply).unwrap();
+    // Four responses, each a head and a Content-Length body.
+    let mut bodies_seen = Vec::new();
+    let mut rest = reply.as_str();
+    while !rest.is_empty() {
+        let (head, after) = rest.split_once("\r\n\r\n").expect("a head");
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{reply}");
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .expect("a Content-Length")
+            .trim()
+            .parse()
+            .unwrap();
+        bodies_seen.push(after[..len].to_owned());
+        rest = &after[len..];
+    }
+    assert_eq!(bodies_seen.len(), 4, "{reply}");
+    assert_eq!(
+        (bodies_seen[0].as_str(), bodies_seen[3].as_str()),
+        ("OK", "OK")
+    );
+    let two: Value = serde_json::from_str(&bodies_seen[1]).unwrap();
+    let three: Value = serde_json::from_str(&bodies_seen[2]).unwrap();
+    assert_eq!(bodies(&two), [b64("p0"), b64("p1")]);
+    assert_eq!(bodies(&three), [b64("p0"), b64("p1"), b64("p2")]);
+    server.stop();
+}
+
+#[test]
 fn channel_peek_lists_requeued_messages_first_with_their_attempts() {
     let (server, _dir) = start_server();
     let mut p = Raw::connect(server.addr);
