@@ -29,6 +29,7 @@ pub mod bench;
 pub mod broker;
 pub mod client;
 pub mod config;
+pub mod cpu;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

@@ -200,21 +200,12 @@ pub fn install_signal_handlers(handle: Handle) {
     }
 }
 
-/// Pins the calling thread to one CPU core (`--cpu`); a failure is logged, not fatal.
+/// Pins the calling thread to one CPU core (`--cpu`), and the helpers off it (see `cpu.rs`);
+/// a failure is logged, not fatal.
 fn pin_to_cpu(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data; CPU_SET bounds-checks against its size.
-    let rc = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    if rc == 0 {
-        info!("reactor pinned to CPU {cpu}");
-    } else {
-        warn!(
-            "--cpu {cpu}: sched_setaffinity failed: {}",
-            std::io::Error::last_os_error()
-        );
+    match crate::cpu::pin_reactor(cpu) {
+        Ok(()) => info!("reactor pinned to CPU {cpu}; helper threads use the other cores"),
+        Err(e) => warn!("--cpu {cpu}: sched_setaffinity failed: {e}"),
     }
 }
 

@@ -432,3 +432,48 @@ fn statsd_sends_nsqds_names_as_udp() {
     });
     server.stop();
 }
+
+/// `corqd`'s threads by name, each with the cores it may run on (`/proc/PID/task`).
+fn thread_cpus(pid: u32) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap();
+        let status = std::fs::read_to_string(dir.join("status")).unwrap();
+        let cpus = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        out.push((comm.trim().to_owned(), cpus));
+    }
+    out
+}
+
+#[test]
+fn cpu_gives_the_reactor_its_core_and_the_helpers_the_others() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 {
+        eprintln!("one core: the helpers share it, nothing to check");
+        return;
+    }
+    let dir = TempDir::new("cpu-flag");
+    let server = ChildServer::start(dir.path(), &["--cpu", "0"]);
+    let threads = thread_cpus(server.child.id());
+    let reactor = threads.iter().find(|(name, _)| name == "corqd").unwrap();
+    assert_eq!(reactor.1, "0", "{threads:?}");
+    let helpers: Vec<_> = threads
+        .iter()
+        .filter(|(n, _)| n.starts_with("corq-"))
+        .collect();
+    assert!(
+        helpers.len() >= 6,
+        "storage lanes and checkpoint writer: {threads:?}"
+    );
+    for (name, cpus) in helpers {
+        let first = cpus.split([',', '-']).next().unwrap();
+        assert_ne!(first, "0", "{name} may run on the reactor's core: {cpus}");
+    }
+    server.terminate();
+}

@@ -87,7 +87,10 @@ impl AuthPool {
             let (rx, tx, cfg, notify) = (rx.clone(), done_tx.clone(), cfg.clone(), notify.clone());
             let spawned = std::thread::Builder::new()
                 .name("corq-auth".into())
-                .spawn(move || helper(&rx, &tx, &cfg, &*notify));
+                .spawn(move || {
+                    let _cpu = crate::cpu::helper_thread();
+                    helper(&rx, &tx, &cfg, &*notify);
+                });
             if let Err(e) = spawned {
                 if i == 0 {
                     return Err(e);

@@ -52,6 +52,7 @@ pub fn resolve(addr: String, slot: usize, gen: u64, tx: Sender<Report>, waker: A
     let spawned = std::thread::Builder::new()
         .name("corq-resolve".into())
         .spawn(move || {
+            let _cpu = crate::cpu::helper_thread();
             let result = pick(&addr);
             let _ = tx.send(Report::Resolved { slot, gen, result });
             let _ = waker.wake();
@@ -90,6 +91,7 @@ impl ChannelQueries {
         let spawned = std::thread::Builder::new()
             .name("corq-lookupd-http".into())
             .spawn(move || {
+                let _cpu = crate::cpu::helper_thread();
                 for (topic, addrs) in rx {
                     let channels = query_all(&topic, &addrs, limits);
                     if report.send(Report::Channels { topic, channels }).is_err() {

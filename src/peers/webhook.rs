@@ -46,7 +46,10 @@ impl Webhook {
         let f = Arc::clone(&failed);
         std::thread::Builder::new()
             .name("corq-webhook".into())
-            .spawn(move || run(&ep, &rx, &f))
+            .spawn(move || {
+                let _cpu = crate::cpu::helper_thread();
+                run(&ep, &rx, &f);
+            })
             .map_err(|e| format!("webhook thread: {e}"))?;
         Ok(Webhook {
             tx,

@@ -299,6 +299,7 @@ impl Checkpointer {
         let thread = thread::Builder::new()
             .name("corq-checkpoint".into())
             .spawn(move || {
+                let _cpu = crate::cpu::helper_thread();
                 if notify.is_none() {
                     // Nobody waits for a checkpoint write: idle CPU time only (see `priority`).
                     super::priority::enter_background();

@@ -1,8 +1,10 @@
 //! Scheduling priority of the helper threads: background work runs under `SCHED_IDLE`.
 //!
-//! Why: the helpers usually run on the reactor's core (the scheduler places a woken thread
-//! next to its waker, and a benchmark or a pinned deployment keeps the other cores busy), and
-//! at normal priority a woken reactor does not reliably preempt them. EEVDF lets a task with
+//! Why: without `--cpu` the helpers often run on the reactor's core (the scheduler places a
+//! woken thread next to its waker, and a benchmark keeps the other cores busy), and at normal
+//! priority a woken reactor does not reliably preempt them. (With `--cpu` they are kept off
+//! the reactor's core altogether, see `cpu.rs`: this policy alone does not stop an idle-policy
+//! helper from running to the next tick while the reactor waits runnable.) EEVDF lets a task with
 //! unused lag run on to the next tick (4 ms at 250 Hz), and on a `PREEMPT_NONE` kernel a long
 //! stretch of kernel work (a page fault, the CPU part of an `fdatasync`) is not interrupted at
 //! all; meanwhile the reactor, and every message it holds, waits. Any normal task that wakes

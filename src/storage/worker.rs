@@ -298,7 +298,10 @@ impl LaneThread {
             let (jobs, done_tx, notify) = (Arc::clone(&jobs), done_tx.clone(), Arc::clone(&notify));
             let thread = std::thread::Builder::new()
                 .name(name.into())
-                .spawn(move || run_lane(&jobs, background, &done_tx, &notify));
+                .spawn(move || {
+                    let _cpu = crate::cpu::helper_thread();
+                    run_lane(&jobs, background, &done_tx, &notify);
+                });
             match thread {
                 Ok(t) => lane.threads.push(t),
                 Err(e) => {
