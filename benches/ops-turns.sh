@@ -28,7 +28,7 @@ post() { curl -sf -X POST "http://$HTTP$1"; }
 # SECONDS; the command starts half a second in, so it is inside the window).
 window() {
     local label=$1 secs=$2; shift 2
-    benches/turns.sh "$SERVER" "$secs" "$label" &
+    taskset -c 1 benches/turns.sh "$SERVER" "$secs" "$label" &
     local tracer=$!
     sleep 0.5
     "$@"

@@ -478,6 +478,14 @@ fn peek(
 ) -> Result<(), ApiError> {
     let target = peek_target(route, query(req)?)?;
     let started = Instant::now();
+    if buf.capacity() < PEEK_BUF_KEEP / 2 {
+        // The last reply went out in this buffer: reuse a closed session's, pages and all.
+        let spare = broker.take_spare_buffer();
+        if spare.capacity() > buf.capacity() {
+            *buf = spare;
+        }
+    }
+
     let found = match target.channel {
         None => broker.peek_topic(target.topic, target.count),
         Some(channel) => broker.peek_channel(target.topic, channel, target.set, target.count, now),
