@@ -662,3 +662,42 @@ mod ephemeral_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod spare_buffer_tests {
+    use super::{Broker, Now, SPARE_MAX};
+    use crate::storage::testutil::TempDir;
+
+    #[test]
+    fn a_closed_sessions_large_output_buffer_is_kept_once_and_bounded() {
+        let tmp = TempDir::new("spare");
+        let cfg = crate::Options::local(tmp.path())
+            .validate()
+            .expect("options");
+        let now = Now {
+            mono_ms: 1,
+            wall_ns: 1,
+        };
+        let mut b = Broker::open(cfg, now, Box::new(|| {})).expect("open");
+        let addr = "127.0.0.1:1".parse().expect("addr");
+        let sizes = [1 << 20, 64 << 10, SPARE_MAX * 2, 2 << 20];
+        let clients: Vec<_> = (0..sizes.len())
+            .map(|i| b.connect_http(10 + i, addr, now))
+            .collect();
+        for (&ck, &n) in clients.iter().zip(&sizes) {
+            b.write_to(ck, |out| out.resize(n, b'x'));
+        }
+        for &ck in &clients {
+            b.disconnect(ck);
+        }
+        // The largest within bounds (2 MiB) is kept, empty; too small and too large ones not.
+        let spare = b.take_spare_buffer();
+        assert!(spare.is_empty());
+        assert!(
+            (2 << 20..=SPARE_MAX).contains(&spare.capacity()),
+            "{}",
+            spare.capacity()
+        );
+        assert_eq!(b.take_spare_buffer().capacity(), 0, "kept once");
+    }
+}

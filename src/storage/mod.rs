@@ -43,7 +43,7 @@ mod space;
 mod worker;
 
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use self::error::StorageError;
 
