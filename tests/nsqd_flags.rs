@@ -460,6 +460,23 @@ fn cpu_gives_the_reactor_its_core_and_the_helpers_the_others() {
     }
     let dir = TempDir::new("cpu-flag");
     let server = ChildServer::start(dir.path(), &["--cpu", "0"]);
+    // The reactor pins itself (and moves the helpers) when it starts running, just after it
+    // logs its listeners: wait for its word.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("reactor pinned to CPU 0"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            server.log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let threads = thread_cpus(server.child.id());
     let reactor = threads.iter().find(|(name, _)| name == "corqd").unwrap();
     assert_eq!(reactor.1, "0", "{threads:?}");
