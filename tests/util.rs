@@ -318,12 +318,19 @@ pub fn drain(c: &mut Raw) -> Vec<(u16, Vec<u8>)> {
     }
 }
 
-/// Subscribes to `topic`/`ch` with RDY 2500 and drains it (see [`drain`]).
+/// Subscribes to `topic`/`ch` with RDY 2500, drains it (see [`drain`]) and leaves with `CLS`.
+/// Why `CLS` before hanging up: the server may handle a publish from another connection
+/// before it sees this one's EOF, and would then deliver that message here, to a consumer
+/// about to vanish (the next consumer of `ch` would wait a whole message timeout for it).
+/// `CLOSE_WAIT` proves the server stopped delivering to this connection.
 pub fn subscribe_and_drain(addr: SocketAddr, topic: &str) -> Vec<(u16, Vec<u8>)> {
     let mut c = Raw::connect(addr);
     c.sub(topic, "ch");
     c.cmd("RDY 2500", None);
-    drain(&mut c)
+    let got = drain(&mut c);
+    c.cmd("CLS", None);
+    c.expect_response(b"CLOSE_WAIT");
+    got
 }
 
 /// A `corqd` child process (for crash tests): killed on drop.
