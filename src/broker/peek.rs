@@ -198,7 +198,7 @@ impl Broker {
         };
         let count = target.count.min(MAX_PEEK_COUNT);
         let bytes = PEEK_BODY_BUDGET.saturating_add(count.saturating_mul(PEEK_RECORD_OVERHEAD));
-        t.log.warm_job(from, bytes)
+        t.log.warm_job(from, count as u64, bytes)
     }
 
     /// A warm job for topic key `tk` is done: the peeks waiting for it run again.

@@ -26,28 +26,35 @@ use crate::storage::worker::{Job, JobKind};
 const WARM_CHUNK: usize = 256 * 1024;
 
 impl Log {
-    /// A job that reads into the page cache whatever is not cached of the first `bytes` bytes
-    /// of records from `offset` on (from the head, if `offset` is below it), or `None` when
-    /// all of it is cached, so reading it now waits for no disk.
-    pub fn warm_job(&self, offset: u64, bytes: usize) -> Option<Job> {
-        let offset = offset.max(self.head());
-        let first = self.segment_for(offset)?;
+    /// A job that reads into the page cache whatever is not cached of the next `records`
+    /// records from `offset` on (from the head, if `offset` is below it), at most `max_bytes`
+    /// of them, or `None` when all of that is cached, so reading it now waits for no disk.
+    /// The byte range comes from the segments' indexes, so a peek of 10 small messages warms
+    /// a few KiB, not a megabyte.
+    pub fn warm_job(&self, offset: u64, records: u64, max_bytes: usize) -> Option<Job> {
+        let mut at = offset.max(self.head());
+        let first = self.segment_for(at)?;
+        let (mut records_left, mut bytes_left) = (records, max_bytes);
         let mut ranges = Vec::new();
-        let mut left = bytes;
-        for (i, seg) in self.segments.iter().enumerate().skip(first) {
-            if left == 0 {
+        for seg in self.segments.iter().skip(first) {
+            if records_left == 0 || bytes_left == 0 {
                 break;
             }
-            let from = if i == first {
-                seg.position(offset).unwrap_or(SEGMENT_HEADER_LEN)
+            let from = seg.position(at).unwrap_or(SEGMENT_HEADER_LEN);
+            // The record after the last one wanted starts where the wanted bytes end.
+            let last = at.saturating_add(records_left).min(seg.end());
+            let end = if last < seg.end() {
+                seg.position(last).unwrap_or_else(|| seg.flushed())
             } else {
-                SEGMENT_HEADER_LEN
+                seg.flushed()
             };
-            let to = from.saturating_add(left).min(seg.flushed());
+            let to = end.min(from.saturating_add(bytes_left)).min(seg.flushed());
+            records_left -= last.saturating_sub(at).min(records_left);
+            at = seg.end();
             if from >= to {
                 continue;
             }
-            left -= to - from;
+            bytes_left -= to - from;
             if !seg.cached(from, to) {
                 ranges.push((Arc::clone(&seg.file), from as u64, to as u64));
             }
@@ -118,7 +125,7 @@ mod tests {
         }
         // 2 MiB from offset 500: the rest of the first segment and into the next ones.
         let job = log
-            .warm_job(500, 2 << 20)
+            .warm_job(500, 8000, 2 << 20)
             .expect("evicted pages need warming");
         let JobKind::Warm { ranges } = &job.kind else {
             panic!("not a warm job: {job:?}");
@@ -128,28 +135,61 @@ mod tests {
         assert_eq!(covered, 2 << 20, "exactly the bytes asked for");
         assert!(job.run().is_warmed());
         assert!(
-            log.warm_job(500, 2 << 20).is_none(),
+            log.warm_job(500, 8000, 2 << 20).is_none(),
             "warmed pages need nothing"
         );
         // What was asked for is what was warmed (with the kernel's readahead): far beyond it,
         // pages are still cold.
         let last = log.tail() - 1;
-        assert!(log.warm_job(last - 10, 64 * 1024).is_some());
+        assert!(log.warm_job(last - 10, 10, 64 * 1024).is_some());
         // The peek then reads correct records.
         assert_eq!(log.read(500).expect("read").body, &body[..]);
+    }
+
+    #[test]
+    fn the_range_covers_the_records_asked_for_not_the_byte_budget() {
+        let tmp = TempDir::new("warm-count");
+        let mut log = Log::open(tmp.path(), LogConfig::default()).expect("open");
+        let body = vec![3u8; 1000];
+        for _ in 0..2000 {
+            log.append(&NewRecord::message(1, 0, &body))
+                .expect("append");
+        }
+        log.flush().expect("flush");
+        for seg in &log.segments {
+            evict(&seg.file);
+        }
+        let job = log.warm_job(100, 10, 1 << 20).expect("cold");
+        let JobKind::Warm { ranges } = &job.kind else {
+            panic!("not a warm job: {job:?}");
+        };
+        let seg = &log.segments[0];
+        let want = (seg.position(100).unwrap(), seg.position(110).unwrap());
+        assert_eq!(ranges.len(), 1);
+        assert_eq!((ranges[0].1, ranges[0].2), (want.0 as u64, want.1 as u64));
+        // The byte budget still caps a large count.
+        let job = log.warm_job(0, 2000, 4096).expect("cold");
+        let JobKind::Warm { ranges } = &job.kind else {
+            panic!("not a warm job: {job:?}");
+        };
+        let covered: u64 = ranges.iter().map(|(_, from, to)| to - from).sum();
+        assert_eq!(covered, 4096);
     }
 
     #[test]
     fn unwritten_records_and_an_empty_log_need_no_warming() {
         let tmp = TempDir::new("warm-pending");
         let mut log = Log::open(tmp.path(), LogConfig::default()).expect("open");
-        assert!(log.warm_job(0, 1 << 20).is_none(), "empty log");
+        assert!(log.warm_job(0, 10, 1 << 20).is_none(), "empty log");
         for _ in 0..10 {
             log.append(&NewRecord::message(1, 0, b"pending"))
                 .expect("append");
         }
         // Not flushed: the records are in the segment's pending buffer, in memory.
-        assert!(log.warm_job(0, 1 << 20).is_none());
-        assert!(log.warm_job(u64::MAX, 1 << 20).is_none(), "past the tail");
+        assert!(log.warm_job(0, 10, 1 << 20).is_none());
+        assert!(
+            log.warm_job(u64::MAX, 10, 1 << 20).is_none(),
+            "past the tail"
+        );
     }
 }
