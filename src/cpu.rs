@@ -11,7 +11,7 @@
 //! waited runnable; that turn took 8.0 ms, and the same window showed 13 ms turns in two of
 //! three runs. A user who pins the reactor wants its core to itself.
 //!
-//! Helpers are tracked by thread id ([`helper_thread`]), not found through `/proc/self/task`,
+//! Helpers are started by [`spawn_helper`] and tracked by thread id, not found through `/proc/self/task`,
 //! so an application that embeds the server never has its own threads moved.
 
 use std::sync::Mutex;
@@ -27,10 +27,28 @@ static HELPERS: Mutex<Helpers> = Mutex::new(Helpers {
     cpus: None,
 });
 
+/// Starts a helper thread named `name`, registered as a helper for its whole life: every
+/// thread the server starts goes through here, so none can stay on the reactor's core.
+///
+/// # Errors
+/// As [`std::thread::Builder::spawn`].
+pub fn spawn_helper<F, T>(name: &str, f: F) -> std::io::Result<std::thread::JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _helper = helper_thread();
+            f()
+        })
+}
+
 /// Registers the calling thread as a helper until the guard drops: it moves off the
 /// reactor's core now if the reactor is pinned, or when it is pinned later.
 #[must_use = "the thread counts as a helper until the guard drops"]
-pub fn helper_thread() -> HelperGuard {
+fn helper_thread() -> HelperGuard {
     let tid = current_tid();
     let mut h = lock();
     h.tids.push(tid);
@@ -42,7 +60,7 @@ pub fn helper_thread() -> HelperGuard {
 
 /// While alive, the thread that made it is a registered helper.
 #[derive(Debug)]
-pub struct HelperGuard {
+struct HelperGuard {
     tid: libc::pid_t,
 }
 

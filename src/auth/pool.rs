@@ -85,12 +85,8 @@ impl AuthPool {
         let cfg = Arc::new(cfg);
         for i in 0..THREADS {
             let (rx, tx, cfg, notify) = (rx.clone(), done_tx.clone(), cfg.clone(), notify.clone());
-            let spawned = std::thread::Builder::new()
-                .name("corq-auth".into())
-                .spawn(move || {
-                    let _cpu = crate::cpu::helper_thread();
-                    helper(&rx, &tx, &cfg, &*notify);
-                });
+            let spawned =
+                crate::cpu::spawn_helper("corq-auth", move || helper(&rx, &tx, &cfg, &*notify));
             if let Err(e) = spawned {
                 if i == 0 {
                     return Err(e);

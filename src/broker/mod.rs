@@ -450,10 +450,10 @@ impl Broker {
         debug!("client {ck} disconnected");
     }
 
-    /// Keeps a closed session's output buffer if it is large (a peek's reply was handed to it)
-    /// and larger than the one kept: the next large reply reuses its pages instead of faulting
-    /// in fresh ones (about 1 ms per 1.5 MB reply on the benchmark VM). At most one is kept, of
-    /// at most [`SPARE_MAX`] bytes.
+    /// Keeps a buffer done with (a closed session's output, or the one a large reply replaced)
+    /// if it is large and larger than the one kept: the next large reply reuses its pages
+    /// instead of faulting in fresh ones (about 1 ms per 1.5 MB reply on the benchmark VM). At
+    /// most one is kept, of at most [`SPARE_MAX`] bytes.
     fn keep_spare(&mut self, mut buf: Vec<u8>) {
         let cap = buf.capacity();
         if (SPARE_MIN..=SPARE_MAX).contains(&cap) && cap > self.spare_out.capacity() {

@@ -54,25 +54,26 @@ impl Broker {
         }
     }
 
-    /// Queues `buf[start..]` for client `ck` without copying it when nothing else is queued:
-    /// `buf` becomes the client's output buffer and `buf` gets the old, empty one (for the
-    /// caller to reuse). Otherwise the bytes are appended as [`Broker::write_to`] would.
-    /// For a large reply built in the caller's buffer (a peek): the copy, and the fresh pages
-    /// a megabyte-sized output buffer would fault in, are what it saves.
-    pub fn write_owned(&mut self, ck: ClientKey, buf: &mut Vec<u8>, start: usize) {
+    /// Queues `buf[start..]` for client `ck`, without copying it when nothing else is queued:
+    /// `buf` becomes the client's output buffer. Otherwise the bytes are appended as
+    /// [`Broker::write_to`] would. Whichever buffer is left over may be kept for the next large
+    /// reply ([`Broker::take_spare_buffer`]). For a large reply built in its own buffer (a peek): the copy,
+    /// and the fresh pages a megabyte-sized output buffer would fault in, are what it saves.
+    pub fn write_owned(&mut self, ck: ClientKey, buf: Vec<u8>, start: usize) {
         let Some(c) = self.clients.get_mut(ck) else {
-            return;
+            return self.keep_spare(buf);
         };
-        if c.out.is_empty() && start <= buf.len() {
-            std::mem::swap(&mut c.out.buf, buf);
-            c.out.pos = start;
-            buf.clear();
+        let left_over = if c.out.is_empty() {
+            c.out.pos = start.min(buf.len());
+            std::mem::replace(&mut c.out.buf, buf)
         } else {
             c.out
                 .buf
                 .extend_from_slice(buf.get(start..).unwrap_or_default());
-        }
+            buf
+        };
         Self::mark_dirty(&mut self.dirty, ck, c);
+        self.keep_spare(left_over);
     }
 
     /// Whether `100 Continue` was sent for the request being read; sets the flag.

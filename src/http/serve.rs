@@ -47,18 +47,14 @@ pub struct HttpServer {
     pub refuse_plain: Option<u16>,
     /// Whether the connection being served speaks TLS (set by the reactor per call).
     pub conn_is_tls: bool,
-    /// A buffer for the next peek's reply: the last one's, or the output buffer the last reply
-    /// was swapped with (see `peek`); dropped when larger than [`PEEK_BUF_KEEP`].
-    peek_buf: Vec<u8>,
+    /// Set by a request that must wait unanswered (a peek whose pages are being read in);
+    /// `serve` takes it right after dispatching.
+    request_waits: bool,
 }
 
 /// Bytes left in front of a peek's rendered body for its response head (status line,
 /// `Content-Type`, `X-Nsq-Content-Type`, `Date`, `Content-Length`, `Connection`: ~200).
 const PEEK_HEAD_ROOM: usize = 512;
-
-/// The most capacity the peek buffer keeps between peeks: the largest peek (1,000 messages,
-/// 1 MiB of bodies) renders to about 1.6 MB.
-const PEEK_BUF_KEEP: usize = 4 << 20;
 
 /// What handling a connection's buffer did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +88,7 @@ impl HttpServer {
             lookupd_changed: false,
             refuse_plain: None,
             conn_is_tls: false,
-            peek_buf: Vec::new(),
+            request_waits: false,
         }
     }
 
@@ -121,8 +117,10 @@ impl HttpServer {
                     Some(port) => {
                         broker.write_to(ck, |out| response::tls_required(out, &ctx, port))
                     }
-                    None if peek_must_wait(broker, ck, &req) => return Served::Waiting,
                     None => self.dispatch(broker, ck, &req, &ctx, now),
+                }
+                if std::mem::take(&mut self.request_waits) {
+                    return Served::Waiting;
                 }
                 if !ctx.keep_alive {
                     broker.close_silently(ck);
@@ -161,7 +159,7 @@ impl HttpServer {
             Route::Stats => self.stats(broker, ck, req, ctx),
             Route::Metrics => self.metrics(broker, ck, ctx),
             Route::ChannelPeek | Route::TopicPeek => {
-                peek(broker, ck, (&route, req), ctx, now, &mut self.peek_buf)
+                peek(broker, ck, (&route, req), ctx, now).map(|waits| self.request_waits = waits)
             }
             Route::Dashboard(name) => dashboard(broker, ck, name, ctx),
             Route::ConfigGet(name) => self.config_get(broker, ck, &name, ctx),
@@ -448,44 +446,25 @@ fn peek_target<'q>(route: &Route, q: &'q Query) -> Result<PeekTarget<'q>, ApiErr
     })
 }
 
-/// Whether `req` is a peek that must first wait for its log pages to be read into the page
-/// cache (see `broker/peek.rs`). Only a request without a chunked body can wait: it is parsed
-/// again from the buffer when it is served again, and a chunked body is gone from there.
-fn peek_must_wait(broker: &mut Broker, ck: ClientKey, req: &Request<'_>) -> bool {
-    let Ok(route @ (Route::ChannelPeek | Route::TopicPeek)) = route(req.method, &req.path) else {
-        return false;
-    };
-    let Some(target) = req
-        .query
-        .as_ref()
-        .ok()
-        .and_then(|q| peek_target(&route, q).ok())
-    else {
-        return false; // a bad request is answered at once
-    };
-    !req.chunked && broker.peek_must_wait(ck, target)
-}
-
 /// `/channel/peek` and `/topic/peek`, in the order of the table in `routes.rs`. The broker
-/// answers with a [`crate::broker::peek::Peek`]; it is rendered here.
+/// answers with a [`crate::broker::peek::Peek`]; it is rendered here. `Ok(true)`: the request
+/// waits unanswered for its log pages to be read into the page cache (see `broker/peek.rs`)
+/// and is served again then. Only a request without a chunked body can wait: it is parsed
+/// again from the buffer, and a chunked body is gone from there.
 fn peek(
     broker: &mut Broker,
     ck: ClientKey,
     (route, req): (&Route, &Request<'_>),
     ctx: &ReplyCtx,
     now: Now,
-    buf: &mut Vec<u8>,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     let target = peek_target(route, query(req)?)?;
-    let started = Instant::now();
-    if buf.capacity() < PEEK_BUF_KEEP / 2 {
-        // The last reply went out in this buffer: reuse a closed session's, pages and all.
-        let spare = broker.take_spare_buffer();
-        if spare.capacity() > buf.capacity() {
-            *buf = spare;
-        }
+    if !req.chunked && broker.peek_must_wait(ck, target) {
+        return Ok(true);
     }
-
+    let started = Instant::now();
+    // A buffer whose pages are already faulted in, if a closed session left one.
+    let mut buf = broker.take_spare_buffer();
     let found = match target.channel {
         None => broker.peek_topic(target.topic, target.count),
         Some(channel) => broker.peek_channel(target.topic, channel, target.set, target.count, now),
@@ -498,9 +477,8 @@ fn peek(
     let n = peeked.messages.len();
     // The body is rendered after room for the head, the head written into the room's end, and
     // the whole handed to the client's output without a copy (`Broker::write_owned`).
-    buf.clear();
     buf.resize(PEEK_HEAD_ROOM, 0);
-    super::peek::render_into(buf, &peeked);
+    super::peek::render_into(&mut buf, &peeked);
     let body_len = buf.len() - PEEK_HEAD_ROOM;
     let mut head = Vec::with_capacity(256);
     let parts = response::Head {
@@ -526,10 +504,7 @@ fn peek(
         "peek: {n} message(s), {body_len} bytes of JSON in {:?}",
         started.elapsed()
     );
-    if buf.capacity() > PEEK_BUF_KEEP {
-        *buf = Vec::new();
-    }
-    Ok(())
+    Ok(false)
 }
 
 /// A dashboard file (no X-NSQ header: it is a page, not an API reply).

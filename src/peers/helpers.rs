@@ -49,14 +49,11 @@ pub enum Report {
 
 /// Resolves `addr` on a new thread and reports it.
 pub fn resolve(addr: String, slot: usize, gen: u64, tx: Sender<Report>, waker: Arc<Waker>) {
-    let spawned = std::thread::Builder::new()
-        .name("corq-resolve".into())
-        .spawn(move || {
-            let _cpu = crate::cpu::helper_thread();
-            let result = pick(&addr);
-            let _ = tx.send(Report::Resolved { slot, gen, result });
-            let _ = waker.wake();
-        });
+    let spawned = crate::cpu::spawn_helper("corq-resolve", move || {
+        let result = pick(&addr);
+        let _ = tx.send(Report::Resolved { slot, gen, result });
+        let _ = waker.wake();
+    });
     if let Err(e) = spawned {
         warn!("lookupd: cannot start a resolver thread: {e}");
     }
@@ -88,18 +85,15 @@ impl ChannelQueries {
     /// Starts the worker; `limits` bound each query.
     pub fn spawn(report: Sender<Report>, waker: Arc<Waker>, limits: QueryLimits) -> Option<Self> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Query>(QUERY_QUEUE);
-        let spawned = std::thread::Builder::new()
-            .name("corq-lookupd-http".into())
-            .spawn(move || {
-                let _cpu = crate::cpu::helper_thread();
-                for (topic, addrs) in rx {
-                    let channels = query_all(&topic, &addrs, limits);
-                    if report.send(Report::Channels { topic, channels }).is_err() {
-                        return;
-                    }
-                    let _ = waker.wake();
+        let spawned = crate::cpu::spawn_helper("corq-lookupd-http", move || {
+            for (topic, addrs) in rx {
+                let channels = query_all(&topic, &addrs, limits);
+                if report.send(Report::Channels { topic, channels }).is_err() {
+                    return;
                 }
-            });
+                let _ = waker.wake();
+            }
+        });
         match spawned {
             Ok(_) => Some(ChannelQueries { tx }),
             Err(e) => {

@@ -44,12 +44,7 @@ impl Webhook {
         let (tx, rx) = sync_channel(QUEUE);
         let failed = Arc::new(AtomicU64::new(0));
         let f = Arc::clone(&failed);
-        std::thread::Builder::new()
-            .name("corq-webhook".into())
-            .spawn(move || {
-                let _cpu = crate::cpu::helper_thread();
-                run(&ep, &rx, &f);
-            })
+        crate::cpu::spawn_helper("corq-webhook", move || run(&ep, &rx, &f))
             .map_err(|e| format!("webhook thread: {e}"))?;
         Ok(Webhook {
             tx,

@@ -296,30 +296,27 @@ impl Checkpointer {
         let thread_path = path.clone();
         let written = Arc::new(AtomicU64::new(0));
         let thread_written = Arc::clone(&written);
-        let thread = thread::Builder::new()
-            .name("corq-checkpoint".into())
-            .spawn(move || {
-                let _cpu = crate::cpu::helper_thread();
-                if notify.is_none() {
-                    // Nobody waits for a checkpoint write: idle CPU time only (see `priority`).
-                    super::priority::enter_background();
+        let thread = crate::cpu::spawn_helper("corq-checkpoint", move || {
+            if notify.is_none() {
+                // Nobody waits for a checkpoint write: idle CPU time only (see `priority`).
+                super::priority::enter_background();
+            }
+            // Logged once per change, not on every attempt (one every --sync-timeout).
+            let mut failing = false;
+            while let Ok(mut job) = rx.recv() {
+                // Several may have queued up while a write ran: only the newest matters.
+                while let Ok(newer) = rx.try_recv() {
+                    job = newer;
                 }
-                // Logged once per change, not on every attempt (one every --sync-timeout).
-                let mut failing = false;
-                while let Ok(mut job) = rx.recv() {
-                    // Several may have queued up while a write ran: only the newest matters.
-                    while let Ok(newer) = rx.try_recv() {
-                        job = newer;
+                let result = write(&thread_path, &job.1);
+                if result.is_ok() {
+                    // Release: whoever sees the generation sees a file that is on disk.
+                    thread_written.store(job.0, Ordering::Release);
+                    if let Some(n) = &notify {
+                        n();
                     }
-                    let result = write(&thread_path, &job.1);
-                    if result.is_ok() {
-                        // Release: whoever sees the generation sees a file that is on disk.
-                        thread_written.store(job.0, Ordering::Release);
-                        if let Some(n) = &notify {
-                            n();
-                        }
-                    }
-                    match report(&mut failing, &result) {
+                }
+                match report(&mut failing, &result) {
                         Some(Report::Failing(e)) => warn!(
                             "checkpoint {}: {e} (retried at every checkpoint; logged again once it succeeds)",
                             thread_path.display()
@@ -329,8 +326,8 @@ impl Checkpointer {
                         }
                         None => {}
                     }
-                }
-            })?;
+            }
+        })?;
         Ok(Checkpointer {
             path,
             tx: Some(tx),

@@ -296,12 +296,9 @@ impl LaneThread {
         };
         for _ in 0..threads {
             let (jobs, done_tx, notify) = (Arc::clone(&jobs), done_tx.clone(), Arc::clone(&notify));
-            let thread = std::thread::Builder::new()
-                .name(name.into())
-                .spawn(move || {
-                    let _cpu = crate::cpu::helper_thread();
-                    run_lane(&jobs, background, &done_tx, &notify);
-                });
+            let thread = crate::cpu::spawn_helper(name, move || {
+                run_lane(&jobs, background, &done_tx, &notify);
+            });
             match thread {
                 Ok(t) => lane.threads.push(t),
                 Err(e) => {

@@ -41,15 +41,12 @@ impl Log {
                 break;
             }
             let from = seg.position(at).unwrap_or(SEGMENT_HEADER_LEN);
-            // The record after the last one wanted starts where the wanted bytes end.
+            // The record after the last one wanted starts where the wanted bytes end (past the
+            // segment's last record, `position` is `None`: its bytes end with the segment's).
             let last = at.saturating_add(records_left).min(seg.end());
-            let end = if last < seg.end() {
-                seg.position(last).unwrap_or_else(|| seg.flushed())
-            } else {
-                seg.flushed()
-            };
+            let end = seg.position(last).unwrap_or_else(|| seg.flushed());
             let to = end.min(from.saturating_add(bytes_left)).min(seg.flushed());
-            records_left -= last.saturating_sub(at).min(records_left);
+            records_left -= last.saturating_sub(at);
             at = seg.end();
             if from >= to {
                 continue;
