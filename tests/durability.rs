@@ -63,3 +63,32 @@ fn strict_mode_pipelined_publishers_all_get_ok_and_nothing_is_lost() {
         assert!(got.insert(body), "duplicate");
     }
 }
+
+/// A strict-mode HTTP publish answers after its sync; a client that asked for the connection to
+/// close (`Connection: close`, or HTTP/1.0 without keep-alive) still gets that answer first.
+#[test]
+fn strict_mode_http_publish_answers_a_closing_request_before_closing() {
+    let dir = TempDir::new("strict-http-close");
+    let server = strict_server(&dir);
+    // `http_request` sends HTTP/1.1 with `Connection: close`.
+    let (status, body) = http_request(server.http, "POST", "/pub?topic=shc", b"one");
+    assert_eq!((status, body.as_str()), (200, "OK"));
+    let (status, body) = http_request(server.http, "POST", "/mpub?topic=shc", b"two\nthree");
+    assert_eq!((status, body.as_str()), (200, "OK"));
+
+    let mut s = std::net::TcpStream::connect(server.http).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    std::io::Write::write_all(
+        &mut s,
+        b"POST /pub?topic=shc HTTP/1.0\r\nContent-Length: 4\r\n\r\nfour",
+    )
+    .unwrap();
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut s, &mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.0 200"), "{reply:?}");
+    assert!(reply.ends_with("\r\n\r\nOK"), "{reply:?}");
+
+    let stats = http_get(server.http, "/stats?format=json&topic=shc");
+    assert!(stats.contains(r#""message_count":4"#), "{stats}");
+}

@@ -122,7 +122,9 @@ impl HttpServer {
                 if std::mem::take(&mut self.request_waits) {
                     return Served::Waiting;
                 }
-                if !ctx.keep_alive {
+                // A strict-mode publish answers later (`http_publish_reply` closes then):
+                // closing now would drop its reply.
+                if !ctx.keep_alive && !broker.is_blocked(ck) {
                     broker.close_silently(ck);
                 }
                 Served::Handled(used)
