@@ -459,7 +459,8 @@ fn cpu_gives_the_reactor_its_core_and_the_helpers_the_others() {
         return;
     }
     let dir = TempDir::new("cpu-flag");
-    let server = ChildServer::start(dir.path(), &["--cpu", "0"]);
+    // Strict mode: the publish below waits for a sync, so a sync-lane thread surely exists.
+    let server = ChildServer::start(dir.path(), &["--cpu", "0", "--sync-every", "1"]);
     // The reactor pins itself (and moves the helpers) when it starts running, just after it
     // logs its listeners: wait for its word.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -477,6 +478,9 @@ fn cpu_gives_the_reactor_its_core_and_the_helpers_the_others() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    // The storage lanes start their threads as work arrives: this one after the pin.
+    let (status, _) = http_request(server.http, "POST", "/pub?topic=t", b"hello");
+    assert_eq!(status, 200);
     // A helper spawned before the pin and not yet scheduled moves itself when it first runs:
     // wait (with a deadline) until every one has.
     let on_reactor_core = |cpus: &str| cpus.split([',', '-']).next() == Some("0");
@@ -495,10 +499,12 @@ fn cpu_gives_the_reactor_its_core_and_the_helpers_the_others() {
         .iter()
         .filter(|(n, _)| n.starts_with("corq-"))
         .collect();
-    assert!(
-        helpers.len() >= 6,
-        "storage lanes and checkpoint writer: {threads:?}"
-    );
+    for started in ["corq-checkpoint", "corq-sync"] {
+        assert!(
+            helpers.iter().any(|(n, _)| n == started),
+            "{started} should run: {threads:?}"
+        );
+    }
     for (name, cpus) in helpers {
         assert!(
             !on_reactor_core(cpus),

@@ -1754,14 +1754,24 @@ mod tests {
     #[test]
     fn the_background_lane_runs_at_idle_priority_and_the_foreground_lane_does_not() {
         let worker = StorageWorker::spawn(Box::new(|| {})).unwrap();
-        // A job through each lane, so both threads are surely running before we look.
+        // A job through each lane, so their threads (started by work) surely run before we
+        // look: an unlink (background), a pre-creation a writer waits for (foreground).
         let tmp = TempDir::new("lanes-threads");
         worker.submit(0, Job::remove_dir(tmp.path().join("absent")));
-        let mut log = open_syncing(&tmp, 1);
-        log.append(&new_rec(b"x", 0)).unwrap();
-        for job in log.poll_jobs(0) {
-            worker.submit(0, job);
-        }
+        let urgent = JobKind::Prepare {
+            path: tmp.path().join("next.prealloc"),
+            size: 4096,
+            limit: 4096,
+            fault: None,
+            background: false,
+        };
+        worker.submit(
+            0,
+            Job {
+                log_id: 0,
+                kind: urgent,
+            },
+        );
         let mut done = 0;
         while done < 2 {
             if worker.try_recv().is_some() {

@@ -9,7 +9,7 @@
 //!
 //! Three lanes (see [`super::priority`] for why the priorities differ):
 //!
-//! - the sync lane, [`SYNC_THREADS`] threads at normal priority sharing one queue, runs the
+//! - the sync lane, up to [`SYNC_THREADS`] threads at normal priority sharing one queue, runs the
 //!   syncs someone waits for (strict-mode syncs, interval syncs that fell behind), and the
 //!   reads that warm a peek's pages. Several
 //!   threads because a strict-mode log keeps up to `MAX_SYNCS_IN_FLIGHT` syncs running at once
@@ -20,6 +20,9 @@
 //! - the background lane, one thread at `SCHED_IDLE`, runs the rest (early interval syncs,
 //!   growth and pre-creation ahead of need, unlinking). A thread cannot move itself back from
 //!   `SCHED_IDLE` without privileges, hence separate threads.
+//!
+//! A lane starts a thread when a job arrives and none of its threads is idle, so an unused
+//! lane costs no thread and a sync lane whose logs never overlap syncs keeps one.
 //!
 //! Results may arrive out of submission order (across lanes, and within the sync lane);
 //! `Log::apply` handles each kind on its own, and syncs through its `SyncTracker`.
@@ -32,7 +35,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -261,58 +264,114 @@ pub const SYNC_THREADS: usize = super::log::MAX_SYNCS_IN_FLIGHT;
 /// jobs finish, then joins the threads.
 pub struct StorageWorker {
     /// Syncs someone waits for, several at once, at normal priority. `None` only during drop.
-    sync: Option<LaneThread>,
+    sync: Option<Lane>,
     /// Urgent growths and pre-creations, at normal priority. `None` only during drop.
-    foreground: Option<LaneThread>,
+    foreground: Option<Lane>,
     /// Pre-creation ahead of need and unlinking, at `SCHED_IDLE`. `None` only during drop.
-    background: Option<LaneThread>,
+    background: Option<Lane>,
     rx: mpsc::Receiver<(u64, JobDone)>,
-    /// Results of jobs run inline because a thread was gone (it never should be).
+    /// Results of jobs run inline because no thread could take them (it never should be).
     fallback: RefCell<VecDeque<(u64, JobDone)>>,
 }
 
-/// One lane's queue and its threads (they take jobs from the queue in turn).
-struct LaneThread {
+/// One lane: a queue, and up to `max_threads` threads taking jobs from it in turn.
+///
+/// Threads start when work arrives and none of the lane's threads is idle, so a lane holds
+/// only as many threads as its work has needed at once: a server whose logs never overlap
+/// two syncs runs one sync thread, not [`SYNC_THREADS`], and a server with no topics none.
+struct Lane {
+    name: &'static str,
+    max_threads: usize,
+    background: bool,
     tx: mpsc::Sender<(u64, Job)>,
-    threads: Vec<JoinHandle<()>>,
+    /// The queue's receiving end: held here until the first thread starts, then only by the
+    /// threads (a `Weak` here starts more), so that a lane whose threads all died fails its
+    /// `send` and the job runs inline instead of waiting forever.
+    jobs: RefCell<QueueEnd>,
+    /// Threads started and not yet waiting for a job (or waiting: counted as idle).
+    idle: Arc<AtomicUsize>,
+    threads: RefCell<Vec<JoinHandle<()>>>,
+    done_tx: mpsc::Sender<(u64, JobDone)>,
+    notify: Arc<Mutex<Notify>>,
 }
 
 /// A lane's queue, shared by its threads: the one holding the lock waits for the next job.
 type SharedJobs = Arc<Mutex<mpsc::Receiver<(u64, Job)>>>;
 
-impl LaneThread {
-    fn spawn(
-        name: &str,
-        threads: usize,
+/// Who holds a lane's receiving end.
+enum QueueEnd {
+    /// No thread yet: the lane keeps it alive.
+    Unstarted(SharedJobs),
+    /// The threads do; this starts more while any of them lives.
+    Started(std::sync::Weak<Mutex<mpsc::Receiver<(u64, Job)>>>),
+}
+
+impl Lane {
+    fn new(
+        name: &'static str,
+        max_threads: usize,
         background: bool,
         done_tx: mpsc::Sender<(u64, JobDone)>,
         notify: Arc<Mutex<Notify>>,
-    ) -> io::Result<LaneThread> {
+    ) -> Lane {
         let (tx, jobs) = mpsc::channel::<(u64, Job)>();
-        let jobs: SharedJobs = Arc::new(Mutex::new(jobs));
-        let mut lane = LaneThread {
+        Lane {
+            name,
+            max_threads,
+            background,
             tx,
-            threads: Vec::with_capacity(threads),
+            jobs: RefCell::new(QueueEnd::Unstarted(Arc::new(Mutex::new(jobs)))),
+            idle: Arc::new(AtomicUsize::new(0)),
+            threads: RefCell::new(Vec::with_capacity(max_threads)),
+            done_tx,
+            notify,
+        }
+    }
+
+    /// Queues a job, first starting a thread if none is idle and the lane may have another.
+    /// Gives the job back if no thread is there to take it.
+    fn send(&self, key: u64, job: Job) -> Result<(), (u64, Job)> {
+        let started = self.threads.borrow().len();
+        if self.idle.load(Ordering::Acquire) == 0 && started < self.max_threads {
+            self.start_thread();
+        }
+        self.tx
+            .send((key, job))
+            .map_err(|mpsc::SendError(sent)| sent)
+    }
+
+    /// Starts one more thread; a failure is logged and the lane goes on with what it has.
+    fn start_thread(&self) {
+        let shared = match &*self.jobs.borrow() {
+            QueueEnd::Unstarted(jobs) => Arc::clone(jobs),
+            QueueEnd::Started(weak) => match weak.upgrade() {
+                Some(jobs) => jobs,
+                None => return, // every thread died: `send` fails and the job runs inline.
+            },
         };
-        for _ in 0..threads {
-            let (jobs, done_tx, notify) = (Arc::clone(&jobs), done_tx.clone(), Arc::clone(&notify));
-            let thread = crate::cpu::spawn_helper(name, move || {
-                run_lane(&jobs, background, &done_tx, &notify);
-            });
-            match thread {
-                Ok(t) => lane.threads.push(t),
-                Err(e) => {
-                    lane.join();
-                    return Err(e);
-                }
+        let weak = Arc::downgrade(&shared);
+        let (done_tx, notify) = (self.done_tx.clone(), Arc::clone(&self.notify));
+        let (idle, background) = (Arc::clone(&self.idle), self.background);
+        // Counted idle from now: a job sent before the thread reaches its queue waits for it.
+        self.idle.fetch_add(1, Ordering::AcqRel);
+        let spawned = crate::cpu::spawn_helper(self.name, move || {
+            run_lane(&shared, &idle, background, &done_tx, &notify);
+        });
+        match spawned {
+            Ok(thread) => {
+                self.threads.borrow_mut().push(thread);
+                *self.jobs.borrow_mut() = QueueEnd::Started(weak);
+            }
+            Err(e) => {
+                self.idle.fetch_sub(1, Ordering::AcqRel);
+                error!("{} thread not started: {e}", self.name);
             }
         }
-        Ok(lane)
     }
 
     fn join(self) {
         drop(self.tx);
-        for thread in self.threads {
+        for thread in self.threads.into_inner() {
             if thread.join().is_err() {
                 error!("storage worker thread panicked");
             }
@@ -324,6 +383,7 @@ impl LaneThread {
 /// the queue is closed (the worker is dropped) or the owner is gone.
 fn run_lane(
     jobs: &SharedJobs,
+    idle: &AtomicUsize,
     background: bool,
     done_tx: &mpsc::Sender<(u64, JobDone)>,
     notify: &Mutex<Notify>,
@@ -337,7 +397,12 @@ fn run_lane(
         // the lane panicked while waiting; the queue itself is intact.
         let next = jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
         let Ok((key, job)) = next else { break };
-        if done_tx.send((key, job.run())).is_err() {
+        idle.fetch_sub(1, Ordering::AcqRel);
+        let done = job.run();
+        // Idle again before the result can be seen, so whoever sees it and submits the next
+        // job finds this thread idle rather than starting another.
+        idle.fetch_add(1, Ordering::AcqRel);
+        if done_tx.send((key, done)).is_err() {
             break; // the owner is gone: nobody to tell.
         }
         // A poisoned lock only means another lane panicked mid-call; still wake.
@@ -355,29 +420,28 @@ impl std::fmt::Debug for StorageWorker {
 }
 
 impl StorageWorker {
-    /// Starts the threads. `notify` is called on one of them after every finished job.
+    /// Makes the lanes; their threads start as work arrives. `notify` is called on one of
+    /// them after every finished job.
+    ///
+    /// # Errors
+    /// None today (threads start later, and a thread that cannot start is logged and its job
+    /// run inline); kept so a caller handles a worker that cannot be made.
     pub fn spawn(notify: Notify) -> io::Result<StorageWorker> {
         let (done_tx, rx) = mpsc::channel();
         let notify = Arc::new(Mutex::new(notify));
-        let sync = LaneThread::spawn(
-            "corq-sync",
-            SYNC_THREADS,
-            false,
-            done_tx.clone(),
-            Arc::clone(&notify),
-        )?;
-        let foreground = LaneThread::spawn(
-            "corq-storage",
-            1,
-            false,
-            done_tx.clone(),
-            Arc::clone(&notify),
-        )?;
-        let background = LaneThread::spawn("corq-storage-bg", 1, true, done_tx, notify)?;
+        let lane = |name, threads, background| {
+            Lane::new(
+                name,
+                threads,
+                background,
+                done_tx.clone(),
+                Arc::clone(&notify),
+            )
+        };
         Ok(StorageWorker {
-            sync: Some(sync),
-            foreground: Some(foreground),
-            background: Some(background),
+            sync: Some(lane("corq-sync", SYNC_THREADS, false)),
+            foreground: Some(lane("corq-storage", 1, false)),
+            background: Some(lane("corq-storage-bg", 1, true)),
             rx,
             fallback: RefCell::default(),
         })
@@ -396,8 +460,8 @@ impl StorageWorker {
             &self.foreground
         };
         let Some(lane) = lane else { return };
-        if let Err(mpsc::SendError((key, job))) = lane.tx.send((log_key, job)) {
-            error!("storage worker thread is gone; running a job inline");
+        if let Err((key, job)) = lane.send(log_key, job) {
+            error!("no storage worker thread to take a job; running it inline");
             self.fallback.borrow_mut().push_back((key, job.run()));
         }
     }
@@ -421,5 +485,71 @@ impl Drop for StorageWorker {
         for lane in lanes.into_iter().flatten() {
             lane.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sync_job() -> Job {
+        let kind = JobKind::Sync {
+            target: 0,
+            seq: 0,
+            files: Vec::new(),
+            dir: None,
+            background: false,
+        };
+        Job { log_id: 0, kind }
+    }
+
+    fn threads(lane: &Option<Lane>) -> usize {
+        lane.as_ref().map_or(0, |l| l.threads.borrow().len())
+    }
+
+    fn wait_for(worker: &StorageWorker, results: usize) {
+        for _ in 0..results {
+            loop {
+                if worker.try_recv().is_some() {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    #[test]
+    fn lanes_start_threads_only_as_their_work_needs_them() {
+        let worker = StorageWorker::spawn(Box::new(|| {})).unwrap();
+        let started = |w: &StorageWorker| {
+            [
+                threads(&w.sync),
+                threads(&w.foreground),
+                threads(&w.background),
+            ]
+        };
+        assert_eq!(started(&worker), [0, 0, 0], "no work, no threads");
+
+        worker.submit(
+            0,
+            Job::remove_dir(PathBuf::from("/nonexistent/corq-lane-test")),
+        );
+        wait_for(&worker, 1);
+        assert_eq!(started(&worker), [0, 0, 1]);
+
+        // One sync at a time: the one sync thread is idle again whenever the next comes.
+        for _ in 0..20 {
+            worker.submit(0, sync_job());
+            wait_for(&worker, 1);
+        }
+        assert_eq!(started(&worker)[0], 1, "sequential syncs share one thread");
+
+        // A burst may start more, never more than the lane's limit, and every job completes.
+        for _ in 0..200 {
+            worker.submit(0, sync_job());
+        }
+        wait_for(&worker, 200);
+        assert!(started(&worker)[0] <= SYNC_THREADS);
+        assert_eq!(started(&worker)[1], 0, "the foreground lane had no work");
     }
 }
