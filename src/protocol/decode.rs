@@ -71,6 +71,15 @@ pub fn decode_magic(buf: &[u8]) -> Result<Option<usize>, ProtoError> {
 /// nsqd's error for the first failing check (every decoder error is fatal), or
 /// [`DecodeError::CloseSilently`] for an over-long line.
 pub fn decode<'a>(buf: &'a [u8], ctx: &DecodeCtx, limits: &Limits) -> DecodeResult<'a> {
+    if let Some(id) = plain_fin(buf) {
+        require_state(ctx, &IN_FLIGHT_STATES, "FIN")?;
+        return Ok(Some((Command::Fin { id }, PLAIN_FIN_LEN)));
+    }
+    decode_line(buf, ctx, limits)
+}
+
+/// [`decode`] without the plain-FIN shortcut: find the line, split it, dispatch on its name.
+fn decode_line<'a>(buf: &'a [u8], ctx: &DecodeCtx, limits: &Limits) -> DecodeResult<'a> {
     // nsqd's bufio buffer holds MAX_LINE bytes, so the '\n' must be among the first MAX_LINE.
     let window = buf.get(..MAX_LINE).unwrap_or(buf);
     let Some(nl) = window.iter().position(|&b| b == b'\n') else {
@@ -91,6 +100,23 @@ pub fn decode<'a>(buf: &'a [u8], ctx: &DecodeCtx, limits: &Limits) -> DecodeResu
         head: nl + 1,
     };
     dispatch(&input, ctx, limits)
+}
+
+/// `FIN <16-byte id>\n`: the length of the command a consumer sends most.
+const PLAIN_FIN_LEN: usize = 4 + std::mem::size_of::<MessageId>() + 1;
+
+/// The id of a plain FIN at the front of `buf`: exactly `FIN `, 16 bytes that hold no space,
+/// `'\r'` or `'\n'`, then `'\n'`. The general path decodes such a line to the same
+/// `Command::Fin` (one `'\n'`, two params, a 16-byte id, nothing to strip); this skips its
+/// line scan and split, which a fan-out consumer's FINs paid once per delivery. Anything else
+/// (a partial FIN included) is left to the general path.
+fn plain_fin(buf: &[u8]) -> Option<MessageId> {
+    let line = buf.get(..PLAIN_FIN_LEN)?;
+    let (name, rest) = line.split_at(4);
+    let (id, end) = rest.split_at(rest.len() - 1);
+    let plain =
+        name == b"FIN " && end == b"\n" && !id.iter().any(|b| matches!(b, b' ' | b'\r' | b'\n'));
+    plain.then(|| MessageId::try_from(id).ok()).flatten()
 }
 
 /// One command line split on spaces, plus the bytes after it.
@@ -574,6 +600,41 @@ impl ExactSizeIterator for MpubBodies<'_> {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plain_fin_decodes_as_the_general_path_does() {
+        let id = b"0123456789abcdef";
+        let mut cases: Vec<Vec<u8>> = vec![
+            [b"FIN ".as_slice(), id, b"\n"].concat(),
+            [b"FIN ".as_slice(), id, b"\nNOP\n"].concat(),
+            [b"FIN ".as_slice(), id, b"\r\n"].concat(),
+            [b"FIN ".as_slice(), &id[..15], b"\r\n"].concat(),
+            [b"FIN ".as_slice(), &id[..15], b"\n"].concat(),
+            [b"FIN ".as_slice(), id, b"x\n"].concat(),
+            [b"FIN ".as_slice(), id, b" x\n"].concat(),
+            [b"FIN  ".as_slice(), &id[..15], b"\n"].concat(),
+            [b"FIN ".as_slice(), b"01234567 9abcdef", b"\n"].concat(),
+            [b"FIN ".as_slice(), b"0123456\n89abcdef", b"\n"].concat(),
+            [b"FIN ".as_slice(), b"0123456\r89abcdef", b"\n"].concat(),
+            [b"fin ".as_slice(), id, b"\n"].concat(),
+            [b"FIN\t".as_slice(), id, b"\n"].concat(),
+            [b"FIN ".as_slice(), &[0xff; 16], b"\n"].concat(),
+        ];
+        let whole = cases[0].clone();
+        cases.extend((0..whole.len()).map(|cut| whole[..cut].to_vec()));
+        for state in [ConnState::Init, ConnState::Subscribed, ConnState::Closing] {
+            let ctx = DecodeCtx { state, ..INIT };
+            for case in &cases {
+                // Command has no PartialEq (it borrows bodies); its Debug form shows every field.
+                assert_eq!(
+                    format!("{:?}", decode(case, &ctx, &Limits::default())),
+                    format!("{:?}", decode_line(case, &ctx, &Limits::default())),
+                    "{:?} in {state:?}",
+                    String::from_utf8_lossy(case)
+                );
+            }
+        }
+    }
 
     const INIT: DecodeCtx = DecodeCtx {
         state: ConnState::Init,

@@ -30,8 +30,6 @@ pub const FRAME_HEADER_LEN: usize = 8;
 /// Bytes of a message frame's data before the body: timestamp + attempts + id.
 pub const MESSAGE_HEADER_LEN: usize = 8 + 2 + MESSAGE_ID_LEN;
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
 /// Appends a frame header for `data_len` bytes of data.
 ///
 /// # Panics
@@ -84,34 +82,126 @@ pub fn encode_message_header(
 
 /// The ID of the message at log `offset`: 16 lowercase hex chars, big-endian, like nsqd's
 /// `guid.Hex()`, so tools that parse IDs keep working.
+///
+/// Every delivery makes one (and every FIN, REQ and TOUCH reads one back), so both directions
+/// work on whole words instead of a nibble at a time: in a 10-channel fan-out the nibble loops
+/// were ~250 instructions a delivery, a tenth of the reactor's.
 pub fn message_id_from_offset(offset: u64) -> MessageId {
     let mut id = [0u8; MESSAGE_ID_LEN];
-    for (i, slot) in id.iter_mut().enumerate() {
-        let nibble = (offset >> (60 - 4 * i)) & 0xf;
-        *slot = HEX[nibble as usize];
-    }
+    id[..8].copy_from_slice(&hex_word(spread_nibbles((offset >> 32) as u32)));
+    id[8..].copy_from_slice(&hex_word(spread_nibbles(offset as u32)));
     id
+}
+
+/// The 8 nibbles of `x`, one per byte, most significant first when read big-endian:
+/// `0x12345678` → `0x0102030405060708`.
+fn spread_nibbles(x: u32) -> u64 {
+    let mut v = u64::from(x);
+    v = (v | (v << 16)) & 0x0000_FFFF_0000_FFFF;
+    v = (v | (v << 8)) & 0x00FF_00FF_00FF_00FF;
+    (v | (v << 4)) & 0x0F0F_0F0F_0F0F_0F0F
+}
+
+/// Eight nibble values (one per byte) as lowercase hex digits: `'0' + n`, plus the 39 between
+/// `'9' + 1` and `'a'` where `n >= 10` (`n + 6` carries into bit 4 exactly then). No byte
+/// overflows into the next.
+fn hex_word(nibbles: u64) -> [u8; 8] {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let letters = ((nibbles + 6 * ONES) >> 4) & ONES;
+    (nibbles + u64::from(b'0') * ONES + letters * 39).to_be_bytes()
 }
 
 /// The log offset encoded in `id`, or `None` if it is not 16 hex chars (upper case accepted).
 pub fn offset_from_message_id(id: &MessageId) -> Option<u64> {
-    let mut acc = 0u64;
-    for &c in id {
-        let digit = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            b'A'..=b'F' => c - b'A' + 10,
-            _ => return None,
-        };
-        acc = (acc << 4) | u64::from(digit);
+    let (high, low) = id.split_at(8);
+    let high = word_value(high.try_into().ok()?)?;
+    let low = word_value(low.try_into().ok()?)?;
+    Some(u64::from(high) << 32 | u64::from(low))
+}
+
+/// Eight hex digits (either case) as a number, or `None` if any byte is not one.
+///
+/// All eight bytes at once: with the high bits cleared, adding `0x80 - lo` to a byte sets its
+/// high bit exactly when the byte is `>= lo`, and adding `0x7f - hi` exactly when it is
+/// `> hi`; neither sum carries into the next byte. Bytes with the high bit set are refused
+/// first. Letters are checked after OR-ing in `0x20` (`'A'..='F'` become `'a'..='f'`, and
+/// nothing else lands there); digits as they are.
+fn word_value(word: [u8; 8]) -> Option<u32> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = ONES * 0x80;
+    let x = u64::from_be_bytes(word);
+    if x & HIGH != 0 {
+        return None;
     }
-    Some(acc)
+    let at_least = |v: u64, lo: u8| (v + ONES * u64::from(0x80 - lo)) & HIGH;
+    let above = |v: u64, hi: u8| (v + ONES * u64::from(0x7f - hi)) & HIGH;
+    let lower = x | (ONES * 0x20);
+    let digit = at_least(x, b'0') & !above(x, b'9');
+    let letter = at_least(lower, b'a') & !above(lower, b'f');
+    if digit | letter != HIGH {
+        return None;
+    }
+    // '0'..'9' → 0..9 by their low nibble; 'a'..'f' → 1..6, plus 9.
+    let nibbles = (x & (ONES * 0x0f)) + (letter >> 7) * 9;
+    Some(gather_nibbles(nibbles))
+}
+
+/// The inverse of [`spread_nibbles`]: `0x0102030405060708` → `0x12345678`.
+fn gather_nibbles(v: u64) -> u32 {
+    let v = (v | (v >> 4)) & 0x00FF_00FF_00FF_00FF;
+    let v = (v | (v >> 8)) & 0x0000_FFFF_0000_FFFF;
+    ((v | (v >> 16)) & 0xFFFF_FFFF) as u32
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::protocol::E_BAD_PROTOCOL;
+
+    #[test]
+    fn message_ids_are_nsqd_hex_and_read_back() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let edges = [
+            0,
+            1,
+            9,
+            10,
+            15,
+            16,
+            u64::MAX,
+            u64::MAX - 1,
+            0xa0a0_a0a0_0909_0909,
+        ];
+        for offset in edges.into_iter().chain((0..10_000).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        })) {
+            let id = message_id_from_offset(offset);
+            assert_eq!(id.as_slice(), format!("{offset:016x}").as_bytes());
+            assert_eq!(offset_from_message_id(&id), Some(offset));
+            let upper: MessageId = id.map(|b| b.to_ascii_uppercase());
+            assert_eq!(offset_from_message_id(&upper), Some(offset));
+        }
+    }
+
+    #[test]
+    fn an_id_with_any_non_hex_byte_anywhere_is_refused() {
+        let good = *b"0123456789abcdef";
+        for at in 0..good.len() {
+            for byte in 0..=255u8 {
+                let mut id = good;
+                id[at] = byte;
+                let expect = (byte as char).is_ascii_hexdigit();
+                assert_eq!(
+                    offset_from_message_id(&id).is_some(),
+                    expect,
+                    "byte {byte:#04x} at {at}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn response_ok_bytes() {
