@@ -18,7 +18,7 @@
 //! segment can go; the ack floor is computed from locations. The channel never touches
 //! sockets or the wheel's internals: it is handed the wheel and gets `TimerId`s back.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{hash_map::Entry, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::timer::{TimerId, Wheel};
@@ -232,6 +232,16 @@ impl Channel {
         }
     }
 
+    /// Takes `offset` out of flight if `ck` holds it: one map probe, where checking with
+    /// [`Self::owned`] and then removing would hash and probe twice on every FIN.
+    fn take_owned(&mut self, offset: u64, ck: ClientKey) -> Result<InFlight, AckError> {
+        match self.in_flight.entry(offset) {
+            Entry::Vacant(_) => Err(AckError::NotInFlight),
+            Entry::Occupied(e) if e.get().client != Some(ck) => Err(AckError::NotOwner),
+            Entry::Occupied(e) => Ok(e.remove()),
+        }
+    }
+
     /// FIN: forgets the message (recording its e2e latency). Returns its attempts.
     pub fn fin(
         &mut self,
@@ -240,8 +250,7 @@ impl Channel {
         now_wall_ns: i64,
         wheel: &mut Wheel<TimerEvent>,
     ) -> Result<u16, AckError> {
-        let entry = self.owned(offset, ck)?;
-        self.in_flight.remove(&offset);
+        let entry = self.take_owned(offset, ck)?;
         wheel.cancel(entry.timer);
         if let Some(e2e) = &mut self.e2e {
             e2e.record(now_wall_ns.saturating_sub(entry.timestamp_ns));
@@ -258,8 +267,7 @@ impl Channel {
         at: ReqAt,
         wheel: &mut Wheel<TimerEvent>,
     ) -> Result<(), AckError> {
-        let entry = self.owned(offset, ck)?;
-        self.in_flight.remove(&offset);
+        let entry = self.take_owned(offset, ck)?;
         wheel.cancel(entry.timer);
         self.requeue_count += 1;
         let msg = Requeued {
@@ -330,8 +338,7 @@ impl Channel {
         ck: ClientKey,
         wheel: &mut Wheel<TimerEvent>,
     ) -> Result<Requeued, AckError> {
-        let entry = self.owned(offset, ck)?;
-        self.in_flight.remove(&offset);
+        let entry = self.take_owned(offset, ck)?;
         wheel.cancel(entry.timer);
         self.requeue_count += 1;
         Ok(Requeued {
