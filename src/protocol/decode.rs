@@ -105,17 +105,17 @@ fn decode_line<'a>(buf: &'a [u8], ctx: &DecodeCtx, limits: &Limits) -> DecodeRes
 /// `FIN <16-byte id>\n`: the length of the command a consumer sends most.
 const PLAIN_FIN_LEN: usize = 4 + std::mem::size_of::<MessageId>() + 1;
 
-/// The id of a plain FIN at the front of `buf`: exactly `FIN `, 16 bytes that hold no space,
-/// `'\r'` or `'\n'`, then `'\n'`. The general path decodes such a line to the same
+/// The id of a plain FIN at the front of `buf`: exactly `FIN `, 16 bytes above `' '` (so no
+/// space, `'\r'` or `'\n'`), then `'\n'`. The general path decodes such a line to the same
 /// `Command::Fin` (one `'\n'`, two params, a 16-byte id, nothing to strip); this skips its
 /// line scan and split, which a fan-out consumer's FINs paid once per delivery. Anything else
-/// (a partial FIN included) is left to the general path.
+/// (a partial FIN, an id with a control byte) is left to the general path.
 fn plain_fin(buf: &[u8]) -> Option<MessageId> {
     let line = buf.get(..PLAIN_FIN_LEN)?;
     let (name, rest) = line.split_at(4);
     let (id, end) = rest.split_at(rest.len() - 1);
-    let plain =
-        name == b"FIN " && end == b"\n" && !id.iter().any(|b| matches!(b, b' ' | b'\r' | b'\n'));
+    // One minimum over the 16 bytes (vectorised) instead of three comparisons a byte.
+    let plain = name == b"FIN " && end == b"\n" && id.iter().min().is_some_and(|&b| b > b' ');
     plain.then(|| MessageId::try_from(id).ok()).flatten()
 }
 
@@ -616,6 +616,8 @@ mod tests {
             [b"FIN ".as_slice(), b"01234567 9abcdef", b"\n"].concat(),
             [b"FIN ".as_slice(), b"0123456\n89abcdef", b"\n"].concat(),
             [b"FIN ".as_slice(), b"0123456\r89abcdef", b"\n"].concat(),
+            [b"FIN ".as_slice(), b"0123456\t89abcdef", b"\n"].concat(),
+            [b"FIN ".as_slice(), b"0123456\x0089abcdef", b"\n"].concat(),
             [b"fin ".as_slice(), id, b"\n"].concat(),
             [b"FIN\t".as_slice(), id, b"\n"].concat(),
             [b"FIN ".as_slice(), &[0xff; 16], b"\n"].concat(),
