@@ -116,7 +116,7 @@ fn plain_fin(buf: &[u8]) -> Option<MessageId> {
     let (id, end) = rest.split_at(rest.len() - 1);
     // One minimum over the 16 bytes (vectorised) instead of three comparisons a byte.
     let plain = name == b"FIN " && end == b"\n" && id.iter().min().is_some_and(|&b| b > b' ');
-    plain.then(|| MessageId::try_from(id).ok()).flatten()
+    MessageId::try_from(id).ok().filter(|_| plain)
 }
 
 /// One command line split on spaces, plus the bytes after it.

@@ -80,6 +80,9 @@ pub fn encode_message_header(
     out.extend_from_slice(id);
 }
 
+/// One in every byte of a word: multiplied by a byte value, that value in all eight bytes.
+const ONES: u64 = 0x0101_0101_0101_0101;
+
 /// The ID of the message at log `offset`: 16 lowercase hex chars, big-endian, like nsqd's
 /// `guid.Hex()`, so tools that parse IDs keep working.
 ///
@@ -106,7 +109,6 @@ fn spread_nibbles(x: u32) -> u64 {
 /// `'9' + 1` and `'a'` where `n >= 10` (`n + 6` carries into bit 4 exactly then). No byte
 /// overflows into the next.
 fn hex_word(nibbles: u64) -> [u8; 8] {
-    const ONES: u64 = 0x0101_0101_0101_0101;
     let letters = ((nibbles + 6 * ONES) >> 4) & ONES;
     (nibbles + u64::from(b'0') * ONES + letters * 39).to_be_bytes()
 }
@@ -127,7 +129,6 @@ pub fn offset_from_message_id(id: &MessageId) -> Option<u64> {
 /// first. Letters are checked after OR-ing in `0x20` (`'A'..='F'` become `'a'..='f'`, and
 /// nothing else lands there); digits as they are.
 fn word_value(word: [u8; 8]) -> Option<u32> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = ONES * 0x80;
     let x = u64::from_be_bytes(word);
     if x & HIGH != 0 {
