@@ -1,9 +1,10 @@
 # Sourced by the bench scripts (figures.sh, failure-cost.sh): start and stop one corqd on the
-# fixed loopback ports $TCP and $HTTP, pinned to core 0, on a fresh data path.
+# fixed loopback ports $TCP and $HTTP, pinned to core 0, on a fresh data path (a new directory
+# under $DATA_ROOT, /tmp by default; DATA_ROOT=/dev/shm takes the disk out of a measurement).
 
 start_corqd() { # CORQD TAG FLAGS...
     local corqd=$1 tag=$2; shift 2
-    DATA=$(mktemp -d "/tmp/corq-$tag.XXXXXX")
+    DATA=$(mktemp -d "${DATA_ROOT:-/tmp}/corq-$tag.XXXXXX")
     "$corqd" --tcp-address "$TCP" --http-address "$HTTP" --data-path "$DATA" --cpu 0 \
         --log-level warn "$@" &
     SERVER=$!

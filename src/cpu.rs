@@ -11,6 +11,10 @@
 //! waited runnable; that turn took 8.0 ms, and the same window showed 13 ms turns in two of
 //! three runs. A user who pins the reactor wants its core to itself.
 //!
+//! Once helpers have cores of their own, background helpers keep normal priority: an
+//! idle-class helper starved on those cores while holding a page lock stalled the reactor for
+//! 20 ms (see `storage/priority.rs`).
+//!
 //! Helpers are started by [`spawn_helper`] and tracked by thread id, not found through `/proc/self/task`,
 //! so an application that embeds the server never has its own threads moved.
 
@@ -49,25 +53,30 @@ where
 /// reactor's core now if the reactor is pinned, or when it is pinned later.
 #[must_use = "the thread counts as a helper until the guard drops"]
 fn helper_thread() -> HelperGuard {
+    helper_thread_in(&HELPERS)
+}
+
+/// As [`helper_thread`], in the given registry (the process's, or a test's own).
+fn helper_thread_in(registry: &'static Mutex<Helpers>) -> HelperGuard {
     let tid = current_tid();
-    let mut h = lock();
+    let mut h = lock(registry);
     h.tids.push(tid);
     if let Some(cpus) = &h.cpus {
         set_affinity(0, cpus);
     }
-    HelperGuard { tid }
+    HelperGuard { tid, registry }
 }
 
 /// While alive, the thread that made it is a registered helper.
-#[derive(Debug)]
 struct HelperGuard {
     tid: libc::pid_t,
+    registry: &'static Mutex<Helpers>,
 }
 
 impl Drop for HelperGuard {
     fn drop(&mut self) {
         // The id may be reused by another thread once this one ends: forget it first.
-        lock().tids.retain(|&t| t != self.tid);
+        lock(self.registry).tids.retain(|&t| t != self.tid);
     }
 }
 
@@ -78,6 +87,13 @@ impl Drop for HelperGuard {
 /// If the calling thread cannot be pinned (e.g. `cpu` is not allowed); helpers are then left
 /// where they are.
 pub fn pin_reactor(cpu: usize) -> std::io::Result<()> {
+    pin_reactor_in(&HELPERS, cpu)
+}
+
+/// As [`pin_reactor`], moving the helpers of the given registry. (Tests use their own, so the
+/// process-wide state that [`helpers_have_own_cores`] reports stays as the other tests of the
+/// process expect.)
+fn pin_reactor_in(registry: &'static Mutex<Helpers>, cpu: usize) -> std::io::Result<()> {
     let allowed = affinity(0)?;
     // SAFETY: cpu_set_t is plain data; CPU_SET/CPU_CLR/CPU_COUNT bounds-check `cpu`.
     let (only, others, any_other) = unsafe {
@@ -91,7 +107,7 @@ pub fn pin_reactor(cpu: usize) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     if any_other {
-        let mut h = lock();
+        let mut h = lock(registry);
         for &tid in &h.tids {
             set_affinity(tid, &others);
         }
@@ -100,9 +116,16 @@ pub fn pin_reactor(cpu: usize) -> std::io::Result<()> {
     Ok(())
 }
 
-fn lock() -> std::sync::MutexGuard<'static, Helpers> {
+/// Whether helpers are kept off the reactor's core: the reactor is pinned and the process may
+/// use at least one other core. Then a helper never competes with the reactor for a core, so
+/// `SCHED_IDLE` has nothing left to protect (see `storage/priority.rs`).
+pub fn helpers_have_own_cores() -> bool {
+    lock(&HELPERS).cpus.is_some()
+}
+
+fn lock(registry: &'static Mutex<Helpers>) -> std::sync::MutexGuard<'static, Helpers> {
     // A panic while holding the lock leaves plain data behind: still usable.
-    HELPERS
+    registry
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -137,6 +160,13 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
 
+    /// This test's own registry: pinning through the process's would change the priority the
+    /// other tests' helper threads get (see `helpers_have_own_cores`).
+    static TEST_HELPERS: Mutex<Helpers> = Mutex::new(Helpers {
+        tids: Vec::new(),
+        cpus: None,
+    });
+
     fn cpus_of_caller() -> Vec<usize> {
         let set = affinity(0).expect("sched_getaffinity");
         // SAFETY: CPU_ISSET bounds-checks against the set's size.
@@ -157,13 +187,13 @@ mod tests {
         let (ask, asked) = mpsc::channel::<()>();
         let (tell, told) = mpsc::channel();
         let early = std::thread::spawn(move || {
-            let _helper = helper_thread();
+            let _helper = helper_thread_in(&TEST_HELPERS);
             tell.send(()).unwrap();
             asked.recv().unwrap();
             cpus_of_caller()
         });
         told.recv().unwrap();
-        pin_reactor(reactor_cpu).expect("pin");
+        pin_reactor_in(&TEST_HELPERS, reactor_cpu).expect("pin");
         assert_eq!(cpus_of_caller(), [reactor_cpu], "the reactor's thread");
         ask.send(()).unwrap();
         let early_cpus = early.join().unwrap();
@@ -172,7 +202,7 @@ mod tests {
         // A helper spawned by the pinned thread inherits its core, then leaves it.
         let late = std::thread::spawn(|| {
             let inherited = cpus_of_caller();
-            let _helper = helper_thread();
+            let _helper = helper_thread_in(&TEST_HELPERS);
             (inherited, cpus_of_caller(), current_tid())
         });
         let (inherited, moved, tid) = late.join().unwrap();
@@ -182,12 +212,16 @@ mod tests {
             "{moved:?}"
         );
         // An ended helper is forgotten (its id may be reused by a thread that is no helper).
-        assert!(!lock().tids.contains(&tid));
+        assert!(!lock(&TEST_HELPERS).tids.contains(&tid));
+        assert!(
+            !helpers_have_own_cores(),
+            "the process's registry is untouched"
+        );
     }
 
     #[test]
     fn an_impossible_core_is_an_error_and_moves_nothing() {
-        let err = pin_reactor(libc::CPU_SETSIZE as usize - 1);
+        let err = pin_reactor_in(&TEST_HELPERS, libc::CPU_SETSIZE as usize - 1);
         assert!(err.is_err(), "a core this machine does not have");
     }
 }

@@ -451,18 +451,9 @@ fn thread_cpus(pid: u32) -> Vec<(String, String)> {
     out
 }
 
-#[test]
-fn cpu_gives_the_reactor_its_core_and_the_helpers_the_others() {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cores < 2 {
-        eprintln!("one core: the helpers share it, nothing to check");
-        return;
-    }
-    let dir = TempDir::new("cpu-flag");
-    // Strict mode: the publish below waits for a sync, so a sync-lane thread surely exists.
-    let server = ChildServer::start(dir.path(), &["--cpu", "0", "--sync-every", "1"]);
-    // The reactor pins itself (and moves the helpers) when it starts running, just after it
-    // logs its listeners: wait for its word.
+/// The reactor pins itself (and moves the helpers) when it starts running, just after it logs
+/// its listeners: waits for its word.
+fn wait_for_pin(server: &ChildServer) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !server
         .log
@@ -478,6 +469,87 @@ fn cpu_gives_the_reactor_its_core_and_the_helpers_the_others() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// The scheduling policy (`/proc/PID/task/TID/stat` field 41: 0 normal, 5 `SCHED_IDLE`) of
+/// each of `corqd`'s threads named `name`.
+fn thread_policies(pid: u32, name: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        // A thread may end between the listing and the reads: skip it.
+        let (Ok(comm), Ok(stat)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("stat")),
+        ) else {
+            continue;
+        };
+        if comm.trim() != name {
+            continue;
+        }
+        // Fields after the name, which is in parentheses: field 3 is the first of them.
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let policy = after_name.split(' ').nth(41 - 3).unwrap();
+        out.push(policy.parse().unwrap());
+    }
+    out
+}
+
+/// Starts a server with `flags`, makes its background storage lane start a thread (an interval
+/// sync due by record count, not yet late, runs there) and returns that thread's policy.
+fn background_lane_policy(flags: &[&str]) -> u32 {
+    let dir = TempDir::new("bg-policy");
+    let mut args = vec!["--sync-every", "2"];
+    args.extend_from_slice(flags);
+    let server = ChildServer::start(dir.path(), &args);
+    if flags.contains(&"--cpu") {
+        wait_for_pin(&server);
+    }
+    let (status, _) = http_request(server.http, "POST", "/mpub?topic=t", b"one\ntwo");
+    assert_eq!(status, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let policies = loop {
+        let p = thread_policies(server.child.id(), "corq-storage-bg");
+        if !p.is_empty() {
+            break p;
+        }
+        assert!(std::time::Instant::now() < deadline, "no background lane");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    server.terminate();
+    assert_eq!(policies.len(), 1, "{policies:?}");
+    policies[0]
+}
+
+/// Without `--cpu` the background helper may share the reactor's core: it runs at
+/// `SCHED_IDLE`, so a woken reactor preempts it at once. With `--cpu` it never shares that
+/// core, and at `SCHED_IDLE` it could be starved on its own cores while holding a page lock
+/// the reactor's next write waits for: it keeps normal priority.
+#[test]
+fn background_helpers_idle_unless_the_reactor_has_its_own_core() {
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_IDLE: u32 = 5;
+    assert_eq!(background_lane_policy(&[]), SCHED_IDLE);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 {
+        eprintln!("one core: the helpers share it, and stay idle-class");
+        return;
+    }
+    assert_eq!(background_lane_policy(&["--cpu", "0"]), SCHED_OTHER);
+}
+
+#[test]
+fn cpu_gives_the_reactor_its_core_and_the_helpers_the_others() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 {
+        eprintln!("one core: the helpers share it, nothing to check");
+        return;
+    }
+    let dir = TempDir::new("cpu-flag");
+    // Strict mode: the publish below waits for a sync, so a sync-lane thread surely exists.
+    let server = ChildServer::start(dir.path(), &["--cpu", "0", "--sync-every", "1"]);
+    wait_for_pin(&server);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     // The storage lanes start their threads as work arrives: this one after the pin.
     let (status, _) = http_request(server.http, "POST", "/pub?topic=t", b"hello");
     assert_eq!(status, 200);

@@ -17,7 +17,8 @@
 //!   thread would run them one after another, which is what overlapping them avoids;
 //! - the foreground lane, one thread at normal priority, runs the growth or pre-creation a
 //!   fast writer will need before a background one could finish;
-//! - the background lane, one thread at `SCHED_IDLE`, runs the rest (early interval syncs,
+//! - the background lane, one thread at `SCHED_IDLE` (at normal priority when `--cpu` gave the
+//!   reactor a core of its own: see `priority.rs`), runs the rest (early interval syncs,
 //!   growth and pre-creation ahead of need, unlinking). A thread cannot move itself back from
 //!   `SCHED_IDLE` without privileges, hence separate threads.
 //!
@@ -267,7 +268,8 @@ pub struct StorageWorker {
     sync: Option<Lane>,
     /// Urgent growths and pre-creations, at normal priority. `None` only during drop.
     foreground: Option<Lane>,
-    /// Pre-creation ahead of need and unlinking, at `SCHED_IDLE`. `None` only during drop.
+    /// Pre-creation ahead of need and unlinking, at `SCHED_IDLE` (unless the reactor has its own
+    /// core). `None` only during drop.
     background: Option<Lane>,
     rx: mpsc::Receiver<(u64, JobDone)>,
     /// Results of jobs run inline because no thread could take them (it never should be).
