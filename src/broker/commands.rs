@@ -179,7 +179,7 @@ impl Broker {
         }
         if self.cfg.max_attempts > 0
             && !names::is_ephemeral(name)
-            && settings::dead_letter_topic(name).is_some()
+            && !settings::is_dead_letter_topic(name)
             && !settings::dead_letter_name_fits(name)
         {
             // --max-attempts applies to every topic: one whose `<topic>.dead` could not exist

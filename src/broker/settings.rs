@@ -307,7 +307,13 @@ pub fn parse_value(kind: Kind, raw: &str) -> Result<u64, String> {
 /// The dead-letter topic of `topic`, or `None` for a dead-letter topic itself (they do not
 /// dead-letter: a chain `t.dead.dead...` would help no one).
 pub fn dead_letter_topic(topic: &str) -> Option<String> {
-    (!topic.ends_with(DEAD_SUFFIX)).then(|| format!("{topic}{DEAD_SUFFIX}"))
+    (!is_dead_letter_topic(topic)).then(|| format!("{topic}{DEAD_SUFFIX}"))
+}
+
+/// Whether `topic` is itself a dead-letter topic. Without building its name: settings are
+/// resolved on every publish, and a `format!` there was an allocation per message.
+pub fn is_dead_letter_topic(topic: &str) -> bool {
+    topic.ends_with(DEAD_SUFFIX)
 }
 
 /// Whether `topic` can have a dead-letter topic (its name stays within nsqd's 64 bytes).
@@ -341,7 +347,7 @@ impl Broker {
         if let Some(c) = chk.and_then(|k| t.channels.get(k)) {
             s = c.overrides.over(s);
         }
-        if dead_letter_topic(&t.name).is_none() {
+        if is_dead_letter_topic(&t.name) {
             s.values[MAX_ATTEMPTS] = 0;
         }
         s
@@ -426,7 +432,7 @@ impl Broker {
             .iter()
             .any(|&(i, v)| i == MAX_ATTEMPTS && v.is_some_and(|v| v > 0));
         if sets_attempts && !t.ephemeral {
-            if dead_letter_topic(topic).is_none() {
+            if is_dead_letter_topic(topic) {
                 return Err(SettingsError::Invalid(format!(
                     "invalid max_attempts: {topic} is a dead-letter topic; dead-letter topics do \
                      not dead-letter"
