@@ -30,10 +30,13 @@
 //! -g`): the reactor slept 20.5 ms in `pwrite` (`__filemap_get_folio` in
 //! `ext4_da_write_begin`) while the background helper, preempted just after the reactor woke
 //! it, waited 20 ms for core 1; e2e p99.99 10–20 ms. With the helpers at normal priority the
-//! reactor never slept in a write and p99.99 fell to ~3 ms (the rest is the hypervisor, see
-//! `docs/benchmarks.md`). So with `--cpu` every helper started after the pin keeps normal
-//! priority. (Helpers started before it, such as the checkpoint writer, stay idle-class: they
-//! hold no lock the reactor takes.)
+//! reactor did not sleep in a write in that run, and p99.99 fell to ~3 ms (the rest is the
+//! hypervisor, see `docs/benchmarks.md`). The same starvation had also stopped interval
+//! syncing: a starved background sync holds the log's one interval-sync slot, so at 200 k msg/s
+//! the old build made 5 `fdatasync`s in 8 s where `--sync-every 2500` asks for 640 (now 465).
+//! So with `--cpu` every helper started after the pin keeps normal priority. (Helpers started
+//! before it, such as the checkpoint writer, stay idle-class: they hold no lock the reactor
+//! takes.)
 //!
 //! Measured on the 2-core benchmark VM (`benches/figures.sh e2e`, after the pre-fault walk was
 //! made page-by-page, see `segment.rs`): with the helpers at normal priority e2e p99 at
