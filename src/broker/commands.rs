@@ -218,11 +218,13 @@ impl Broker {
         defer_ms: u64,
         now: Now,
     ) {
-        if let Some(full) = self.full_topic(topic_name) {
+        // One lookup serves the limit check and the append (the name is hashed once).
+        let known = self.topic_index.get(topic_name).copied();
+        if let Some(full) = known.and_then(|tk| self.topic_full(tk)) {
             debug!(topic = topic_name; "{} refused: {full}", verb.name());
             return self.fail(ck, &verb.failed(&full));
         }
-        match self.publish_to(ck, topic_name, bodies, defer_ms, now) {
+        match self.publish_keyed(ck, (topic_name, known), bodies, defer_ms, &[], now) {
             Err(e) => {
                 warn!(topic = topic_name; "topic {topic_name}: {} failed: {e}", verb.name());
                 self.fail(ck, &verb.failed(&e));
@@ -241,40 +243,28 @@ impl Broker {
         }
     }
 
-    /// Why a publish to `topic_name` is refused now (its backlog is at a limit), if it is.
-    pub(super) fn full_topic(&self, topic_name: &str) -> Option<String> {
-        let &tk = self.topic_index.get(topic_name)?;
-        self.topic_full(tk)
-    }
-
     /// Appends the bodies to the topic's log (creating the topic on first use), counts them,
-    /// and wakes the topic's channels. In strict mode returns the topic and the offset the log
-    /// must be durable up to before the publisher may hear `OK`; otherwise `None`.
-    pub(super) fn publish_to<'a>(
-        &mut self,
-        ck: ClientKey,
-        topic_name: &str,
-        bodies: impl Iterator<Item = &'a [u8]>,
-        defer_ms: u64,
-        now: Now,
-    ) -> Result<Option<(usize, u64)>, StorageError> {
-        self.publish_keyed(ck, topic_name, bodies, defer_ms, &[], now)
-    }
-
-    /// [`Broker::publish_to`] with the dedup window: a body whose key (its hash, or the hash of
-    /// `dedup_id` when that is not empty) is in the topic's window is not appended, and still
-    /// answered `OK` (in strict mode once everything appended before it is durable: the copy
-    /// it duplicates may still be on its way to disk).
+    /// and wakes the topic's channels. `topic` is the name and, if the caller already looked it
+    /// up, its key. In strict mode returns the topic and the offset the log must be durable up
+    /// to before the publisher may hear `OK`; otherwise `None`.
+    ///
+    /// The dedup window: a body whose key (its hash, or the hash of `dedup_id` when that is
+    /// not empty) is in the topic's window is not appended, and still answered `OK` (in strict
+    /// mode once everything appended before it is durable: the copy it duplicates may still be
+    /// on its way to disk).
     pub(super) fn publish_keyed<'a>(
         &mut self,
         ck: ClientKey,
-        topic_name: &str,
+        (topic_name, known): (&str, Option<usize>),
         bodies: impl Iterator<Item = &'a [u8]>,
         defer_ms: u64,
         dedup_id: &[u8],
         now: Now,
     ) -> Result<Option<(usize, u64)>, StorageError> {
-        let tk = self.topic_key(topic_name)?;
+        let tk = match known {
+            Some(tk) => tk,
+            None => self.topic_key(topic_name)?,
+        };
         let deliver_at_ns = if defer_ms == 0 {
             0
         } else {
