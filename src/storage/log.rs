@@ -74,6 +74,9 @@ pub struct Log {
     synced_records: u64,
     /// When `poll_jobs` first saw the current unsynced records (for `sync_timeout_ms`).
     unsynced_since_ms: Option<u64>,
+    /// The interval sync in flight on the background lane, if any: it may be superseded (see
+    /// `log/jobs.rs`, "Durability").
+    background_sync: Option<jobs::BackgroundSync>,
     /// A segment was installed (renamed) since the last sync: fsync the directory too.
     dir_dirty: bool,
     /// Pre-created segments waiting to be installed.
@@ -166,6 +169,7 @@ impl Log {
             syncs_done: 0,
             synced_records: 0,
             unsynced_since_ms: None,
+            background_sync: None,
             dir_dirty: false,
             ready: Vec::new(),
             prepare_in_flight: false,
@@ -1574,6 +1578,71 @@ mod tests {
         }
         let behind = log.poll_jobs(2300).find(Job::is_sync).unwrap();
         assert!(!behind.is_background(), "four syncs' worth waiting");
+    }
+
+    /// Appends records `from..to` (one byte each).
+    fn append_range(log: &mut Log, from: u64, to: u64) {
+        for i in from..to {
+            log.append(&new_rec(b"x", i)).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_starved_background_sync_is_superseded_once_syncing_falls_behind() {
+        let tmp = TempDir::new("sync-superseded");
+        let mut log = open_syncing(&tmp, 10);
+        log.run_jobs_inline(0);
+        append_range(&mut log, 0, 10);
+        let starved = log.poll_jobs(100).find(Job::is_sync).unwrap();
+        assert!(starved.is_background());
+        // It never gets CPU while appends go on: one interval sync at a time, until syncing
+        // has fallen 4 × sync_every behind.
+        append_range(&mut log, 10, 39);
+        assert_eq!(log.poll_jobs(200).filter(Job::is_sync).count(), 0);
+        append_range(&mut log, 39, 40);
+        let successor = log.poll_jobs(300).find(Job::is_sync).unwrap();
+        assert!(
+            !successor.is_background(),
+            "the successor runs at normal priority"
+        );
+        log.apply(successor.run());
+        assert_eq!(log.durable_offset(), 40);
+        // The starved job finally runs: it finds itself superseded and syncs nothing.
+        let done = starved.run();
+        assert!(
+            matches!(done.kind, crate::storage::worker::DoneKind::SyncSkipped),
+            "{done:?}"
+        );
+        log.apply(done);
+        assert_eq!((log.durable_offset(), log.syncs_total()), (40, 1));
+        assert!(log.failure().is_none());
+    }
+
+    #[test]
+    fn a_background_sync_starved_for_the_whole_timeout_is_superseded() {
+        let tmp = TempDir::new("sync-superseded-timeout");
+        let mut log = open_syncing(&tmp, 10);
+        log.run_jobs_inline(0);
+        append_range(&mut log, 0, 10);
+        let starved = log.poll_jobs(100).find(Job::is_sync).unwrap();
+        assert_eq!(
+            log.next_sync_deadline_ms(),
+            Some(2100),
+            "when to look again"
+        );
+        append_range(&mut log, 10, 12);
+        assert_eq!(log.poll_jobs(2099).filter(Job::is_sync).count(), 0);
+        let successor = log.poll_jobs(2100).find(Job::is_sync).unwrap();
+        assert!(!successor.is_background());
+        // The superseded job runs late and skips; only the successor's result counts.
+        log.apply(starved.run());
+        assert_eq!(
+            log.durable_offset(),
+            0,
+            "the superseded sync does not count"
+        );
+        log.apply(successor.run());
+        assert_eq!(log.durable_offset(), 12);
     }
 
     /// Appends 1 KiB records until `poll_jobs` hands out a pre-creation (other jobs run inline).

@@ -13,9 +13,11 @@
 //! normal priority on the foreground lane of the [`StorageWorker`](super::StorageWorker):
 //! strict-mode syncs, interval syncs that fell behind (records waited the whole
 //! `--sync-timeout`, or 4 × `--sync-every` records are waiting), and the
-//! pre-creation of a segment for a log that outran background pre-creation. (A thread cannot
-//! leave `SCHED_IDLE` again without `CAP_SYS_NICE`, hence one thread per lane rather than one
-//! thread changing its policy per job.)
+//! pre-creation of a segment for a log that outran background pre-creation; and an interval
+//! sync already queued on the background lane is superseded by a normal-priority one once
+//! syncing falls behind (`log/jobs.rs`). (A thread cannot leave `SCHED_IDLE` again without
+//! `CAP_SYS_NICE`, hence one thread per lane rather than one thread changing its policy per
+//! job.)
 //!
 //! # With `--cpu`: normal priority
 //!

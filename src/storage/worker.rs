@@ -57,12 +57,15 @@ pub(crate) enum JobKind {
     /// on success every offset below it is durable.
     /// `background`: nobody waits for it (interval mode, not yet overdue).
     /// `seq` identifies the sync to the log's `SyncTracker` (several may be in flight).
+    /// `superseded` (background syncs only): set by the log when a normal-priority sync took
+    /// over while this one waited for CPU; checked before syncing.
     Sync {
         target: u64,
         seq: u64,
         files: Vec<(PathBuf, Arc<File>)>,
         dir: Option<(PathBuf, Arc<File>)>,
         background: bool,
+        superseded: Option<Arc<AtomicBool>>,
     },
     /// Create the next segment under a temporary name, fallocate `size` bytes, map `limit`
     /// bytes and prefetch the allocated pages into the page cache.
@@ -116,6 +119,8 @@ pub(crate) enum DoneKind {
     /// The ranges of a `Warm` job were read (a failed read is only logged: the loop's own read
     /// reports it).
     Warmed,
+    /// A background sync found itself superseded before it began, and did not sync.
+    SyncSkipped,
 }
 
 impl Job {
@@ -123,6 +128,10 @@ impl Job {
     /// `Log::run_jobs_inline`.
     pub fn run(self) -> JobDone {
         let kind = match self.kind {
+            JobKind::Sync {
+                superseded: Some(flag),
+                ..
+            } if flag.load(Ordering::Acquire) => DoneKind::SyncSkipped,
             JobKind::Sync {
                 target,
                 seq,
@@ -501,6 +510,7 @@ mod tests {
             files: Vec::new(),
             dir: None,
             background: false,
+            superseded: None,
         };
         Job { log_id: 0, kind }
     }

@@ -24,6 +24,14 @@
 //!   append made before it was produced (group commit). Overlapping syncs, and the rule that
 //!   turns their completions (in any order) into [`Log::durable_offset`], are in `syncs.rs`.
 //!   Interval mode keeps one sync at a time: nobody waits for it.
+//! - An interval sync on the background lane can be starved (`SCHED_IDLE`, every core busy),
+//!   and while it waits it holds interval mode's one slot, so no later sync could start: the
+//!   count and the timeout would be ignored for as long as the cores stay busy. So once
+//!   syncing has fallen behind (4 × `sync_every` records unsynced, or the background sync
+//!   waited `sync_timeout_ms`), the log supersedes it: it sets the job's `superseded` flag (the
+//!   job, if it has not begun, then skips its `fdatasync`), forgets it in the `SyncTracker`
+//!   and starts a sync at normal priority that covers everything it would have, the directory
+//!   included.
 //! - A failed sync poisons the log: appends return
 //!   [`StorageError::Failed`](crate::storage::StorageError::Failed); reads still work.
 
@@ -33,6 +41,7 @@ use crate::storage::space;
 use crate::storage::worker::{DoneKind, Job, JobDone, JobKind};
 use crate::storage::StorageError;
 use ::log::{debug, error, warn};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// After a failed pre-creation or growth step (e.g. disk full), wait this long before trying
@@ -41,6 +50,17 @@ const PREPARE_RETRY_MS: u64 = 1000;
 /// An interval sync runs on the foreground lane once this many times `sync_every` records are
 /// unsynced (syncing has fallen behind).
 const SYNC_BEHIND_FACTOR: u64 = 4;
+
+/// The interval sync in flight on the background lane (see the module docs, "Durability").
+#[derive(Debug)]
+pub(super) struct BackgroundSync {
+    seq: u64,
+    started_ms: u64,
+    /// Set when a normal-priority sync takes over; the job checks it before syncing.
+    superseded: Arc<AtomicBool>,
+    /// Whether the job also fsyncs the directory (its successor must then do it).
+    carries_dir: bool,
+}
 
 /// Background jobs: see the module docs for the policy.
 impl Log {
@@ -70,8 +90,12 @@ impl Log {
         })
     }
 
-    /// When the caller should next call `poll_jobs` for the sync timeout, if anything waits.
+    /// When the caller should next call `poll_jobs` for the sync timeout, if anything waits
+    /// (or when a background sync still running then would be superseded).
     pub fn next_sync_deadline_ms(&self) -> Option<u64> {
+        if let Some(bg) = &self.background_sync {
+            return Some(bg.started_ms.saturating_add(self.cfg.sync_timeout_ms));
+        }
         match (self.syncs.in_flight(), self.unsynced_since_ms) {
             (0, Some(since)) => Some(since.saturating_add(self.cfg.sync_timeout_ms)),
             _ => None,
@@ -88,6 +112,7 @@ impl Log {
     }
 
     fn sync_job(&mut self, now_ms: u64) -> Option<Job> {
+        self.supersede_starved_sync(now_ms);
         if self.failed.is_some() || !self.syncs.can_start(self.sync_limit()) {
             return None;
         }
@@ -117,13 +142,36 @@ impl Log {
         let behind = pending >= SYNC_BEHIND_FACTOR.saturating_mul(self.cfg.sync_every);
         let background = self.cfg.sync_every != 1 && !waited_out && !behind;
         let seq = self.syncs.start(self.tail);
-        Some(self.build_sync_job(seq, background))
+        Some(self.build_sync_job(seq, background, now_ms))
+    }
+
+    /// Takes over from a background sync that syncing has outrun: see the module docs.
+    fn supersede_starved_sync(&mut self, now_ms: u64) {
+        let Some(bg) = &self.background_sync else {
+            return;
+        };
+        let behind =
+            self.tail - self.durable >= SYNC_BEHIND_FACTOR.saturating_mul(self.cfg.sync_every);
+        let waited_out = now_ms.saturating_sub(bg.started_ms) >= self.cfg.sync_timeout_ms;
+        if !behind && !waited_out {
+            return;
+        }
+        bg.superseded.store(true, Ordering::Release);
+        self.syncs.forget(bg.seq);
+        self.dir_dirty |= bg.carries_dir;
+        // The successor is due at once, at normal priority.
+        self.unsynced_since_ms = Some(now_ms.saturating_sub(self.cfg.sync_timeout_ms));
+        self.background_sync = None;
+        debug!(
+            "{}: a background sync fell behind; a normal-priority one takes over",
+            self.dir.display()
+        );
     }
 
     /// A sync of everything appended so far: the segments holding `[durable, tail)` and, if a
     /// segment was installed since the last sync, the directory.
     /// `seq` identifies the sync to the [`SyncTracker`](super::SyncTracker) when it completes.
-    fn build_sync_job(&mut self, seq: u64, background: bool) -> Job {
+    fn build_sync_job(&mut self, seq: u64, background: bool, now_ms: u64) -> Job {
         let first = self.segment_for(self.durable).unwrap_or(0);
         let files = self.segments[first..]
             .iter()
@@ -133,6 +181,16 @@ impl Log {
             .dir_dirty
             .then(|| (self.dir.clone(), Arc::clone(&self.dir_file)));
         self.dir_dirty = false;
+        let superseded = background.then(|| {
+            let flag = Arc::new(AtomicBool::new(false));
+            self.background_sync = Some(BackgroundSync {
+                seq,
+                started_ms: now_ms,
+                superseded: Arc::clone(&flag),
+                carries_dir: dir.is_some(),
+            });
+            flag
+        });
         Job {
             log_id: self.id,
             kind: JobKind::Sync {
@@ -141,6 +199,7 @@ impl Log {
                 files,
                 dir,
                 background,
+                superseded,
             },
         }
     }
@@ -163,7 +222,7 @@ impl Log {
         // durable when this returns whatever the jobs in flight have done.
         self.dir_dirty |= self.syncs.in_flight() > 0;
         // Sequence numbers are u64s counted from 0: MAX is never one a job in flight has.
-        let done = self.build_sync_job(u64::MAX, false).run();
+        let done = self.build_sync_job(u64::MAX, false, 0).run();
         if let DoneKind::Synced { target, result, .. } = done.kind {
             match result {
                 Ok(()) => {
@@ -250,6 +309,9 @@ impl Log {
         match done.kind {
             DoneKind::Synced { seq, result, .. } => match result {
                 Ok(()) => {
+                    if self.background_sync.as_ref().is_some_and(|b| b.seq == seq) {
+                        self.background_sync = None;
+                    }
                     self.syncs_done += 1;
                     if let Some(watermark) = self.syncs.complete(seq) {
                         self.note_durable(watermark);
@@ -257,6 +319,7 @@ impl Log {
                 }
                 Err(e) => {
                     self.syncs.clear();
+                    self.background_sync = None;
                     error!(
                         "{}: sync failed, refusing further appends: {e}",
                         self.dir.display()
@@ -278,7 +341,8 @@ impl Log {
                 }
             }
             DoneKind::Grown { base, to, result } => self.apply_growth(base, to, result),
-            DoneKind::Removed | DoneKind::Warmed => {}
+            // Superseded before it began: its successor answers for its records.
+            DoneKind::Removed | DoneKind::Warmed | DoneKind::SyncSkipped => {}
         }
     }
 

@@ -86,6 +86,14 @@ impl SyncTracker {
         watermark
     }
 
+    /// Forgets sync `seq` as if it had never started: a later sync covers everything it would
+    /// have (the log superseded it), so its completion must not count. Records only the other
+    /// syncs in flight cover need a new sync now.
+    pub fn forget(&mut self, seq: u64) {
+        self.in_flight.retain(|&(s, _, _)| s != seq);
+        self.started_upto = self.in_flight.iter().map(|&(_, t, _)| t).max().unwrap_or(0);
+    }
+
     /// Forgets every sync in flight (the log failed: their results no longer matter).
     pub fn clear(&mut self) {
         self.in_flight.clear();
@@ -96,6 +104,23 @@ impl SyncTracker {
 mod tests {
     use super::*;
     use crate::storage::testutil::Rng;
+
+    #[test]
+    fn a_forgotten_sync_neither_counts_nor_holds_a_slot() {
+        let mut t = SyncTracker::default();
+        let old = t.start(10);
+        assert!(t.covers(10) && !t.can_start(1));
+        t.forget(old);
+        assert!(t.can_start(1), "its slot is free");
+        assert!(!t.covers(10), "its records need a new sync");
+        let new = t.start(20);
+        assert_eq!(
+            t.complete(old),
+            None,
+            "a forgotten sync's completion is ignored"
+        );
+        assert_eq!(t.complete(new), Some(20));
+    }
 
     #[test]
     fn completions_are_consumed_in_start_order() {
