@@ -1587,14 +1587,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_starved_background_sync_is_superseded_once_syncing_falls_behind() {
-        let tmp = TempDir::new("sync-superseded");
+    /// An interval log (sync every 10, timeout 2 s) with 10 records whose sync, made at 100 ms,
+    /// was handed to the background lane and is not run: returned to run late.
+    fn log_with_starved_background_sync(name: &str) -> (TempDir, Log, Job) {
+        let tmp = TempDir::new(name);
         let mut log = open_syncing(&tmp, 10);
         log.run_jobs_inline(0);
         append_range(&mut log, 0, 10);
         let starved = log.poll_jobs(100).find(Job::is_sync).unwrap();
         assert!(starved.is_background());
+        (tmp, log, starved)
+    }
+
+    #[test]
+    fn a_starved_background_sync_is_superseded_once_syncing_falls_behind() {
+        let (_tmp, mut log, starved) = log_with_starved_background_sync("sync-superseded");
         // It never gets CPU while appends go on: one interval sync at a time, until syncing
         // has fallen 4 × sync_every behind.
         append_range(&mut log, 10, 39);
@@ -1620,11 +1627,7 @@ mod tests {
 
     #[test]
     fn a_background_sync_starved_for_the_whole_timeout_is_superseded() {
-        let tmp = TempDir::new("sync-superseded-timeout");
-        let mut log = open_syncing(&tmp, 10);
-        log.run_jobs_inline(0);
-        append_range(&mut log, 0, 10);
-        let starved = log.poll_jobs(100).find(Job::is_sync).unwrap();
+        let (_tmp, mut log, starved) = log_with_starved_background_sync("sync-superseded-timeout");
         assert_eq!(
             log.next_sync_deadline_ms(),
             Some(2100),
