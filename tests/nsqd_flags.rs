@@ -507,18 +507,27 @@ fn background_lane_policy(flags: &[&str]) -> u32 {
     }
     let (status, _) = http_request(server.http, "POST", "/mpub?topic=t", b"one\ntwo");
     assert_eq!(status, 200);
+    // The lane thread is named before it sets its own policy: wait until the sync it ran has
+    // completed, which it did only after setting it.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let policies = loop {
-        let p = thread_policies(server.child.id(), "corq-storage-bg");
-        if !p.is_empty() {
-            break p;
-        }
-        assert!(std::time::Instant::now() < deadline, "no background lane");
+    while topic_log_syncs(&server, "t") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the interval sync never ran"
+        );
         std::thread::sleep(Duration::from_millis(10));
-    };
+    }
+    let policies = thread_policies(server.child.id(), "corq-storage-bg");
     server.terminate();
     assert_eq!(policies.len(), 1, "{policies:?}");
     policies[0]
+}
+
+/// Syncs of `topic`'s log completed so far, from `/stats`.
+fn topic_log_syncs(server: &ChildServer, topic: &str) -> u64 {
+    let path = format!("/stats?format=json&topic={topic}");
+    let stats: Value = serde_json::from_str(&http_get(server.http, &path)).unwrap();
+    stats["topics"][0]["log_syncs"].as_u64().unwrap_or(0)
 }
 
 /// Without `--cpu` the background helper may share the reactor's core: it runs at
