@@ -271,45 +271,18 @@ impl Broker {
             now.wall_ns.saturating_add(channel::ms_to_ns(defer_ms))
         };
         let strict = self.strict();
-        let window_ms = self.resolved(tk, None).dedup_window_ms();
+        let window_ms = self.topic_setting(tk, settings::DEDUP_WINDOW);
         let topic = &mut self.topics[tk];
-        let mut keys = Vec::new();
-        if window_ms > 0 {
+        let at = (now.wall_ns, deliver_at_ns);
+        let (count, bytes) = if window_ms == 0 {
+            if !topic.dedup.is_empty() {
+                topic.dedup.clear();
+            }
+            append_bodies(&mut topic.log, bodies, dedup_id, at)?
+        } else {
             topic.dedup.expire(now.wall_ns, window_ms);
-        } else if !topic.dedup.is_empty() {
-            topic.dedup.clear();
-        }
-        let (mut count, mut bytes, mut dups) = (0u64, 0u64, 0u64);
-        let hasher = &self.dedup_hasher;
-        let dedup = &topic.dedup;
-        let records = bodies
-            .filter(|body| {
-                if window_ms == 0 {
-                    return true;
-                }
-                let key = hasher.key(dedup_id, body);
-                let dup = dedup.contains(key) || keys.contains(&key);
-                if dup {
-                    dups += 1;
-                } else {
-                    keys.push(key);
-                }
-                !dup
-            })
-            .map(|body| {
-                count += 1;
-                bytes += body.len() as u64;
-                NewRecord {
-                    dedup_key: dedup_id,
-                    ..NewRecord::message(now.wall_ns, deliver_at_ns, body)
-                }
-            });
-        append_all(&mut topic.log, records)?;
-        // Only what was appended enters the window: a failed append may be retried.
-        for key in keys {
-            topic.dedup.insert(key, now.wall_ns);
-        }
-        topic.dedup.hits += dups;
+            append_new_bodies(topic, &self.dedup_hasher, bodies, dedup_id, at)?
+        };
         if count == 0 {
             // All duplicates: nothing to sync for them, but what they duplicate may still be on
             // its way to disk (then its sync, already due, answers them too).
@@ -498,6 +471,59 @@ impl Broker {
 }
 
 /// Appends records to a log: one `append` for a single record, one `append_batch` otherwise.
+/// Appends a record per body, written at `(timestamp, deliver_at)` ns; returns how many and
+/// their bytes. (Kept apart from the dedup path, [`append_new_bodies`]: this one is the plain
+/// publish, and small enough to be inlined into it.)
+fn append_bodies<'a, 'k>(
+    log: &mut Log,
+    bodies: impl Iterator<Item = &'a [u8]>,
+    dedup_id: &'k [u8],
+    (timestamp_ns, deliver_at_ns): (i64, i64),
+) -> Result<(u64, u64), StorageError> {
+    let (mut count, mut bytes) = (0u64, 0u64);
+    let records = bodies.map(|body| {
+        count += 1;
+        bytes += body.len() as u64;
+        NewRecord {
+            dedup_key: dedup_id,
+            ..NewRecord::message(timestamp_ns, deliver_at_ns, body)
+        }
+    });
+    append_all(log, records)?;
+    Ok((count, bytes))
+}
+
+/// As [`append_bodies`], for a topic with a dedup window: a body whose key is in the window
+/// (or earlier in this batch) is not appended, only counted as a hit. Only what was appended
+/// enters the window: a failed append may be retried.
+fn append_new_bodies<'a, 'k>(
+    topic: &mut Topic,
+    hasher: &super::dedup::DedupHasher,
+    bodies: impl Iterator<Item = &'a [u8]>,
+    dedup_id: &'k [u8],
+    at: (i64, i64),
+) -> Result<(u64, u64), StorageError> {
+    let mut keys = Vec::new();
+    let mut dups = 0u64;
+    let dedup = &topic.dedup;
+    let new = bodies.filter(|body| {
+        let key = hasher.key(dedup_id, body);
+        let dup = dedup.contains(key) || keys.contains(&key);
+        if dup {
+            dups += 1;
+        } else {
+            keys.push(key);
+        }
+        !dup
+    });
+    let appended = append_bodies(&mut topic.log, new, dedup_id, at)?;
+    for key in keys {
+        topic.dedup.insert(key, at.0);
+    }
+    topic.dedup.hits += dups;
+    Ok(appended)
+}
+
 fn append_all<'a>(
     log: &mut Log,
     mut records: impl Iterator<Item = NewRecord<'a>>,

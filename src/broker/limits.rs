@@ -22,7 +22,7 @@
 
 use super::channel::Channel;
 use super::topic::Topic;
-use super::Broker;
+use super::{settings, Broker};
 use crate::storage::Log;
 
 /// A topic's backlog: messages and bytes the slowest reader has not taken yet.
@@ -67,10 +67,17 @@ fn ratio(used: u64, limit: u64) -> f64 {
 }
 
 impl Broker {
+    /// Topic `tk`'s `max_topic_depth` and `max_topic_bytes` (0 = off).
+    fn topic_limits(&self, tk: usize) -> (u64, u64) {
+        (
+            self.topic_setting(tk, settings::MAX_TOPIC_DEPTH),
+            self.topic_setting(tk, settings::MAX_TOPIC_BYTES),
+        )
+    }
+
     /// Why a publish to topic `tk` is refused now, if it is: its backlog is at a limit.
     pub(super) fn topic_full(&self, tk: usize) -> Option<String> {
-        let s = self.resolved(tk, None);
-        let (max_depth, max_bytes) = (s.max_topic_depth(), s.max_topic_bytes());
+        let (max_depth, max_bytes) = self.topic_limits(tk);
         if max_depth == 0 && max_bytes == 0 {
             return None;
         }
@@ -94,8 +101,7 @@ impl Broker {
     /// A topic's fill ratio: the larger of backlog / limit for depth and bytes (0 when both
     /// limits are off; above 1 when a batch overshot).
     pub fn fill_ratio(&self, tk: usize) -> f64 {
-        let s = self.resolved(tk, None);
-        let (max_depth, max_bytes) = (s.max_topic_depth(), s.max_topic_bytes());
+        let (max_depth, max_bytes) = self.topic_limits(tk);
         if max_depth == 0 && max_bytes == 0 {
             return 0.0;
         }

@@ -167,6 +167,9 @@ const SPARE_MAX: usize = 4 << 20;
 pub struct Broker {
     /// The validated configuration.
     cfg: Config,
+    /// The per-topic settings' server-wide defaults, from `cfg` (made once: settings are
+    /// resolved on every publish).
+    defaults: settings::Settings<u64>,
     /// Limits for the decoder.
     limits: Limits,
     /// Ranges for IDENTIFY's fields.
@@ -322,6 +325,7 @@ impl Broker {
         let worker =
             StorageWorker::spawn(wake(&notify)).map_err(|e| StartError::Io(data_dir.clone(), e))?;
         let mut broker = Broker {
+            defaults: settings::defaults(&cfg),
             cfg,
             limits,
             identify_limits,

@@ -321,25 +321,30 @@ pub fn dead_letter_name_fits(topic: &str) -> bool {
     topic.len() + DEAD_SUFFIX.len() <= MAX_NAME_LEN
 }
 
+/// The server-wide defaults, from the flags.
+pub fn defaults(cfg: &Config) -> Settings<u64> {
+    let mut s = Settings::<u64>::default();
+    s.values[MAX_ATTEMPTS] = cfg.max_attempts;
+    s.values[REQUEUE_BACKOFF] = cfg.requeue_backoff;
+    s.values[MESSAGE_TTL] = cfg.message_ttl;
+    s.values[DEDUP_WINDOW] = cfg.dedup_window;
+    s.values[MAX_TOPIC_BYTES] = cfg.max_topic_bytes;
+    s.values[MAX_TOPIC_DEPTH] = cfg.max_topic_depth;
+    s.values[RETENTION_TIME] = cfg.retention_time;
+    s.values[RETENTION_BYTES] = cfg.retention_bytes;
+    s
+}
+
 impl Broker {
     /// The server-wide defaults, from the flags.
     pub fn defaults(&self) -> Settings<u64> {
-        let mut s = Settings::<u64>::default();
-        s.values[MAX_ATTEMPTS] = self.cfg.max_attempts;
-        s.values[REQUEUE_BACKOFF] = self.cfg.requeue_backoff;
-        s.values[MESSAGE_TTL] = self.cfg.message_ttl;
-        s.values[DEDUP_WINDOW] = self.cfg.dedup_window;
-        s.values[MAX_TOPIC_BYTES] = self.cfg.max_topic_bytes;
-        s.values[MAX_TOPIC_DEPTH] = self.cfg.max_topic_depth;
-        s.values[RETENTION_TIME] = self.cfg.retention_time;
-        s.values[RETENTION_BYTES] = self.cfg.retention_bytes;
-        s
+        self.defaults
     }
 
     /// The resolved settings of a topic (`chk = None`) or one of its channels. A dead-letter
     /// topic never dead-letters: its `max_attempts` resolves to 0.
     pub fn resolved(&self, tk: usize, chk: Option<usize>) -> Settings<u64> {
-        let base = self.defaults();
+        let base = self.defaults;
         let Some(t) = self.topics.get(tk) else {
             return base;
         };
@@ -351,6 +356,20 @@ impl Broker {
             s.values[MAX_ATTEMPTS] = 0;
         }
         s
+    }
+
+    /// One resolved topic-scope setting (`key` indexes [`KEYS`]) of topic `tk`: what
+    /// [`resolved`](Self::resolved) has for it, without resolving the others. For the
+    /// per-publish checks (limits, dedup window).
+    pub fn topic_setting(&self, tk: usize, key: usize) -> u64 {
+        let default = self.defaults.values[key];
+        let Some(t) = self.topics.get(tk) else {
+            return default;
+        };
+        if key == MAX_ATTEMPTS && is_dead_letter_topic(&t.name) {
+            return 0;
+        }
+        t.overrides.values[key].unwrap_or(default)
     }
 }
 
