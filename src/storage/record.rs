@@ -263,6 +263,7 @@ fn put_u64(dst: &mut [u8], at: usize, v: u64) {
 /// # Panics
 /// If `dst` is shorter than `encoded_len(rec.stored_len())` or the record does not fit a u32
 /// length: callers check both first (an internal invariant, not an input condition).
+#[inline(always)]
 pub fn encode(dst: &mut [u8], offset: u64, rec: &NewRecord<'_>) -> usize {
     let len = RECORD_HEADER_LEN + rec.stored_len();
     let span = align_up(len).unwrap_or(usize::MAX);
@@ -279,41 +280,48 @@ pub fn encode(dst: &mut [u8], offset: u64, rec: &NewRecord<'_>) -> usize {
     put_u64(dst, DELIVER_AT_AT, rec.deliver_at_ns as u64);
     dst[RESERVED_AT] = 0;
     dst[ATTEMPTS_AT..RECORD_HEADER_LEN].copy_from_slice(&rec.attempts.to_le_bytes());
-    let body_at = match rec.carried_from {
-        None => match &rec.dead {
-            None if !rec.dedup_key.is_empty() => {
-                dst[KIND_AT] = KIND_KEYED;
-                let key = rec.dedup_key;
-                assert!(
-                    key.len() <= MAX_DEDUP_KEY_LEN,
-                    "dedup key of {} bytes",
-                    key.len()
-                );
-                dst[RECORD_HEADER_LEN] = u8::try_from(key.len()).unwrap_or(u8::MAX);
-                let at = RECORD_HEADER_LEN + 1;
-                dst[at..at + key.len()].copy_from_slice(key);
-                at + key.len()
-            }
-            None => {
-                dst[KIND_AT] = KIND_MESSAGE;
-                RECORD_HEADER_LEN
-            }
-            Some(meta) => {
-                dst[KIND_AT] = KIND_DEAD;
-                encode_dead(&mut dst[RECORD_HEADER_LEN..], meta)
-            }
-        },
-        Some(orig) => {
-            dst[KIND_AT] = KIND_CARRIED;
-            put_u64(dst, RECORD_HEADER_LEN, orig);
-            RECORD_HEADER_LEN + CARRIED_PREFIX_LEN
-        }
+    let body_at = if rec.carried_from.is_none() && rec.dead.is_none() && rec.dedup_key.is_empty() {
+        dst[KIND_AT] = KIND_MESSAGE;
+        RECORD_HEADER_LEN
+    } else {
+        encode_kind_prefix(dst, rec)
     };
     dst[body_at..len].copy_from_slice(rec.body);
     dst[len..span].fill(0);
     let crc = checksum(&dst[..len]);
     dst[CRC_AT..OFFSET_AT].copy_from_slice(&crc.to_le_bytes());
     span
+}
+
+/// Writes the kind of a record that is not a plain message (carried, dead letter, keyed) and
+/// what comes between its header and its body; returns where the body starts. Out of line:
+/// the plain message, every publish, stays small enough to be inlined.
+#[inline(never)]
+fn encode_kind_prefix(dst: &mut [u8], rec: &NewRecord<'_>) -> usize {
+    match (rec.carried_from, &rec.dead) {
+        (Some(orig), _) => {
+            dst[KIND_AT] = KIND_CARRIED;
+            put_u64(dst, RECORD_HEADER_LEN, orig);
+            RECORD_HEADER_LEN + CARRIED_PREFIX_LEN
+        }
+        (None, Some(meta)) => {
+            dst[KIND_AT] = KIND_DEAD;
+            encode_dead(&mut dst[RECORD_HEADER_LEN..], meta)
+        }
+        (None, None) => {
+            dst[KIND_AT] = KIND_KEYED;
+            let key = rec.dedup_key;
+            assert!(
+                key.len() <= MAX_DEDUP_KEY_LEN,
+                "dedup key of {} bytes",
+                key.len()
+            );
+            dst[RECORD_HEADER_LEN] = u8::try_from(key.len()).unwrap_or(u8::MAX);
+            let at = RECORD_HEADER_LEN + 1;
+            dst[at..at + key.len()].copy_from_slice(key);
+            at + key.len()
+        }
+    }
 }
 
 /// Writes a dead letter's metadata at the start of `dst`; returns where the body starts

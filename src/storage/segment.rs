@@ -376,6 +376,7 @@ impl Segment {
     ///
     /// # Errors
     /// `Io` (e.g. ENOSPC) naming the file; nothing changes.
+    #[inline]
     pub fn reserve(
         &mut self,
         span: usize,
@@ -385,10 +386,16 @@ impl Segment {
         if need <= self.allocated {
             return Ok(false);
         }
+        self.grow_to(need, fault).map(|()| true)
+    }
+
+    /// [`reserve`](Self::reserve)'s slow path, apart so the check above is inlined into every
+    /// append: grows the file to cover `need` bytes.
+    #[cold]
+    fn grow_to(&mut self, need: usize, fault: Option<&AtomicBool>) -> Result<(), StorageError> {
         let limit = self.map.len();
         let to = covering(self.allocated, need, limit).unwrap_or(limit);
-        grow_file(&self.file, &self.path, &mut self.allocated, to, fault)?;
-        Ok(true)
+        grow_file(&self.file, &self.path, &mut self.allocated, to, fault)
     }
 
     /// What a helper-thread growth step should do now, if one is due (see `space.rs`): the
