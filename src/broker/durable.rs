@@ -78,6 +78,14 @@ pub struct PendingAck {
     pub checkpoint_gen: u64,
 }
 
+/// Whether the client waits for a durable ack, for the auth server or for a peek's pages
+/// ([`Broker::is_blocked`]).
+pub(super) fn is_waiting(c: &super::Client) -> bool {
+    c.awaiting_acks > 0
+        || c.auth.is_pending()
+        || matches!(c.peek_warmth, super::peek::PeekWarmth::Waiting(_))
+}
+
 impl Broker {
     /// Whether strict durability is on.
     pub(super) fn strict(&self) -> bool {
@@ -87,11 +95,7 @@ impl Broker {
     /// Whether a client waits for a durable ack, for the auth server or for a peek's pages (its
     /// later commands must wait too).
     pub fn is_blocked(&self, ck: ClientKey) -> bool {
-        self.clients.get(ck).is_some_and(|c| {
-            c.awaiting_acks > 0
-                || c.auth.is_pending()
-                || matches!(c.peek_warmth, super::peek::PeekWarmth::Waiting(_))
-        })
+        self.clients.get(ck).is_some_and(is_waiting)
     }
 
     /// Takes the reactor tokens of clients that stopped waiting this turn: their buffered

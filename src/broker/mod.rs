@@ -42,7 +42,7 @@ use slab::Slab;
 
 use crate::config::Config;
 use crate::protocol::identify::{IdentifyLimits, ServerInfo};
-use crate::protocol::{encode, ConnState, DecodeCtx, Limits, ProtoError};
+use crate::protocol::{encode, DecodeCtx, Limits, ProtoError};
 use crate::storage::checkpoint::Checkpointer;
 use crate::storage::{LogConfig, StorageError, StorageWorker};
 use crate::timer::Wheel;
@@ -492,20 +492,19 @@ impl Broker {
         self.clients.get(ck).is_some_and(|c| c.tls)
     }
 
-    /// The decoder's view of a session.
-    pub fn decode_ctx(&self, ck: ClientKey) -> DecodeCtx {
-        match self.clients.get(ck) {
-            Some(c) => DecodeCtx {
-                state: c.state,
-                heartbeats_disabled: c.settings.heartbeat_ms.is_none(),
-                mpub_auth: !c.http && self.auth_enabled() && !c.auth.mpub_checked,
-            },
-            None => DecodeCtx {
-                state: ConnState::Closing,
-                heartbeats_disabled: false,
-                mpub_auth: false,
-            },
+    /// The decoder's view of a session; `None` while its next command must not be decoded:
+    /// the session is over ([`is_closing`](Self::is_closing)) or waits
+    /// ([`is_blocked`](Self::is_blocked)). (One lookup of the client per command, not three.)
+    pub fn decode_ctx(&self, ck: ClientKey) -> Option<DecodeCtx> {
+        let c = self.clients.get(ck)?;
+        if c.closing || durable::is_waiting(c) {
+            return None;
         }
+        Some(DecodeCtx {
+            state: c.state,
+            heartbeats_disabled: c.settings.heartbeat_ms.is_none(),
+            mpub_auth: !c.http && self.auth_enabled() && !c.auth.mpub_checked,
+        })
     }
 
     /// The decoder's limits.

@@ -47,7 +47,7 @@ use crate::broker::{Broker, Now};
 use crate::config::Config;
 use crate::http::serve::HttpServer;
 use crate::peers::{self, Peers};
-use crate::protocol::{self, decode, DecodeError, MAX_LINE};
+use crate::protocol::{self, decode, Command, DecodeError, MAX_LINE};
 use crate::server::ServerError;
 use crate::timer::Clock;
 
@@ -571,24 +571,26 @@ impl EventLoop {
                 // Served by decode_http; nothing is decoded after the last reply.
                 Phase::Http { .. } | Phase::Lingering { .. } => break,
             };
-            if self.broker.is_closing(client) || self.broker.is_blocked(client) {
-                break;
-            }
+            let Some(ctx) = self.broker.decode_ctx(client) else {
+                break; // closing, or waiting (for a durable ack, the auth server, a peek)
+            };
             if self.tls_required && !self.broker.is_tls(client) {
                 if let Some(e) = transport::tls_required_error(buf, MAX_LINE) {
                     self.broker.fail(client, &e);
                     break;
                 }
             }
-            let ctx = self.broker.decode_ctx(client);
             match decode::decode(buf, &ctx, self.broker.limits()) {
                 Ok(None) => break,
                 Ok(Some((cmd, used))) => {
+                    // Only IDENTIFY negotiates a stream upgrade.
+                    let identify = matches!(cmd, Command::Identify { .. });
                     // A command waiting for the auth server stays in the buffer (the client
                     // is blocked now, so the loop stops) and is decoded again when it answers.
                     if self.broker.apply(client, cmd, now) == Applied::Done {
                         used_total += used;
-                        if let Some(up) = self.broker.take_upgrade(client) {
+                        let upgrade = identify.then(|| self.broker.take_upgrade(client));
+                        if let Some(up) = upgrade.flatten() {
                             self.upgrade(key, client, used_total, &up, now);
                             return;
                         }
