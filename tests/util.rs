@@ -40,7 +40,19 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+        lock_released().insert(self.0.clone());
     }
+}
+
+/// Temp dirs already removed. `let (server, _dir) = start_server();` drops the dir before the
+/// server, whose final checkpoint then makes it again: the server removes it once stopped.
+static RELEASED: std::sync::Mutex<std::collections::BTreeSet<PathBuf>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn lock_released() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<PathBuf>> {
+    RELEASED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// An in-process server on its own thread; stopped (cleanly) on drop.
@@ -53,6 +65,7 @@ pub struct TestServer {
     pub https: Option<SocketAddr>,
     handle: Handle,
     thread: Option<JoinHandle<()>>,
+    data_path: PathBuf,
 }
 
 /// Options for a test server: loopback, port 0, the given data dir.
@@ -63,6 +76,7 @@ pub fn test_options(dir: &Path) -> Options {
 impl TestServer {
     /// Starts a server with these options.
     pub fn start(opts: Options) -> TestServer {
+        let data_path = opts.data_path.clone();
         let server = Server::bind(opts.validate().unwrap()).unwrap();
         let addr = server.tcp_addr();
         let http = server.http_addr().expect("tests run with HTTP on");
@@ -75,6 +89,7 @@ impl TestServer {
             https,
             handle,
             thread: Some(thread),
+            data_path,
         }
     }
 
@@ -87,6 +102,9 @@ impl TestServer {
         self.handle.shutdown();
         if let Some(t) = self.thread.take() {
             t.join().unwrap();
+        }
+        if lock_released().contains(&self.data_path) {
+            let _ = std::fs::remove_dir_all(&self.data_path);
         }
     }
 }
