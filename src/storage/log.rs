@@ -275,10 +275,7 @@ impl Log {
     /// needs no space, could leave a prefix appended; that is logged at `error!`.)
     pub fn append_batch(&mut self, recs: &[NewRecord<'_>]) -> Result<Range<u64>, StorageError> {
         self.check_writable()?;
-        for r in recs {
-            self.span_of(r)?;
-        }
-        let plan = self.batch_plan(recs);
+        let plan = self.batch_plan(recs)?;
         while self.ready.len() < plan.rolls {
             debug!(
                 "{}: creating a segment inline for a batch",
@@ -342,7 +339,11 @@ impl Log {
     }
 
     /// How writing `recs` fills segments: see [`BatchPlan`].
-    fn batch_plan(&self, recs: &[NewRecord<'_>]) -> BatchPlan {
+    ///
+    /// # Errors
+    /// `TooLarge` for the first record that can never be appended (checked here, in the one
+    /// pass over the batch before anything is written).
+    fn batch_plan(&self, recs: &[NewRecord<'_>]) -> Result<BatchPlan, StorageError> {
         let fresh = self.cfg.max_bytes_per_file as usize - SEGMENT_HEADER_LEN;
         let active = self.active();
         let mut room = active.capacity() - active.used();
@@ -353,7 +354,7 @@ impl Log {
         };
         let mut in_new = 0usize;
         for r in recs {
-            let span = record::encoded_len(r.stored_len()).unwrap_or(usize::MAX);
+            let span = self.span_of(r)?;
             if span > room {
                 plan.rolls += 1;
                 room = fresh;
@@ -368,7 +369,7 @@ impl Log {
                 plan.new_segment_end = plan.new_segment_end.max(end);
             }
         }
-        plan
+        Ok(plan)
     }
 
     /// Allocates, before the first record of a batch is written, all the room the batch
