@@ -144,30 +144,14 @@ impl Broker {
         self.ask(ck, Asked::Auth);
     }
 
-    /// nsqd's `CheckAuth` for `verb` on `topic` (`channel` empty for a publish).
-    #[inline]
+    /// nsqd's `CheckAuth` for `verb` on `topic` (`channel` empty for a publish), auth being
+    /// on: judges the client's grant, asking the auth server first if it expired.
     pub(super) fn check_auth(
         &mut self,
         ck: ClientKey,
         verb: &str,
         topic: &str,
         channel: &str,
-        now: Now,
-    ) -> Gate {
-        if !self.auth_enabled() {
-            return Gate::Pass;
-        }
-        self.check_grant(ck, verb, (topic, channel), now)
-    }
-
-    /// [`check_auth`](Self::check_auth) with auth on: judges the client's grant, asking the
-    /// auth server first if it expired. (Apart so the check above costs a server without auth
-    /// nothing per command.)
-    fn check_grant(
-        &mut self,
-        ck: ClientKey,
-        verb: &str,
-        (topic, channel): (&str, &str),
         now: Now,
     ) -> Gate {
         let Some(c) = self.clients.get_mut(ck) else {

@@ -25,16 +25,11 @@ impl Broker {
             return Applied::Done;
         };
         c.last_read_ms = now.mono_ms;
-        let gate = match &cmd {
-            Command::Sub { topic, channel } => self.check_auth(ck, "SUB", topic, channel, now),
-            Command::Pub { topic, .. } => self.check_auth(ck, "PUB", topic, "", now),
-            // Checked before the body (`MpubAuth`); unless that somehow did not happen.
-            Command::Mpub { topic, .. } if !std::mem::take(&mut c.auth.mpub_checked) => {
-                self.check_auth(ck, "MPUB", topic, "", now)
-            }
-            Command::MpubAuth { topic } => self.check_auth(ck, "MPUB", topic, "", now),
-            Command::Dpub { topic, .. } => self.check_auth(ck, "DPUB", topic, "", now),
-            _ => Gate::Pass,
+        // Without auth, nothing to judge: the common case costs one test per command.
+        let gate = if self.auth_enabled() {
+            self.auth_gate(ck, &cmd, now)
+        } else {
+            Gate::Pass
         };
         match gate {
             Gate::Pass => {}
@@ -316,6 +311,29 @@ impl Broker {
             }
         }
         Ok(strict.then(|| (tk, topic.log.tail())))
+    }
+
+    /// Whether the client's grant lets `cmd` run (auth on): the commands nsqd checks are
+    /// SUB and the publishes.
+    fn auth_gate(&mut self, ck: ClientKey, cmd: &Command<'_>, now: Now) -> Gate {
+        match cmd {
+            Command::Sub { topic, channel } => self.check_auth(ck, "SUB", topic, channel, now),
+            Command::Pub { topic, .. } => self.check_auth(ck, "PUB", topic, "", now),
+            // Checked before the body (`MpubAuth`); unless that somehow did not happen.
+            Command::Mpub { topic, .. } if !self.take_mpub_checked(ck) => {
+                self.check_auth(ck, "MPUB", topic, "", now)
+            }
+            Command::MpubAuth { topic } => self.check_auth(ck, "MPUB", topic, "", now),
+            Command::Dpub { topic, .. } => self.check_auth(ck, "DPUB", topic, "", now),
+            _ => Gate::Pass,
+        }
+    }
+
+    /// Whether the client's MPUB was already checked from its header (and forgets it).
+    fn take_mpub_checked(&mut self, ck: ClientKey) -> bool {
+        self.clients
+            .get_mut(ck)
+            .is_some_and(|c| std::mem::take(&mut c.auth.mpub_checked))
     }
 
     fn rdy(&mut self, ck: ClientKey, count: u64) {

@@ -68,6 +68,7 @@ fn ratio(used: u64, limit: u64) -> f64 {
 
 impl Broker {
     /// Topic `tk`'s `max_topic_depth` and `max_topic_bytes` (0 = off).
+    #[inline]
     fn topic_limits(&self, tk: usize) -> (u64, u64) {
         (
             self.topic_setting(tk, settings::MAX_TOPIC_DEPTH),
@@ -76,11 +77,17 @@ impl Broker {
     }
 
     /// Why a publish to topic `tk` is refused now, if it is: its backlog is at a limit.
+    #[inline]
     pub(super) fn topic_full(&self, tk: usize) -> Option<String> {
         let (max_depth, max_bytes) = self.topic_limits(tk);
         if max_depth == 0 && max_bytes == 0 {
             return None;
         }
+        self.over_limit(tk, (max_depth, max_bytes))
+    }
+
+    /// [`topic_full`](Self::topic_full) for a topic with a limit on: measures its backlog.
+    fn over_limit(&self, tk: usize, (max_depth, max_bytes): (u64, u64)) -> Option<String> {
         let t = self.topics.get(tk)?;
         let b = backlog(t, max_bytes > 0);
         if max_depth > 0 && b.depth >= max_depth {

@@ -361,6 +361,7 @@ impl Broker {
     /// One resolved topic-scope setting (`key` indexes [`KEYS`]) of topic `tk`: what
     /// [`resolved`](Self::resolved) has for it, without resolving the others. For the
     /// per-publish checks (limits, dedup window).
+    #[inline]
     pub fn topic_setting(&self, tk: usize, key: usize) -> u64 {
         let default = self.defaults.values[key];
         let Some(t) = self.topics.get(tk) else {
