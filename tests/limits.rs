@@ -24,6 +24,19 @@ fn stats_topic(http: SocketAddr, topic: &str) -> Value {
         .unwrap_or_else(|| panic!("no topic {topic} in {stats}"))
 }
 
+/// Waits until the FINs sent on another connection were applied: a FIN has no reply, and a
+/// rewind (on HTTP) that overtook them would find those messages still in flight.
+fn wait_all_finished(http: SocketAddr, topic: &str, channel: &str) {
+    wait_until("every FIN applied", || {
+        let t = stats_topic(http, topic);
+        let channels = t["channels"].as_array().cloned().unwrap_or_default();
+        channels
+            .iter()
+            .find(|c| c["channel_name"] == channel)
+            .is_some_and(|c| c["in_flight_count"] == 0)
+    });
+}
+
 fn create(http: SocketAddr, topic: &str, channel: &str) {
     assert_eq!(
         post(http, &format!("/topic/create?topic={topic}"), b"").status,
@@ -387,6 +400,7 @@ fn retention_keeps_consumed_history_and_rewind_redelivers_from_a_time() {
         peek_count(s.http, "gone") < 40
     });
     assert_eq!(peek_count(s.http, "kept"), 40);
+    wait_all_finished(s.http, "kept", "c");
     // From a time in ms: the 10 published after the mark, again, with fresh attempts.
     let r = rewind(s.http, &format!("topic=kept&channel=c&to={mark}"));
     assert_eq!(
@@ -397,6 +411,7 @@ fn retention_keeps_consumed_history_and_rewind_redelivers_from_a_time() {
     let again = take(&mut kc, 10);
     assert_eq!(again[0], (body(30), 1));
     assert_eq!(again[9].0, body(39));
+    wait_all_finished(s.http, "kept", "c");
     // The same instant in RFC 3339.
     let secs = mark / 1000;
     let rfc = format!(
@@ -407,6 +422,7 @@ fn retention_keeps_consumed_history_and_rewind_redelivers_from_a_time() {
     let r = rewind(s.http, &format!("topic=kept&channel=c&to={rfc}"));
     assert_eq!(r["queued"], 10, "{rfc}: {r}");
     assert_eq!(take(&mut kc, 10)[0].0, body(30));
+    wait_all_finished(s.http, "kept", "c");
     // earliest, and a time older than anything retained: from the oldest, saying so.
     let r = rewind(s.http, "topic=kept&channel=c&to=earliest");
     assert_eq!(
@@ -414,6 +430,7 @@ fn retention_keeps_consumed_history_and_rewind_redelivers_from_a_time() {
         (Some(40), Some(true))
     );
     assert_eq!(take(&mut kc, 40)[0].0, body(0));
+    wait_all_finished(s.http, "kept", "c");
     let r = rewind(s.http, "topic=kept&channel=c&to=1970-01-01T00:00:00Z");
     assert_eq!(
         (r["queued"].as_u64(), r["clamped"].as_bool()),
