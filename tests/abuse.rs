@@ -142,3 +142,38 @@ fn a_slowloris_publisher_costs_the_others_nothing() {
         .unwrap();
     let _ = fast.stream.read(&mut rest);
 }
+
+/// The reactor stops reading a socket at a short read (it emptied the socket); a hang-up is
+/// still seen, whether it arrives with the last command or on its own after the reply, and
+/// the connection is closed rather than left open.
+#[test]
+fn a_hang_up_after_a_command_closes_the_connection() {
+    let (server, _dir) = start_server();
+    let pub_cmd = |body: &[u8]| {
+        let mut cmd = b"PUB hangup\n".to_vec();
+        cmd.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        cmd.extend_from_slice(body);
+        cmd
+    };
+    // The hang-up in the same flight as the command.
+    let mut together = Raw::connect(server.addr);
+    together.send(&pub_cmd(b"with-the-command"));
+    together.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    together.expect_response(b"OK");
+    together.expect_closed();
+    // The hang-up alone, once the command was read and answered.
+    let mut after = Raw::connect(server.addr);
+    after.send(&pub_cmd(b"then-later"));
+    after.expect_response(b"OK");
+    after.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    after.expect_closed();
+    wait_until("both sessions ended", || {
+        let stats: serde_json::Value = serde_json::from_str(&http_get(
+            server.http,
+            "/stats?format=json&include_clients=true",
+        ))
+        .unwrap();
+        // nsqd's `producers` is null when there are none.
+        stats["producers"].is_null()
+    });
+}

@@ -47,6 +47,8 @@ pub enum Phase {
 pub enum ReadOutcome {
     /// This many bytes were appended to the read buffer.
     Data(usize),
+    /// This many bytes were appended, and the socket has no more for now (a short read).
+    Last(usize),
     /// The socket has no more bytes for now.
     Drained,
     /// The peer closed its side (or the socket failed).
@@ -74,6 +76,9 @@ pub struct Conn {
     pub closing: bool,
     /// Reading paused (output backlog, or a durable ack pending); resumed when that clears.
     pub throttled: bool,
+    /// Poll reported the peer's end closed (or an error): this conn is read until a read says
+    /// so, never stopped at a short read (see [`Conn::read_once`]).
+    pub peer_closed: bool,
     /// The handshake deadline timer, until the magic arrives.
     pub handshake_timer: Option<crate::timer::TimerId>,
     /// Close once the pending output is written (a fatal error or `Connection: close`).
@@ -137,6 +142,7 @@ impl Conn {
             writable_registered: false,
             closing: false,
             throttled: false,
+            peer_closed: false,
             handshake_timer: None,
             close_when_drained: false,
             http: HttpState::default(),
@@ -147,6 +153,14 @@ impl Conn {
     /// One read into `scratch` (shared by every connection, so an idle connection holds no
     /// read buffer); what arrives is appended to this connection's buffer, through the
     /// transport layers if any (which stop adding once the buffer holds `limit` bytes).
+    ///
+    /// A plain read that filled less than `scratch` emptied the socket's receive queue, so it
+    /// is [`ReadOutcome::Last`]: the reactor does not read again until poll reports new
+    /// input (epoll(7): for a stream socket a short read means the data is exhausted, and
+    /// what arrives later raises a new edge). That saves the read that would only have said
+    /// `EWOULDBLOCK`, one per readable connection per turn: at 50 k msg/s e2e, about two of
+    /// the eight system calls per message. Not once the peer closed: its end-of-file raised
+    /// no edge of its own, so such a conn is read until a read reports it.
     pub fn read_once(&mut self, scratch: &mut [u8], limit: usize) -> ReadOutcome {
         if let Transport::Layered(l) = &mut self.transport {
             return read_layered(l, &mut self.stream, &mut self.rbuf, scratch, limit);
@@ -156,6 +170,9 @@ impl Conn {
                 Ok(0) => return ReadOutcome::Closed,
                 Ok(n) => {
                     self.rbuf.extend_from_slice(&scratch[..n]);
+                    if n < scratch.len() && !self.peer_closed {
+                        return ReadOutcome::Last(n);
+                    }
                     return ReadOutcome::Data(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Drained,

@@ -306,6 +306,11 @@ impl EventLoop {
                 WAKER => trace!("woken"),
                 token if peers::owns(token) => self.peers.on_event(token),
                 Token(key) => {
+                    if event.is_read_closed() || event.is_error() {
+                        if let Some(c) = self.conns.get_mut(key) {
+                            c.peer_closed = true;
+                        }
+                    }
                     let read = event.is_readable() || event.is_read_closed() || event.is_error();
                     self.ready.push((key, read, event.is_writable()));
                 }
@@ -469,6 +474,8 @@ impl EventLoop {
             return self.linger_read(key);
         }
         let mut total = 0;
+        // The last read emptied the socket (see `Conn::read_once`).
+        let mut drained = false;
         loop {
             self.decode_all(key, now);
             let Some(conn) = self.conns.get_mut(key) else {
@@ -497,6 +504,9 @@ impl EventLoop {
                 self.mark_closing(key);
                 return;
             }
+            if drained {
+                return;
+            }
             let budget = match conn.phase {
                 Phase::Http { .. } => HTTP_READ_BUDGET,
                 _ => READ_BUDGET,
@@ -506,7 +516,8 @@ impl EventLoop {
                 return;
             }
             match conn.read_once(&mut self.scratch, self.max_buffered) {
-                ReadOutcome::Data(n) => {
+                outcome @ (ReadOutcome::Data(n) | ReadOutcome::Last(n)) => {
+                    drained = matches!(outcome, ReadOutcome::Last(_));
                     total += n;
                     conn.http.last_read_ms = self.clock.now_ms();
                     if !matches!(conn.transport, transport::Transport::Plain) {
@@ -734,7 +745,7 @@ impl EventLoop {
                 return;
             };
             match outcome {
-                ReadOutcome::Data(n) => {
+                ReadOutcome::Data(n) | ReadOutcome::Last(n) => {
                     *discarded = discarded.saturating_add(n);
                     if *discarded >= LINGER_MAX_BYTES {
                         break;
