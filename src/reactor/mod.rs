@@ -7,8 +7,9 @@
 //! 1. **Poll** with a timeout from the wheel's next deadline (0 if a connection still has
 //!    unread bytes from a capped read); retry on `EINTR`.
 //! 2. **I/O events:** the listener accepts until `WouldBlock`; a readable connection is read
-//!    until `WouldBlock` or its per-turn budget (then it goes on the still-readable list, since
-//!    mio is edge-triggered) and every complete command is decoded and applied; a writable one
+//!    until a short read (the socket is empty; see `Conn::read_once`), `WouldBlock` or its
+//!    per-turn budget (then it goes on the still-readable list, since mio is edge-triggered)
+//!    and every complete command is decoded and applied; a writable one
 //!    gets its leftover output; the waker token means another thread wants our attention.
 //! 3. **Timers:** `now` is read once and the wheel fires what is due (timeouts, deferrals,
 //!    heartbeats, the periodic sync/retention/checkpoint step).
