@@ -509,14 +509,7 @@ fn background_lane_policy(flags: &[&str]) -> u32 {
     assert_eq!(status, 200);
     // The lane thread is named before it sets its own policy: wait until the sync it ran has
     // completed, which it did only after setting it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while topic_log_syncs(&server, "t") == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the interval sync never ran"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until("the interval sync", || topic_log_syncs(&server, "t") > 0);
     let policies = thread_policies(server.child.id(), "corq-storage-bg");
     server.terminate();
     assert_eq!(policies.len(), 1, "{policies:?}");

@@ -213,12 +213,13 @@ impl Broker {
         defer_ms: u64,
         now: Now,
     ) {
-        // One lookup serves the limit check and the append (the name is hashed once).
-        let known = self.topic_index.get(topic_name).copied();
-        if let Some(full) = known.and_then(|tk| self.topic_full(tk)) {
-            debug!(topic = topic_name; "{} refused: {full}", verb.name());
-            return self.fail(ck, &verb.failed(&full));
-        }
+        let known = match self.publish_target(topic_name) {
+            Ok(known) => known,
+            Err(full) => {
+                debug!(topic = topic_name; "{} refused: {full}", verb.name());
+                return self.fail(ck, &verb.failed(&full));
+            }
+        };
         match self.publish_keyed(ck, (topic_name, known), bodies, defer_ms, &[], now) {
             Err(e) => {
                 warn!(topic = topic_name; "topic {topic_name}: {} failed: {e}", verb.name());
@@ -488,7 +489,6 @@ impl Broker {
     }
 }
 
-/// Appends records to a log: one `append` for a single record, one `append_batch` otherwise.
 /// Appends a record per body, written at `(timestamp, deliver_at)` ns; returns how many and
 /// their bytes. (Kept apart from the dedup path, [`append_new_bodies`]: this one is the plain
 /// publish, and small enough to be inlined into it.)
@@ -542,6 +542,7 @@ fn append_new_bodies<'a, 'k>(
     Ok(appended)
 }
 
+/// Appends records to a log: one `append` for a single record, one `append_batch` otherwise.
 fn append_all<'a>(
     log: &mut Log,
     mut records: impl Iterator<Item = NewRecord<'a>>,

@@ -358,19 +358,20 @@ impl Broker {
         s
     }
 
-    /// One resolved topic-scope setting (`key` indexes [`KEYS`]) of topic `tk`: what
-    /// [`resolved`](Self::resolved) has for it, without resolving the others. For the
-    /// per-publish checks (limits, dedup window).
+    /// One resolved topic-only setting (`key` indexes [`KEYS`], a [`Scope::Topic`] key) of
+    /// topic `tk`: what [`resolved`](Self::resolved) has for it, without resolving the
+    /// others. For the per-publish checks (limits, dedup window).
     #[inline]
     pub fn topic_setting(&self, tk: usize, key: usize) -> u64 {
+        debug_assert!(
+            KEYS[key].scope == Scope::Topic,
+            "{} is not topic-only",
+            KEYS[key].name
+        );
         let default = self.defaults.values[key];
-        let Some(t) = self.topics.get(tk) else {
-            return default;
-        };
-        if key == MAX_ATTEMPTS && is_dead_letter_topic(&t.name) {
-            return 0;
-        }
-        t.overrides.values[key].unwrap_or(default)
+        self.topics
+            .get(tk)
+            .map_or(default, |t| t.overrides.values[key].unwrap_or(default))
     }
 }
 

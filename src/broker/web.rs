@@ -100,11 +100,13 @@ impl Broker {
             defer_ms,
             dedup_id,
         } = what;
-        let known = self.topic_index.get(topic).copied();
-        if let Some(full) = known.and_then(|tk| self.topic_full(tk)) {
-            log::debug!(topic; "HTTP {} refused: {full}", verb.name());
-            return self.http_publish_reply(ck, ctx, Some((verb, &full)));
-        }
+        let known = match self.publish_target(topic) {
+            Ok(known) => known,
+            Err(full) => {
+                log::debug!(topic; "HTTP {} refused: {full}", verb.name());
+                return self.http_publish_reply(ck, ctx, Some((verb, &full)));
+            }
+        };
         match self.publish_keyed(ck, (topic, known), bodies, defer_ms, dedup_id, now) {
             Err(e) => {
                 warn!(topic; "topic {topic}: HTTP {} failed: {e}", verb.name());

@@ -601,10 +601,11 @@ impl EventLoop {
                     // is blocked now, so the loop stops) and is decoded again when it answers.
                     if self.broker.apply(client, cmd, now) == Applied::Done {
                         used_total += used;
-                        let upgrade = identify.then(|| self.broker.take_upgrade(client));
-                        if let Some(up) = upgrade.flatten() {
-                            self.upgrade(key, client, used_total, &up, now);
-                            return;
+                        if identify {
+                            if let Some(up) = self.broker.take_upgrade(client) {
+                                self.upgrade(key, client, used_total, &up, now);
+                                return;
+                            }
                         }
                     }
                 }

@@ -145,6 +145,12 @@ fn validate(cfg: &LogConfig) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// The active segment (the last).
+fn last_segment(segments: &mut [Segment]) -> &mut Segment {
+    // cannot fail because `segments` is never empty after open (an invariant of `open`).
+    segments.last_mut().expect("log has an active segment")
+}
+
 impl Log {
     /// Opens (creating it if missing) the log in `dir` and recovers it: see `recovery.rs` for
     /// the policy. Blocks (directory scan, CRC of every record, possibly a segment creation).
@@ -218,8 +224,7 @@ impl Log {
     }
 
     fn active_mut(&mut self) -> &mut Segment {
-        // cannot fail because `segments` is never empty after open, as above.
-        self.segments.last_mut().expect("log has an active segment")
+        last_segment(&mut self.segments)
     }
 
     /// The largest body an append accepts: the configured max, or what fits a segment.
@@ -392,8 +397,7 @@ impl Log {
     fn reserve_inline(&mut self, span: usize) -> Result<(), StorageError> {
         // The fields are borrowed apart (not through `active_mut`): cloning the `Arc` instead
         // cost two atomic operations per append.
-        // cannot fail because `segments` is never empty after open, as in `active_mut`.
-        let active = self.segments.last_mut().expect("log has an active segment");
+        let active = last_segment(&mut self.segments);
         if active.reserve(span, self.alloc_fault.as_deref())? {
             self.note_inline_growth();
         }
