@@ -7,7 +7,7 @@
 #
 #   benches/figures.sh              # all cases (~25 minutes, plus strict, transport ~15 and plainpath ~10)
 #   benches/figures.sh pub sub      # only the named groups: pub sub fanout e2e durable strict http
-#                                   # recovery rss transport plainpath
+#                                   # recovery rss transport plainpath floor
 #   BEFORE=/tmp/before/target/release benches/figures.sh plainpath
 #                                   # this build's plain path against another build's binaries
 #
@@ -378,6 +378,56 @@ if want plainpath; then
         echo "plainpath: corq bench pub|sub|e2e --rate 50000, plain; before = $BEFORE"
         side_by_side plainpath before after
     fi
+fi
+
+# floor: the e2e and fan-out commands against benches/relay.rs (one thread that routes PUBs to
+# subscribers through memory and does nothing else: what this machine allows any server) and
+# against corqd, interleaved per run. What the relay cannot reach is the machine's; what corqd
+# falls short of the relay by is corq's own cost.
+if want floor; then
+    cargo build --release --bench relay >/dev/null 2>&1
+    RELAY=$(ls -t target/release/deps/relay-* | grep -v '\.d$' | head -1)
+    start_relay() {
+        settle
+        DATA=
+        taskset -c 0 "$RELAY" "$TCP" 2>/dev/null &
+        SERVER=$!
+        for _ in $(seq 100); do
+            (exec 3<>"/dev/tcp/${TCP%:*}/${TCP#*:}") 2>/dev/null && return
+            sleep 0.05
+        done
+        echo "relay did not start" >&2
+        exit 1
+    }
+    floor_case() { # NAME BENCH_ARGS...: RUNS interleaved relay and corqd runs
+        local name=$1 s0 who; shift
+        for i in $(seq "$RUNS"); do
+            for who in relay corqd; do
+                if [ $who = relay ]; then start_relay; else start_server; fi
+                s0=$(steal_ticks)
+                bench "$@" --json "$OUT/$who-$name-$i.json"
+                echo "  run $i $who: $(($(steal_ticks) - s0)) steal ticks"
+                stop_server
+            done
+        done
+        echo "$name: corq bench $*"
+    }
+    for rate in 50000 200000; do
+        floor_case "floor-e2e$rate" e2e --size 200 --rate "$rate" --connections 2 --consumers 4
+        for who in relay corqd; do
+            echo " $who"
+            median "$who-floor-e2e$rate" e2e_latency.p50_us e2e_latency.p99_us \
+                e2e_latency.p99_9_us e2e_latency.p99_99_us
+        done
+    done
+    for ch in 1 10; do
+        floor_case "floor-fanout$ch" pubsub --size 200 --batch 200 --connections 4 \
+            --channels "$ch" --consumers 1
+        for who in relay corqd; do
+            echo " $who"
+            median "$who-floor-fanout$ch" published.msgs_per_sec consumed.msgs_per_sec
+        done
+    done
 fi
 
 echo done
