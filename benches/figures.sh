@@ -380,13 +380,24 @@ if want plainpath; then
     fi
 fi
 
-# floor: the e2e and fan-out commands against benches/relay.rs (one thread that routes PUBs to
-# subscribers through memory and does nothing else: what this machine allows any server) and
-# against corqd, interleaved per run. What the relay cannot reach is the machine's; what corqd
-# falls short of the relay by is corq's own cost.
+# floor: first benches/echo.rs (a TCP echo across the two cores, blocking and spinning: the
+# machine's own round-trip tail, no server at all); then the e2e and fan-out commands against
+# benches/relay.rs (one thread that routes PUBs to subscribers through memory and does nothing
+# else: what this machine allows any server) and against corqd, interleaved per run. What the
+# relay cannot reach is the machine's; what corqd falls short of the relay by is corq's own cost.
 if want floor; then
-    cargo build --release --bench relay >/dev/null 2>&1
+    cargo build --release --bench relay --bench echo >/dev/null 2>&1
     RELAY=$(ls -t target/release/deps/relay-* | grep -v '\.d$' | head -1)
+    ECHO=$(ls -t target/release/deps/echo-* | grep -v '\.d$' | head -1)
+    for i in $(seq "$RUNS"); do
+        for rate in 50000 200000; do
+            for spin in "" --spin; do
+                settle
+                # shellcheck disable=SC2086 # $spin is empty or one flag
+                "$ECHO" "$rate" 10 $spin
+            done
+        done
+    done
     start_relay() {
         settle
         DATA=

@@ -9,12 +9,12 @@
 //! timers, no in-flight map, no stats; a `FIN` only frees a slot, and message ids are log
 //! offsets. What corqd's figures fall short of the relay's by is corq's own cost; what the relay
 //! cannot reach is the machine's. Memory the log needs beyond its pre-faulted pool
-//! (`--prefault-mib`, 2048 by default) is faulted in as it grows; the pool is reused once every
+//! (`--prefault-mib`, 256 by default: enough for an e2e run, whose channel keeps up) is faulted in as it grows; the pool is reused once every
 //! channel has read past a chunk.
 //!
 //! ```text
 //! cargo build --release --bench relay      # the binary: target/release/deps/relay-<hash>
-//! taskset -c 0 target/release/deps/relay-<hash> 127.0.0.1:4150 [--prefault-mib 2048] &
+//! taskset -c 0 target/release/deps/relay-<hash> 127.0.0.1:4150 [--prefault-mib 256] &
 //! taskset -c 1 target/release/corq bench e2e --rate 50000 --connections 2 --consumers 4
 //! ```
 //!
@@ -194,7 +194,7 @@ fn main() -> io::Result<()> {
             .get(i + 1)
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| invalid("--prefault-mib needs a number"))?,
-        None => 2048,
+        None => 256,
     };
     let mut listener = TcpListener::bind(addr)?;
     let mut poll = Poll::new()?;
