@@ -8,9 +8,12 @@
 //! their RDY, round-robin, and each connection's output is written once. No disk, no CRC, no
 //! timers, no in-flight map, no stats; a `FIN` only frees a slot, and message ids are log
 //! offsets. What corqd's figures fall short of the relay's by is corq's own cost; what the relay
-//! cannot reach is the machine's. Memory the log needs beyond its pre-faulted pool
-//! (`--prefault-mib`, 256 by default: enough for an e2e run, whose channel keeps up) is faulted in as it grows; the pool is reused once every
-//! channel has read past a chunk.
+//! cannot reach is the machine's.
+//!
+//! Memory: chunks every channel has read past are reused. A pool is faulted in at start
+//! (`--prefault-mib`, 256 by default: enough for an e2e run, whose channel keeps up); a
+//! backlog beyond it (a fan-out whose consumers fall behind) faults in fresh pages as it grows,
+//! as corqd's log does in the page cache.
 //!
 //! ```text
 //! cargo build --release --bench relay      # the binary: target/release/deps/relay-<hash>
