@@ -20,7 +20,7 @@ use super::space;
 use super::worker::Job;
 use super::{LogConfig, NewRecord, Record, StorageError};
 use ::log::{debug, error, info, warn};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::ops::Range;
@@ -101,6 +101,10 @@ pub struct Log {
     /// Offsets seen failing verification (holes found at recovery, CRC failures on read), so
     /// each is counted and logged once however often it is read.
     bad: RefCell<BTreeSet<u64>>,
+    /// The segment the last lookup found. Reads run along a segment (a channel's cursor, an
+    /// iterator), so the next lookup is usually in the same one: checking it first skips the
+    /// binary search, which was a third of `read_with` in a 10-channel fan-out profile.
+    lookup_hint: Cell<usize>,
     /// Segments created inline because no pre-created one was ready (a tuning signal).
     inline_creations: u64,
     /// Pre-creations still to run on the foreground lane: set when a segment had to be
@@ -189,6 +193,7 @@ impl Log {
             failed: None,
             recovery_lost: rec.corrupt,
             bad: RefCell::new(rec.holes.into_iter().collect()),
+            lookup_hint: Cell::new(0),
             alloc_fault: None,
             write_fault: None,
             inline_creations: 0,
@@ -485,10 +490,19 @@ impl Log {
     }
 
     /// The segment that would hold `offset`, by base (it may not actually hold it: a gap).
+    #[inline]
     fn segment_for(&self, offset: u64) -> Option<usize> {
-        self.segments
+        let hint = self.lookup_hint.get();
+        let starts_at_or_below = |i: usize| self.segments.get(i).is_some_and(|s| s.base <= offset);
+        if starts_at_or_below(hint) && !starts_at_or_below(hint + 1) {
+            return Some(hint);
+        }
+        let found = self
+            .segments
             .partition_point(|s| s.base <= offset)
-            .checked_sub(1)
+            .checked_sub(1)?;
+        self.lookup_hint.set(found);
+        Some(found)
     }
 
     /// Reads the record at `offset`, borrowing its body from the map. The CRC is verified.
@@ -858,6 +872,38 @@ mod tests {
             names.iter().all(|n| n.len() == 24 && n.ends_with(".log")),
             "{names:?}"
         );
+    }
+
+    #[test]
+    fn reads_find_their_segment_whatever_the_last_lookup_found() {
+        // Lookups start from the segment the last one found: jumping between segments, to
+        // each side of a boundary, and after deletion has shifted every segment's index must
+        // still land in the right one.
+        let tmp = TempDir::new("hint");
+        let mut rng = Rng::new(7);
+        let mut log = Log::open(tmp.path(), cfg()).unwrap();
+        let lens = fill(&mut log, &mut rng, 3000, 400);
+        let bases: Vec<u64> = log.segments.iter().map(|s| s.base).collect();
+        assert!(bases.len() > 5, "only {} segments", bases.len());
+        let mut order: Vec<u64> = vec![2999, 0, 2999, 1];
+        for &b in &bases[1..] {
+            order.extend([b, b - 1, b, b + 1, 0, b - 1]);
+        }
+        for o in order {
+            check_record(&log.read(o).unwrap(), lens[o as usize]);
+        }
+        // The last segment's index as the hint, then drop the two oldest: the hint now points
+        // past the end or at a later segment.
+        check_record(&log.read(2999).unwrap(), lens[2999]);
+        log.delete_below(bases[2]).unwrap();
+        assert_eq!(log.head(), bases[2]);
+        for o in [bases[2], 2999, bases[3] - 1, bases[3], bases[2]] {
+            check_record(&log.read(o).unwrap(), lens[o as usize]);
+        }
+        assert!(matches!(
+            log.read(bases[2] - 1),
+            Err(StorageError::NotFound { .. })
+        ));
     }
 
     #[test]
