@@ -247,10 +247,18 @@ pub fn encoded_len(body_len: usize) -> Option<usize> {
 
 /// The CRC over `len` and everything after the CRC field (see the table).
 fn checksum(rec: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
+    let mut h = new_hasher();
     h.update(&rec[LEN_AT..CRC_AT]);
     h.update(&rec[OFFSET_AT..]);
     h.finalize()
+}
+
+/// A fresh CRC-32 hasher, cloned from one made once. `Hasher::new` detects the CPU's
+/// features on every call: 22 instructions per record under callgrind, paid on every append
+/// and every verified read.
+fn new_hasher() -> crc32fast::Hasher {
+    static PROTOTYPE: std::sync::OnceLock<crc32fast::Hasher> = std::sync::OnceLock::new();
+    PROTOTYPE.get_or_init(crc32fast::Hasher::new).clone()
 }
 
 fn put_u64(dst: &mut [u8], at: usize, v: u64) {
