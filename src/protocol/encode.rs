@@ -31,14 +31,21 @@ pub const FRAME_HEADER_LEN: usize = 8;
 pub const MESSAGE_HEADER_LEN: usize = 8 + 2 + MESSAGE_ID_LEN;
 
 /// Appends a frame header for `data_len` bytes of data.
+fn frame_header(out: &mut Vec<u8>, frame_type: FrameType, data_len: usize) {
+    out.extend_from_slice(&frame_header_bytes(frame_type, data_len));
+}
+
+/// A frame header for `data_len` bytes of data: size, then type, big-endian.
 ///
 /// # Panics
 /// If `4 + data_len` does not fit a u32: callers bound bodies by the server's limits, far below.
-fn frame_header(out: &mut Vec<u8>, frame_type: FrameType, data_len: usize) {
+fn frame_header_bytes(frame_type: FrameType, data_len: usize) -> [u8; FRAME_HEADER_LEN] {
     // cannot fail because every body is bounded by --max-msg-size / --max-body-size (u32s).
     let size = u32::try_from(data_len + 4).expect("frame data bounded by server limits");
-    out.extend_from_slice(&size.to_be_bytes());
-    out.extend_from_slice(&(frame_type as u32).to_be_bytes());
+    let mut head = [0u8; FRAME_HEADER_LEN];
+    head[..4].copy_from_slice(&size.to_be_bytes());
+    head[4..].copy_from_slice(&(frame_type as u32).to_be_bytes());
+    head
 }
 
 /// Appends a response frame (`OK`, `CLOSE_WAIT`, `_heartbeat_`, JSON).
@@ -74,10 +81,20 @@ pub fn encode_message_header(
     id: &MessageId,
     body_len: usize,
 ) {
-    frame_header(out, FrameType::Message, MESSAGE_HEADER_LEN + body_len);
-    out.extend_from_slice(&timestamp_ns.to_be_bytes());
-    out.extend_from_slice(&attempts.to_be_bytes());
-    out.extend_from_slice(id);
+    // Built on the stack and appended with one copy: five appends were five capacity checks
+    // and length updates on every delivery (~50 instructions under callgrind).
+    const AT_TS: usize = FRAME_HEADER_LEN;
+    const AT_ATTEMPTS: usize = AT_TS + 8;
+    const AT_ID: usize = AT_ATTEMPTS + 2;
+    let mut head = [0u8; FRAME_HEADER_LEN + MESSAGE_HEADER_LEN];
+    head[..AT_TS].copy_from_slice(&frame_header_bytes(
+        FrameType::Message,
+        MESSAGE_HEADER_LEN + body_len,
+    ));
+    head[AT_TS..AT_ATTEMPTS].copy_from_slice(&timestamp_ns.to_be_bytes());
+    head[AT_ATTEMPTS..AT_ID].copy_from_slice(&attempts.to_be_bytes());
+    head[AT_ID..].copy_from_slice(id);
+    out.extend_from_slice(&head);
 }
 
 /// One in every byte of a word: multiplied by a byte value, that value in all eight bytes.
