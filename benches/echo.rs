@@ -85,18 +85,23 @@ fn echo(listener: &TcpListener, spin: bool) -> io::Result<()> {
 /// The client: sends on schedule, reads what came back, records each round trip in ns.
 fn run(conn: &mut TcpStream, rate: u64, secs: u64) -> io::Result<Histogram<u64>> {
     let total = rate * secs;
-    let gap_ns = 1_000_000_000 / rate;
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
-        .map_err(|e| io::Error::other(e.to_string()))?;
     let out = vec![b'x'; MSG * MAX_BATCH];
-    let mut input = vec![0u8; 64 * 1024];
-    let (mut sent, mut echoed_bytes, mut echoed) = (0u64, 0u64, 0u64);
-    let start = Instant::now();
-    let due = |i: u64| Duration::from_nanos(i * gap_ns);
-    while echoed < total {
-        let now = start.elapsed();
+    let mut echoes = Echoes {
+        input: vec![0u8; 64 * 1024],
+        bytes: 0,
+        count: 0,
+        hist: Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
+            .map_err(|e| io::Error::other(e.to_string()))?,
+        start: Instant::now(),
+        gap_ns: 1_000_000_000 / rate,
+    };
+    let mut sent = 0u64;
+    while echoes.count < total {
+        let now = echoes.start.elapsed();
         let mut batch = 0;
-        while sent + (batch as u64) < total && due(sent + batch as u64) <= now && batch < MAX_BATCH
+        while sent + (batch as u64) < total
+            && echoes.due(sent + batch as u64) <= now
+            && batch < MAX_BATCH
         {
             batch += 1;
         }
@@ -104,42 +109,50 @@ fn run(conn: &mut TcpStream, rate: u64, secs: u64) -> io::Result<Histogram<u64>>
         while written < batch * MSG {
             match conn.write(&out[written..batch * MSG]) {
                 Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    read_echoes(conn, &mut input, &mut echoed_bytes, &mut echoed, &mut |i| {
-                        record(&mut hist, start.elapsed(), due(i))
-                    })?;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => echoes.read(conn)?,
                 Err(e) => return Err(e),
             }
         }
         sent += batch as u64;
-        read_echoes(conn, &mut input, &mut echoed_bytes, &mut echoed, &mut |i| {
-            record(&mut hist, start.elapsed(), due(i))
-        })?;
+        echoes.read(conn)?;
     }
-    Ok(hist)
+    Ok(echoes.hist)
 }
 
-/// Reads whatever has come back and calls `done(i)` for every message `i` now complete.
-fn read_echoes(
-    conn: &mut TcpStream,
-    input: &mut [u8],
-    echoed_bytes: &mut u64,
-    echoed: &mut u64,
-    done: &mut dyn FnMut(u64),
-) -> io::Result<()> {
-    match conn.read(input) {
-        Ok(0) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "echo closed")),
-        Ok(n) => {
-            *echoed_bytes += n as u64;
-            while *echoed_bytes >= (*echoed + 1) * MSG as u64 {
-                done(*echoed);
-                *echoed += 1;
+/// The receiving side of the client: what has come back so far, and the round trips.
+struct Echoes {
+    input: Vec<u8>,
+    /// Bytes echoed so far, and the whole messages among them.
+    bytes: u64,
+    count: u64,
+    hist: Histogram<u64>,
+    start: Instant,
+    gap_ns: u64,
+}
+
+impl Echoes {
+    /// When message `i` was due to be sent, from the start.
+    fn due(&self, i: u64) -> Duration {
+        Duration::from_nanos(i * self.gap_ns)
+    }
+
+    /// Reads whatever has come back and records the round trip of every message now whole.
+    fn read(&mut self, conn: &mut TcpStream) -> io::Result<()> {
+        match conn.read(&mut self.input) {
+            Ok(0) => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "echo closed")),
+            Ok(n) => {
+                self.bytes += n as u64;
+                let now = self.start.elapsed();
+                while self.bytes >= (self.count + 1) * MSG as u64 {
+                    let due = self.due(self.count);
+                    record(&mut self.hist, now, due);
+                    self.count += 1;
+                }
+                Ok(())
             }
-            Ok(())
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(e),
         }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-        Err(e) => Err(e),
     }
 }
 
@@ -148,14 +161,9 @@ fn record(hist: &mut Histogram<u64>, now: Duration, due: Duration) {
     hist.saturating_record(ns.max(1));
 }
 
-/// Pins the calling thread to `cpu` (a machine with fewer cores keeps the thread where it is).
+/// Pins the calling thread to `cpu`; on a machine without that core it stays where it is.
 fn pin(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write only inside it, and
-    // sched_setaffinity reads it for the calling thread (pid 0).
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_ZERO(&mut set);
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    if let Err(e) = corq::cpu::pin_current_thread(cpu) {
+        eprintln!("echo: not pinned to core {cpu}: {e}");
     }
 }

@@ -192,12 +192,13 @@ fn main() -> io::Result<()> {
         .map_or("127.0.0.1:4150", String::as_str)
         .parse()
         .map_err(|e| invalid(&format!("address: {e}")))?;
-    let prefault_mib: usize = match args.iter().position(|a| a == "--prefault-mib") {
+    let prefault_bytes = match args.iter().position(|a| a == "--prefault-mib") {
         Some(i) => args
             .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| invalid("--prefault-mib needs a number"))?,
-        None => 256,
+            .and_then(|v| v.parse::<usize>().ok())
+            .and_then(|mib| mib.checked_mul(1 << 20))
+            .ok_or_else(|| invalid("--prefault-mib needs a number of MiB"))?,
+        None => 256 << 20,
     };
     let mut listener = TcpListener::bind(addr)?;
     let mut poll = Poll::new()?;
@@ -206,7 +207,7 @@ fn main() -> io::Result<()> {
     eprintln!("relay listening on {}", listener.local_addr()?);
     let mut relay = Relay {
         conns: Slab::new(),
-        log: MemLog::new(prefault_mib << 20),
+        log: MemLog::new(prefault_bytes),
         channels: Vec::new(),
         limits: Limits::default(),
         dirty: Vec::new(),

@@ -95,17 +95,13 @@ pub fn pin_reactor(cpu: usize) -> std::io::Result<()> {
 /// process expect.)
 fn pin_reactor_in(registry: &'static Mutex<Helpers>, cpu: usize) -> std::io::Result<()> {
     let allowed = affinity(0)?;
-    // SAFETY: cpu_set_t is plain data; CPU_SET/CPU_CLR/CPU_COUNT bounds-check `cpu`.
-    let (only, others, any_other) = unsafe {
-        let mut only: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut only);
+    // SAFETY: cpu_set_t is plain data; CPU_CLR/CPU_COUNT bounds-check `cpu`.
+    let (others, any_other) = unsafe {
         let mut others = allowed;
         libc::CPU_CLR(cpu, &mut others);
-        (only, others, libc::CPU_COUNT(&others) > 0)
+        (others, libc::CPU_COUNT(&others) > 0)
     };
-    if !set_affinity(0, &only) {
-        return Err(std::io::Error::last_os_error());
-    }
+    pin_current_thread(cpu)?;
     if any_other {
         let mut h = lock(registry);
         for &tid in &h.tids {
@@ -114,6 +110,25 @@ fn pin_reactor_in(registry: &'static Mutex<Helpers>, cpu: usize) -> std::io::Res
         h.cpus = Some(others);
     }
     Ok(())
+}
+
+/// Pins the calling thread to `cpu`, and nothing else: no helper moves (for a program that
+/// places its own threads, such as the floor benchmarks).
+///
+/// # Errors
+/// If the kernel refuses (e.g. `cpu` is not allowed).
+pub fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_SET bounds-checks `cpu`.
+    let only = unsafe {
+        let mut only: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut only);
+        only
+    };
+    if set_affinity(0, &only) {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Whether helpers are kept off the reactor's core: the reactor is pinned and the process may
