@@ -13,11 +13,15 @@
 //! Memory: chunks every channel has read past are reused. A pool is faulted in at start
 //! (`--prefault-mib`, 256 by default: enough for an e2e run, whose channel keeps up); a
 //! backlog beyond it (a fan-out whose consumers fall behind) faults in fresh pages as it grows,
-//! as corqd's log does in the page cache.
+//! as corqd's log does in the page cache. With `--fresh` nothing is reused: chunks every channel
+//! passed are freed and every new chunk is new memory, which is what corqd's log costs (each
+//! record goes into a page-cache page the kernel allocates for it, and a deleted segment's
+//! pages are freed); with `--prefault-mib 0` too, the relay pays for memory exactly as corqd
+//! does and only skips corqd's own work.
 //!
 //! ```text
 //! cargo build --release --bench relay      # the binary: target/release/deps/relay-<hash>
-//! taskset -c 0 target/release/deps/relay-<hash> 127.0.0.1:4150 [--prefault-mib 256] &
+//! taskset -c 0 target/release/deps/relay-<hash> 127.0.0.1:4150 [--prefault-mib 256] [--fresh] &
 //! taskset -c 1 target/release/corq bench e2e --rate 50000 --connections 2 --consumers 4
 //! ```
 //!
@@ -72,6 +76,8 @@ struct MemLog {
     /// The id of `chunks[0]`; ids only grow.
     first_chunk: usize,
     spare: Vec<Vec<u8>>,
+    /// Free passed chunks instead of keeping them for reuse (`--fresh`).
+    fresh: bool,
     /// Records appended so far (the next message id).
     count: u64,
 }
@@ -86,7 +92,7 @@ struct Cursor {
 }
 
 impl MemLog {
-    fn new(prefault_bytes: usize) -> MemLog {
+    fn new(prefault_bytes: usize, fresh: bool) -> MemLog {
         let spare = (0..prefault_bytes.div_ceil(LOG_CHUNK))
             .map(|_| {
                 let mut chunk = vec![0u8; LOG_CHUNK];
@@ -100,6 +106,7 @@ impl MemLog {
             chunks: VecDeque::new(),
             first_chunk: 0,
             spare,
+            fresh,
             count: 0,
         }
     }
@@ -156,10 +163,10 @@ impl MemLog {
         }
     }
 
-    /// Moves the chunks before chunk id `keep_from` to the spare pool.
+    /// Moves the chunks before chunk id `keep_from` to the spare pool (frees them if `fresh`).
     fn trim(&mut self, keep_from: usize) {
         while self.first_chunk < keep_from && self.chunks.len() > 1 {
-            if let Some(mut chunk) = self.chunks.pop_front() {
+            if let Some(mut chunk) = self.chunks.pop_front().filter(|_| !self.fresh) {
                 chunk.clear();
                 self.spare.push(chunk);
             }
@@ -200,6 +207,7 @@ fn main() -> io::Result<()> {
             .ok_or_else(|| invalid("--prefault-mib needs a number of MiB"))?,
         None => 256 << 20,
     };
+    let fresh = args.iter().any(|a| a == "--fresh");
     let mut listener = TcpListener::bind(addr)?;
     let mut poll = Poll::new()?;
     poll.registry()
@@ -207,7 +215,7 @@ fn main() -> io::Result<()> {
     eprintln!("relay listening on {}", listener.local_addr()?);
     let mut relay = Relay {
         conns: Slab::new(),
-        log: MemLog::new(prefault_bytes),
+        log: MemLog::new(prefault_bytes, fresh),
         channels: Vec::new(),
         limits: Limits::default(),
         dirty: Vec::new(),

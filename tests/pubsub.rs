@@ -186,6 +186,42 @@ fn msg_timeout_requeues_and_touch_extends() {
 }
 
 #[test]
+fn a_shorter_msg_timeout_after_a_longer_one_on_the_same_channel_still_fires_on_time() {
+    // The first consumer's deadline is queued at ~8 s; the second's 1 s deadline (nsqd's
+    // minimum) comes after it in delivery order but must not wait behind it.
+    let (server, _dir) = start_server();
+    let mut p = Raw::connect(server.addr);
+    p.publish("mix", b"long");
+    p.publish("mix", b"short");
+    let mut long = Raw::connect(server.addr);
+    long.identify(r#"{"msg_timeout":8000}"#);
+    long.sub("mix", "ch");
+    long.cmd("RDY 1", None);
+    let (_, _, id_long, _) = long.expect_message();
+    let mut short = Raw::connect(server.addr);
+    short.identify(r#"{"msg_timeout":1000}"#);
+    short.sub("mix", "ch");
+    short.cmd("RDY 2", None);
+    let start = Instant::now();
+    let (_, attempts, id, body) = short.expect_message();
+    assert_eq!((attempts, body.as_slice()), (1, b"short".as_slice()));
+    // Not finished: it times out at ~1 s and comes back to the same consumer.
+    let (_, attempts, again, _) = short.expect_message();
+    let waited = start.elapsed();
+    assert_eq!((attempts, again.as_str()), (2, id.as_str()));
+    assert!(
+        waited >= Duration::from_millis(1000) && waited < Duration::from_millis(6000),
+        "the 1 s timeout fired after {waited:?}"
+    );
+    // The long one is still in flight all along.
+    long.cmd(&format!("FIN {id_long}"), None);
+    assert!(
+        long.sync().is_empty(),
+        "FIN of the long-timeout message must succeed"
+    );
+}
+
+#[test]
 fn dpub_is_delivered_after_its_delay_and_not_before() {
     let (server, _dir) = start_server();
     let mut c = Raw::connect(server.addr);

@@ -5,7 +5,8 @@
 //!
 //! - `cursor`: the next log offset it has never looked at;
 //! - `requeued`: messages ready to go again (REQ 0, timed out, deferral due, restored at start);
-//! - `in_flight`: messages a client holds, each with its timeout timer;
+//! - `in_flight`: messages a client holds, each with its timeout (on the channel's
+//!   [`TimeoutQueue`], or a wheel timer of its own: see `timeouts.rs`);
 //! - `deferred`: messages waiting for a deadline (REQ with a delay, DPUB), each with its timer.
 //!
 //! A message is in at most one of those places, which is what makes FIN/REQ/TOUCH checks O(1)
@@ -24,6 +25,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use crate::timer::{TimerId, Wheel};
 
 use super::client::ClientKey;
+use super::timeouts::{ChannelKeys, TimeoutQueue};
 use super::TimerEvent;
 
 /// A hasher for log offsets: they are dense integers, so one multiply spreads them well enough
@@ -54,8 +56,11 @@ pub type OffsetMap<V> = HashMap<u64, V, BuildHasherDefault<OffsetHasher>>;
 pub struct InFlight {
     /// Who holds it; `None` once that client disconnected (nsqd lets it time out anyway).
     pub client: Option<ClientKey>,
-    /// Its timeout.
-    pub timer: TimerId,
+    /// When it times out (monotonic ms).
+    pub deadline_ms: u64,
+    /// Whether it has a wheel timer of its own (in [`Channel::own_timers`]); if not, the
+    /// channel's [`TimeoutQueue`] holds its deadline.
+    pub own_timer: bool,
     /// Deliveries so far, this one included.
     pub attempts: u16,
     /// Monotonic ms of this delivery: TOUCH may not push the timeout past it + max-msg-timeout.
@@ -146,6 +151,12 @@ pub struct Channel {
     pub requeued: VecDeque<Requeued>,
     /// Held by clients.
     pub in_flight: OffsetMap<InFlight>,
+    /// The deadlines of the messages in flight that have no wheel timer of their own.
+    pub timeouts: TimeoutQueue,
+    /// The wheel timers of the messages in flight that have one of their own (a deadline
+    /// earlier than the queue's last, see `timeouts.rs`): rare, so kept apart from
+    /// [`InFlight`], which stays small.
+    pub own_timers: OffsetMap<TimerId>,
     /// Waiting for a deadline.
     pub deferred: OffsetMap<Deferred>,
     /// Messages (by id) whose carried copy waits to become durable before the entry moves.
@@ -184,6 +195,8 @@ impl Channel {
             cursor,
             requeued: VecDeque::new(),
             in_flight: OffsetMap::default(),
+            timeouts: TimeoutQueue::default(),
+            own_timers: OffsetMap::default(),
             deferred: OffsetMap::default(),
             carrying: OffsetMap::default(),
             consumers: Vec::new(),
@@ -232,14 +245,70 @@ impl Channel {
         }
     }
 
-    /// Takes `offset` out of flight if `ck` holds it: one map probe, where checking with
-    /// [`Self::owned`] and then removing would hash and probe twice on every FIN.
-    fn take_owned(&mut self, offset: u64, ck: ClientKey) -> Result<InFlight, AckError> {
-        match self.in_flight.entry(offset) {
-            Entry::Vacant(_) => Err(AckError::NotInFlight),
-            Entry::Occupied(e) if e.get().client != Some(ck) => Err(AckError::NotOwner),
-            Entry::Occupied(e) => Ok(e.remove()),
+    /// Puts message `offset` in flight (`entry.own_timer` is ignored): its deadline joins the
+    /// channel's timeout queue, or gets a wheel timer of its own if it is earlier than the
+    /// queue's last (see `timeouts.rs`).
+    #[inline]
+    pub fn put_in_flight(
+        &mut self,
+        offset: u64,
+        mut entry: InFlight,
+        keys: ChannelKeys,
+        wheel: &mut Wheel<TimerEvent>,
+    ) {
+        entry.own_timer = self.file_timeout(offset, entry.deadline_ms, keys, wheel);
+        self.in_flight.insert(offset, entry);
+    }
+
+    /// Files a deadline for message `offset` on the queue, or as a wheel timer of its own if
+    /// the queue cannot take it (returns whether it did that).
+    #[inline]
+    fn file_timeout(
+        &mut self,
+        offset: u64,
+        deadline_ms: u64,
+        keys: ChannelKeys,
+        wheel: &mut Wheel<TimerEvent>,
+    ) -> bool {
+        if self.timeouts.accepts(deadline_ms) {
+            self.timeouts.push(deadline_ms, offset, keys, wheel);
+            return false;
         }
+        let timer = wheel.insert(deadline_ms, keys.in_flight(offset));
+        self.own_timers.insert(offset, timer);
+        true
+    }
+
+    /// Forgets the timeout of message `offset`, which just left flight.
+    #[inline]
+    fn forget_timeout(&mut self, offset: u64, entry: &InFlight, wheel: &mut Wheel<TimerEvent>) {
+        if entry.own_timer {
+            if let Some(timer) = self.own_timers.remove(&offset) {
+                wheel.cancel(timer);
+            }
+        } else {
+            self.timeouts
+                .finished(offset, entry.deadline_ms, &self.in_flight);
+        }
+    }
+
+    /// Takes `offset` out of flight if `ck` holds it, and forgets its timeout: one map probe,
+    /// where checking with [`Self::owned`] and then removing would hash and probe twice on
+    /// every FIN.
+    #[inline]
+    fn take_owned(
+        &mut self,
+        offset: u64,
+        ck: ClientKey,
+        wheel: &mut Wheel<TimerEvent>,
+    ) -> Result<InFlight, AckError> {
+        let entry = match self.in_flight.entry(offset) {
+            Entry::Vacant(_) => return Err(AckError::NotInFlight),
+            Entry::Occupied(e) if e.get().client != Some(ck) => return Err(AckError::NotOwner),
+            Entry::Occupied(e) => e.remove(),
+        };
+        self.forget_timeout(offset, &entry, wheel);
+        Ok(entry)
     }
 
     /// FIN: forgets the message (recording its e2e latency). Returns its attempts.
@@ -250,8 +319,7 @@ impl Channel {
         now_wall_ns: i64,
         wheel: &mut Wheel<TimerEvent>,
     ) -> Result<u16, AckError> {
-        let entry = self.take_owned(offset, ck)?;
-        wheel.cancel(entry.timer);
+        let entry = self.take_owned(offset, ck, wheel)?;
         if let Some(e2e) = &mut self.e2e {
             e2e.record(now_wall_ns.saturating_sub(entry.timestamp_ns));
         }
@@ -267,8 +335,7 @@ impl Channel {
         at: ReqAt,
         wheel: &mut Wheel<TimerEvent>,
     ) -> Result<(), AckError> {
-        let entry = self.take_owned(offset, ck)?;
-        wheel.cancel(entry.timer);
+        let entry = self.take_owned(offset, ck, wheel)?;
         self.requeue_count += 1;
         let msg = Requeued {
             offset,
@@ -284,20 +351,36 @@ impl Channel {
         Ok(())
     }
 
-    /// TOUCH: restarts the timeout, but never past delivery + `max_msg_timeout_ms`.
+    /// TOUCH: moves the timeout to `deadline_ms` (now + the client's `msg_timeout`), but never
+    /// past delivery + `max_msg_timeout_ms`.
     pub fn touch(
         &mut self,
         offset: u64,
         ck: ClientKey,
-        now_ms: u64,
-        msg_timeout_ms: u64,
+        deadline_ms: u64,
         max_msg_timeout_ms: u64,
+        keys: ChannelKeys,
         wheel: &mut Wheel<TimerEvent>,
     ) -> Result<(), AckError> {
         let entry = self.owned(offset, ck)?;
         let cap = entry.delivered_ms.saturating_add(max_msg_timeout_ms);
-        let deadline = now_ms.saturating_add(msg_timeout_ms).min(cap);
-        wheel.reschedule(entry.timer, deadline);
+        let deadline = deadline_ms.min(cap);
+        let own_timer = if entry.own_timer {
+            if let Some(&timer) = self.own_timers.get(&offset) {
+                wheel.reschedule(timer, deadline);
+            }
+            true
+        } else if deadline == entry.deadline_ms {
+            // Still live on the queue as it is.
+            false
+        } else {
+            // Its queue entry goes stale (the deadline no longer matches).
+            self.file_timeout(offset, deadline, keys, wheel)
+        };
+        if let Some(e) = self.in_flight.get_mut(&offset) {
+            e.deadline_ms = deadline;
+            e.own_timer = own_timer;
+        }
         Ok(())
     }
 
@@ -322,12 +405,30 @@ impl Channel {
         );
     }
 
-    /// An in-flight timeout fired: the message leaves flight (the broker requeues, defers or
-    /// dead-letters it). Returns its entry: who held it, to fix their count, and its attempts.
+    /// A message's own in-flight timer fired: the message leaves flight (the broker requeues,
+    /// defers or dead-letters it). Returns its entry: who held it, to fix their count, and its
+    /// attempts. (A message whose deadline is on the queue is not touched: its timeout comes
+    /// from [`Self::timeouts_due`].)
     pub fn timed_out(&mut self, offset: u64) -> Option<InFlight> {
+        self.own_timers.remove(&offset)?;
         let entry = self.in_flight.remove(&offset)?;
         self.timeout_count += 1;
         Some(entry)
+    }
+
+    /// The channel's queue timer fired at `now_ms`: takes every message whose queued deadline
+    /// passed out of flight, into `out` as `(offset, entry)`, and re-arms the timer.
+    pub fn timeouts_due(
+        &mut self,
+        now_ms: u64,
+        keys: ChannelKeys,
+        wheel: &mut Wheel<TimerEvent>,
+        out: &mut Vec<(u64, InFlight)>,
+    ) {
+        let before = out.len();
+        self.timeouts
+            .fire(now_ms, &mut self.in_flight, out, keys, wheel);
+        self.timeout_count += (out.len() - before) as u64;
     }
 
     /// REQ of a message the broker requeues itself (backoff or dead letter): takes it out of
@@ -338,8 +439,7 @@ impl Channel {
         ck: ClientKey,
         wheel: &mut Wheel<TimerEvent>,
     ) -> Result<Requeued, AckError> {
-        let entry = self.take_owned(offset, ck)?;
-        wheel.cancel(entry.timer);
+        let entry = self.take_owned(offset, ck, wheel)?;
         self.requeue_count += 1;
         Ok(Requeued {
             offset,
@@ -441,9 +541,10 @@ impl Channel {
 
     /// Cancels every timer the channel owns (delete, empty, shutdown).
     pub fn cancel_timers(&mut self, wheel: &mut Wheel<TimerEvent>) {
-        for e in self.in_flight.values() {
-            wheel.cancel(e.timer);
+        for (_, timer) in self.own_timers.drain() {
+            wheel.cancel(timer);
         }
+        self.timeouts.clear(wheel);
         for d in self.deferred.values() {
             wheel.cancel(d.timer);
         }
@@ -478,19 +579,49 @@ mod tests {
         }
     }
 
+    const KEYS: ChannelKeys = ChannelKeys {
+        topic: 0,
+        channel: 0,
+    };
+
     fn deliver(ch: &mut Channel, wheel: &mut Wheel<TimerEvent>, offset: u64, ck: ClientKey) {
-        let timer = wheel.insert(1000, event());
-        ch.in_flight.insert(
-            offset,
-            InFlight {
-                client: Some(ck),
-                timer,
-                attempts: 1,
-                delivered_ms: 0,
-                timestamp_ns: 0,
-                loc: offset,
-            },
-        );
+        deliver_until(ch, wheel, offset, ck, 1000);
+    }
+
+    fn deliver_until(
+        ch: &mut Channel,
+        wheel: &mut Wheel<TimerEvent>,
+        offset: u64,
+        ck: ClientKey,
+        deadline_ms: u64,
+    ) {
+        let entry = InFlight {
+            client: Some(ck),
+            deadline_ms,
+            own_timer: false,
+            attempts: 1,
+            delivered_ms: 0,
+            timestamp_ns: 0,
+            loc: offset,
+        };
+        ch.put_in_flight(offset, entry, KEYS, wheel);
+    }
+
+    /// Runs the wheel to `now_ms` as the broker does; returns the offsets that timed out.
+    fn time_passes(ch: &mut Channel, wheel: &mut Wheel<TimerEvent>, now_ms: u64) -> Vec<u64> {
+        let mut fired = Vec::new();
+        wheel.poll(now_ms, &mut fired);
+        let mut out = Vec::new();
+        for event in fired {
+            match event {
+                TimerEvent::Timeouts { .. } => ch.timeouts_due(now_ms, KEYS, wheel, &mut out),
+                TimerEvent::InFlight { offset, .. } => {
+                    out.extend(ch.timed_out(offset).map(|e| (offset, e)))
+                }
+                other => panic!("unexpected timer {other:?}"),
+            }
+        }
+        out.into_iter().map(|(offset, _)| offset).collect()
     }
 
     #[test]
@@ -501,7 +632,15 @@ mod tests {
         assert_eq!(ch.fin(5, 2, 0, &mut wheel), Err(AckError::NotOwner));
         assert_eq!(ch.fin(5, 1, 0, &mut wheel), Ok(1));
         assert_eq!(ch.fin(5, 1, 0, &mut wheel), Err(AckError::NotInFlight));
-        assert!(wheel.is_empty(), "FIN must cancel the timeout");
+        assert!(
+            ch.timeouts.is_empty(),
+            "FIN must drop the finished deadline"
+        );
+        assert_eq!(time_passes(&mut ch, &mut wheel, 5000), Vec::<u64>::new());
+        assert!(
+            wheel.is_empty(),
+            "a queue timer with nothing left is not re-armed"
+        );
     }
 
     #[test]
@@ -572,10 +711,124 @@ mod tests {
         ch.consumers.push(4);
         deliver(&mut ch, &mut wheel, 0, 4);
         ch.remove_consumer(4);
-        assert_eq!(ch.timed_out(0).map(|e| e.client), Some(None));
+        assert_eq!(ch.in_flight.get(&0).map(|e| e.client), Some(None));
+        assert_eq!(time_passes(&mut ch, &mut wheel, 1000), vec![0]);
         assert_eq!(ch.timeout_count, 1);
         assert!(ch.in_flight.is_empty());
         assert_eq!(ch.timed_out(0).map(|e| e.client), None);
+    }
+
+    #[test]
+    fn queued_timeouts_fire_in_order_and_only_when_due() {
+        let mut wheel = Wheel::new(0);
+        let mut ch = Channel::new("c", 0);
+        deliver_until(&mut ch, &mut wheel, 1, 9, 100);
+        deliver_until(&mut ch, &mut wheel, 2, 9, 100);
+        deliver_until(&mut ch, &mut wheel, 3, 9, 200);
+        assert!(ch.in_flight.values().all(|e| !e.own_timer) && ch.own_timers.is_empty());
+        assert_eq!(wheel.len(), 1, "one wheel timer for the whole queue");
+        assert_eq!(time_passes(&mut ch, &mut wheel, 99), Vec::<u64>::new());
+        assert_eq!(time_passes(&mut ch, &mut wheel, 100), vec![1, 2]);
+        assert_eq!(wheel.next_deadline(), Some(200));
+        assert_eq!(time_passes(&mut ch, &mut wheel, 199), Vec::<u64>::new());
+        assert_eq!(time_passes(&mut ch, &mut wheel, 250), vec![3]);
+        assert_eq!(ch.timeout_count, 3);
+        assert!(wheel.is_empty() && ch.timeouts.is_empty());
+    }
+
+    #[test]
+    fn an_earlier_deadline_than_the_queue_allows_gets_its_own_timer() {
+        let mut wheel = Wheel::new(0);
+        let mut ch = Channel::new("c", 0);
+        // A consumer with a 200 ms timeout, then one with 50 ms.
+        deliver_until(&mut ch, &mut wheel, 1, 8, 200);
+        deliver_until(&mut ch, &mut wheel, 2, 9, 50);
+        assert!(!ch.in_flight[&1].own_timer);
+        assert!(ch.in_flight[&2].own_timer && ch.own_timers.contains_key(&2));
+        assert_eq!(time_passes(&mut ch, &mut wheel, 50), vec![2]);
+        assert_eq!(time_passes(&mut ch, &mut wheel, 200), vec![1]);
+        // FIN of a message with its own timer cancels it.
+        deliver_until(&mut ch, &mut wheel, 3, 8, 900);
+        deliver_until(&mut ch, &mut wheel, 4, 9, 300);
+        assert_eq!(ch.fin(4, 9, 0, &mut wheel), Ok(1));
+        assert_eq!(time_passes(&mut ch, &mut wheel, 899), Vec::<u64>::new());
+        assert_eq!(time_passes(&mut ch, &mut wheel, 900), vec![3]);
+    }
+
+    #[test]
+    fn touch_moves_a_queued_deadline_and_its_old_entry_goes_stale() {
+        let mut wheel = Wheel::new(0);
+        let mut ch = Channel::new("c", 0);
+        deliver_until(&mut ch, &mut wheel, 1, 9, 100);
+        deliver_until(&mut ch, &mut wheel, 2, 9, 100);
+        // Later than the queue's back: a new entry at the back.
+        ch.touch(1, 9, 300, u64::MAX, KEYS, &mut wheel).unwrap();
+        assert!(!ch.in_flight[&1].own_timer);
+        assert_eq!(time_passes(&mut ch, &mut wheel, 100), vec![2]);
+        assert_eq!(time_passes(&mut ch, &mut wheel, 299), Vec::<u64>::new());
+        assert_eq!(time_passes(&mut ch, &mut wheel, 300), vec![1]);
+        // Capped at delivery + max: earlier than the back, so a timer of its own.
+        deliver_until(&mut ch, &mut wheel, 3, 9, 1000);
+        deliver_until(&mut ch, &mut wheel, 4, 9, 1000);
+        ch.touch(3, 9, 5000, 600, KEYS, &mut wheel).unwrap();
+        assert_eq!(ch.in_flight[&3].deadline_ms, 600);
+        assert!(ch.in_flight[&3].own_timer);
+        assert_eq!(
+            ch.touch(3, 8, 700, 600, KEYS, &mut wheel),
+            Err(AckError::NotOwner)
+        );
+        assert_eq!(time_passes(&mut ch, &mut wheel, 600), vec![3]);
+        assert_eq!(time_passes(&mut ch, &mut wheel, 1000), vec![4]);
+    }
+
+    #[test]
+    fn a_redelivered_message_times_out_by_its_new_deadline_only() {
+        let mut wheel = Wheel::new(0);
+        let mut ch = Channel::new("c", 0);
+        deliver_until(&mut ch, &mut wheel, 6, 9, 100);
+        deliver_until(&mut ch, &mut wheel, 5, 9, 100);
+        let at = ReqAt {
+            now_ms: 0,
+            wall_ns: 0,
+            event: event(),
+        };
+        ch.req(5, 9, 0, at, &mut wheel).unwrap();
+        assert_eq!(ch.requeued.pop_front(), Some(Requeued::at(5, 1)));
+        // Its old entry (100) is still queued behind 6's: it must not time the new delivery out.
+        deliver_until(&mut ch, &mut wheel, 5, 9, 150);
+        assert_eq!(ch.timeouts.len(), 3);
+        assert_eq!(time_passes(&mut ch, &mut wheel, 100), vec![6]);
+        assert_eq!(time_passes(&mut ch, &mut wheel, 150), vec![5]);
+    }
+
+    #[test]
+    fn finished_deadlines_do_not_pile_up_behind_a_held_one() {
+        let mut wheel = Wheel::new(0);
+        let mut ch = Channel::new("c", 0);
+        deliver_until(&mut ch, &mut wheel, 0, 9, 10);
+        for offset in 1..10_000 {
+            deliver_until(&mut ch, &mut wheel, offset, 9, 10 + offset);
+            assert_eq!(ch.fin(offset, 9, 0, &mut wheel), Ok(1));
+            let bound = 2 * ch.in_flight.len() + crate::broker::timeouts::SLACK;
+            assert!(
+                ch.timeouts.len() <= bound + 1,
+                "{} entries",
+                ch.timeouts.len()
+            );
+        }
+        assert_eq!(time_passes(&mut ch, &mut wheel, 20_000), vec![0]);
+        assert!(ch.timeouts.is_empty());
+    }
+
+    #[test]
+    fn emptying_the_channel_cancels_the_queue_timer() {
+        let mut wheel = Wheel::new(0);
+        let mut ch = Channel::new("c", 0);
+        deliver_until(&mut ch, &mut wheel, 1, 9, 100);
+        deliver_until(&mut ch, &mut wheel, 2, 9, 50);
+        ch.empty(10, &mut wheel);
+        assert!(wheel.is_empty() && ch.timeouts.is_empty() && ch.in_flight.is_empty());
+        assert!(ch.own_timers.is_empty());
     }
 
     #[test]

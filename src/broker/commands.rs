@@ -14,6 +14,7 @@ use super::client::{Client, ClientKey};
 use super::durable::{AckReply, PendingAck, PubVerb};
 use super::peers::PeerEvent;
 use super::settings;
+use super::timeouts::ChannelKeys;
 use super::topic::Topic;
 use super::{fatal, queue_pump, queue_storage, topic_dir, Broker, Now, TimerEvent};
 
@@ -453,10 +454,15 @@ impl Broker {
             .clients
             .get(ck)
             .map_or(0, |c| c.settings.msg_timeout_ms);
+        let deadline_ms = now.timer_base_ms().saturating_add(timeout);
         let max = self.cfg.max_msg_timeout;
         let result = match self.in_flight_target(ck, id) {
             Some((tk, chk, offset)) => self.channel_op(tk, chk, |ch, wheel| {
-                ch.touch(offset, ck, now.timer_base_ms(), timeout, max, wheel)
+                let keys = ChannelKeys {
+                    topic: tk,
+                    channel: chk,
+                };
+                ch.touch(offset, ck, deadline_ms, max, keys, wheel)
             }),
             None => Err(AckError::NotInFlight),
         };

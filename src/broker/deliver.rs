@@ -8,6 +8,7 @@ use crate::storage::DeadReason;
 
 use super::channel::{self, InFlight, Requeued};
 use super::client::{Client, ClientKey};
+use super::timeouts::ChannelKeys;
 use super::{queue_pump, queue_storage, Broker, Now, TimerEvent};
 use crate::timer::TimerId;
 
@@ -49,6 +50,10 @@ impl Broker {
             return;
         }
         let pass = self.pass;
+        let keys = ChannelKeys {
+            topic: tk,
+            channel: chk,
+        };
         let clients = &mut self.clients;
         let cursor_before = ch.cursor;
         while let Some(ck) =
@@ -123,28 +128,19 @@ impl Broker {
                 continue;
             }
             let attempts = attempts.saturating_add(1);
-            let deadline = now
+            let deadline_ms = now
                 .timer_base_ms()
                 .saturating_add(client.settings.msg_timeout_ms);
-            let timer = self.wheel.insert(
-                deadline,
-                TimerEvent::InFlight {
-                    topic: tk,
-                    channel: chk,
-                    offset,
-                },
-            );
-            ch.in_flight.insert(
-                offset,
-                InFlight {
-                    client: Some(ck),
-                    timer,
-                    attempts,
-                    delivered_ms: now.mono_ms,
-                    timestamp_ns: rec.timestamp_ns,
-                    loc: msg.loc,
-                },
-            );
+            let entry = InFlight {
+                client: Some(ck),
+                deadline_ms,
+                own_timer: false,
+                attempts,
+                delivered_ms: now.mono_ms,
+                timestamp_ns: rec.timestamp_ns,
+                loc: msg.loc,
+            };
+            ch.put_in_flight(offset, entry, keys, &mut self.wheel);
             client.in_flight += 1;
             client.message_count += 1;
             let id = protocol::message_id_from_offset(offset);
@@ -275,6 +271,9 @@ impl Broker {
                     channel,
                     offset,
                 } => self.on_in_flight_timeout(topic, channel, offset, now),
+                TimerEvent::Timeouts { topic, channel } => {
+                    self.on_timeouts_due(ChannelKeys { topic, channel }, now);
+                }
                 TimerEvent::Deferred {
                     topic,
                     channel,
@@ -306,9 +305,30 @@ impl Broker {
         else {
             return;
         };
-        let Some(entry) = ch.timed_out(offset) else {
+        if let Some(entry) = ch.timed_out(offset) {
+            self.after_timeout(tk, chk, offset, entry, now);
+        }
+    }
+
+    /// A channel's timeout queue is due: every message whose deadline passed times out.
+    fn on_timeouts_due(&mut self, keys: ChannelKeys, now: Now) {
+        let Some(ch) = self
+            .topics
+            .get_mut(keys.topic)
+            .and_then(|t| t.channels.get_mut(keys.channel))
+        else {
             return;
         };
+        let mut due = Vec::new();
+        ch.timeouts_due(now.mono_ms, keys, &mut self.wheel, &mut due);
+        for (offset, entry) in due {
+            self.after_timeout(keys.topic, keys.channel, offset, entry, now);
+        }
+    }
+
+    /// A message left flight by timing out: requeued, deferred or dead-lettered, and its
+    /// client (if still there) has a slot under its RDY again.
+    fn after_timeout(&mut self, tk: usize, chk: usize, offset: u64, entry: InFlight, now: Now) {
         let msg = Requeued {
             offset,
             attempts: entry.attempts,

@@ -30,6 +30,7 @@ pub mod replay;
 mod restore;
 pub mod settings;
 pub mod snapshot;
+pub mod timeouts;
 pub mod topic;
 pub mod web;
 
@@ -65,7 +66,8 @@ pub struct Now {
 /// its timers when deleted, a client its heartbeat when it disconnects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimerEvent {
-    /// A message's in-flight timeout.
+    /// The in-flight timeout of a message with a wheel timer of its own (one whose deadline
+    /// came earlier than its channel's timeout queue allowed, see `timeouts.rs`).
     InFlight {
         /// Topic key.
         topic: usize,
@@ -73,6 +75,13 @@ pub enum TimerEvent {
         channel: usize,
         /// The message's id offset (where it was published; not where a carried copy is).
         offset: u64,
+    },
+    /// A channel's timeout queue is due (see `timeouts.rs`).
+    Timeouts {
+        /// Topic key.
+        topic: usize,
+        /// Channel key within the topic.
+        channel: usize,
     },
     /// A deferred message is due.
     Deferred {

@@ -104,11 +104,17 @@ fn forget_from(
     wheel: &mut crate::timer::Wheel<super::TimerEvent>,
 ) -> Vec<super::client::ClientKey> {
     let mut released = Vec::new();
+    let own_timers = &mut ch.own_timers;
     ch.in_flight.retain(|&id, e| {
         if id < target {
             return true;
         }
-        wheel.cancel(e.timer);
+        // A queued deadline is left behind, stale (see `timeouts.rs`).
+        if e.own_timer {
+            if let Some(timer) = own_timers.remove(&id) {
+                wheel.cancel(timer);
+            }
+        }
         released.extend(e.client);
         false
     });
