@@ -34,7 +34,7 @@ pub mod timeouts;
 pub mod topic;
 pub mod web;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -199,8 +199,9 @@ pub struct Broker {
     fired: Vec<TimerEvent>,
     /// Clients with output queued (or marked closing) this turn.
     dirty: Vec<ClientKey>,
-    /// Channels to run the delivery pass over.
-    pump_queue: Vec<(usize, usize)>,
+    /// Channels to run the delivery pass over, first queued first (a channel a pass cut short
+    /// goes to the back, see [`Broker::pump`]).
+    pump_queue: VecDeque<(usize, usize)>,
     /// Writes checkpoints off the reactor thread.
     checkpointer: Checkpointer,
     /// Runs the logs' blocking work (fsync, segment creation) off the reactor thread.
@@ -346,7 +347,7 @@ impl Broker {
             wheel: Wheel::new(now.mono_ms),
             fired: Vec::new(),
             dirty: Vec::new(),
-            pump_queue: Vec::new(),
+            pump_queue: VecDeque::new(),
             checkpointer,
             worker,
             topology_changed: false,
@@ -625,10 +626,15 @@ pub(crate) fn queue_storage(list: &mut Vec<usize>, tk: usize, topic: &mut Topic)
 }
 
 /// Queues a channel for the delivery pass unless it already is.
-pub(crate) fn queue_pump(queue: &mut Vec<(usize, usize)>, tk: usize, chk: usize, ch: &mut Channel) {
+pub(crate) fn queue_pump(
+    queue: &mut VecDeque<(usize, usize)>,
+    tk: usize,
+    chk: usize,
+    ch: &mut Channel,
+) {
     if !ch.pump_queued {
         ch.pump_queued = true;
-        queue.push((tk, chk));
+        queue.push_back((tk, chk));
     }
 }
 

@@ -18,7 +18,8 @@
 //!    each: the `OK`s below must not leave before their records are in the log), finished
 //!    storage jobs are applied and due ones handed to the helper threads.
 //! 5. **Delivery:** the broker's pump hands messages to ready consumers of every channel that
-//!    something touched this turn. Then the lookupd peers (`peers`) take their turn: the
+//!    something touched this turn, up to a budget per pass (`PASS_BUDGET`); what is left waits
+//!    for the next turn, which then polls without sleeping. Then the lookupd peers (`peers`) take their turn: the
 //!    broker's topology events become REGISTER/UNREGISTER lines, their sockets are driven,
 //!    and a due statsd push is sent (non-blocking UDP).
 //! 6. **Before sleep:** each connection with pending output gets one write pass, registering
@@ -385,7 +386,8 @@ impl EventLoop {
 
     /// How long poll may sleep: until the next timer, not at all if input is waiting.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.still_readable.is_empty() {
+        if !self.still_readable.is_empty() || self.broker.pump_pending() {
+            // Input left unread, or a delivery pass cut short by its budget: go on at once.
             return Some(Duration::ZERO);
         }
         let deadline = match (self.broker.next_deadline(), self.peers.next_deadline()) {
