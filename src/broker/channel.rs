@@ -381,6 +381,7 @@ impl Channel {
             e.deadline_ms = deadline;
             e.own_timer = own_timer;
         }
+        self.timeouts.keep_bounded(&self.in_flight);
         Ok(())
     }
 
@@ -818,6 +819,25 @@ mod tests {
         }
         assert_eq!(time_passes(&mut ch, &mut wheel, 20_000), vec![0]);
         assert!(ch.timeouts.is_empty());
+    }
+
+    #[test]
+    fn touching_one_message_again_and_again_keeps_the_queue_bounded() {
+        let mut wheel = Wheel::new(0);
+        let mut ch = Channel::new("c", 0);
+        deliver_until(&mut ch, &mut wheel, 1, 9, 100);
+        for now in 1..10_000 {
+            ch.touch(1, 9, now + 100, u64::MAX, KEYS, &mut wheel)
+                .unwrap();
+            let bound = 2 * ch.in_flight.len() + crate::broker::timeouts::SLACK;
+            assert!(
+                ch.timeouts.len() <= bound + 1,
+                "{} entries",
+                ch.timeouts.len()
+            );
+        }
+        assert_eq!(time_passes(&mut ch, &mut wheel, 10_098), Vec::<u64>::new());
+        assert_eq!(time_passes(&mut ch, &mut wheel, 10_099), vec![1]);
     }
 
     #[test]

@@ -480,10 +480,7 @@ mod tests {
     #[test]
     fn a_pass_stops_at_its_budget_and_the_next_goes_on_with_the_channel_not_served() {
         let tmp = TempDir::new("budget");
-        let cfg = crate::Options::local(tmp.path())
-            .validate()
-            .expect("options");
-        let mut b = Broker::open(cfg, NOW, Box::new(|| {})).expect("open");
+        let mut b = Broker::open_for_test(tmp.path(), NOW);
         let a = subscriber(&mut b, 1, "a");
         let c = subscriber(&mut b, 2, "c");
         let publisher = b.connect(3, "127.0.0.1:2".parse().expect("addr"), NOW);

@@ -682,6 +682,15 @@ mod ephemeral_tests {
 }
 
 #[cfg(test)]
+impl Broker {
+    /// A broker with the default options and its data in `dir` (unit tests).
+    pub(crate) fn open_for_test(dir: &Path, now: Now) -> Broker {
+        let cfg = crate::Options::local(dir).validate().expect("options");
+        Broker::open(cfg, now, Box::new(|| {})).expect("open")
+    }
+}
+
+#[cfg(test)]
 mod spare_buffer_tests {
     use super::{Broker, Now, SPARE_MAX};
     use crate::storage::testutil::TempDir;
@@ -689,14 +698,11 @@ mod spare_buffer_tests {
     #[test]
     fn a_closed_sessions_large_output_buffer_is_kept_once_and_bounded() {
         let tmp = TempDir::new("spare");
-        let cfg = crate::Options::local(tmp.path())
-            .validate()
-            .expect("options");
         let now = Now {
             mono_ms: 1,
             wall_ns: 1,
         };
-        let mut b = Broker::open(cfg, now, Box::new(|| {})).expect("open");
+        let mut b = Broker::open_for_test(tmp.path(), now);
         let addr = "127.0.0.1:1".parse().expect("addr");
         let sizes = [1 << 20, 64 << 10, SPARE_MAX * 2, 2 << 20];
         let clients: Vec<_> = (0..sizes.len())

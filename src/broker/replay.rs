@@ -125,6 +125,7 @@ fn forget_from(
         wheel.cancel(d.timer);
         false
     });
+    ch.timeouts.keep_bounded(&ch.in_flight);
     ch.requeued.retain(|r| r.offset < target);
     ch.carrying.retain(|&id, _| id < target);
     released

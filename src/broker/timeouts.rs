@@ -19,8 +19,9 @@
 //! - A finished message's entry is popped at once when it is the front (the usual case:
 //!   consumers finish in delivery order), with one compare. Otherwise the stale entries at the
 //!   front are dropped (a map lookup each), and the whole queue is compacted once it holds more
-//!   than `2 × in flight + `[`SLACK`] entries, so a message held for long at the front cannot
-//!   make the entries behind it pile up.
+//!   than `2 × in flight + `[`SLACK`] entries (checked too after a TOUCH and a rewind), so
+//!   neither a message held for long at the front nor one touched again and again can make
+//!   the entries pile up.
 //! - Invariant: while the queue is not empty, `timer` is set and due no later than the front's
 //!   deadline. It may be due earlier (the front it was set for was finished since); then it fires,
 //!   finds nothing due, and is set again for the new front: one wheel operation per firing, not
@@ -153,6 +154,13 @@ impl TimeoutQueue {
             }
             self.entries.pop_front();
         }
+        self.keep_bounded(in_flight);
+    }
+
+    /// Compacts the queue (drops every stale entry) once it holds more than
+    /// `2 × in flight + SLACK` entries. Called wherever entries go stale: a message leaving
+    /// flight, a TOUCH, a rewind forgetting messages.
+    pub fn keep_bounded(&mut self, in_flight: &OffsetMap<InFlight>) {
         if self.entries.len() > 2 * in_flight.len() + SLACK {
             self.entries.retain(|due| is_live(due, in_flight));
         }
