@@ -540,6 +540,39 @@ impl Channel {
         self.cursor = tail;
     }
 
+    /// Forgets the in-flight, deferred, requeued and carrying entries of messages at or after
+    /// `target` (a rewind: they come again from the log), cancelling their timers. Returns the
+    /// clients that held the in-flight ones, one entry per message, to give their RDY room back.
+    pub fn forget_from(&mut self, target: u64, wheel: &mut Wheel<TimerEvent>) -> Vec<ClientKey> {
+        let mut released = Vec::new();
+        // Their queued deadlines are left behind, stale (see `timeouts.rs`).
+        self.in_flight.retain(|&id, e| {
+            if id < target {
+                return true;
+            }
+            released.extend(e.client);
+            false
+        });
+        self.own_timers.retain(|&id, &mut timer| {
+            if id < target {
+                return true;
+            }
+            wheel.cancel(timer);
+            false
+        });
+        self.timeouts.keep_bounded(&self.in_flight);
+        self.deferred.retain(|&id, d| {
+            if id < target {
+                return true;
+            }
+            wheel.cancel(d.timer);
+            false
+        });
+        self.requeued.retain(|r| r.offset < target);
+        self.carrying.retain(|&id, _| id < target);
+        released
+    }
+
     /// Cancels every timer the channel owns (delete, empty, shutdown).
     pub fn cancel_timers(&mut self, wheel: &mut Wheel<TimerEvent>) {
         for (_, timer) in self.own_timers.drain() {

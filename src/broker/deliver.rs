@@ -434,7 +434,8 @@ mod tests {
     use super::PASS_BUDGET;
     use crate::broker::client::ClientKey;
     use crate::broker::{Broker, Now};
-    use crate::protocol::{Command, FrameType};
+    use crate::client::{parse_frame, Frame};
+    use crate::protocol::Command;
     use crate::storage::testutil::TempDir;
 
     const NOW: Now = Now {
@@ -449,12 +450,9 @@ mod tests {
         };
         let (mut frames, mut at) = (0, 0);
         let bytes = out.pending();
-        while at + 8 <= bytes.len() {
-            let word = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
-            if word(at + 4) == FrameType::Message as u32 {
-                frames += 1;
-            }
-            at += 4 + word(at) as usize;
+        while let Some((frame, used)) = parse_frame(&bytes[at..]).expect("frames") {
+            frames += usize::from(matches!(frame, Frame::Message(_)));
+            at += used;
         }
         let n = bytes.len();
         out.consume(n);

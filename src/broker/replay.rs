@@ -95,42 +95,6 @@ pub fn retention_keep(log: &Log, s: &Settings<u64>, now_ns: i64) -> u64 {
     keep
 }
 
-/// Forgets the channel's in-flight, deferred, requeued and carrying entries of messages at or
-/// after `target` (they come again from the log), cancelling their timers. Returns the clients
-/// that held the in-flight ones, one entry per message, to give their RDY room back.
-fn forget_from(
-    ch: &mut super::channel::Channel,
-    target: u64,
-    wheel: &mut crate::timer::Wheel<super::TimerEvent>,
-) -> Vec<super::client::ClientKey> {
-    let mut released = Vec::new();
-    let own_timers = &mut ch.own_timers;
-    ch.in_flight.retain(|&id, e| {
-        if id < target {
-            return true;
-        }
-        // A queued deadline is left behind, stale (see `timeouts.rs`).
-        if e.own_timer {
-            if let Some(timer) = own_timers.remove(&id) {
-                wheel.cancel(timer);
-            }
-        }
-        released.extend(e.client);
-        false
-    });
-    ch.deferred.retain(|&id, d| {
-        if id < target {
-            return true;
-        }
-        wheel.cancel(d.timer);
-        false
-    });
-    ch.timeouts.keep_bounded(&ch.in_flight);
-    ch.requeued.retain(|r| r.offset < target);
-    ch.carrying.retain(|&id, _| id < target);
-    released
-}
-
 impl Broker {
     /// Moves a channel's cursor back to `to` (see the module docs for what happens to its
     /// unfinished messages).
@@ -164,7 +128,7 @@ impl Broker {
         let ch = &mut t.channels[chk];
         let target = found.max(head).min(ch.cursor);
         let queued = ch.cursor - target;
-        let released = forget_from(ch, target, &mut self.wheel);
+        let released = ch.forget_from(target, &mut self.wheel);
         ch.cursor = target;
         queue_pump(&mut self.pump_queue, tk, chk, ch);
         if !t.ephemeral && !ch.ephemeral {

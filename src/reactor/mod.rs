@@ -19,9 +19,9 @@
 //!    storage jobs are applied and due ones handed to the helper threads.
 //! 5. **Delivery:** the broker's pump hands messages to ready consumers of every channel that
 //!    something touched this turn, up to a budget per pass (`PASS_BUDGET`); what is left waits
-//!    for the next turn, which then polls without sleeping. Then the lookupd peers (`peers`) take their turn: the
-//!    broker's topology events become REGISTER/UNREGISTER lines, their sockets are driven,
-//!    and a due statsd push is sent (non-blocking UDP).
+//!    for the next turn, which then polls without sleeping. Then the lookupd peers (`peers`)
+//!    take their turn: the broker's topology events become REGISTER/UNREGISTER lines, their
+//!    sockets are driven, and a due statsd push is sent (non-blocking UDP).
 //! 6. **Before sleep:** each connection with pending output gets one write pass, registering
 //!    `WRITABLE` only for leftovers; conns marked closing are reaped, so a token is never reused
 //!    within one batch of events. (Replies queued before the delivery pass are written just
