@@ -7,7 +7,7 @@
 #
 #   benches/figures.sh              # all cases (~25 minutes, plus strict, transport ~15 and plainpath ~10)
 #   benches/figures.sh pub sub      # only the named groups: pub sub fanout e2e durable strict http
-#                                   # recovery rss transport plainpath floor
+#                                   # recovery rss transport plainpath regress floor
 #   BEFORE=/tmp/before/target/release benches/figures.sh plainpath
 #                                   # this build's plain path against another build's binaries
 #
@@ -144,7 +144,7 @@ if want durable; then
 fi
 
 # strict: strict mode (--sync-every 1) against the disk's sync limit.
-# Per round: the disk probe, then for C = 1 16 256 closed-loop PUB publishers a default-mode
+# Per round: the disk probe (1 and 16 threads), then for C = 1 16 256 closed-loop PUB publishers a default-mode
 # and a strict-mode run back to back (interleaved, a fresh server each); the strict server's
 # /metrics give the syncs and the group size. The table: medians over the rounds.
 if want strict; then
@@ -153,6 +153,9 @@ if want strict; then
         s0=$(steal_ticks)
         taskset -c 0 "$BIN/corq" disk-probe --data-path /tmp --count 1000 \
             --json "$OUT/probe-$i.json" >/dev/null
+        # 16 threads syncing at once: what the disk gives 16 publishers that each sync alone.
+        "$BIN/corq" disk-probe --data-path /tmp --count 1000 --threads 16 \
+            --json "$OUT/probe16-$i.json" >/dev/null
         for c in 1 16 256; do
             start_server
             bench pub --size 200 --batch 1 --connections "$c" --json "$OUT/default-c$c-$i.json"
@@ -309,16 +312,19 @@ three_cases() {
 }
 
 # side_by_side GROUP NAMES...: a markdown table of the medians over runs of
-# $OUT/GROUP-NAME-RUN-{pub,sub,e2e}.json, with each NAME's ratio to the first NAME taken run by
-# run (neighbours in time) and then the median of those ratios.
+# $OUT/GROUP-NAME-RUN-CASE.json, with each NAME's ratio to the first NAME taken run by run
+# (neighbours in time) and then the median of those ratios. The columns are three_cases' unless
+# SIDE_COLS gives others as "case:json.field:label;...".
 side_by_side() {
-    python3 - "$OUT" "$RUNS" "$@" <<'EOF'
-import json, statistics, sys
+    SIDE_COLS=${SIDE_COLS:-} python3 - "$OUT" "$RUNS" "$@" <<'EOF'
+import json, os, statistics, sys
 out, runs, group, names = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
 cols = [("pub", "published.msgs_per_sec", "PUB msg/s"),
         ("sub", "consumed.msgs_per_sec", "SUB msg/s"),
         ("e2e", "e2e_latency.p50_us", "e2e 50k p50 µs"),
         ("e2e", "e2e_latency.p99_us", "e2e 50k p99 µs")]
+if os.environ["SIDE_COLS"]:
+    cols = [tuple(c.split(":", 2)) for c in os.environ["SIDE_COLS"].split(";")]
 def get(name, run, case, field):
     v = json.load(open("%s/%s-%s-%d-%s.json" % (out, group, name, run, case)))
     for k in field.split("."):
@@ -377,6 +383,41 @@ if want plainpath; then
         BIN=$AFTER
         echo "plainpath: corq bench pub|sub|e2e --rate 50000, plain; before = $BEFORE"
         side_by_side plainpath before after
+    fi
+fi
+
+# regress: the throughput rows of docs/benchmarks.md (MPUB 200, plain PUB x 64, SUB of a 5 M
+# backlog) for this build's corqd against $BEFORE's corqd, interleaved per run, both driven by
+# this build's corq bench so that only the server differs.
+if want regress; then
+    if [ -z "${BEFORE:-}" ]; then
+        echo "regress: skipped (set BEFORE=<dir with an earlier build's corqd>)"
+    else
+        regress_cases() { # PREFIX CORQD
+            local prefix=$1 corqd=$2 s0
+            settle; start_corqd "$corqd" figures
+            s0=$(steal_ticks)
+            bench pub --size 200 --batch 200 --connections 4 --json "$OUT/$prefix-mpub.json"
+            stop_server
+            settle; start_corqd "$corqd" figures
+            bench pub --size 200 --batch 1 --pipeline 64 --connections 4 \
+                --json "$OUT/$prefix-pub64.json"
+            stop_server
+            settle; start_corqd "$corqd" figures
+            bench pub --topic sub5m --size 200 --batch 200 --connections 4 --count 5000000 \
+                --warmup 0s
+            bench sub --topic sub5m --size 200 --rdy 200 --connections 4 --json "$OUT/$prefix-sub.json"
+            stop_server
+            echo "  $prefix: $(($(steal_ticks) - s0)) steal ticks"
+        }
+        for i in $(seq "$RUNS"); do
+            regress_cases "regress-before-$i" "$BEFORE/corqd"
+            regress_cases "regress-after-$i" "$BIN/corqd"
+        done
+        echo "regress: corq bench pub --batch 200 | pub --batch 1 --pipeline 64 | sub of 5 M" \
+            "(all --size 200 --connections 4); before = $BEFORE"
+        SIDE_COLS="mpub:published.msgs_per_sec:MPUB 200 msg/s;pub64:published.msgs_per_sec:PUB x 64 msg/s;pub64:ack_latency.p99_us:PUB x 64 OK p99 µs;sub:consumed.msgs_per_sec:SUB 5 M msg/s" \
+            side_by_side regress before after
     fi
 fi
 

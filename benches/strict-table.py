@@ -4,6 +4,7 @@
 Usage: strict-table.py OUT RUNS. Medians over the rounds; see figures.sh for the runs.
 """
 import json
+import os
 import statistics
 import sys
 
@@ -31,8 +32,16 @@ probes = [load("%s/probe-%d.json" % (out, i)) for i in range(1, runs + 1)]
 p50 = med(p["p50_us"] for p in probes)
 print("  disk probe, pwrite+fdatasync of one record (1 thread): p50 %.0f us, p99 %.0f us, mean %.0f us"
       % (p50, med(p["p99_us"] for p in probes), med(p["mean_us"] for p in probes)))
-head = ("C", "ceiling", "default", "strict", "/ceil", "/default", "syncs/s", "group", "ack p50", "ack p99")
-print("  %4s %9s %9s %9s %7s %8s %8s %7s %9s %9s" % head)
+# The same probe with 16 threads syncing at once: what this disk does for 16 publishers that
+# each wait for their own sync (rounds from before figures.sh ran it have no such file).
+probes16 = [load(f) for f in (("%s/probe16-%d.json" % (out, i)) for i in range(1, runs + 1))
+            if os.path.exists(f)]
+if probes16:
+    print("  disk probe, 16 threads at once: p50 %.0f us, %.0f pairs/s (all threads)"
+          % (med(p["p50_us"] for p in probes16), med(p["syncs_per_sec"] for p in probes16)))
+head = ("C", "ceiling", "+rtt", "default", "strict", "/ceil", "/+rtt", "/default", "syncs/s",
+        "group", "ack p50", "ack p99")
+print("  %4s %9s %9s %9s %9s %7s %7s %8s %8s %7s %9s %9s" % head)
 for c in (1, 16, 256):
     rows = []
     for i in range(1, runs + 1):
@@ -44,12 +53,19 @@ for c in (1, 16, 256):
         wall = m.get("wall_secs", 1.0)
         d_rate, s_rate = d["published"]["msgs_per_sec"], s["published"]["msgs_per_sec"]
         rows.append((d_rate, s_rate, s_rate / d_rate, syncs / wall, recs / max(syncs, 1.0),
-                     s["ack_latency"]["p50_us"], s["ack_latency"]["p99_us"]))
+                     s["ack_latency"]["p50_us"], s["ack_latency"]["p99_us"],
+                     c * 1e6 / d_rate))
     col = lambda k: med(r[k] for r in rows)
     ceiling = c * 1e6 / p50
-    print("  %4d %9.0f %9.0f %9.0f %6.0f%% %7.0f%% %8.0f %7.1f %7.0fus %7.0fus"
-          % (c, ceiling, col(0), col(1), 100 * col(1) / ceiling, 100 * col(2), col(3), col(4),
-             col(5), col(6)))
+    with_rtt = c * 1e6 / (p50 + col(7))
+    print("  %4d %9.0f %9.0f %9.0f %9.0f %6.0f%% %6.0f%% %7.0f%% %8.0f %7.1f %7.0fus %7.0fus"
+          % (c, ceiling, with_rtt, col(0), col(1), 100 * col(1) / ceiling,
+             100 * col(1) / with_rtt, 100 * col(2), col(3), col(4), col(5), col(6)))
+    if c == 16 and probes16:
+        disk16 = med(p["syncs_per_sec"] for p in probes16)
+        print("  %4s strict / the 16-thread probe's pairs/s: %.0f%%" % ("", 100 * col(1) / disk16))
 print("  ceiling = C / probe p50 (the goal: strict >= 80% of it where it is below the default rate);")
+print("  +rtt = C / (probe p50 + the default run's own PUB->OK round trip, C / default rate): what a")
+print("  closed-loop publisher can reach at best, since it also waits for the round trip;")
 print("  /default: median of the per-round ratios (C = 256: >= 30%); syncs/s and group (records per")
 print("  sync): the strict server's /metrics over its whole run, warm-up included.")
