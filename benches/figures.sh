@@ -49,9 +49,17 @@ settle() {
 # shellcheck source=benches/server.sh
 . "$(dirname "$0")/server.sh"
 
+# start_server FLAGS...: a fresh corqd once the host is quiet; $CORQD, when set, names another
+# build's binary (the regress group), otherwise this build's.
 start_server() {
     settle
-    start_corqd "$BIN/corqd" figures "$@"
+    start_corqd "${CORQD:-$BIN/corqd}" figures "$@"
+}
+
+# sub5m_case JSON: a 5 M MPUB backlog, then its drain by 4 consumers (the SUB row).
+sub5m_case() {
+    bench pub --topic sub5m --size 200 --batch 200 --connections 4 --count 5000000 --warmup 0s
+    bench sub --topic sub5m --size 200 --rdy 200 --connections 4 --json "$1"
 }
 
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$DATA"' EXIT
@@ -109,8 +117,7 @@ fi
 if want sub; then
     for i in $(seq "$RUNS"); do
         start_server
-        bench pub --topic sub5m --size 200 --batch 200 --connections 4 --count 5000000 --warmup 0s
-        bench sub --topic sub5m --size 200 --rdy 200 --connections 4 --json "$OUT/sub5m-$i.json"
+        sub5m_case "$OUT/sub5m-$i.json"
         stop_server
     done
     echo "sub5m: corq bench sub --topic sub5m --size 200 --rdy 200 --connections 4 (after a 5 M MPUB backlog)"
@@ -144,9 +151,10 @@ if want durable; then
 fi
 
 # strict: strict mode (--sync-every 1) against the disk's sync limit.
-# Per round: the disk probe (1 and 16 threads), then for C = 1 16 256 closed-loop PUB publishers a default-mode
-# and a strict-mode run back to back (interleaved, a fresh server each); the strict server's
-# /metrics give the syncs and the group size. The table: medians over the rounds.
+# Per round: the disk probe (1 and 16 threads), then for C = 1 16 256 closed-loop PUB
+# publishers a default-mode and a strict-mode run back to back (interleaved, a fresh server
+# each); the strict server's /metrics give the syncs and the group size. The table: medians
+# over the rounds.
 if want strict; then
     for i in $(seq "$RUNS"); do
         settle
@@ -394,19 +402,18 @@ if want regress; then
         echo "regress: skipped (set BEFORE=<dir with an earlier build's corqd>)"
     else
         regress_cases() { # PREFIX CORQD
-            local prefix=$1 corqd=$2 s0
-            settle; start_corqd "$corqd" figures
+            # CORQD is local here, and start_server (called from here) starts that binary.
+            local prefix=$1 CORQD=$2 s0
+            start_server
             s0=$(steal_ticks)
             bench pub --size 200 --batch 200 --connections 4 --json "$OUT/$prefix-mpub.json"
             stop_server
-            settle; start_corqd "$corqd" figures
+            start_server
             bench pub --size 200 --batch 1 --pipeline 64 --connections 4 \
                 --json "$OUT/$prefix-pub64.json"
             stop_server
-            settle; start_corqd "$corqd" figures
-            bench pub --topic sub5m --size 200 --batch 200 --connections 4 --count 5000000 \
-                --warmup 0s
-            bench sub --topic sub5m --size 200 --rdy 200 --connections 4 --json "$OUT/$prefix-sub.json"
+            start_server
+            sub5m_case "$OUT/$prefix-sub.json"
             stop_server
             echo "  $prefix: $(($(steal_ticks) - s0)) steal ticks"
         }

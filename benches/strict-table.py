@@ -34,8 +34,8 @@ print("  disk probe, pwrite+fdatasync of one record (1 thread): p50 %.0f us, p99
       % (p50, med(p["p99_us"] for p in probes), med(p["mean_us"] for p in probes)))
 # The same probe with 16 threads syncing at once: what this disk does for 16 publishers that
 # each wait for their own sync (rounds from before figures.sh ran it have no such file).
-probes16 = [load(f) for f in (("%s/probe16-%d.json" % (out, i)) for i in range(1, runs + 1))
-            if os.path.exists(f)]
+paths16 = ["%s/probe16-%d.json" % (out, i) for i in range(1, runs + 1)]
+probes16 = [load(f) for f in paths16 if os.path.exists(f)]
 if probes16:
     print("  disk probe, 16 threads at once: p50 %.0f us, %.0f pairs/s (all threads)"
           % (med(p["p50_us"] for p in probes16), med(p["syncs_per_sec"] for p in probes16)))

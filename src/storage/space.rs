@@ -14,7 +14,7 @@
 //! Why two steps at full speed: with one, a writer at ~450 MB/s filled the step in ~18 ms while
 //! the helper, sharing its core with other busy threads, sometimes needed longer to allocate
 //! and prefetch the next, and the log grew inline (`fallocate` on the reactor thread) ~300
-//! times in a 10 s MPUB run; with two, 14–78 times (`corqd --log-level debug` counts them). If the
+//! times in a 10 s MPUB run; with two, 31–106 times (`corqd --log-level debug` counts them). If the
 //! writer needs space the helper has not allocated yet, the log grows inline (as many steps as
 //! the record needs, [`alloc_covering`]).
 //!
