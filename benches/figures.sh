@@ -30,6 +30,24 @@ DATA=
 # Steal time of this VM's vCPUs so far, in clock ticks (/proc/stat, 8th field of "cpu").
 steal_ticks() { awk '/^cpu /{print $9}' /proc/stat; }
 
+# Idle ticks of core $1 so far (/proc/stat): the reactor's core is 0 (start_corqd pins it).
+core_idle_ticks() { awk -v cpu="cpu$1" '$1 == cpu {print $5}' /proc/stat; }
+
+# CPU ticks the running corqd has used so far, as "REACTOR HELPERS": the reactor is the main
+# thread (its task id is the process id), every other thread is a helper (storage lanes, ...).
+server_ticks() {
+    local task ticks reactor=0 helpers=0
+    for task in /proc/"$SERVER"/task/*; do
+        ticks=$(awk '{print $14 + $15}' "$task/stat")
+        if [ "${task##*/}" = "$SERVER" ]; then
+            reactor=$((reactor + ticks))
+        else
+            helpers=$((helpers + ticks))
+        fi
+    done
+    echo "$reactor $helpers"
+}
+
 # settle: waits (at most 90 s) until the host has stopped stealing time from this VM for 3 s.
 # Measured here: after a run that wrote gigabytes, the host keeps pausing the VM's vCPUs for
 # 20-30 ms at a time while it works off those writes (~80 ms stolen over the next 8 s, none
@@ -403,10 +421,16 @@ if want regress; then
     else
         regress_cases() { # PREFIX CORQD
             # CORQD is local here, and start_server (called from here) starts that binary.
-            local prefix=$1 CORQD=$2 s0
+            local prefix=$1 CORQD=$2 s0 idle0 ticks
             start_server
             s0=$(steal_ticks)
+            idle0=$(core_idle_ticks 0)
             bench pub --size 200 --batch 200 --connections 4 --json "$OUT/$prefix-mpub.json"
+            # Which side of the two cores MPUB waits for: the reactor's core idle (it waits for
+            # the generator, whose core also runs the helpers) or busy (the generator waits).
+            read -r -a ticks <<<"$(server_ticks)"
+            echo "  $prefix mpub: core 0 idle $(($(core_idle_ticks 0) - idle0)) ticks;" \
+                "server CPU: reactor ${ticks[0]}, helpers ${ticks[1]} ticks"
             stop_server
             start_server
             bench pub --size 200 --batch 1 --pipeline 64 --connections 4 \
