@@ -36,9 +36,10 @@ print("  disk probe, pwrite+fdatasync of one record (1 thread): p50 %.0f us, p99
 # each wait for their own sync (rounds from before figures.sh ran it have no such file).
 paths16 = ["%s/probe16-%d.json" % (out, i) for i in range(1, runs + 1)]
 probes16 = [load(f) for f in paths16 if os.path.exists(f)]
-if probes16:
+disk16 = med(p["syncs_per_sec"] for p in probes16) if probes16 else None
+if disk16:
     print("  disk probe, 16 threads at once: p50 %.0f us, %.0f pairs/s (all threads)"
-          % (med(p["p50_us"] for p in probes16), med(p["syncs_per_sec"] for p in probes16)))
+          % (med(p["p50_us"] for p in probes16), disk16))
 head = ("C", "ceiling", "+rtt", "default", "strict", "/ceil", "/+rtt", "/default", "syncs/s",
         "group", "ack p50", "ack p99")
 print("  %4s %9s %9s %9s %9s %7s %7s %8s %8s %7s %9s %9s" % head)
@@ -61,8 +62,7 @@ for c in (1, 16, 256):
     print("  %4d %9.0f %9.0f %9.0f %9.0f %6.0f%% %6.0f%% %7.0f%% %8.0f %7.1f %7.0fus %7.0fus"
           % (c, ceiling, with_rtt, col(0), col(1), 100 * col(1) / ceiling,
              100 * col(1) / with_rtt, 100 * col(2), col(3), col(4), col(5), col(6)))
-    if c == 16 and probes16:
-        disk16 = med(p["syncs_per_sec"] for p in probes16)
+    if c == 16 and disk16:
         print("  %4s strict / the 16-thread probe's pairs/s: %.0f%%" % ("", 100 * col(1) / disk16))
 print("  ceiling = C / probe p50 (the goal: strict >= 80% of it where it is below the default rate);")
 print("  +rtt = C / (probe p50 + the default run's own PUB->OK round trip, C / default rate): what a")
