@@ -485,7 +485,7 @@ impl Log {
             size,
             self.cfg.max_bytes_per_file,
             self.alloc_fault.as_deref(),
-            false,
+            None,
         )
     }
 
@@ -1372,6 +1372,42 @@ mod tests {
     }
 
     #[test]
+    fn a_writer_takes_up_a_growth_step_before_its_result_arrives() {
+        let tmp = TempDir::new("growth-early");
+        let c = LogConfig {
+            max_bytes_per_file: 4 << 20,
+            ..cfg()
+        };
+        let mut log = Log::open(tmp.path(), c).unwrap();
+        let mut bodies = Vec::new();
+        // Write until a growth step is due, then run it as the helper would, but keep its
+        // result back (as if the helper were still prefetching).
+        let growth = loop {
+            let body = body_for(log.tail(), 3000);
+            push(&mut log, &mut bodies, body);
+            if let Some(job) = log.poll_jobs(0).find(|j| !j.is_sync()) {
+                break job;
+            }
+        };
+        let before = log.active().allocated();
+        let done = growth.run();
+        // The writer fills the old allocation and goes on into the new step without growing
+        // the file itself.
+        while log.active().allocated() == before {
+            let body = body_for(log.tail(), 3000);
+            push(&mut log, &mut bodies, body);
+        }
+        assert_eq!(
+            (log.inline_growths(), log.active().allocated()),
+            (0, 2 * before)
+        );
+        // The late result changes nothing.
+        log.apply(done);
+        assert_eq!(log.active().allocated(), 2 * before);
+        reads_back(&log, &bodies);
+    }
+
+    #[test]
     fn a_writer_that_outruns_the_helper_grows_inline_by_whole_steps() {
         let tmp = TempDir::new("growth-inline");
         let c = LogConfig {
@@ -1897,6 +1933,10 @@ mod tests {
             limit: 4096,
             fault: None,
             background: false,
+            active: space::WriterWatch {
+                positions: Arc::default(),
+                limit: 4096,
+            },
         };
         worker.submit(
             0,

@@ -128,7 +128,7 @@ pub fn decode_header(buf: &[u8]) -> Header {
     Header::Valid(u64::from_le_bytes(b))
 }
 
-pub use super::space::{allocate, Growth, PreparedSegment};
+pub use super::space::{allocate, Growth, PreparedSegment, WriterWatch};
 use super::space::{covering, grow_file};
 
 /// Maps `len` bytes of `file` (its whole length when `None`), with readahead off. The map may
@@ -212,6 +212,9 @@ pub struct Segment {
     map: MmapMut,
     /// Bytes of the file allocated (its length): the part of the map that may be touched.
     allocated: usize,
+    /// Shared with this segment's growth jobs: the allocation a running step has made so far,
+    /// and how far this writer has written (see [`space::SharedPositions`]).
+    positions: Arc<space::SharedPositions>,
     /// Offset of the first record (from the header / the name).
     pub base: u64,
     /// Offset -> byte position; rebuilt by recovery, so `read` is O(1).
@@ -295,6 +298,7 @@ impl Segment {
             path,
             file: Arc::new(file),
             allocated: map.len(),
+            positions: Arc::default(),
             map,
             base,
             index,
@@ -383,10 +387,19 @@ impl Segment {
         fault: Option<&AtomicBool>,
     ) -> Result<bool, StorageError> {
         let need = self.write_pos.saturating_add(span);
-        if need <= self.allocated {
+        if need <= self.allocated || self.adopt_helper_allocation() >= need {
             return Ok(false);
         }
         self.grow_to(need, fault).map(|()| true)
+    }
+
+    /// Takes up the allocation a running growth step has already made (its result, sent only
+    /// after the step's prefetch, may still be on its way) and returns the allocated length.
+    #[cold]
+    fn adopt_helper_allocation(&mut self) -> usize {
+        let by_helper = self.positions.allocated();
+        self.note_allocated(by_helper);
+        self.allocated
     }
 
     /// [`reserve`](Self::reserve)'s slow path, apart so the check above is inlined into every
@@ -412,7 +425,16 @@ impl Segment {
             file: Arc::clone(&self.file),
             from: allocated,
             to,
+            writer: self.writer(),
         })
+    }
+
+    /// This segment's writer, as the helper's jobs follow it.
+    pub fn writer(&self) -> space::WriterWatch {
+        space::WriterWatch {
+            positions: Arc::clone(&self.positions),
+            limit: self.map.len() as u64,
+        }
     }
 
     /// A growth job allocated the file up to `to` bytes.
@@ -513,6 +535,7 @@ impl Segment {
         }
         self.file
             .write_all_at(&self.pending, self.flushed() as u64)?;
+        self.positions.note_written(self.write_pos as u64);
         self.pending.clear();
         if self.pending.capacity() > 4 * FLUSH_AT {
             // One huge record grew it; do not keep megabytes per topic for good.

@@ -1,7 +1,8 @@
 //! Disk space of a segment: how much is allocated up front, when and by how much it grows,
 //! the `posix_fallocate` call that allocates it, the prefetch that brings the new pages into
-//! the page cache off the reactor thread (without mapping them into this process), and the two helper-thread products:
-//! a [`Growth`] step of the active segment and a [`PreparedSegment`] (the next one, created
+//! the page cache off the reactor thread (without mapping them into this process), the
+//! positions the helper and the writer share, and the two helper-thread products: a
+//! [`Growth`] step of the active segment and a [`PreparedSegment`] (the next one, created
 //! under a `.prealloc` name before it has a base offset).
 //!
 //! # Growth policy
@@ -25,6 +26,13 @@
 //! full-speed writer needs ~40 ms to fill it, so the writer keeps finding allocated, cached
 //! pages ahead of it as it did when a whole segment was allocated at once.
 //!
+//! A growth step publishes its allocation the moment its `fallocate` returns, before its
+//! prefetch, and the prefetch follows the writer (it skips what the writer has written and
+//! stops once the next step is due); a pre-created segment's prefetch stops when the active
+//! segment is about to fill ([`SharedPositions`], [`WriterWatch`]). So a prefetch that cannot
+//! keep up (it yields its core to anything else runnable, see [`prefetch_range`]) only leaves
+//! page allocations to the writer's `pwrite`s, never an `fallocate` or a file creation.
+//!
 //! Space is always allocated for real (never a sparse file): a full disk fails the
 //! `fallocate` (a failed publish), never a later store into the map (SIGBUS).
 
@@ -35,7 +43,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Bytes allocated when a segment is created (less if its limit is smaller).
@@ -127,13 +135,71 @@ pub fn allocate(file: &File, from: u64, to: u64, fault: Option<&AtomicBool>) -> 
 /// Bytes asked for per `posix_fadvise(WILLNEED)` call while prefetching. Why chunks: the kernel
 /// caps one WILLNEED request at the device's readahead size (`max(io_pages, ra_pages)`, often
 /// 128 KiB), silently dropping the rest of a longer range; 128 KiB is also the ~0.2–0.5 ms of
-/// kernel work (allocating and zeroing 32 pages) after which the helper yields.
+/// kernel work (allocating and zeroing 32 pages) after which the helper yields (see
+/// [`prefetch_range`]). 32 KiB calls cut what a woken thread waits for but cost the server
+/// 13 % more CPU per message in an MPUB run, for 10 % lower OK p99 (6 interleaved rounds).
 const PREFETCH_CHUNK: u64 = 128 * 1024;
+
+/// The two positions a growth step and the segment's writer tell each other across threads,
+/// so that neither waits for the step's whole prefetch: how far the helper has allocated the
+/// file (set once its `fallocate` returned, read by a writer that ran out of room before the
+/// step's result arrived, instead of growing the file itself) and how far the writer has
+/// written (set after every `pwrite`, read by the prefetch to skip the pages the writer has
+/// already filled, so a prefetch that fell behind catches up at once rather than prefetching
+/// the writer's own pages or locking the pages it is about to write).
+#[derive(Debug, Default)]
+pub struct SharedPositions {
+    allocated: AtomicU64,
+    written: AtomicU64,
+}
+
+impl SharedPositions {
+    /// The file is allocated up to `to` bytes (only ever raised).
+    pub fn note_allocated(&self, to: u64) {
+        self.allocated.fetch_max(to, Ordering::Release);
+    }
+
+    /// How far the file is known to be allocated.
+    pub fn allocated(&self) -> u64 {
+        self.allocated.load(Ordering::Acquire)
+    }
+
+    /// Everything below `pos` is written (one relaxed store per `pwrite`; the prefetch only
+    /// uses it as a hint).
+    pub fn note_written(&self, pos: u64) {
+        self.written.store(pos, Ordering::Relaxed);
+    }
+
+    fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+}
+
+/// Room the active segment still has when a pre-created segment's prefetch gives up: the
+/// segment must reach the reactor (one loop turn later) before the writer needs it, or the
+/// reactor creates one itself. ~4 ms of a full-speed writer.
+const READY_MARGIN: u64 = 2 * 1024 * 1024;
+
+/// A segment's writer as a helper sees it: the positions it shares and its size limit.
+#[derive(Debug, Clone)]
+pub struct WriterWatch {
+    pub(super) positions: Arc<SharedPositions>,
+    pub(super) limit: u64,
+}
+
+impl WriterWatch {
+    /// Whether the writer is about to fill its segment and need the next one.
+    fn near_its_limit(&self) -> bool {
+        self.limit.saturating_sub(self.positions.written()) < READY_MARGIN
+    }
+}
 
 /// Brings bytes `[from, to)` of `file` into the page cache with `posix_fadvise(WILLNEED)`, so
 /// the kernel allocates and zeroes those page-cache pages here (on the helper thread) rather
 /// than inside the reactor's `pwrite`s, which then only copy into them. The allocated but
-/// unwritten blocks are read as zeros without disk I/O.
+/// unwritten blocks are read as zeros without disk I/O. Before each chunk `next(at)` says
+/// where to go on from `at`, or `None` to stop (a growth step follows its writer with it: see
+/// [`Growth::run`]).
 ///
 /// Why not touch the pages through the map, as this once did: every page touched stayed
 /// mapped in this process, so its resident set grew with everything ever written (3.6 GB
@@ -141,30 +207,32 @@ const PREFETCH_CHUNK: u64 = 128 * 1024;
 /// costs resident memory. (Nothing is dirtied: a sync still writes back just what appends
 /// wrote.) The caller guarantees `to` is within the file (allocated).
 ///
-/// Why chunks and a yield every chunk: this walk is the only long CPU-bound work of the
-/// helper thread, and the helper may share the reactor's core. A helper that stays runnable
-/// is handed whole scheduler ticks (4 ms at 250 Hz) now and then even at `SCHED_IDLE`
-/// priority, and a `PREEMPT_NONE` kernel does not interrupt one long call even for a woken
-/// reactor; small requests and a yield between them bound what the reactor can wait for to
-/// one chunk. With `--cpu` the helpers have cores the reactor does not use (`cpu.rs`), so
-/// there is nothing to yield to but other programs; yielding there only stretched a step's
-/// prefetch past the time the writer took to reach it (a benchmark's generator kept the
-/// helpers' core busy), and the chunks stay small for the kernel's cap alone. Advice failing
-/// (or being a no-op, as on tmpfs, where `fallocate` already made the pages) is harmless: the
-/// `pwrite` makes the pages itself.
-pub fn prefetch_range(file: &File, from: u64, to: u64) {
-    let yield_between_chunks = !crate::cpu::helpers_have_own_cores();
+/// Why chunks and a yield after every one, even when `--cpu` gave the helpers cores of their
+/// own: this walk is the helper's only long CPU-bound work, and whatever shares its core (the
+/// reactor without `--cpu`; with it, the publishers of a small box, such as a benchmark's
+/// generator) would otherwise wait for it. EEVDF lets a running task finish its slice before a
+/// woken one of the same priority gets the core, and a `PREEMPT_NONE` kernel does not
+/// interrupt one long call at all; a yield between requests hands the core over at once.
+/// Measured (`corq bench pub --batch 200 --connections 4`, corqd `--cpu 0`, the generator on
+/// core 1 with the helpers; `perf sched record`): without the yield the generator waited up
+/// to 1.4 ms (p99) for its core after each OK, MPUB's OK p99 was 2.2–2.6 ms and the rate
+/// 0.86–0.95 of `e81d400`'s; with it (and the following below) 0.2 ms, 0.8–1.1 ms and 1.04
+/// (`docs/benchmarks.md`, "The helper gives way"). A prefetch that yields can fall behind a fast
+/// writer; that costs only the page allocations the writer's `pwrite`s then make themselves,
+/// because a step's allocation is published before its prefetch starts
+/// ([`SharedPositions`]). Advice failing (or being a no-op, as on tmpfs, where `fallocate`
+/// already made the pages) is harmless: the `pwrite` makes the pages itself.
+pub fn prefetch_range(file: &File, from: u64, to: u64, mut next: impl FnMut(u64) -> Option<u64>) {
     let mut at = from;
-    while at < to {
+    while let Some(start) = next(at).filter(|&start| start < to) {
+        at = start;
         let len = (to - at).min(PREFETCH_CHUNK);
         if let (Ok(off), Ok(n)) = (libc::off_t::try_from(at), libc::off_t::try_from(len)) {
             // SAFETY: plain syscall on an fd we own; no memory is passed.
             unsafe { libc::posix_fadvise(file.as_raw_fd(), off, n, libc::POSIX_FADV_WILLNEED) };
         }
         at += len;
-        if yield_between_chunks {
-            std::thread::yield_now();
-        }
+        std::thread::yield_now();
     }
 }
 
@@ -179,15 +247,34 @@ pub struct Growth {
     pub(super) from: u64,
     /// The new allocated length.
     pub to: u64,
+    /// The segment's writer: where this step publishes its allocation early, and where the
+    /// writer is (see [`SharedPositions`]).
+    pub(super) writer: WriterWatch,
 }
 
 impl Growth {
-    /// Allocates `[from, to)` and prefetches those pages into the page cache (only after the
-    /// allocation succeeded: readahead past the end of the file would do nothing). Blocks.
+    /// Allocates `[from, to)`, tells the writer so at once, and prefetches those pages into
+    /// the page cache (only after the allocation succeeded: readahead past the end of the file
+    /// would do nothing). Blocks.
+    ///
+    /// The prefetch follows the writer: it skips the pages the writer reached meanwhile, and
+    /// it stops once the next step is due, leaving the rest to the writer's `pwrite`s. Why
+    /// stop: the next step runs on this thread after this one, and a prefetch that yields its
+    /// core to busy publishers can take longer than the writer takes to use up the runway; the
+    /// writer would then grow the file inline, on the reactor. Measured (`corq bench pub
+    /// --batch 200`, 10 s runs, `corqd --log-level debug`): inline growths a run 550–665 with
+    /// a yielding prefetch that runs to the end, 135–183 with the skip alone, 4 with the stop
+    /// as well, all in the first 11 ms (the doubling from 64 KiB); 50–77 before prefetches
+    /// yielded.
     pub fn run(&self, fault: Option<&AtomicBool>) -> Result<(), StorageError> {
         allocate(&self.file, self.from, self.to, fault)
             .map_err(|e| StorageError::io(&self.path, "fallocate", e))?;
-        prefetch_range(&self.file, self.from, self.to);
+        let writer = &self.writer;
+        writer.positions.note_allocated(self.to);
+        prefetch_range(&self.file, self.from, self.to, |at| {
+            let written = writer.positions.written();
+            (!grow_due(self.to, written, writer.limit)).then_some(at.max(written))
+        });
         Ok(())
     }
 }
@@ -231,16 +318,19 @@ pub struct PreparedSegment {
 
 impl PreparedSegment {
     /// Creates `path` (which must not exist), allocates `size` bytes, maps `limit` bytes (the
-    /// file grows under the map later) and prefetches the allocated pages into the page cache
-    /// when `prefetch` (on the helper thread; an inline fallback skips it, since prefetching
-    /// there would only turn page allocations spread over many `pwrite`s into one long stall).
+    /// file grows under the map later) and, given the active segment's writer (on the helper
+    /// thread), prefetches the allocated pages into the page cache until that writer nears its
+    /// segment's end, so the new segment is ready in time even when the prefetch cannot finish
+    /// (the writer's `pwrite`s make the rest). An inline fallback passes `None` and skips it:
+    /// prefetching there would only turn page allocations spread over many `pwrite`s into one
+    /// long stall.
     /// On failure the half-made file is removed. This blocks: keep it off the reactor thread.
     pub fn create(
         path: PathBuf,
         size: u64,
         limit: u64,
         fault: Option<&AtomicBool>,
-        prefetch: bool,
+        prefetch_for: Option<&WriterWatch>,
     ) -> Result<Self, StorageError> {
         let file = OpenOptions::new()
             .read(true)
@@ -261,8 +351,10 @@ impl PreparedSegment {
             Ok(map) => {
                 // cannot truncate: size <= limit, which fits a usize (checked above).
                 let allocated = size as usize;
-                if prefetch {
-                    prefetch_range(&file, 0, size);
+                if let Some(active) = prefetch_for {
+                    prefetch_range(&file, 0, size, |at| {
+                        (!active.near_its_limit()).then_some(at)
+                    });
                 }
                 Ok(PreparedSegment {
                     path,
@@ -398,7 +490,13 @@ mod tests {
         let tmp = crate::storage::testutil::TempDir::new("prefetch");
         let path = tmp.path().join("00000000000000000001.prealloc");
         let size = 4 * MIB as usize;
-        let prep = PreparedSegment::create(path, size as u64, 16 * MIB, None, true).unwrap();
+        let far_from_its_end = WriterWatch {
+            positions: Arc::default(),
+            limit: 100 * MIB,
+        };
+        let prep =
+            PreparedSegment::create(path, size as u64, 16 * MIB, None, Some(&far_from_its_end))
+                .unwrap();
         let start = prep.map.as_ptr();
         let resident = crate::storage::testutil::resident_bytes_at(start as usize);
         assert_eq!(resident, 0, "prefetching mapped pages into the process");
@@ -413,6 +511,54 @@ mod tests {
             "{in_cache} of {} pages in the page cache",
             cached.len()
         );
+    }
+
+    #[test]
+    fn a_prefetch_goes_where_its_guide_says_and_stops_when_told() {
+        let tmp = crate::storage::testutil::TempDir::new("prefetch-guide");
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(tmp.path().join("f"))
+            .unwrap();
+        allocate(&file, 0, MIB, None).unwrap();
+        // Followed to the end: one call per chunk, then one that finds nothing left.
+        let mut seen = Vec::new();
+        prefetch_range(&file, 0, MIB, |at| {
+            seen.push(at);
+            Some(at)
+        });
+        assert_eq!(seen.len() as u64, MIB / PREFETCH_CHUNK + 1);
+        assert_eq!(seen.last(), Some(&MIB));
+        // A writer that jumped ahead moves the next chunk; `None` stops the walk.
+        let mut seen = Vec::new();
+        prefetch_range(&file, 0, MIB, |at| {
+            seen.push(at);
+            match seen.len() {
+                1 => Some(at),
+                2 => Some(at + 512 * 1024),
+                _ => None,
+            }
+        });
+        let chunk = PREFETCH_CHUNK;
+        assert_eq!(seen, [0, chunk, chunk + 512 * 1024 + chunk]);
+    }
+
+    #[test]
+    fn a_pre_created_segment_is_prefetched_only_while_the_active_one_has_room() {
+        let active = WriterWatch {
+            positions: Arc::default(),
+            limit: 100 * MIB,
+        };
+        assert!(!active.near_its_limit());
+        active.positions.note_written(100 * MIB - READY_MARGIN);
+        assert!(!active.near_its_limit());
+        active.positions.note_written(100 * MIB - READY_MARGIN + 1);
+        assert!(active.near_its_limit());
+        active.positions.note_written(200 * MIB);
+        assert!(active.near_its_limit(), "no underflow past the limit");
     }
 
     #[test]

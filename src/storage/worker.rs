@@ -28,7 +28,7 @@
 //! Results may arrive out of submission order (across lanes, and within the sync lane);
 //! `Log::apply` handles each kind on its own, and syncs through its `SyncTracker`.
 
-use super::segment::{Growth, PreparedSegment};
+use super::segment::{Growth, PreparedSegment, WriterWatch};
 use super::StorageError;
 use ::log::error;
 use std::cell::RefCell;
@@ -76,6 +76,8 @@ pub(crate) enum JobKind {
         limit: u64,
         fault: Option<Arc<AtomicBool>>,
         background: bool,
+        /// The active segment's writer: the prefetch stops as it nears its segment's end.
+        active: WriterWatch,
     },
     /// Extend the active segment's file by one growth step and prefetch the new pages.
     /// `background`: as for `Prepare`.
@@ -148,13 +150,14 @@ impl Job {
                 size,
                 limit,
                 fault,
+                active,
                 ..
             } => DoneKind::Prepared(PreparedSegment::create(
                 path,
                 size,
                 limit,
                 fault.as_deref(),
-                true,
+                Some(&active),
             )),
             JobKind::Grow { growth, fault, .. } => DoneKind::Grown {
                 base: growth.base,

@@ -277,6 +277,7 @@ impl Log {
         {
             return None;
         }
+        let active = active.writer();
         self.prepare_in_flight = true;
         let path = self.next_prealloc_path();
         let kind = JobKind::Prepare {
@@ -287,6 +288,7 @@ impl Log {
             // Background (idle CPU only) unless the previous pre-creation came too late: this
             // log writes fast enough that the writer would otherwise fault the pages itself.
             background: self.urgent_prepares == 0,
+            active,
         };
         Some(Job {
             log_id: self.id,
