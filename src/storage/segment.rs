@@ -177,8 +177,9 @@ pub fn map(file: &File, path: &Path) -> Result<MmapMut, StorageError> {
 /// # Space
 /// The map covers the segment's whole size limit (`capacity()`) from the start; the file
 /// behind it is allocated only up to `allocated` and grows (see `space.rs`): by a helper-thread
-/// job ahead of the writer ([`Segment::grow_target`], [`Segment::note_allocated`]), or inline
-/// when a record needs room the helper has not made yet ([`Segment::reserve`]). Every byte
+/// job ahead of the writer ([`Segment::grow_target`], [`Segment::note_allocated`], or taken up
+/// from the job's published allocation before its result arrives), or inline when a record
+/// needs room the helper has not made yet ([`Segment::reserve`]). Every byte
 /// below `write_pos` is allocated, and nothing reads at or past `write_pos`, so no access ever
 /// touches a page past the end of the file.
 ///

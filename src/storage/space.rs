@@ -177,7 +177,9 @@ impl SharedPositions {
 
 /// Room the active segment still has when a pre-created segment's prefetch gives up: the
 /// segment must reach the reactor (one loop turn later) before the writer needs it, or the
-/// reactor creates one itself. ~4 ms of a full-speed writer.
+/// reactor creates one itself. ~4 ms of a full-speed writer. At most a sixteenth of the
+/// segment's limit, so that a small segment (pre-created when an eighth of it is left) is
+/// still prefetched for the first half of that eighth.
 const READY_MARGIN: u64 = 2 * 1024 * 1024;
 
 /// A segment's writer as a helper sees it: the positions it shares and its size limit.
@@ -190,7 +192,8 @@ pub struct WriterWatch {
 impl WriterWatch {
     /// Whether the writer is about to fill its segment and need the next one.
     fn near_its_limit(&self) -> bool {
-        self.limit.saturating_sub(self.positions.written()) < READY_MARGIN
+        let margin = READY_MARGIN.min(self.limit / 16);
+        self.limit.saturating_sub(self.positions.written()) < margin
     }
 }
 
@@ -559,6 +562,15 @@ mod tests {
         assert!(active.near_its_limit());
         active.positions.note_written(200 * MIB);
         assert!(active.near_its_limit(), "no underflow past the limit");
+        // A 4 MiB segment, pre-created with 512 KiB left, is prefetched until 256 KiB are.
+        let small = WriterWatch {
+            positions: Arc::default(),
+            limit: 4 * MIB,
+        };
+        small.positions.note_written(4 * MIB - MIB / 2);
+        assert!(!small.near_its_limit());
+        small.positions.note_written(4 * MIB - MIB / 4 + 1);
+        assert!(small.near_its_limit());
     }
 
     #[test]
