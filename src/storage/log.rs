@@ -1408,6 +1408,41 @@ mod tests {
     }
 
     #[test]
+    fn a_sync_job_names_the_bytes_it_makes_durable() {
+        let tmp = TempDir::new("sync-range");
+        let c = LogConfig {
+            sync_every: 5,
+            ..cfg()
+        };
+        let mut log = Log::open(tmp.path(), c).unwrap();
+        let mut bodies = Vec::new();
+        for _ in 0..10 {
+            let body = body_for(log.tail(), 300);
+            push(&mut log, &mut bodies, body);
+        }
+        log.sync_blocking().unwrap();
+        let first_unsynced = log.tail();
+        for _ in 0..10 {
+            let body = body_for(log.tail(), 300);
+            push(&mut log, &mut bodies, body);
+        }
+        let sync = log
+            .poll_jobs(0)
+            .find(|j| j.is_sync())
+            .expect("a sync is due");
+        let JobKind::Sync { files, .. } = &sync.kind else {
+            unreachable!("is_sync")
+        };
+        let active = log.active();
+        let from = active.position(first_unsynced).unwrap() as u64;
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].unsynced, from..active.flushed() as u64);
+        assert!(from > 0, "the synced records are not written back again");
+        log.apply(sync.run());
+        assert_eq!(log.durable_offset(), log.tail());
+    }
+
+    #[test]
     fn a_writer_that_outruns_the_helper_grows_inline_by_whole_steps() {
         let tmp = TempDir::new("growth-inline");
         let c = LogConfig {

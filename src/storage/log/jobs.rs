@@ -38,7 +38,7 @@
 use super::syncs::MAX_SYNCS_IN_FLIGHT;
 use super::Log;
 use crate::storage::space;
-use crate::storage::worker::{DoneKind, Job, JobDone, JobKind};
+use crate::storage::worker::{DoneKind, Job, JobDone, JobKind, SyncFile};
 use crate::storage::StorageError;
 use ::log::{debug, error, warn};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -173,9 +173,24 @@ impl Log {
     /// `seq` identifies the sync to the [`SyncTracker`](super::SyncTracker) when it completes.
     fn build_sync_job(&mut self, seq: u64, background: bool, now_ms: u64) -> Job {
         let first = self.segment_for(self.durable).unwrap_or(0);
+        let durable = self.durable;
         let files = self.segments[first..]
             .iter()
-            .map(|s| (s.path.clone(), Arc::clone(&s.file)))
+            .enumerate()
+            .map(|(i, s)| {
+                // The first segment from its first unsynced record (none known: nothing of
+                // it to write back early), the later ones whole.
+                let from = if i == 0 {
+                    s.position(durable).unwrap_or(s.flushed())
+                } else {
+                    0
+                };
+                SyncFile {
+                    path: s.path.clone(),
+                    file: Arc::clone(&s.file),
+                    unsynced: from as u64..s.flushed() as u64,
+                }
+            })
             .collect();
         let dir = self
             .dir_dirty
