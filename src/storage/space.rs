@@ -225,14 +225,30 @@ impl WriterWatch {
 /// because a step's allocation is published before its prefetch starts
 /// ([`SharedPositions`]). Advice failing (or being a no-op, as on tmpfs, where `fallocate`
 /// already made the pages) is harmless: the `pwrite` makes the pages itself.
-pub fn prefetch_range(file: &File, from: u64, to: u64, mut next: impl FnMut(u64) -> Option<u64>) {
+pub fn prefetch_range(file: &File, from: u64, to: u64, next: impl FnMut(u64) -> Option<u64>) {
+    in_yielding_pieces(from, to, PREFETCH_CHUNK, next, |off, n| {
+        // SAFETY: plain syscall on an fd we own; no memory is passed.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), off, n, libc::POSIX_FADV_WILLNEED) };
+    });
+}
+
+/// Walks `[from, to)` in pieces of at most `piece` bytes, calling `call(offset, len)` for each
+/// and yielding the core after it (see [`prefetch_range`] for why); before each piece `next(at)`
+/// says where to go on from `at`, or `None` to stop. The helpers' long kernel work (a
+/// prefetch, a sync's writeback) goes through here so that it comes in short system calls.
+pub(super) fn in_yielding_pieces(
+    from: u64,
+    to: u64,
+    piece: u64,
+    mut next: impl FnMut(u64) -> Option<u64>,
+    mut call: impl FnMut(libc::off_t, libc::off_t),
+) {
     let mut at = from;
     while let Some(start) = next(at).filter(|&start| start < to) {
         at = start;
-        let len = (to - at).min(PREFETCH_CHUNK);
+        let len = (to - at).min(piece);
         if let (Ok(off), Ok(n)) = (libc::off_t::try_from(at), libc::off_t::try_from(len)) {
-            // SAFETY: plain syscall on an fd we own; no memory is passed.
-            unsafe { libc::posix_fadvise(file.as_raw_fd(), off, n, libc::POSIX_FADV_WILLNEED) };
+            call(off, n);
         }
         at += len;
         std::thread::yield_now();

@@ -29,6 +29,7 @@
 //! `Log::apply` handles each kind on its own, and syncs through its `SyncTracker`.
 
 use super::segment::{Growth, PreparedSegment, WriterWatch};
+use super::space::in_yielding_pieces;
 use super::StorageError;
 use ::log::error;
 use std::cell::RefCell;
@@ -258,16 +259,10 @@ fn write_back_in_pieces(file: &File, range: Range<u64>) {
     if range.end.saturating_sub(range.start) <= WRITEBACK_PIECE {
         return;
     }
-    let mut at = range.start;
-    while at < range.end {
-        let len = (range.end - at).min(WRITEBACK_PIECE);
-        if let (Ok(off), Ok(n)) = (libc::off64_t::try_from(at), libc::off64_t::try_from(len)) {
-            // SAFETY: plain syscall on an fd we own; no memory is passed.
-            unsafe { libc::sync_file_range(file.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE) };
-        }
-        at += len;
-        std::thread::yield_now();
-    }
+    in_yielding_pieces(range.start, range.end, WRITEBACK_PIECE, Some, |off, n| {
+        // SAFETY: plain syscall on an fd we own; no memory is passed.
+        unsafe { libc::sync_file_range(file.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE) };
+    });
 }
 
 fn sync_all(files: &[SyncFile], dir: Option<&(PathBuf, Arc<File>)>) -> Result<(), StorageError> {
