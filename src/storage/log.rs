@@ -485,7 +485,6 @@ impl Log {
             size,
             self.cfg.max_bytes_per_file,
             self.alloc_fault.as_deref(),
-            None,
         )
     }
 
@@ -1381,7 +1380,7 @@ mod tests {
         let mut log = Log::open(tmp.path(), c).unwrap();
         let mut bodies = Vec::new();
         // Write until a growth step is due, then run it as the helper would, but keep its
-        // result back (as if the helper were still prefetching).
+        // result back (as if it were still on its way to the loop).
         let growth = loop {
             let body = body_for(log.tail(), 3000);
             push(&mut log, &mut bodies, body);
@@ -1968,10 +1967,6 @@ mod tests {
             limit: 4096,
             fault: None,
             background: false,
-            active: space::WriterWatch {
-                positions: Arc::default(),
-                limit: 4096,
-            },
         };
         worker.submit(
             0,

@@ -13,7 +13,7 @@
 //! | `error.rs`      | [`StorageError`] |
 //! | `record.rs`     | the record byte layout, pure encode/decode with CRC |
 //! | `segment.rs`    | one segment file: header layout, naming, allocation, the pending (not yet written) buffer, append/flush/read |
-//! | `space.rs`      | disk on demand: initial size, growth steps, when to grow or pre-create, `fallocate`, prefetching into the page cache, the growth step and pre-created segment the helper makes |
+//! | `space.rs`      | disk on demand: initial size, growth steps, when to grow or pre-create, `fallocate`, the growth step and pre-created segment the helper makes |
 //! | `recovery.rs`   | the open-time scan: rebuild indexes, cut torn tails, report stray files |
 //! | `log.rs`        | [`Log`]: open, append/read/iterate, retention |
 //! | `log/jobs.rs`   | [`Log`]'s background-job state: when to sync or pre-create, applying results |

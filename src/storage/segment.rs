@@ -28,7 +28,7 @@
 //! helper-thread [`Growth`] step ahead of the writer, or inline by [`Segment::reserve`] when
 //! the writer needs room first. Mapping past the end of a file is allowed; touching a page
 //! past it is a SIGBUS, so nothing does: reads stay below the written position (inside the
-//! file) and prefetching stops at the allocated length. Every byte is allocated for real with
+//! file), and appends write with `pwrite`, not through the map. Every byte is allocated for real with
 //! `posix_fallocate`: a full disk fails an allocation (an `E_PUB_FAILED` for the publish that
 //! needed it, nothing half-appended), never a later access, and a read through the map never
 //! meets a hole. A pre-created segment (`.prealloc`) starts with one growth step's worth.
@@ -128,7 +128,7 @@ pub fn decode_header(buf: &[u8]) -> Header {
     Header::Valid(u64::from_le_bytes(b))
 }
 
-pub use super::space::{allocate, Growth, PreparedSegment, WriterWatch};
+pub use super::space::{allocate, Growth, PreparedSegment};
 use super::space::{covering, grow_file};
 
 /// Maps `len` bytes of `file` (its whole length when `None`), with readahead off. The map may
@@ -149,9 +149,8 @@ pub fn map_len(file: &File, path: &Path, len: Option<usize>) -> Result<MmapMut, 
     // otherwise triggers readahead, and the kernel zeroes the whole readahead window (up to
     // 8 MiB) inside that one fault: a stall of many milliseconds for whichever thread touched
     // it. With readahead off each fault zeroes one page. Reads do not need readahead either: the
-    // log is mostly read right behind the writer (pages the writer just filled), recovery turns
-    // it on for its scan, and growth prefetches new pages into the page cache itself
-    // (`space::prefetch_range`). A failed advice is harmless.
+    // log is mostly read right behind the writer (pages the writer just filled), and recovery
+    // turns it on for its scan. A failed advice is harmless.
     let _ = map.advise(memmap2::Advice::Random);
     Ok(map)
 }
@@ -195,7 +194,7 @@ pub fn map(file: &File, path: &Path) -> Result<MmapMut, StorageError> {
 ///
 /// # Resident pages
 /// A read through the map faults its page into this process (its resident set); nothing else
-/// maps pages (appends `pwrite`, growth prefetches into the page cache without mapping). The
+/// maps pages (appends `pwrite`). The
 /// log releases the pages behind every reader ([`Segment::release_below`],
 /// [`Segment::release_all`]) with `MADV_DONTNEED`, which on a shared file mapping only drops
 /// this process's page-table entries: the page cache keeps the bytes (dirty ones stay dirty),
@@ -213,9 +212,9 @@ pub struct Segment {
     map: MmapMut,
     /// Bytes of the file allocated (its length): the part of the map that may be touched.
     allocated: usize,
-    /// Shared with this segment's growth jobs: the allocation a running step has made so far,
-    /// and how far this writer has written (see [`space::SharedPositions`]).
-    positions: Arc<space::SharedPositions>,
+    /// Shared with this segment's growth jobs: the allocation a running step has made so far
+    /// (see [`space::SharedAllocation`]).
+    helper_allocation: Arc<space::SharedAllocation>,
     /// Offset of the first record (from the header / the name).
     pub base: u64,
     /// Offset -> byte position; rebuilt by recovery, so `read` is O(1).
@@ -299,7 +298,7 @@ impl Segment {
             path,
             file: Arc::new(file),
             allocated: map.len(),
-            positions: Arc::default(),
+            helper_allocation: Arc::default(),
             map,
             base,
             index,
@@ -394,11 +393,11 @@ impl Segment {
         self.grow_to(need, fault).map(|()| true)
     }
 
-    /// Takes up the allocation a running growth step has already made (its result, sent only
-    /// after the step's prefetch, may still be on its way) and returns the allocated length.
+    /// Takes up the allocation a running growth step has already made (its result may still be
+    /// on its way to the loop) and returns the allocated length.
     #[cold]
     fn adopt_helper_allocation(&mut self) -> usize {
-        let by_helper = self.positions.allocated();
+        let by_helper = self.helper_allocation.allocated();
         self.note_allocated(by_helper);
         self.allocated
     }
@@ -413,7 +412,7 @@ impl Segment {
     }
 
     /// What a helper-thread growth step should do now, if one is due (see `space.rs`): the
-    /// file to grow and prefetch, and the range `[from, to)` to allocate.
+    /// file to grow, and the range `[from, to)` to allocate.
     pub fn grow_target(&self) -> Option<Growth> {
         let (allocated, limit) = (self.allocated as u64, self.map.len() as u64);
         if !space::grow_due(allocated, self.write_pos as u64, limit) {
@@ -426,16 +425,8 @@ impl Segment {
             file: Arc::clone(&self.file),
             from: allocated,
             to,
-            writer: self.writer(),
+            allocation: Arc::clone(&self.helper_allocation),
         })
-    }
-
-    /// This segment's writer, as the helper's jobs follow it.
-    pub fn writer(&self) -> space::WriterWatch {
-        space::WriterWatch {
-            positions: Arc::clone(&self.positions),
-            limit: self.map.len() as u64,
-        }
     }
 
     /// A growth job allocated the file up to `to` bytes.
@@ -536,7 +527,6 @@ impl Segment {
         }
         self.file
             .write_all_at(&self.pending, self.flushed() as u64)?;
-        self.positions.note_written(self.write_pos as u64);
         self.pending.clear();
         if self.pending.capacity() > 4 * FLUSH_AT {
             // One huge record grew it; do not keep megabytes per topic for good.

@@ -1,9 +1,8 @@
 //! Disk space of a segment: how much is allocated up front, when and by how much it grows,
-//! the `posix_fallocate` call that allocates it, the prefetch that brings the new pages into
-//! the page cache off the reactor thread (without mapping them into this process), the
-//! positions the helper and the writer share, and the two helper-thread products: a
-//! [`Growth`] step of the active segment and a [`PreparedSegment`] (the next one, created
-//! under a `.prealloc` name before it has a base offset).
+//! the `posix_fallocate` call that allocates it, the allocation a growth step shares with the
+//! writer, and the two helper-thread products: a [`Growth`] step of the active segment and a
+//! [`PreparedSegment`] (the next one, created under a `.prealloc` name before it has a base
+//! offset).
 //!
 //! # Growth policy
 //!
@@ -13,25 +12,37 @@
 //! unused allocated room ahead of the writer is below half the allocation or below
 //! [`RUNWAY`] (two full steps), whichever is smaller ([`grow_due`]); the helper thread does it.
 //! Why two steps at full speed: with one, a writer at ~450 MB/s filled the step in ~18 ms while
-//! the helper, sharing its core with other busy threads, sometimes needed longer to allocate
-//! and prefetch the next, and the log grew inline (`fallocate` on the reactor thread) ~300
-//! times in a 10 s MPUB run; with two, 31–106 times (`corqd --log-level debug` counts them). If the
-//! writer needs space the helper has not allocated yet, the log grows inline (as many steps as
-//! the record needs, [`alloc_covering`]).
+//! the helper, sharing its core with other busy threads (and then prefetching each step as
+//! well, see below), sometimes needed longer to allocate the next, and the log grew inline
+//! (`fallocate` on the reactor thread) ~300 times in a 10 s MPUB run; with two, 31–106 times
+//! (`corqd --log-level debug` counts them). If the writer needs space the helper has not
+//! allocated yet, the log grows inline (as many steps as the record needs,
+//! [`alloc_covering`]).
 //!
 //! Why 64 KiB: a topic that holds one small message then costs 64 KiB of disk, so 1,000 such
 //! topics fit in 64 MiB (the issue asked for <= 100 MiB), and a 64 KiB extent is still one
 //! cheap `fallocate`. Why doubling to 8 MiB: a busy topic reaches 8 MiB steps after seven
-//! steps (~8 MiB written), and an 8 MiB step is prefetched in a few ms on the helper while a
-//! full-speed writer needs ~40 ms to fill it, so the writer keeps finding allocated, cached
-//! pages ahead of it as it did when a whole segment was allocated at once.
+//! steps (~8 MiB written), and an 8 MiB step is one `fallocate` on the helper while a
+//! full-speed writer needs ~40 ms to fill it, so the writer keeps finding allocated blocks
+//! ahead of it as it did when a whole segment was allocated at once. A
+//! growth step publishes its allocation the moment its `fallocate` returns
+//! ([`SharedAllocation`]), so a writer that runs out of room before the step's result reaches
+//! the loop takes it up instead of growing the file itself.
 //!
-//! A growth step publishes its allocation the moment its `fallocate` returns, before its
-//! prefetch, and the prefetch follows the writer (it skips what the writer has written and
-//! stops once the next step is due); a pre-created segment's prefetch stops when the active
-//! segment is about to fill ([`SharedPositions`], [`WriterWatch`]). So a prefetch that cannot
-//! keep up (it yields its core to anything else runnable, see [`prefetch_range`]) only leaves
-//! page allocations to the writer's `pwrite`s, never an `fallocate` or a file creation.
+//! # No prefetch into the page cache
+//!
+//! The writer's `pwrite`s allocate their own page-cache pages. Growth steps and pre-created
+//! segments once also brought their pages into the page cache with `posix_fadvise(WILLNEED)`
+//! on the helper, to take page allocation off the reactor. On the 2-vCPU benchmark VM that
+//! cost more than it saved: readahead of an allocated, unwritten range zeroes every page
+//! (`__pi_memset` in `ext4_mpage_readpages`, a quarter of all samples in a `perf record -a` of
+//! an MPUB run, the first touch of memory the hypervisor had taken back), and the `pwrite`
+//! then copies over the zeroes; without it a `pwrite` touches each new page once. The helpers'
+//! CPU fell from ~580 to ~165 ticks a 10 s MPUB run while the reactor's rose ~270, and that
+//! helper time had been taken from the publishers on the helpers' core. Over six interleaved
+//! rounds of `benches/figures.sh regress`'s three cases (`docs/benchmarks.md`, "No prefetch"):
+//! MPUB 200 ×1.04 of the build that prefetched, plain PUB × 64 ×0.97, SUB of 5 M and
+//! 10-channel fan-out up, server CPU per run ~11 % lower.
 //!
 //! Space is always allocated for real (never a sparse file): a full disk fails the
 //! `fallocate` (a failed publish), never a later store into the map (SIGBUS).
@@ -51,7 +62,7 @@ pub const INITIAL_ALLOC: u64 = 64 * 1024;
 /// The largest single growth step.
 pub const MAX_GROW_STEP: u64 = 8 * 1024 * 1024;
 /// The room a busy segment keeps allocated ahead of its writer: two full steps, so the helper
-/// has the time the writer takes to fill one step to allocate and prefetch the next.
+/// has the time the writer takes to fill one step to allocate the next.
 pub const RUNWAY: u64 = 2 * MAX_GROW_STEP;
 
 /// The first allocation of a segment whose size limit is `limit`.
@@ -132,28 +143,15 @@ pub fn allocate(file: &File, from: u64, to: u64, fault: Option<&AtomicBool>) -> 
     Ok(())
 }
 
-/// Bytes asked for per `posix_fadvise(WILLNEED)` call while prefetching. Why chunks: the kernel
-/// caps one WILLNEED request at the device's readahead size (`max(io_pages, ra_pages)`, often
-/// 128 KiB), silently dropping the rest of a longer range; 128 KiB is also the ~0.2–0.5 ms of
-/// kernel work (allocating and zeroing 32 pages) after which the helper yields (see
-/// [`prefetch_range`]). 32 KiB calls cut what a woken thread waits for but cost the server
-/// 13 % more CPU per message in an MPUB run, for 10 % lower OK p99 (6 interleaved rounds).
-const PREFETCH_CHUNK: u64 = 128 * 1024;
-
-/// The two positions a growth step and the segment's writer tell each other across threads,
-/// so that neither waits for the step's whole prefetch: how far the helper has allocated the
-/// file (set once its `fallocate` returned, read by a writer that ran out of room before the
-/// step's result arrived, instead of growing the file itself) and how far the writer has
-/// written (set after every `pwrite`, read by the prefetch to skip the pages the writer has
-/// already filled, so a prefetch that fell behind catches up at once rather than prefetching
-/// the writer's own pages or locking the pages it is about to write).
+/// How far a growth step on the helper has allocated a segment's file, shared with the
+/// segment's writer across threads: set once the step's `fallocate` returned, read by a writer
+/// that ran out of room before the step's result arrived (instead of growing the file itself).
 #[derive(Debug, Default)]
-pub struct SharedPositions {
+pub struct SharedAllocation {
     allocated: AtomicU64,
-    written: AtomicU64,
 }
 
-impl SharedPositions {
+impl SharedAllocation {
     /// The file is allocated up to `to` bytes (only ever raised).
     pub fn note_allocated(&self, to: u64) {
         self.allocated.fetch_max(to, Ordering::Release);
@@ -162,96 +160,6 @@ impl SharedPositions {
     /// How far the file is known to be allocated.
     pub fn allocated(&self) -> u64 {
         self.allocated.load(Ordering::Acquire)
-    }
-
-    /// Everything below `pos` is written (one relaxed store per `pwrite`; the prefetch only
-    /// uses it as a hint).
-    pub fn note_written(&self, pos: u64) {
-        self.written.store(pos, Ordering::Relaxed);
-    }
-
-    fn written(&self) -> u64 {
-        self.written.load(Ordering::Relaxed)
-    }
-}
-
-/// Room the active segment still has when a pre-created segment's prefetch gives up: the
-/// segment must reach the reactor (one loop turn later) before the writer needs it, or the
-/// reactor creates one itself. ~4 ms of a full-speed writer. At most a sixteenth of the
-/// segment's limit, so that a small segment (pre-created when an eighth of it is left) is
-/// still prefetched for the first half of that eighth.
-const READY_MARGIN: u64 = 2 * 1024 * 1024;
-
-/// A segment's writer as a helper sees it: the positions it shares and its size limit.
-#[derive(Debug, Clone)]
-pub struct WriterWatch {
-    pub(super) positions: Arc<SharedPositions>,
-    pub(super) limit: u64,
-}
-
-impl WriterWatch {
-    /// Whether the writer is about to fill its segment and need the next one.
-    fn near_its_limit(&self) -> bool {
-        let margin = READY_MARGIN.min(self.limit / 16);
-        self.limit.saturating_sub(self.positions.written()) < margin
-    }
-}
-
-/// Brings bytes `[from, to)` of `file` into the page cache with `posix_fadvise(WILLNEED)`, so
-/// the kernel allocates and zeroes those page-cache pages here (on the helper thread) rather
-/// than inside the reactor's `pwrite`s, which then only copy into them. The allocated but
-/// unwritten blocks are read as zeros without disk I/O. Before each chunk `next(at)` says
-/// where to go on from `at`, or `None` to stop (a growth step follows its writer with it: see
-/// [`Growth::run`]).
-///
-/// Why not touch the pages through the map, as this once did: every page touched stayed
-/// mapped in this process, so its resident set grew with everything ever written (3.6 GB
-/// through a 10 s PUB run). The page cache holds the pages either way; only mapping them
-/// costs resident memory. (Nothing is dirtied: a sync still writes back just what appends
-/// wrote.) The caller guarantees `to` is within the file (allocated).
-///
-/// Why chunks and a yield after every one, even when `--cpu` gave the helpers cores of their
-/// own: this walk is the helper's only long CPU-bound work, and whatever shares its core (the
-/// reactor without `--cpu`; with it, the publishers of a small box, such as a benchmark's
-/// generator) would otherwise wait for it. EEVDF lets a running task finish its slice before a
-/// woken one of the same priority gets the core, and a `PREEMPT_NONE` kernel does not
-/// interrupt one long call at all; a yield between requests hands the core over at once.
-/// Measured (`corq bench pub --batch 200 --connections 4`, corqd `--cpu 0`, the generator on
-/// core 1 with the helpers; `perf sched record`): without the yield the generator waited up
-/// to 1.4 ms (p99) for its core after each OK, MPUB's OK p99 was 2.2–2.6 ms and the rate
-/// 0.86–0.95 of `e81d400`'s; with it (and the following below) 0.2 ms, 0.8–1.1 ms and 1.04
-/// (`docs/benchmarks.md`, "The helper gives way"). A prefetch that yields can fall behind a fast
-/// writer; that costs only the page allocations the writer's `pwrite`s then make themselves,
-/// because a step's allocation is published before its prefetch starts
-/// ([`SharedPositions`]). Advice failing (or being a no-op, as on tmpfs, where `fallocate`
-/// already made the pages) is harmless: the `pwrite` makes the pages itself.
-pub fn prefetch_range(file: &File, from: u64, to: u64, next: impl FnMut(u64) -> Option<u64>) {
-    in_yielding_pieces(from, to, PREFETCH_CHUNK, next, |off, n| {
-        // SAFETY: plain syscall on an fd we own; no memory is passed.
-        unsafe { libc::posix_fadvise(file.as_raw_fd(), off, n, libc::POSIX_FADV_WILLNEED) };
-    });
-}
-
-/// Walks `[from, to)` in pieces of at most `piece` bytes, calling `call(offset, len)` for each
-/// and yielding the core after it (see [`prefetch_range`] for why); before each piece `next(at)`
-/// says where to go on from `at`, or `None` to stop. The helpers' long kernel work (a
-/// prefetch, a sync's writeback) goes through here so that it comes in short system calls.
-pub(super) fn in_yielding_pieces(
-    from: u64,
-    to: u64,
-    piece: u64,
-    mut next: impl FnMut(u64) -> Option<u64>,
-    mut call: impl FnMut(libc::off_t, libc::off_t),
-) {
-    let mut at = from;
-    while let Some(start) = next(at).filter(|&start| start < to) {
-        at = start;
-        let len = (to - at).min(piece);
-        if let (Ok(off), Ok(n)) = (libc::off_t::try_from(at), libc::off_t::try_from(len)) {
-            call(off, n);
-        }
-        at += len;
-        std::thread::yield_now();
     }
 }
 
@@ -266,34 +174,17 @@ pub struct Growth {
     pub(super) from: u64,
     /// The new allocated length.
     pub to: u64,
-    /// The segment's writer: where this step publishes its allocation early, and where the
-    /// writer is (see [`SharedPositions`]).
-    pub(super) writer: WriterWatch,
+    /// Where this step publishes its allocation early, for the segment's writer.
+    pub(super) allocation: Arc<SharedAllocation>,
 }
 
 impl Growth {
-    /// Allocates `[from, to)`, tells the writer so at once, and prefetches those pages into
-    /// the page cache (only after the allocation succeeded: readahead past the end of the file
-    /// would do nothing). Blocks.
-    ///
-    /// The prefetch follows the writer: it skips the pages the writer reached meanwhile, and
-    /// it stops once the next step is due, leaving the rest to the writer's `pwrite`s. Why
-    /// stop: the next step runs on this thread after this one, and a prefetch that yields its
-    /// core to busy publishers can take longer than the writer takes to use up the runway; the
-    /// writer would then grow the file inline, on the reactor. Measured (`corq bench pub
-    /// --batch 200`, 10 s runs, `corqd --log-level debug`): inline growths a run 550–665 with
-    /// a yielding prefetch that runs to the end, 135–183 with the skip alone, 4 with the stop
-    /// as well, all in the first 11 ms (the doubling from 64 KiB); 50–77 before prefetches
-    /// yielded.
+    /// Allocates `[from, to)` and tells the writer so at once (its result reaches the loop a
+    /// turn later). Blocks.
     pub fn run(&self, fault: Option<&AtomicBool>) -> Result<(), StorageError> {
         allocate(&self.file, self.from, self.to, fault)
             .map_err(|e| StorageError::io(&self.path, "fallocate", e))?;
-        let writer = &self.writer;
-        writer.positions.note_allocated(self.to);
-        prefetch_range(&self.file, self.from, self.to, |at| {
-            let written = writer.positions.written();
-            (!grow_due(self.to, written, writer.limit)).then_some(at.max(written))
-        });
+        self.allocation.note_allocated(self.to);
         Ok(())
     }
 }
@@ -336,20 +227,13 @@ pub struct PreparedSegment {
 }
 
 impl PreparedSegment {
-    /// Creates `path` (which must not exist), allocates `size` bytes, maps `limit` bytes (the
-    /// file grows under the map later) and, given the active segment's writer (on the helper
-    /// thread), prefetches the allocated pages into the page cache until that writer nears its
-    /// segment's end, so the new segment is ready in time even when the prefetch cannot finish
-    /// (the writer's `pwrite`s make the rest). An inline fallback passes `None` and skips it:
-    /// prefetching there would only turn page allocations spread over many `pwrite`s into one
-    /// long stall.
-    /// On failure the half-made file is removed. This blocks: keep it off the reactor thread.
+    /// Creates `path` (which must not exist), allocates `size` bytes and maps `limit` bytes
+    /// (the file grows under the map later). On failure the half-made file is removed. This blocks: keep it off the reactor thread.
     pub fn create(
         path: PathBuf,
         size: u64,
         limit: u64,
         fault: Option<&AtomicBool>,
-        prefetch_for: Option<&WriterWatch>,
     ) -> Result<Self, StorageError> {
         let file = OpenOptions::new()
             .read(true)
@@ -370,11 +254,6 @@ impl PreparedSegment {
             Ok(map) => {
                 // cannot truncate: size <= limit, which fits a usize (checked above).
                 let allocated = size as usize;
-                if let Some(active) = prefetch_for {
-                    prefetch_range(&file, 0, size, |at| {
-                        (!active.near_its_limit()).then_some(at)
-                    });
-                }
                 Ok(PreparedSegment {
                     path,
                     file,
@@ -502,91 +381,6 @@ mod tests {
         // Never past the limit, and no underflow when used exceeds allocated.
         assert!(!grow_due(limit, limit, limit));
         assert!(grow_due(MIB, 2 * MIB, limit));
-    }
-
-    #[test]
-    fn prefetching_fills_the_page_cache_without_mapping_pages() {
-        let tmp = crate::storage::testutil::TempDir::new("prefetch");
-        let path = tmp.path().join("00000000000000000001.prealloc");
-        let size = 4 * MIB as usize;
-        let far_from_its_end = WriterWatch {
-            positions: Arc::default(),
-            limit: 100 * MIB,
-        };
-        let prep =
-            PreparedSegment::create(path, size as u64, 16 * MIB, None, Some(&far_from_its_end))
-                .unwrap();
-        let start = prep.map.as_ptr();
-        let resident = crate::storage::testutil::resident_bytes_at(start as usize);
-        assert_eq!(resident, 0, "prefetching mapped pages into the process");
-        // mincore on a file mapping answers from the page cache, mapped or not.
-        let mut cached = vec![0u8; size / 4096];
-        // SAFETY: `[start, start + size)` is inside the map; `cached` has a byte per 4 KiB page.
-        let rc = unsafe { libc::mincore(start as *mut libc::c_void, size, cached.as_mut_ptr()) };
-        assert_eq!(rc, 0);
-        let in_cache = cached.iter().filter(|&&b| b & 1 == 1).count();
-        assert!(
-            in_cache * 10 >= cached.len() * 9,
-            "{in_cache} of {} pages in the page cache",
-            cached.len()
-        );
-    }
-
-    #[test]
-    fn a_prefetch_goes_where_its_guide_says_and_stops_when_told() {
-        let tmp = crate::storage::testutil::TempDir::new("prefetch-guide");
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(tmp.path().join("f"))
-            .unwrap();
-        allocate(&file, 0, MIB, None).unwrap();
-        // Followed to the end: one call per chunk, then one that finds nothing left.
-        let mut seen = Vec::new();
-        prefetch_range(&file, 0, MIB, |at| {
-            seen.push(at);
-            Some(at)
-        });
-        assert_eq!(seen.len() as u64, MIB / PREFETCH_CHUNK + 1);
-        assert_eq!(seen.last(), Some(&MIB));
-        // A writer that jumped ahead moves the next chunk; `None` stops the walk.
-        let mut seen = Vec::new();
-        prefetch_range(&file, 0, MIB, |at| {
-            seen.push(at);
-            match seen.len() {
-                1 => Some(at),
-                2 => Some(at + 512 * 1024),
-                _ => None,
-            }
-        });
-        let chunk = PREFETCH_CHUNK;
-        assert_eq!(seen, [0, chunk, chunk + 512 * 1024 + chunk]);
-    }
-
-    #[test]
-    fn a_pre_created_segment_is_prefetched_only_while_the_active_one_has_room() {
-        let active = WriterWatch {
-            positions: Arc::default(),
-            limit: 100 * MIB,
-        };
-        assert!(!active.near_its_limit());
-        active.positions.note_written(100 * MIB - READY_MARGIN);
-        assert!(!active.near_its_limit());
-        active.positions.note_written(100 * MIB - READY_MARGIN + 1);
-        assert!(active.near_its_limit());
-        active.positions.note_written(200 * MIB);
-        assert!(active.near_its_limit(), "no underflow past the limit");
-        // A 4 MiB segment, pre-created with 512 KiB left, is prefetched until 256 KiB are.
-        let small = WriterWatch {
-            positions: Arc::default(),
-            limit: 4 * MIB,
-        };
-        small.positions.note_written(4 * MIB - MIB / 2);
-        assert!(!small.near_its_limit());
-        small.positions.note_written(4 * MIB - MIB / 4 + 1);
-        assert!(small.near_its_limit());
     }
 
     #[test]

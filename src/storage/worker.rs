@@ -28,8 +28,7 @@
 //! Results may arrive out of submission order (across lanes, and within the sync lane);
 //! `Log::apply` handles each kind on its own, and syncs through its `SyncTracker`.
 
-use super::segment::{Growth, PreparedSegment, WriterWatch};
-use super::space::in_yielding_pieces;
+use super::segment::{Growth, PreparedSegment};
 use super::StorageError;
 use ::log::error;
 use std::cell::RefCell;
@@ -70,8 +69,8 @@ pub(crate) enum JobKind {
         background: bool,
         superseded: Option<Arc<AtomicBool>>,
     },
-    /// Create the next segment under a temporary name, fallocate `size` bytes, map `limit`
-    /// bytes and prefetch the allocated pages into the page cache.
+    /// Create the next segment under a temporary name, fallocate `size` bytes and map `limit`
+    /// bytes.
     /// `background`: no writer is waiting for it yet (it runs on the background lane).
     Prepare {
         path: PathBuf,
@@ -79,10 +78,8 @@ pub(crate) enum JobKind {
         limit: u64,
         fault: Option<Arc<AtomicBool>>,
         background: bool,
-        /// The active segment's writer: the prefetch stops as it nears its segment's end.
-        active: WriterWatch,
     },
-    /// Extend the active segment's file by one growth step and prefetch the new pages.
+    /// Extend the active segment's file by one growth step.
     /// `background`: as for `Prepare`.
     Grow {
         growth: Growth,
@@ -153,15 +150,8 @@ impl Job {
                 size,
                 limit,
                 fault,
-                active,
                 ..
-            } => DoneKind::Prepared(PreparedSegment::create(
-                path,
-                size,
-                limit,
-                fault.as_deref(),
-                Some(&active),
-            )),
+            } => DoneKind::Prepared(PreparedSegment::create(path, size, limit, fault.as_deref())),
             JobKind::Grow { growth, fault, .. } => DoneKind::Grown {
                 base: growth.base,
                 to: growth.to,
@@ -251,18 +241,34 @@ const WRITEBACK_PIECE: u64 = 256 * 1024;
 /// Starts writeback of `range` of `file` in [`WRITEBACK_PIECE`]s, yielding after each, so
 /// the CPU part of writing back a large range (walking and locking the pages, building the
 /// I/O: ~0.3 ms per 256 KiB here) comes in short system calls that hand the core to a woken
-/// thread between them, rather than in one `fdatasync` nothing interrupts (see `space.rs`,
-/// `prefetch_range`, for why that matters when the helpers share a core with publishers).
-/// The `fdatasync` that follows waits for this writeback and writes whatever is still dirty,
-/// so durability does not depend on it; errors are left for the `fdatasync` to report.
+/// thread between them, rather than in one `fdatasync` nothing interrupts. The `fdatasync`
+/// that follows waits for this writeback and writes whatever is still dirty, so durability
+/// does not depend on it; errors are left for the `fdatasync` to report.
+///
+/// Why the yield, even when `--cpu` gave the helpers cores of their own: whatever shares a
+/// helper's core (the reactor without `--cpu`; with it, the publishers of a small box, such as
+/// a benchmark's generator) would otherwise wait for it. EEVDF lets a running task finish its
+/// slice before a woken one of the same priority gets the core, and a `PREEMPT_NONE` kernel
+/// does not interrupt one long call at all; a yield between calls hands the core over at once.
+/// Measured (`corq bench pub --batch 200 --connections 4`, corqd `--cpu 0`, the generator on
+/// core 1 with the helpers; `perf sched record`): the generator waited for its core after an
+/// OK up to 1.4 ms (p99) behind a helper's long calls (a prefetch growth steps then made),
+/// and, once that yielded, behind interval syncs' `fdatasync`s more than anything else (`docs/benchmarks.md`, "The
+/// helper gives way").
 fn write_back_in_pieces(file: &File, range: Range<u64>) {
     if range.end.saturating_sub(range.start) <= WRITEBACK_PIECE {
         return;
     }
-    in_yielding_pieces(range.start, range.end, WRITEBACK_PIECE, Some, |off, n| {
-        // SAFETY: plain syscall on an fd we own; no memory is passed.
-        unsafe { libc::sync_file_range(file.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE) };
-    });
+    let mut at = range.start;
+    while at < range.end {
+        let len = (range.end - at).min(WRITEBACK_PIECE);
+        if let (Ok(off), Ok(n)) = (libc::off_t::try_from(at), libc::off_t::try_from(len)) {
+            // SAFETY: plain syscall on an fd we own; no memory is passed.
+            unsafe { libc::sync_file_range(file.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE) };
+        }
+        at += len;
+        std::thread::yield_now();
+    }
 }
 
 fn sync_all(files: &[SyncFile], dir: Option<&(PathBuf, Arc<File>)>) -> Result<(), StorageError> {

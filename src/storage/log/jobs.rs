@@ -5,8 +5,8 @@
 //! # Space
 //!
 //! - Growth: once the room allocated ahead of the writer runs low (`space::grow_due`), one
-//!   growth step (`space::next_alloc`) is handed to the helper, which fallocates and
-//!   prefetches it. At most one is in flight; a failed one (disk full) is retried after
+//!   growth step (`space::next_alloc`) is handed to the helper, which fallocates it. At
+//!   most one is in flight; a failed one (disk full) is retried after
 //!   [`PREPARE_RETRY_MS`], and meanwhile a writer that needs the room grows inline and gets
 //!   the error itself.
 //! - Pre-creation: once the active segment is 7/8 of `max_bytes_per_file` full
@@ -282,7 +282,7 @@ impl Log {
         let active = self.active();
         // Pre-create only once the active segment is nearly full: a spare file for every
         // topic that barely writes would cost disk for nothing. The spare is small (a growth
-        // step's size), so prefetching it finishes long before a fast writer fills the last
+        // step's size), so creating it finishes long before a fast writer fills the last
         // eighth of a segment.
         let due = space::precreate_due(active.used() as u64, active.capacity() as u64);
         if !due
@@ -292,7 +292,6 @@ impl Log {
         {
             return None;
         }
-        let active = active.writer();
         self.prepare_in_flight = true;
         let path = self.next_prealloc_path();
         let kind = JobKind::Prepare {
@@ -301,9 +300,8 @@ impl Log {
             limit: self.cfg.max_bytes_per_file,
             fault: self.alloc_fault.clone(),
             // Background (idle CPU only) unless the previous pre-creation came too late: this
-            // log writes fast enough that the writer would otherwise fault the pages itself.
+            // log writes fast enough that the writer would otherwise create the file itself.
             background: self.urgent_prepares == 0,
-            active,
         };
         Some(Job {
             log_id: self.id,
