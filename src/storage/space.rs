@@ -24,10 +24,10 @@
 //! cheap `fallocate`. Why doubling to 8 MiB: a busy topic reaches 8 MiB steps after seven
 //! steps (~8 MiB written), and an 8 MiB step is one `fallocate` on the helper while a
 //! full-speed writer needs ~40 ms to fill it, so the writer keeps finding allocated blocks
-//! ahead of it as it did when a whole segment was allocated at once. A
-//! growth step publishes its allocation the moment its `fallocate` returns
-//! ([`SharedAllocation`]), so a writer that runs out of room before the step's result reaches
-//! the loop takes it up instead of growing the file itself.
+//! ahead of it as it did when a whole segment was allocated at once. A growth step publishes
+//! its allocation the moment its `fallocate` returns ([`SharedAllocation`]), so a writer that
+//! runs out of room before the step's result reaches the loop takes it up instead of growing
+//! the file itself.
 //!
 //! # No prefetch into the page cache
 //!
@@ -42,7 +42,10 @@
 //! helper time had been taken from the publishers on the helpers' core. Over six interleaved
 //! rounds of `benches/figures.sh regress`'s three cases (`docs/benchmarks.md`, "No prefetch"):
 //! MPUB 200 ×1.04 of the build that prefetched, plain PUB × 64 ×0.97, SUB of 5 M and
-//! 10-channel fan-out up, server CPU per run ~11 % lower.
+//! 10-channel fan-out up, server CPU per run ~11 % lower. The trade: where the reactor's core
+//! is the bottleneck and the helpers' cores are otherwise idle, the prefetch would take work
+//! off the reactor (plain PUB × 64, reactor-bound, is the case that lost); on a small box whose
+//! other cores run the publishers, it cost them more than it saved the reactor.
 //!
 //! Space is always allocated for real (never a sparse file): a full disk fails the
 //! `fallocate` (a failed publish), never a later store into the map (SIGBUS).
