@@ -42,7 +42,8 @@
 //! helper time had been taken from the publishers on the helpers' core. Over six interleaved
 //! rounds of `benches/figures.sh regress`'s three cases (`docs/benchmarks.md`, "No prefetch"):
 //! MPUB 200 ×1.04 of the build that prefetched, plain PUB × 64 ×0.97, SUB of 5 M and
-//! 10-channel fan-out up, server CPU per run ~11 % lower. The trade: where the reactor's core
+//! 10-channel fan-out up, server CPU per run ~11 % lower (`figures.sh regress` itself, against
+//! an older build, put MPUB where it had put the builds that prefetched). The trade: where the reactor's core
 //! is the bottleneck and the helpers' cores are otherwise idle, the prefetch would take work
 //! off the reactor (plain PUB × 64, reactor-bound, is the case that lost); on a small box whose
 //! other cores run the publishers, it cost them more than it saved the reactor.
