@@ -21,12 +21,13 @@
 //!
 //! # With `--cpu`: normal priority
 //!
-//! Once the reactor is pinned and the helpers have other cores (`cpu.rs`), a helper never
-//! competes with the reactor for a core, so `SCHED_IDLE` protects nothing, and it costs a
-//! priority inversion. A background helper takes page locks of the active segment: an interval
-//! sync's writeback locks its dirty pages (the partly written last page among them), as did a
-//! growth step's prefetch the pages it read in, when growth steps still prefetched. If anything at normal priority keeps the
-//! helpers' cores busy, the idle-class helper stops mid-way with those locks held, and the
+//! Once the reactor is pinned and the helpers have other cores (`cpu.rs`), a helper never competes
+//! with the reactor for a core, so `SCHED_IDLE` protects nothing, and it costs a priority
+//! inversion. A background helper takes page locks of the active segment: an interval sync's
+//! writeback locks its dirty pages (the partly written last page among them), as did a growth
+//! step's prefetch the pages it read in, when growth steps still prefetched. If anything at normal
+//! priority keeps the helpers' cores busy, the idle-class helper stops mid-way with those locks
+//! held, and the
 //! reactor's next `pwrite` to that page sleeps until the helper gets a core again. Measured
 //! (e2e at 50 k msg/s, `corqd --cpu 0`, the generator spinning on core 1; `perf sched record
 //! -g`): the reactor slept 20.5 ms in `pwrite` (`__filemap_get_folio` in

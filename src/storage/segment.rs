@@ -25,13 +25,13 @@
 //!
 //! A segment is mapped once at its size limit (`--max-bytes-per-file`) while its file starts
 //! at 64 KiB and grows on demand (the policy and its arithmetic are in `space.rs`): by a
-//! helper-thread [`Growth`] step ahead of the writer, or inline by [`Segment::reserve`] when
-//! the writer needs room first. Mapping past the end of a file is allowed; touching a page
-//! past it is a SIGBUS, so nothing does: reads stay below the written position (inside the
-//! file), and appends write with `pwrite`, not through the map. Every byte is allocated for real with
+//! helper-thread [`Growth`] step ahead of the writer, or inline by [`Segment::reserve`] when the
+//! writer needs room first. Mapping past the end of a file is allowed; touching a page past it is a
+//! SIGBUS, so nothing does: reads stay below the written position (inside the file), and appends
+//! write with `pwrite`, not through the map. Every byte is allocated for real with
 //! `posix_fallocate`: a full disk fails an allocation (an `E_PUB_FAILED` for the publish that
-//! needed it, nothing half-appended), never a later access, and a read through the map never
-//! meets a hole. A pre-created segment (`.prealloc`) starts with one growth step's worth.
+//! needed it, nothing half-appended), never a later access, and a read through the map never meets
+//! a hole. A pre-created segment (`.prealloc`) starts with one growth step's worth.
 
 use super::record::{self, Corrupt};
 use super::space;
@@ -174,13 +174,12 @@ pub fn map(file: &File, path: &Path) -> Result<MmapMut, StorageError> {
 /// read from the map (the page cache is coherent with `pwrite`), one above it from `pending`.
 ///
 /// # Space
-/// The map covers the segment's whole size limit (`capacity()`) from the start; the file
-/// behind it is allocated only up to `allocated` and grows (see `space.rs`): by a helper-thread
-/// job ahead of the writer ([`Segment::grow_target`], [`Segment::note_allocated`], or taken up
-/// from the job's published allocation before its result arrives), or inline when a record
-/// needs room the helper has not made yet ([`Segment::reserve`]). Every byte
-/// below `write_pos` is allocated, and nothing reads at or past `write_pos`, so no access ever
-/// touches a page past the end of the file.
+/// The map covers the segment's whole size limit (`capacity()`) from the start; the file behind it
+/// is allocated only up to `allocated` and grows (see `space.rs`): by a helper-thread job ahead of
+/// the writer ([`Segment::grow_target`], [`Segment::note_allocated`], or taken up from the job's
+/// published allocation before its result arrives), or inline when a record needs room the helper
+/// has not made yet ([`Segment::reserve`]). Every byte below `write_pos` is allocated, and nothing
+/// reads at or past `write_pos`, so no access ever touches a page past the end of the file.
 ///
 /// # Invariants
 /// `index[i]` is the byte position of the record with offset `base + i`, or [`LOST`] if
@@ -193,14 +192,13 @@ pub fn map(file: &File, path: &Path) -> Result<MmapMut, StorageError> {
 /// everything before `flushed()` is in the file, and no record straddles it.
 ///
 /// # Resident pages
-/// A read through the map faults its page into this process (its resident set); nothing else
-/// maps pages (appends `pwrite`). The
-/// log releases the pages behind every reader ([`Segment::release_below`],
-/// [`Segment::release_all`]) with `MADV_DONTNEED`, which on a shared file mapping only drops
-/// this process's page-table entries: the page cache keeps the bytes (dirty ones stay dirty),
-/// and a later read of a released record (a requeue from far behind, a peek) faults the same
-/// bytes back in. Such reads are noted (`refaulted_from`) so a [`Segment::sweep`] can release
-/// those pages again. `released` only grows.
+/// A read through the map faults its page into this process (its resident set); nothing else maps
+/// pages (appends `pwrite`). The log releases the pages behind every reader
+/// ([`Segment::release_below`], [`Segment::release_all`]) with `MADV_DONTNEED`, which on a shared
+/// file mapping only drops this process's page-table entries: the page cache keeps the bytes (dirty
+/// ones stay dirty), and a later read of a released record (a requeue from far behind, a peek)
+/// faults the same bytes back in. Such reads are noted (`refaulted_from`) so a [`Segment::sweep`]
+/// can release those pages again. `released` only grows.
 #[derive(Debug)]
 pub struct Segment {
     /// For messages and for `delete`.

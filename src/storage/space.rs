@@ -32,21 +32,21 @@
 //! # No prefetch into the page cache
 //!
 //! The writer's `pwrite`s allocate their own page-cache pages. Growth steps and pre-created
-//! segments once also brought their pages into the page cache with `posix_fadvise(WILLNEED)`
-//! on the helper, to take page allocation off the reactor. On the 2-vCPU benchmark VM that
-//! cost more than it saved: readahead of an allocated, unwritten range zeroes every page
-//! (`__pi_memset` in `ext4_mpage_readpages`, a quarter of all samples in a `perf record -a` of
-//! an MPUB run, the first touch of memory the hypervisor had taken back), and the `pwrite`
-//! then copies over the zeroes; without it a `pwrite` touches each new page once. The helpers'
-//! CPU fell from ~580 to ~165 ticks a 10 s MPUB run while the reactor's rose ~270, and that
-//! helper time had been taken from the publishers on the helpers' core. Over six interleaved
-//! rounds of `benches/figures.sh regress`'s three cases (`docs/benchmarks.md`, "No prefetch"):
-//! MPUB 200 ×1.04 of the build that prefetched, plain PUB × 64 ×0.97, SUB of 5 M and
-//! 10-channel fan-out up, server CPU per run ~11 % lower (`figures.sh regress` itself, against
-//! an older build, put MPUB where it had put the builds that prefetched). The trade: where the reactor's core
-//! is the bottleneck and the helpers' cores are otherwise idle, the prefetch would take work
-//! off the reactor (plain PUB × 64, reactor-bound, is the case that lost); on a small box whose
-//! other cores run the publishers, it cost them more than it saved the reactor.
+//! segments once also brought their pages into the page cache with `posix_fadvise(WILLNEED)` on the
+//! helper, to take page allocation off the reactor. On the 2-vCPU benchmark VM that cost more than
+//! it saved: readahead of an allocated, unwritten range zeroes every page (`__pi_memset` in
+//! `ext4_mpage_readpages`, a quarter of all samples in a `perf record -a` of an MPUB run, the first
+//! touch of memory the hypervisor had taken back), and the `pwrite` then copies over the zeroes;
+//! without it a `pwrite` touches each new page once. The helpers' CPU fell from ~580 to ~165 ticks
+//! a 10 s MPUB run while the reactor's rose ~270, and that helper time had been taken from the
+//! publishers on the helpers' core. Over six interleaved rounds of `benches/figures.sh regress`'s
+//! three cases (`docs/benchmarks.md`, "No prefetch"): MPUB 200 ×1.04 of the build that prefetched,
+//! plain PUB × 64 ×0.97, SUB of 5 M and 10-channel fan-out up, server CPU per run ~11 % lower
+//! (`figures.sh regress` itself, against an older build, put MPUB where it had put the builds that
+//! prefetched). The trade: where the reactor's core is the bottleneck and the helpers' cores are
+//! otherwise idle, the prefetch would take work off the reactor (plain PUB × 64, reactor-bound, is
+//! the case that lost); on a small box whose other cores run the publishers, it cost them more than
+//! it saved the reactor.
 //!
 //! Space is always allocated for real (never a sparse file): a full disk fails the
 //! `fallocate` (a failed publish), never a later store into the map (SIGBUS).
@@ -231,8 +231,9 @@ pub struct PreparedSegment {
 }
 
 impl PreparedSegment {
-    /// Creates `path` (which must not exist), allocates `size` bytes and maps `limit` bytes
-    /// (the file grows under the map later). On failure the half-made file is removed. This blocks: keep it off the reactor thread.
+    /// Creates `path` (which must not exist), allocates `size` bytes and maps `limit` bytes (the
+    /// file grows under the map later). On failure the half-made file is removed. This blocks: keep
+    /// it off the reactor thread.
     pub fn create(
         path: PathBuf,
         size: u64,

@@ -245,16 +245,15 @@ const WRITEBACK_PIECE: u64 = 256 * 1024;
 /// that follows waits for this writeback and writes whatever is still dirty, so durability
 /// does not depend on it; errors are left for the `fdatasync` to report.
 ///
-/// Why the yield, even when `--cpu` gave the helpers cores of their own: whatever shares a
-/// helper's core (the reactor without `--cpu`; with it, the publishers of a small box, such as
-/// a benchmark's generator) would otherwise wait for it. EEVDF lets a running task finish its
-/// slice before a woken one of the same priority gets the core, and a `PREEMPT_NONE` kernel
-/// does not interrupt one long call at all; a yield between calls hands the core over at once.
-/// Measured (`corq bench pub --batch 200 --connections 4`, corqd `--cpu 0`, the generator on
-/// core 1 with the helpers; `perf sched record`): the generator waited for its core after an
-/// OK up to 1.4 ms (p99) behind a helper's long calls (a prefetch growth steps then made),
-/// and, once that yielded, behind interval syncs' `fdatasync`s more than anything else (`docs/benchmarks.md`, "The
-/// helper gives way").
+/// Why the yield, even when `--cpu` gave the helpers cores of their own: whatever shares a helper's
+/// core (the reactor without `--cpu`; with it, the publishers of a small box, such as a benchmark's
+/// generator) would otherwise wait for it. EEVDF lets a running task finish its slice before a
+/// woken one of the same priority gets the core, and a `PREEMPT_NONE` kernel does not interrupt one
+/// long call at all; a yield between calls hands the core over at once. Measured (`corq bench pub
+/// --batch 200 --connections 4`, corqd `--cpu 0`, the generator on core 1 with the helpers; `perf
+/// sched record`): the generator waited for its core after an OK up to 1.4 ms (p99) behind a
+/// helper's long calls (a prefetch growth steps then made), and, once that yielded, behind interval
+/// syncs' `fdatasync`s more than anything else (`docs/benchmarks.md`, "The helper gives way").
 fn write_back_in_pieces(file: &File, range: Range<u64>) {
     if range.end.saturating_sub(range.start) <= WRITEBACK_PIECE {
         return;

@@ -1,8 +1,9 @@
 //! Which of a log's mapped pages stay in this process's resident set.
 //!
-//! Reads go through each segment's map, and a read faults its page into the process; nothing
-//! else maps log pages (appends `pwrite`, recovery releases what it scanned). Left alone, every page ever read would stay
-//! mapped until its segment is deleted: a 5 M-message drain kept 1.36 GB resident.
+//! Reads go through each segment's map, and a read faults its page into the process; nothing else
+//! maps log pages (appends `pwrite`, recovery releases what it scanned). Left alone, every page
+//! ever read would stay mapped until its segment is deleted: a 5 M-message drain kept 1.36 GB
+//! resident.
 //!
 //! # The release rule
 //!
