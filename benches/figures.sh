@@ -103,21 +103,28 @@ print("  " + "\n  ".join(out))
 EOF
 }
 
-# case NAME SERVER_FLAGS -- BENCH_ARGS: RUNS fresh-server runs of one bench command.
-case_runs() {
-    local name=$1; shift
-    local server_flags=()
+# case_run NAME I SERVER_FLAGS -- BENCH_ARGS: run I of one bench command, on a fresh server.
+case_run() {
+    local name=$1 i=$2; shift 2
+    local server_flags=() s0
     while [ "$1" != "--" ]; do server_flags+=("$1"); shift; done
     shift
+    start_server "${server_flags[@]}"
+    s0=$(steal_ticks)
+    bench "$@" --json "$OUT/$name-$i.json"
+    echo "  $name run $i: $(($(steal_ticks) - s0)) steal ticks"
+    stop_server
+}
+
+# case_runs NAME SERVER_FLAGS -- BENCH_ARGS: RUNS fresh-server runs of one bench command.
+case_runs() {
+    local name=$1; shift
     for i in $(seq "$RUNS"); do
-        start_server "${server_flags[@]}"
-        local s0
-        s0=$(steal_ticks)
-        bench "$@" --json "$OUT/$name-$i.json"
-        echo "  run $i: $(($(steal_ticks) - s0)) steal ticks"
-        stop_server
+        case_run "$name" "$i" "$@"
     done
-    echo "$name: corq bench $*  [corqd ${server_flags[*]}]"
+    local server_flags=()
+    while [ "$1" != "--" ]; do server_flags+=("$1"); shift; done
+    echo "$name: corq bench ${*:2}  [corqd ${server_flags[*]}]"
 }
 
 want() { [ -z "$WANT" ] || [[ " $WANT " == *" $1 "* ]]; }
@@ -142,9 +149,17 @@ if want sub; then
     median sub5m consumed.msgs_per_sec
 fi
 
+# fanout: one channel and ten, interleaved per run (1, 10, 1, 10, ...) so that a slow stretch of
+# the host lands on both sides rather than on whichever ran in it.
 if want fanout; then
+    for i in $(seq "$RUNS"); do
+        for ch in 1 10; do
+            case_run "fanout$ch" "$i" -- pubsub --size 200 --batch 200 --connections 4 \
+                --channels "$ch" --consumers 1
+        done
+    done
     for ch in 1 10; do
-        case_runs "fanout$ch" -- pubsub --size 200 --batch 200 --connections 4 --channels "$ch" --consumers 1
+        echo "fanout$ch: corq bench pubsub --size 200 --batch 200 --connections 4 --channels $ch --consumers 1"
         median "fanout$ch" published.msgs_per_sec consumed.msgs_per_sec
     done
 fi
