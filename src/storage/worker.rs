@@ -255,19 +255,28 @@ const WRITEBACK_PIECE: u64 = 256 * 1024;
 /// helper's long calls (a prefetch growth steps then made), and, once that yielded, behind interval
 /// syncs' `fdatasync`s more than anything else (`docs/benchmarks.md`, "The helper gives way").
 fn write_back_in_pieces(file: &File, range: Range<u64>) {
-    if range.end.saturating_sub(range.start) <= WRITEBACK_PIECE {
-        return;
-    }
-    let mut at = range.start;
-    while at < range.end {
-        let len = (range.end - at).min(WRITEBACK_PIECE);
-        if let (Ok(off), Ok(n)) = (libc::off_t::try_from(at), libc::off_t::try_from(len)) {
-            // SAFETY: plain syscall on an fd we own; no memory is passed.
-            unsafe { libc::sync_file_range(file.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE) };
-        }
-        at += len;
+    for piece in writeback_pieces(range) {
+        let (Ok(off), Ok(n)) = (
+            libc::off_t::try_from(piece.start),
+            libc::off_t::try_from(piece.end - piece.start),
+        ) else {
+            continue;
+        };
+        // SAFETY: plain syscall on an fd we own; no memory is passed.
+        unsafe { libc::sync_file_range(file.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE) };
         std::thread::yield_now();
     }
+}
+
+/// The pieces [`write_back_in_pieces`] starts writeback of: `range` cut into consecutive
+/// [`WRITEBACK_PIECE`]s (the last one shorter), or none when the range fits in one piece
+/// (the `fdatasync` alone is one short call then).
+fn writeback_pieces(range: Range<u64>) -> impl Iterator<Item = Range<u64>> {
+    let whole = range.end.saturating_sub(range.start) > WRITEBACK_PIECE;
+    let end = if whole { range.end } else { range.start };
+    (range.start..end)
+        .step_by(WRITEBACK_PIECE as usize)
+        .map(move |at| at..(at.saturating_add(WRITEBACK_PIECE)).min(end))
 }
 
 fn sync_all(files: &[SyncFile], dir: Option<&(PathBuf, Arc<File>)>) -> Result<(), StorageError> {
@@ -566,6 +575,34 @@ mod tests {
                 }
                 std::thread::yield_now();
             }
+        }
+    }
+
+    #[test]
+    fn writeback_pieces_cover_a_large_range_exactly_and_skip_a_small_one() {
+        let piece = WRITEBACK_PIECE;
+        let cases: [(Range<u64>, Vec<Range<u64>>); 6] = [
+            (0..0, vec![]),
+            (100..100 + piece, vec![]),
+            // Reversed: no sync builds one, but it must start no writeback rather than wrap.
+            (Range { start: 7, end: 3 }, vec![]),
+            (0..piece + 1, vec![0..piece, piece..piece + 1]),
+            (
+                10..10 + 3 * piece,
+                vec![
+                    10..10 + piece,
+                    10 + piece..10 + 2 * piece,
+                    10 + 2 * piece..10 + 3 * piece,
+                ],
+            ),
+            (
+                u64::MAX - piece - 2..u64::MAX,
+                vec![u64::MAX - piece - 2..u64::MAX - 2, u64::MAX - 2..u64::MAX],
+            ),
+        ];
+        for (range, want) in cases {
+            let got: Vec<_> = writeback_pieces(range.clone()).collect();
+            assert_eq!(got, want, "{range:?}");
         }
     }
 
