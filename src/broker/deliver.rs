@@ -193,6 +193,11 @@ impl Broker {
         if reader != cursor_before {
             // Once per pass that read new records, not per message (see the method).
             topic.release_read_pages(reader);
+            // A reader behind the page-cache window gets its next segments read ahead
+            // (`storage/log/window.rs`); otherwise two compares.
+            if let Some(job) = topic.log.read_ahead_job(reader) {
+                self.worker.submit(tk as u64, job);
+            }
         }
         handled
     }

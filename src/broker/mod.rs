@@ -398,6 +398,7 @@ impl Broker {
             max_msg_size: self.cfg.max_msg_size,
             sync_every: self.cfg.sync_every,
             sync_timeout_ms: self.cfg.sync_timeout,
+            ..LogConfig::default()
         }
     }
 

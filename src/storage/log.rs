@@ -32,6 +32,7 @@ mod jobs;
 mod resident;
 mod syncs;
 mod warm;
+mod window;
 
 pub(crate) use syncs::MAX_SYNCS_IN_FLIGHT;
 pub(crate) use warm::warm_ranges;
@@ -117,6 +118,11 @@ pub struct Log {
     write_fault: Option<Arc<AtomicBool>>,
     /// Segment files dropped by retention, waiting for a removal job.
     to_remove: Vec<PathBuf>,
+    /// Segments ending at or below this offset have left the page cache (see `log/window.rs`).
+    evicted_below: u64,
+    /// The offsets of the segments the last read-ahead job asked for (see `log/window.rs`).
+    read_ahead: Range<u64>,
+    read_ahead_in_flight: bool,
 }
 
 impl std::fmt::Debug for Log {
@@ -199,6 +205,9 @@ impl Log {
             inline_creations: 0,
             urgent_prepares: 0,
             to_remove: Vec::new(),
+            evicted_below: 0,
+            read_ahead: 0..0,
+            read_ahead_in_flight: false,
         };
         if log.segments.is_empty() {
             let size = space::initial_alloc(log.cfg.max_bytes_per_file);

@@ -78,6 +78,9 @@ pub struct LogConfig {
     pub sync_every: u64,
     /// ... or when the oldest unsynced append is this old (nsqd `--sync-timeout`, 2000 ms).
     pub sync_timeout_ms: u64,
+    /// Bytes of log kept in the page cache behind the newest byte written: whole synced
+    /// segments further back are dropped from it (see `log/window.rs`); default 2 GiB.
+    pub page_cache_window: u64,
 }
 
 impl Default for LogConfig {
@@ -87,6 +90,7 @@ impl Default for LogConfig {
             max_msg_size: 1024 * 1024,
             sync_every: 2500,
             sync_timeout_ms: 2000,
+            page_cache_window: 2 << 30,
         }
     }
 }

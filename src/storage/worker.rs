@@ -30,7 +30,7 @@
 
 use super::segment::{Growth, PreparedSegment};
 use super::StorageError;
-use ::log::error;
+use ::log::{debug, error};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fs::File;
@@ -68,6 +68,9 @@ pub(crate) enum JobKind {
         dir: Option<(PathBuf, Arc<File>)>,
         background: bool,
         superseded: Option<Arc<AtomicBool>>,
+        /// Whole segments, all synced before this job, to drop from the page cache once its
+        /// own sync has succeeded (see `log/window.rs`).
+        evict: Box<[Arc<File>]>,
     },
     /// Create the next segment under a temporary name, fallocate `size` bytes and map `limit`
     /// bytes.
@@ -93,6 +96,11 @@ pub(crate) enum JobKind {
     /// from the map without waiting for the disk (a peek of a cold backlog, see
     /// `log/warm.rs`).
     Warm { ranges: Vec<(Arc<File>, u64, u64)> },
+    /// Start reading these whole segments into the page cache (`POSIX_FADV_WILLNEED`, which
+    /// returns once the reads are queued): the next ones a reader behind the page-cache window
+    /// will read (see `log/window.rs`).
+    /// Each with the bytes of it written (past them the file is allocated but unwritten).
+    ReadAhead { files: Vec<(Arc<File>, u64)> },
 }
 
 /// The outcome of a [`Job`], to be handed to [`Log::apply`](super::Log::apply).
@@ -123,6 +131,8 @@ pub(crate) enum DoneKind {
     Warmed,
     /// A background sync found itself superseded before it began, and did not sync.
     SyncSkipped,
+    /// The files of a `ReadAhead` job are being read into the page cache.
+    ReadAhead,
 }
 
 impl Job {
@@ -139,11 +149,12 @@ impl Job {
                 seq,
                 files,
                 dir,
+                evict,
                 ..
             } => DoneKind::Synced {
                 target,
                 seq,
-                result: sync_all(&files, dir.as_ref()),
+                result: sync_all(&files, dir.as_ref()).inspect(|()| evict_from_cache(&evict)),
             },
             JobKind::Prepare {
                 path,
@@ -165,6 +176,10 @@ impl Job {
                 super::log::warm_ranges(&ranges);
                 DoneKind::Warmed
             }
+            JobKind::ReadAhead { files } => {
+                read_ahead(&files);
+                DoneKind::ReadAhead
+            }
         };
         JobDone {
             log_id: self.log_id,
@@ -183,7 +198,7 @@ impl Job {
             JobKind::Sync { background, .. }
             | JobKind::Prepare { background, .. }
             | JobKind::Grow { background, .. } => background,
-            JobKind::Remove { .. } => true,
+            JobKind::Remove { .. } | JobKind::ReadAhead { .. } => true,
             // Somebody waits for it (an HTTP peek).
             JobKind::Warm { .. } => false,
         }
@@ -277,6 +292,47 @@ fn writeback_pieces(range: Range<u64>) -> impl Iterator<Item = Range<u64>> {
     (range.start..end)
         .step_by(WRITEBACK_PIECE as usize)
         .map(move |at| at..(at.saturating_add(WRITEBACK_PIECE)).min(end))
+}
+
+/// Drops each file's clean pages from the page cache (`POSIX_FADV_DONTNEED`). A hint: a failure
+/// only leaves pages cached, so it is logged, not returned.
+fn evict_from_cache(files: &[Arc<File>]) {
+    for file in files {
+        // SAFETY: plain syscall on an fd we own; no memory is passed.
+        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if rc != 0 {
+            let e = io::Error::from_raw_os_error(rc);
+            debug!("dropping a segment from the page cache: {e}");
+        }
+    }
+}
+
+/// Bytes per `POSIX_FADV_WILLNEED` call: the kernel reads at most its readahead size per call
+/// (`max(read_ahead_kb, max_sectors_kb)` of the device) and ignores the rest of the range, so
+/// a whole segment is asked for in pieces no larger than the smallest usual readahead size.
+const READ_AHEAD_PIECE: u64 = 128 * 1024;
+
+/// Starts reading the first `len` bytes of each file into the page cache and returns once the
+/// reads are queued. A hint: a failure only means the loop reads those pages itself.
+fn read_ahead(files: &[(Arc<File>, u64)]) {
+    for (file, len) in files {
+        for at in (0..*len).step_by(READ_AHEAD_PIECE as usize) {
+            let (Ok(off), Ok(n)) = (
+                libc::off_t::try_from(at),
+                libc::off_t::try_from(READ_AHEAD_PIECE.min(len - at)),
+            ) else {
+                break;
+            };
+            // SAFETY: plain syscall on an fd we own; no memory is passed.
+            let rc =
+                unsafe { libc::posix_fadvise(file.as_raw_fd(), off, n, libc::POSIX_FADV_WILLNEED) };
+            if rc != 0 {
+                let e = io::Error::from_raw_os_error(rc);
+                debug!("reading a segment ahead: {e}");
+                break;
+            }
+        }
+    }
 }
 
 fn sync_all(files: &[SyncFile], dir: Option<&(PathBuf, Arc<File>)>) -> Result<(), StorageError> {
@@ -559,6 +615,7 @@ mod tests {
             dir: None,
             background: false,
             superseded: None,
+            evict: Box::default(),
         };
         Job { log_id: 0, kind }
     }

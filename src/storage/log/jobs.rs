@@ -196,6 +196,7 @@ impl Log {
             .dir_dirty
             .then(|| (self.dir.clone(), Arc::clone(&self.dir_file)));
         self.dir_dirty = false;
+        let evict = self.segments_leaving_the_cache(first).into_boxed_slice();
         let superseded = background.then(|| {
             let flag = Arc::new(AtomicBool::new(false));
             self.background_sync = Some(BackgroundSync {
@@ -215,6 +216,7 @@ impl Log {
                 dir,
                 background,
                 superseded,
+                evict,
             },
         }
     }
@@ -356,6 +358,7 @@ impl Log {
                 }
             }
             DoneKind::Grown { base, to, result } => self.apply_growth(base, to, result),
+            DoneKind::ReadAhead => self.read_ahead_in_flight = false,
             // Superseded before it began: its successor answers for its records.
             DoneKind::Removed | DoneKind::Warmed | DoneKind::SyncSkipped => {}
         }

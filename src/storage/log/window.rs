@@ -1,0 +1,210 @@
+//! The page-cache window: how much of a log stays in the page cache behind the writer.
+//!
+//! Every append is a `pwrite` into the page cache, and a page the log writes for the first time
+//! is memory the kernel hands it fresh. Left alone, the page cache keeps every byte ever written
+//! until memory runs short, so a steady publisher is always writing into fresh memory. That is
+//! the reactor's largest cost where fresh memory is dear: on a VM whose kernel hands freed memory
+//! back to the host (free page reporting), the first write to such a page is a fault on the host
+//! as well, and an MPUB run spent two thirds of the reactor's time in that copy
+//! (`docs/benchmarks.md`, "Who touches a page first").
+//!
+//! # The rule
+//!
+//! A sync job, once its `fdatasync` has succeeded, drops from the page cache every whole segment
+//! that (a) lies entirely before the first segment the job syncs, so all of it was durable before
+//! the job began and its pages are clean, and (b) has at least
+//! [`LogConfig::page_cache_window`](crate::storage::LogConfig) bytes of log after it (2 GiB by
+//! default). Each segment leaves once ([`Log::segments_leaving_the_cache`] remembers how far it
+//! got). The writer's next pages then come from memory the kernel just freed. Nothing is lost:
+//! the bytes are on disk, and reading them faults them back in.
+//!
+//! # Readers behind the window
+//!
+//! A reader that far behind (a channel draining a backlog larger than the window) would fault
+//! each page in from the disk on the loop, 4 KiB at a time (segment maps are `MADV_RANDOM`),
+//! holding every connection: measured, a 5 M-message drain fell from ~4 M to ~0.9 M msg/s.
+//! So after each delivery pass the broker asks [`Log::read_ahead_job`] for the reader it moved:
+//! if the reader is in a segment the window dropped, a background job starts reading that segment
+//! and the next one into the page cache (`POSIX_FADV_WILLNEED` in 128 KiB pieces, since the
+//! kernel reads at most its readahead size per call; each call queues the reads and returns), so
+//! the reader finds its pages cached or already on their way. A segment
+//! read back this way stays cached until retention deletes it. One read-ahead job per log is in
+//! flight at a time.
+//!
+//! Cost on the loop: a sync job walks the segments inside the window (the window over
+//! `--max-bytes-per-file`: about 21 at the defaults, more with much smaller segments) plus those
+//! leaving it; a delivery pass compares its reader's offset with two numbers, unless the reader
+//! is behind the window.
+
+use std::fs::File;
+use std::sync::Arc;
+
+use super::Log;
+use crate::storage::worker::{Job, JobKind};
+
+impl Log {
+    /// The whole segments a sync job built now may drop from the page cache once its sync has
+    /// succeeded: those before segment `first` (the first one the job syncs) with at least the
+    /// window's bytes of log after them, that have not left before (see the module docs).
+    pub(super) fn segments_leaving_the_cache(&mut self, first: usize) -> Vec<Arc<File>> {
+        let window = self.cfg.page_cache_window;
+        let mut after: u64 = 0;
+        let mut leaving = Vec::new();
+        let mut evicted_below = self.evicted_below;
+        for (i, seg) in self.segments.iter().enumerate().rev() {
+            if seg.end() <= self.evicted_below {
+                break; // this one and every older one left already
+            }
+            if i < first && after >= window {
+                leaving.push(Arc::clone(&seg.file));
+                evicted_below = evicted_below.max(seg.end());
+            }
+            after = after.saturating_add(seg.flushed() as u64);
+        }
+        self.evicted_below = evicted_below;
+        leaving
+    }
+
+    /// A background job that starts reading into the page cache the segment holding `reader`
+    /// (a channel's cursor) and the one after it, or `None` when the reader is inside the
+    /// window, those segments were just asked for, or a read-ahead is in flight.
+    pub fn read_ahead_job(&mut self, reader: u64) -> Option<Job> {
+        if reader >= self.evicted_below
+            || self.read_ahead.contains(&reader)
+            || self.read_ahead_in_flight
+        {
+            return None;
+        }
+        let i = self.segment_for(reader)?;
+        let wanted = &self.segments[i..self.segments.len().min(i + 2)];
+        let files = wanted
+            .iter()
+            .map(|s| (Arc::clone(&s.file), s.flushed() as u64))
+            .collect();
+        let end = wanted.last().map_or(reader, |s| s.end());
+        self.read_ahead = self.segments[i].base..end;
+        self.read_ahead_in_flight = true;
+        Some(Job {
+            log_id: self.id,
+            kind: JobKind::ReadAhead { files },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::testutil::TempDir;
+    use crate::storage::worker::DoneKind;
+    use crate::storage::{LogConfig, NewRecord};
+    use std::time::{Duration, Instant};
+
+    const BODY: usize = 1000;
+
+    /// A log of 1 MiB segments with a 2 MiB window, `records` records of [`BODY`] bytes (the
+    /// i-th filled with `i as u8`), all of them synced.
+    fn synced_log(tmp: &TempDir, records: u64) -> Log {
+        let cfg = LogConfig {
+            max_bytes_per_file: 1 << 20,
+            page_cache_window: 2 << 20,
+            ..LogConfig::default()
+        };
+        let mut log = Log::open(tmp.path(), cfg).expect("open");
+        for i in 0..records {
+            log.append(&NewRecord::message(1, 0, &[i as u8; BODY]))
+                .expect("append");
+        }
+        log.sync_blocking().expect("sync");
+        log
+    }
+
+    /// Whether every written page of segment `i` is in the page cache.
+    fn cached(log: &Log, i: usize) -> bool {
+        let seg = &log.segments[i];
+        seg.cached(0, seg.flushed())
+    }
+
+    /// Bytes of log after segment `i`.
+    fn after(log: &Log, i: usize) -> u64 {
+        log.segments[i + 1..]
+            .iter()
+            .map(|s| s.flushed() as u64)
+            .sum()
+    }
+
+    #[test]
+    fn a_sync_drops_the_segments_behind_the_window_and_keeps_the_rest() {
+        let tmp = TempDir::new("window");
+        let mut log = synced_log(&tmp, 8000);
+        assert!(log.segments.len() >= 6, "{} segments", log.segments.len());
+        assert!(
+            (0..log.segments.len()).all(|i| cached(&log, i)),
+            "the first sync had nothing durable before it to drop"
+        );
+        // The next sync starts at the active segment: everything before it was durable.
+        log.append(&NewRecord::message(1, 0, &[0; BODY]))
+            .expect("append");
+        log.sync_blocking().expect("sync");
+        for i in 0..log.segments.len() {
+            let behind = after(&log, i) >= 2 << 20;
+            assert_eq!(
+                cached(&log, i),
+                !behind,
+                "segment {i} of {}",
+                log.segments.len()
+            );
+        }
+        // Nothing is lost: every record reads back intact, the dropped ones from the disk.
+        for i in 0..8000u64 {
+            let rec = log.read(i).expect("read");
+            assert_eq!(rec.body, &[i as u8; BODY][..], "record {i}");
+        }
+        // A segment leaves once: the next sync has nothing to drop.
+        assert!(log
+            .segments_leaving_the_cache(log.segments.len() - 1)
+            .is_empty());
+    }
+
+    #[test]
+    fn a_reader_behind_the_window_gets_its_segment_and_the_next_read_ahead() {
+        let tmp = TempDir::new("window-ahead");
+        let mut log = synced_log(&tmp, 8000);
+        log.append(&NewRecord::message(1, 0, &[0; BODY]))
+            .expect("append");
+        log.sync_blocking().expect("sync");
+        assert!(
+            !cached(&log, 0) && !cached(&log, 1),
+            "dropped by the window"
+        );
+        // A reader inside the window needs nothing.
+        assert!(log.read_ahead_job(log.tail() - 1).is_none());
+        // A reader in the first segment: it and the next one are read ahead.
+        let job = log.read_ahead_job(10).expect("behind the window");
+        let JobKind::ReadAhead { files } = &job.kind else {
+            panic!("not a read-ahead job: {job:?}");
+        };
+        assert_eq!(files.len(), 2);
+        assert!(
+            log.read_ahead_job(20).is_none(),
+            "one job in flight per log"
+        );
+        let done = job.run();
+        assert!(matches!(done.kind, DoneKind::ReadAhead));
+        log.apply(done);
+        // The reads were queued, not waited for: wait (boundedly) for the pages to arrive.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(cached(&log, 0) && cached(&log, 1)) {
+            assert!(Instant::now() < deadline, "read-ahead never arrived");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Still inside what was asked for: no second job.
+        assert!(log.read_ahead_job(20).is_none());
+        // Moved on to the next dropped segment: the one after it is asked for.
+        let next = log.segments[2].base;
+        let job = log.read_ahead_job(next).expect("a new segment");
+        let JobKind::ReadAhead { files } = &job.kind else {
+            panic!("not a read-ahead job: {job:?}");
+        };
+        assert_eq!(files.len(), 2);
+    }
+}
