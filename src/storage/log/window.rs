@@ -129,6 +129,15 @@ mod tests {
         log
     }
 
+    /// Appends `records` more records of zeros and syncs them: the window moves with the sync.
+    fn append_and_sync(log: &mut Log, records: usize) {
+        for _ in 0..records {
+            log.append(&NewRecord::message(1, 0, &[0; BODY]))
+                .expect("append");
+        }
+        log.sync_blocking().expect("sync");
+    }
+
     /// Whether every written page of segment `i` is in the page cache.
     fn cached(log: &Log, i: usize) -> bool {
         let seg = &log.segments[i];
@@ -153,9 +162,7 @@ mod tests {
             "the first sync had nothing durable before it to drop"
         );
         // The next sync starts at the active segment: everything before it was durable.
-        log.append(&NewRecord::message(1, 0, &[0; BODY]))
-            .expect("append");
-        log.sync_blocking().expect("sync");
+        append_and_sync(&mut log, 1);
         for i in 0..log.segments.len() {
             let behind = after(&log, i) >= 2 << 20;
             assert_eq!(
@@ -180,9 +187,7 @@ mod tests {
     fn a_reader_behind_the_window_gets_its_segment_and_the_next_read_ahead() {
         let tmp = TempDir::new("window-ahead");
         let mut log = synced_log(&tmp, 8000);
-        log.append(&NewRecord::message(1, 0, &[0; BODY]))
-            .expect("append");
-        log.sync_blocking().expect("sync");
+        append_and_sync(&mut log, 1);
         assert!(
             !cached(&log, 0) && !cached(&log, 1),
             "dropped by the window"
@@ -226,9 +231,7 @@ mod tests {
     fn the_window_keeps_the_segments_a_reader_asked_for() {
         let tmp = TempDir::new("window-keeps");
         let mut log = synced_log(&tmp, 8000);
-        log.append(&NewRecord::message(1, 0, &[0; BODY]))
-            .expect("append");
-        log.sync_blocking().expect("sync");
+        append_and_sync(&mut log, 1);
         // The first segment still inside the window, and the one before it (dropped).
         let kept = (0..log.segments.len())
             .find(|&i| cached(&log, i))
@@ -239,14 +242,8 @@ mod tests {
         let job = log.read_ahead_job(reader).expect("behind the window");
         log.apply(job.run());
         // The writer moves the window past `kept`: `kept` stays, the segments after it leave.
-        for _ in 0..3000 {
-            log.append(&NewRecord::message(1, 0, &[0; BODY]))
-                .expect("append");
-        }
-        log.sync_blocking().expect("sync");
-        log.append(&NewRecord::message(1, 0, &[0; BODY]))
-            .expect("append");
-        log.sync_blocking().expect("sync");
+        append_and_sync(&mut log, 3000);
+        append_and_sync(&mut log, 1);
         assert!(
             after(&log, kept + 1) >= 2 << 20,
             "the window passed kept + 1"
