@@ -27,6 +27,7 @@ fuzz_target!(|data: &[u8]| {
         max_msg_size: 1024,
         sync_every: 1,
         sync_timeout_ms: 1000,
+        ..LogConfig::default()
     };
     let dir = ScratchDir::new("log");
     let (mut files, mut bases) = (Vec::new(), Vec::new());
