@@ -120,11 +120,9 @@ pub struct Log {
     to_remove: Vec<PathBuf>,
     /// Segments ending at or below this offset have left the page cache (see `log/window.rs`).
     evicted_below: u64,
-    /// The offsets of the segments the last read-ahead job asked for (see `log/window.rs`);
-    /// the window does not drop them.
+    /// The offsets of the run of segments read-ahead jobs asked for (see `log/window.rs`); the
+    /// window does not drop them.
     read_ahead: Range<u64>,
-    /// Where the first of those segments ends: a reader past it asks for the next ones.
-    read_ahead_again_at: u64,
     read_ahead_in_flight: bool,
 }
 
@@ -210,7 +208,6 @@ impl Log {
             to_remove: Vec::new(),
             evicted_below: 0,
             read_ahead: 0..0,
-            read_ahead_again_at: 0,
             read_ahead_in_flight: false,
         };
         if log.segments.is_empty() {

@@ -27,13 +27,16 @@
 //! if the reader is below the part of the log the window has passed, a background job starts
 //! reading the reader's segment and the next one into the page cache (`POSIX_FADV_WILLNEED` in
 //! 128 KiB pieces, since the kernel reads at most its readahead size per call; each call queues
-//! the reads and returns), and asks again once the reader enters the second, so the reader
-//! finds its pages cached or already on their way a whole segment ahead. The window does not
-//! drop the two segments last asked for: a reader that lags more and more (consumers slower than
-//! the publishers) is in them or about to be, and without this the second would be dropped after
-//! its read-ahead and read by faults on the loop (measured: 43 % of the reactor's samples in
-//! `filemap_read_folio` with ten such channels). A segment read back stays cached until
-//! retention deletes it. One read-ahead job per log is in flight at a time.
+//! the reads and returns), and once the reader enters the second, the one after it, so the
+//! reader finds its pages cached or already on their way a whole segment ahead. The segments
+//! asked for form one run, and each is asked for once: other channels reading the same stretch
+//! find theirs asked for (ten channels that each asked anew kept the helper re-walking cached
+//! segments). The window does not drop a segment in that run: a reader that lags more and more
+//! (consumers slower than the publishers) is in it or about to be, and without this the next
+//! segment would be dropped after its read-ahead and read by faults on the loop (measured: 43 %
+//! of the reactor's samples in `filemap_read_folio` with ten such channels). A segment read
+//! back stays cached until retention deletes it. One read-ahead job per log is in flight at a
+//! time.
 //!
 //! Cost on the loop: a sync job walks the segments inside the window (the window over
 //! `--max-bytes-per-file`: about 21 at the defaults, more with much smaller segments) plus those
@@ -69,31 +72,42 @@ impl Log {
         leaving
     }
 
-    /// Whether the segment `base..end` was asked for by the last read-ahead job: its reader
-    /// is in it or about to be, so the window keeps it.
+    /// Whether the segment `base..end` is among those read-backs asked for: a reader is in
+    /// it or about to be, so the window keeps it.
     fn is_read_ahead(&self, base: u64, end: u64) -> bool {
         base < self.read_ahead.end && self.read_ahead.start < end
     }
 
     /// A background job that starts reading into the page cache the segment holding `reader`
-    /// (a channel's cursor) and the one after it, or `None` when the reader is inside the
-    /// window, those segments were just asked for, or a read-ahead is in flight.
+    /// (a channel's cursor) and the one after it, leaving out those asked for before, or `None`
+    /// when the reader is inside the window, both were asked for already, or a read-ahead is
+    /// in flight. The segments asked for form one run (`read_ahead`): a reader inside it only
+    /// extends it, so channels reading the same stretch ask for each segment once; a reader
+    /// outside it (a rewind, or a channel far from the others) starts a new run.
     pub fn read_ahead_job(&mut self, reader: u64) -> Option<Job> {
-        if reader >= self.evicted_below
-            || (self.read_ahead.start..self.read_ahead_again_at).contains(&reader)
-            || self.read_ahead_in_flight
-        {
+        if reader >= self.evicted_below || self.read_ahead_in_flight {
             return None;
         }
         let i = self.segment_for(reader)?;
-        let wanted = &self.segments[i..self.segments.len().min(i + 2)];
-        let files = wanted
+        let past_next = self.segments.len().min(i + 2);
+        let wanted_end = self.segments[past_next - 1].end();
+        let first = if self.read_ahead.contains(&reader) {
+            if wanted_end <= self.read_ahead.end {
+                return None;
+            }
+            let asked_end = self.read_ahead.end;
+            i + self.segments[i..past_next]
+                .iter()
+                .position(|s| s.end() > asked_end)?
+        } else {
+            self.read_ahead.start = self.segments[i].base;
+            i
+        };
+        self.read_ahead.end = wanted_end;
+        let files = self.segments[first..past_next]
             .iter()
             .map(|s| (Arc::clone(&s.file), s.flushed() as u64))
             .collect();
-        let end = wanted.last().map_or(reader, |s| s.end());
-        self.read_ahead = self.segments[i].base..end;
-        self.read_ahead_again_at = self.segments[i].end();
         self.read_ahead_in_flight = true;
         Some(Job {
             log_id: self.id,
@@ -215,7 +229,7 @@ mod tests {
         }
         // Still in the first segment asked for: no second job.
         assert!(log.read_ahead_job(20).is_none());
-        // In the second one: it and the one after it are asked for, a segment ahead.
+        // In the second one: only the one after it is asked for, a segment ahead.
         let second = log.segments[1].base;
         let job = log
             .read_ahead_job(second)
@@ -223,8 +237,21 @@ mod tests {
         let JobKind::ReadAhead { files } = &job.kind else {
             panic!("not a read-ahead job: {job:?}");
         };
+        assert_eq!(files.len(), 1);
+        assert_eq!(log.read_ahead, 0..log.segments[2].end());
+        log.apply(job.run());
+        // A second channel behind the first asks for nothing: its segments were asked for.
+        assert!(log.read_ahead_job(30).is_none());
+        assert!(log.read_ahead_job(second + 5).is_none());
+        // A reader far from the run (a rewind) starts a new one.
+        let far = log.segments[4].base;
+        assert!(far < log.evicted_below, "segment 4 was dropped");
+        let job = log.read_ahead_job(far).expect("outside the run");
+        let JobKind::ReadAhead { files } = &job.kind else {
+            panic!("not a read-ahead job: {job:?}");
+        };
         assert_eq!(files.len(), 2);
-        assert_eq!(log.read_ahead, second..log.segments[2].end());
+        assert_eq!(log.read_ahead, far..log.segments[5].end());
     }
 
     #[test]
