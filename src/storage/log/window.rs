@@ -14,8 +14,9 @@
 //! that (a) lies entirely before the first segment the job syncs, so all of it was durable before
 //! the job began and its pages are clean, and (b) has at least
 //! [`LogConfig::page_cache_window`](crate::storage::LogConfig) bytes of log after it (2 GiB by
-//! default). Each segment leaves once ([`Log::segments_leaving_the_cache`] remembers how far it
-//! got). The writer's next pages then come from memory the kernel just freed. Nothing is lost:
+//! default), and (c) is not among the segments a lagging reader asked to have read back (below).
+//! Each segment leaves once, or never if (c) kept it ([`Log::segments_leaving_the_cache`]
+//! remembers how far it got). The writer's next pages then come from memory the kernel just freed. Nothing is lost:
 //! the bytes are on disk, and reading them faults them back in.
 //!
 //! # Readers behind the window
