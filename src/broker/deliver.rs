@@ -194,7 +194,7 @@ impl Broker {
             // Once per pass that read new records, not per message (see the method).
             topic.release_read_pages(reader);
             // A reader behind the page-cache window gets its next segments read ahead
-            // (`storage/log/window.rs`); otherwise two compares.
+            // (`storage/log/window.rs`); otherwise a compare.
             if let Some(job) = topic.log.read_ahead_job(reader) {
                 self.worker.submit(tk as u64, job);
             }

@@ -98,8 +98,8 @@ pub(crate) enum JobKind {
     Warm { ranges: Vec<(Arc<File>, u64, u64)> },
     /// Start reading these whole segments into the page cache (`POSIX_FADV_WILLNEED`, which
     /// returns once the reads are queued): the next ones a reader behind the page-cache window
-    /// will read (see `log/window.rs`).
-    /// Each with the bytes of it written (past them the file is allocated but unwritten).
+    /// will read (see `log/window.rs`), each with the bytes of it written (past them the file
+    /// is allocated but unwritten).
     ReadAhead { files: Vec<(Arc<File>, u64)> },
 }
 
@@ -271,10 +271,7 @@ const WRITEBACK_PIECE: u64 = 256 * 1024;
 /// syncs' `fdatasync`s more than anything else (`docs/benchmarks.md`, "The helper gives way").
 fn write_back_in_pieces(file: &File, range: Range<u64>) {
     for piece in writeback_pieces(range) {
-        let (Ok(off), Ok(n)) = (
-            libc::off_t::try_from(piece.start),
-            libc::off_t::try_from(piece.end - piece.start),
-        ) else {
+        let Some((off, n)) = off_len(&piece) else {
             continue;
         };
         // SAFETY: plain syscall on an fd we own; no memory is passed.
@@ -289,9 +286,24 @@ fn write_back_in_pieces(file: &File, range: Range<u64>) {
 fn writeback_pieces(range: Range<u64>) -> impl Iterator<Item = Range<u64>> {
     let whole = range.end.saturating_sub(range.start) > WRITEBACK_PIECE;
     let end = if whole { range.end } else { range.start };
-    (range.start..end)
-        .step_by(WRITEBACK_PIECE as usize)
-        .map(move |at| at..(at.saturating_add(WRITEBACK_PIECE)).min(end))
+    pieces(range.start..end, WRITEBACK_PIECE)
+}
+
+/// `range` cut into consecutive pieces of `piece` bytes (at least 1; the last one shorter);
+/// none when it is empty or reversed.
+fn pieces(range: Range<u64>, piece: u64) -> impl Iterator<Item = Range<u64>> {
+    let piece = piece.max(1);
+    let end = range.end;
+    range
+        .step_by(usize::try_from(piece).unwrap_or(usize::MAX))
+        .map(move |at| at..at.saturating_add(piece).min(end))
+}
+
+/// `range` as the offset and length a file-range system call takes, or `None` past `off_t`.
+fn off_len(range: &Range<u64>) -> Option<(libc::off_t, libc::off_t)> {
+    let off = libc::off_t::try_from(range.start).ok()?;
+    let len = libc::off_t::try_from(range.end.saturating_sub(range.start)).ok()?;
+    Some((off, len))
 }
 
 /// Drops each file's clean pages from the page cache (`POSIX_FADV_DONTNEED`). A hint: a failure
@@ -316,11 +328,8 @@ const READ_AHEAD_PIECE: u64 = 128 * 1024;
 /// reads are queued. A hint: a failure only means the loop reads those pages itself.
 fn read_ahead(files: &[(Arc<File>, u64)]) {
     for (file, len) in files {
-        for at in (0..*len).step_by(READ_AHEAD_PIECE as usize) {
-            let (Ok(off), Ok(n)) = (
-                libc::off_t::try_from(at),
-                libc::off_t::try_from(READ_AHEAD_PIECE.min(len - at)),
-            ) else {
+        for piece in pieces(0..*len, READ_AHEAD_PIECE) {
+            let Some((off, n)) = off_len(&piece) else {
                 break;
             };
             // SAFETY: plain syscall on an fd we own; no memory is passed.

@@ -16,8 +16,8 @@
 //! [`LogConfig::page_cache_window`](crate::storage::LogConfig) bytes of log after it (2 GiB by
 //! default), and (c) is not among the segments a lagging reader asked to have read back (below).
 //! Each segment leaves once, or never if (c) kept it ([`Log::segments_leaving_the_cache`]
-//! remembers how far it got). The writer's next pages then come from memory the kernel just freed. Nothing is lost:
-//! the bytes are on disk, and reading them faults them back in.
+//! remembers how far it got). The writer's next pages then come from memory the kernel just
+//! freed. Nothing is lost: the bytes are on disk, and reading them faults them back in.
 //!
 //! # Readers behind the window
 //!
@@ -41,8 +41,8 @@
 //!
 //! Cost on the loop: a sync job walks the segments inside the window (the window over
 //! `--max-bytes-per-file`: about 21 at the defaults, more with much smaller segments) plus those
-//! leaving it; a delivery pass compares its reader's offset with two numbers, unless the reader
-//! is behind the window.
+//! leaving it; a delivery pass compares its reader's offset with one number and reads a flag,
+//! unless the reader is behind the window.
 
 use std::fs::File;
 use std::sync::Arc;
