@@ -9,6 +9,7 @@ use crate::storage::DeadReason;
 use super::channel::{self, InFlight, Requeued};
 use super::client::{Client, ClientKey};
 use super::timeouts::ChannelKeys;
+use super::topic::VerifyEpoch;
 use super::{queue_pump, queue_storage, Broker, Now, TimerEvent};
 use crate::timer::TimerId;
 
@@ -41,7 +42,6 @@ impl Broker {
     /// at its front: the next turn's pass (which the reactor runs without waiting, see
     /// [`Self::pump_pending`]) goes on from there.
     pub fn pump(&mut self, now: Now) {
-        self.pass = self.pass.wrapping_add(1);
         let mut left = PASS_BUDGET;
         while left > 0 {
             let Some((tk, chk)) = self.pump_queue.pop_front() else {
@@ -82,7 +82,7 @@ impl Broker {
             return 0;
         }
         let mut handled = 0;
-        let pass = self.pass;
+        let epoch = VerifyEpoch::new(now.mono_ms, topic.log.cache_dropped_below());
         let keys = ChannelKeys {
             topic: tk,
             channel: chk,
@@ -107,16 +107,16 @@ impl Broker {
                 break;
             };
             let (offset, attempts) = (msg.offset, msg.attempts);
-            // In one delivery pass every channel reads the same new records: the first read
-            // verifies the CRC, the others trust it (see `Topic::verified`).
-            let verified = topic.verified.contains(pass, msg.loc);
+            // Every channel reads the same records, moments apart: the first read verifies
+            // the CRC, the others trust it while its epoch lasts (see `VerifyEpoch`).
+            let verified = topic.verified.contains(epoch, msg.loc);
             let read = if verified {
                 topic.log.read_already_verified(msg.loc)
             } else {
                 topic.log.read(msg.loc)
             };
             if read.is_ok() && !verified {
-                topic.verified.note(pass, msg.loc);
+                topic.verified.note(epoch, msg.loc);
             }
             let rec = match read {
                 Ok(rec) => rec,
@@ -512,5 +512,81 @@ mod tests {
         let total = passes.iter().fold((0, 0), |(x, y), p| (x + p.0, y + p.1));
         assert_eq!(total, (per_channel, per_channel), "{passes:?}");
         assert!(passes.iter().all(|p| p.0 + p.1 <= PASS_BUDGET));
+    }
+
+    /// Flips a bit of `body`'s first byte in whichever file under `dir` holds it.
+    fn flip_on_disk(dir: &std::path::Path, body: &[u8]) {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(path) = stack.pop() {
+            if path.is_dir() {
+                stack.extend(
+                    std::fs::read_dir(&path)
+                        .expect("dir")
+                        .map(|e| e.expect("entry").path()),
+                );
+                continue;
+            }
+            let bytes = std::fs::read(&path).expect("read");
+            if let Some(at) = bytes.windows(body.len()).position(|w| w == body) {
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .expect("open");
+                f.seek(SeekFrom::Start(at as u64)).expect("seek");
+                f.write_all(&[bytes[at] ^ 1]).expect("write");
+                return;
+            }
+        }
+        panic!("no file holds {body:?}");
+    }
+
+    #[test]
+    fn a_crc_check_vouches_for_its_epoch_only() {
+        use crate::broker::topic::VERIFY_SPAN_MS;
+        let tmp = TempDir::new("verify-epoch");
+        let mut b = Broker::open_for_test(tmp.path(), NOW);
+        let first = subscriber(&mut b, 1, "first");
+        // Two more channels whose consumers are not ready yet.
+        let mut waiting = Vec::new();
+        for (token, channel) in [(2, "same-tick"), (3, "next-tick")] {
+            let ck = b.connect(token, "127.0.0.1:1".parse().expect("addr"), NOW);
+            b.apply(
+                ck,
+                Command::Sub {
+                    topic: "t",
+                    channel,
+                },
+                NOW,
+            );
+            messages_sent(&mut b, ck);
+            waiting.push(ck);
+        }
+        let publisher = b.connect(4, "127.0.0.1:2".parse().expect("addr"), NOW);
+        for body in [&b"body-one"[..], b"body-two", b"body-three"] {
+            b.apply(publisher, Command::Pub { topic: "t", body }, NOW);
+        }
+        b.storage_step(NOW);
+        b.pump(NOW);
+        assert_eq!(messages_sent(&mut b, first), 3, "all three pass their CRC");
+        // The bytes of the second change on disk (and so in the page cache the log maps).
+        flip_on_disk(tmp.path(), b"body-two");
+        // Within the tick of the first reads their check still vouches for the bytes: the
+        // trade `VerifyEpoch` makes (a change on disk is seen from the next tick on).
+        b.apply(waiting[0], Command::Rdy { count: 10 }, NOW);
+        b.pump(NOW);
+        assert_eq!(messages_sent(&mut b, waiting[0]), 3);
+        // In the next tick the record is checked again, fails, and is never delivered.
+        let next = Now {
+            mono_ms: NOW.mono_ms + VERIFY_SPAN_MS,
+            wall_ns: 1,
+        };
+        b.apply(waiting[1], Command::Rdy { count: 10 }, next);
+        b.pump(next);
+        assert_eq!(
+            messages_sent(&mut b, waiting[1]),
+            2,
+            "the changed record is skipped"
+        );
     }
 }

@@ -223,8 +223,6 @@ pub struct Broker {
     storage_due: Vec<usize>,
     /// Reused list of topics whose jobs finished this turn.
     applied: Vec<usize>,
-    /// Counts delivery passes, so a topic's "verified this pass" range expires with its pass.
-    pass: u64,
     /// Topics whose logs failed to open at start: name → why, and their checkpoint entry
     /// (written back unchanged). They answer errors; their files are left alone.
     quarantined: HashMap<String, Quarantined>,
@@ -355,7 +353,6 @@ impl Broker {
             peeks_warming: Vec::new(),
             spare_out: Vec::new(),
             expired_handshakes: Vec::new(),
-            pass: 0,
             storage_due: Vec::new(),
             applied: Vec::new(),
             rng: 0x2545_F491_4F6C_DD1D ^ now.wall_ns as u64,

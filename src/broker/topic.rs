@@ -39,8 +39,8 @@ pub struct Topic {
     pub pending_acks: VecDeque<PendingAck>,
     /// Whether the topic is on the broker's storage list.
     pub storage_queued: bool,
-    /// Records whose CRC was verified in the current delivery pass (fan-out reads them once per
-    /// channel; verifying once is enough within one single-threaded pass).
+    /// Records whose CRC was verified moments ago (fan-out reads each once per channel; one
+    /// check vouches for the others while its [`VerifyEpoch`] lasts).
     pub verified: VerifiedRange,
     /// Whether channels track e2e latency (`--e2e-processing-latency-percentile` is set).
     pub track_e2e: bool,
@@ -233,17 +233,17 @@ impl Topic {
     }
 }
 
-/// Ranges of log offsets read with their CRC checked during one delivery pass: up to
+/// Ranges of log offsets read with their CRC checked in one [`VerifyEpoch`]: up to
 /// [`VERIFIED_RANGES`] disjoint ranges, merged when they touch.
 ///
 /// Why several: channels of one topic sit at different cursors (each consumer has its own
-/// in-flight window), so one pass reads overlapping but staggered stretches of the log. With a
+/// in-flight window), so they read overlapping but staggered stretches of the log. With a
 /// single range every channel that started behind the last one reset it, and in a 10-channel
 /// fan-out the CRC was computed up to once per channel (15 % of the reactor's time).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct VerifiedRange {
-    /// The pass the ranges belong to; any other pass sees them as empty.
-    pass: u64,
+    /// The epoch the ranges belong to; any other epoch sees them as empty.
+    epoch: VerifyEpoch,
     /// `(start, end)` half-open ranges; the first `len` are in use.
     ranges: [(u64, u64); VERIFIED_RANGES],
     len: usize,
@@ -251,24 +251,62 @@ pub struct VerifiedRange {
     next_victim: usize,
 }
 
-/// Disjoint verified ranges remembered per pass.
-pub const VERIFIED_RANGES: usize = 4;
+/// Disjoint verified ranges remembered per epoch: one per channel reading its own stretch, for
+/// up to this many channels (ten channels of a fan-out sat up to 126 k messages apart, 0.3 s of
+/// their reading, after 7 s).
+pub const VERIFIED_RANGES: usize = 16;
+
+/// How long a CRC check vouches for the bytes it read, in the loop's milliseconds (at most; an
+/// epoch is a tick of this length, so a check made late in one counts for less). Long enough
+/// for the channels behind the first reader to reach what it checked (above).
+pub const VERIFY_SPAN_MS: u64 = 1024;
+
+/// What a CRC check vouches for, and for how long: the record's bytes as they are in the page
+/// cache. Those bytes change only if their pages leave the cache and are read back from the
+/// disk, which is what the check guards against: the window drops pages on purpose
+/// (`storage/log/window.rs`; [`Log::cache_dropped_below`] moves), the kernel only under memory
+/// pressure, and then the pages used longest ago first, not ones read within the second. So a
+/// check counts until the tick of [`VERIFY_SPAN_MS`] ends or the window drops a segment,
+/// whichever comes first. A record read again later (a requeue, a rewind, a channel far
+/// behind) is checked again.
+///
+/// Why not one delivery pass, as before: a pass hands out at most `PASS_BUDGET` messages, so
+/// in a 10-channel fan-out each pass reached a few channels and later passes the others,
+/// which read the same records again; and channels drift apart, so the others read them
+/// up to a few hundred milliseconds later (`docs/benchmarks.md`, "Fan-out: what a delivery
+/// costs").
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyEpoch {
+    tick: u64,
+    dropped_below: u64,
+}
+
+impl VerifyEpoch {
+    /// The epoch at loop time `mono_ms` for a log whose window has dropped the segments
+    /// below `dropped_below`.
+    pub fn new(mono_ms: u64, dropped_below: u64) -> VerifyEpoch {
+        VerifyEpoch {
+            tick: mono_ms / VERIFY_SPAN_MS,
+            dropped_below,
+        }
+    }
+}
 
 impl VerifiedRange {
-    /// Whether `offset` was verified in pass `pass`.
-    pub fn contains(&self, pass: u64, offset: u64) -> bool {
-        self.pass == pass
+    /// Whether `offset` was verified in `epoch`.
+    pub fn contains(&self, epoch: VerifyEpoch, offset: u64) -> bool {
+        self.epoch == epoch
             && self.ranges[..self.len]
                 .iter()
                 .any(|&(start, end)| start <= offset && offset < end)
     }
 
-    /// Notes that `offset` was just verified in pass `pass`: extends a range it touches
-    /// (merging two that meet), else starts a new one.
-    pub fn note(&mut self, pass: u64, offset: u64) {
-        if self.pass != pass {
+    /// Notes that `offset` was just verified in `epoch`: extends a range it touches (merging
+    /// two that meet), else starts a new one.
+    pub fn note(&mut self, epoch: VerifyEpoch, offset: u64) {
+        if self.epoch != epoch {
             *self = VerifiedRange {
-                pass,
+                epoch,
                 ..VerifiedRange::default()
             };
         }
@@ -300,18 +338,33 @@ impl VerifiedRange {
 
 #[cfg(test)]
 mod tests {
-    use super::VerifiedRange;
+    use super::{VerifiedRange, VerifyEpoch, VERIFY_SPAN_MS};
+
+    /// The epoch of tick `t` of a log whose window dropped nothing.
+    fn tick(t: u64) -> VerifyEpoch {
+        VerifyEpoch::new(t * VERIFY_SPAN_MS, 0)
+    }
 
     #[test]
-    fn verified_range_grows_and_expires_with_its_pass() {
+    fn verified_range_grows_and_expires_with_its_epoch() {
         let mut v = VerifiedRange::default();
-        assert!(!v.contains(1, 0));
-        v.note(1, 10);
-        v.note(1, 11);
-        assert!(v.contains(1, 10) && v.contains(1, 11) && !v.contains(1, 12));
-        assert!(!v.contains(2, 10), "a new pass verifies again");
-        v.note(2, 20);
-        assert!(!v.contains(2, 10) && v.contains(2, 20));
+        assert!(!v.contains(tick(1), 0));
+        v.note(tick(1), 10);
+        v.note(tick(1), 11);
+        assert!(v.contains(tick(1), 10) && v.contains(tick(1), 11) && !v.contains(tick(1), 12));
+        let late_in_the_tick = VerifyEpoch::new(2 * VERIFY_SPAN_MS - 1, 0);
+        assert!(
+            v.contains(late_in_the_tick, 10),
+            "one tick: the check still counts"
+        );
+        assert!(!v.contains(tick(2), 10), "a new tick verifies again");
+        let after_a_drop = VerifyEpoch::new(VERIFY_SPAN_MS, 5);
+        assert!(
+            !v.contains(after_a_drop, 10),
+            "a window drop verifies again"
+        );
+        v.note(tick(2), 20);
+        assert!(!v.contains(tick(2), 10) && v.contains(tick(2), 20));
     }
 
     #[test]
@@ -320,27 +373,27 @@ mod tests {
         let mut v = VerifiedRange::default();
         let mut checked = 0;
         for offset in (100..150).chain(90..160) {
-            if !v.contains(7, offset) {
+            if !v.contains(tick(7), offset) {
                 checked += 1;
-                v.note(7, offset);
+                v.note(tick(7), offset);
             }
         }
         assert_eq!(checked, 70, "each of 90..160 verified once");
-        assert!((90..160).all(|o| v.contains(7, o)));
-        assert!(!v.contains(7, 89) && !v.contains(7, 160));
+        assert!((90..160).all(|o| v.contains(tick(7), o)));
+        assert!(!v.contains(tick(7), 89) && !v.contains(tick(7), 160));
     }
 
     #[test]
     fn a_full_set_of_ranges_forgets_one_and_stays_correct() {
         let mut v = VerifiedRange::default();
         for r in 0..(VERIFIED_RANGES as u64 + 2) {
-            v.note(1, r * 100);
+            v.note(tick(1), r * 100);
         }
         // Whatever was forgotten, nothing unverified is ever claimed.
         for r in 0..(VERIFIED_RANGES as u64 + 2) {
-            assert!(!v.contains(1, r * 100 + 1));
+            assert!(!v.contains(tick(1), r * 100 + 1));
         }
-        assert!(v.contains(1, (VERIFIED_RANGES as u64 + 1) * 100));
+        assert!(v.contains(tick(1), (VERIFIED_RANGES as u64 + 1) * 100));
     }
 
     use super::*;

@@ -524,9 +524,9 @@ impl Log {
     }
 
     /// As [`Log::read`] without the CRC check: only for a record the caller read with
-    /// [`Log::read`] moments ago, in the same single-threaded pass (the broker's delivery pass
-    /// hands one record to every channel: it is verified once, for the first). Length, kind
-    /// and offset are still checked.
+    /// [`Log::read`] moments ago, with no window drop since ([`Log::cache_dropped_below`]
+    /// unchanged): the broker hands one record to every channel and verifies it for the first
+    /// (see `broker::topic::VerifyEpoch`). Length, kind and offset are still checked.
     pub fn read_already_verified(&self, offset: u64) -> Result<Record<'_>, StorageError> {
         self.read_with(offset, false)
     }

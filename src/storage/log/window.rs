@@ -73,6 +73,13 @@ impl Log {
         leaving
     }
 
+    /// Segments ending at or below this offset have left the page cache, or are leaving it
+    /// with the sync job built last; it moves each time the window drops one. Bytes read from
+    /// them since may have come back from the disk (see `broker::topic::VerifyEpoch`).
+    pub fn cache_dropped_below(&self) -> u64 {
+        self.evicted_below
+    }
+
     /// Whether the segment `base..end` is among those read-backs asked for: a reader is in
     /// it or about to be, so the window keeps it.
     fn is_read_ahead(&self, base: u64, end: u64) -> bool {
