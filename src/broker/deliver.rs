@@ -464,7 +464,8 @@ mod tests {
         frames
     }
 
-    fn subscriber(b: &mut Broker, token: usize, channel: &str) -> ClientKey {
+    /// A consumer subscribed to `channel` of topic `t`, not ready yet (RDY 0).
+    fn unready_subscriber(b: &mut Broker, token: usize, channel: &str) -> ClientKey {
         let addr = "127.0.0.1:1".parse().expect("addr");
         let ck = b.connect(token, addr, NOW);
         b.apply(
@@ -475,8 +476,13 @@ mod tests {
             },
             NOW,
         );
-        b.apply(ck, Command::Rdy { count: 2500 }, NOW);
         messages_sent(b, ck); // the SUB's OK
+        ck
+    }
+
+    fn subscriber(b: &mut Broker, token: usize, channel: &str) -> ClientKey {
+        let ck = unready_subscriber(b, token, channel);
+        b.apply(ck, Command::Rdy { count: 2500 }, NOW);
         ck
     }
 
@@ -548,20 +554,10 @@ mod tests {
         let mut b = Broker::open_for_test(tmp.path(), NOW);
         let first = subscriber(&mut b, 1, "first");
         // Two more channels whose consumers are not ready yet.
-        let mut waiting = Vec::new();
-        for (token, channel) in [(2, "same-tick"), (3, "next-tick")] {
-            let ck = b.connect(token, "127.0.0.1:1".parse().expect("addr"), NOW);
-            b.apply(
-                ck,
-                Command::Sub {
-                    topic: "t",
-                    channel,
-                },
-                NOW,
-            );
-            messages_sent(&mut b, ck);
-            waiting.push(ck);
-        }
+        let waiting = [
+            unready_subscriber(&mut b, 2, "same-tick"),
+            unready_subscriber(&mut b, 3, "next-tick"),
+        ];
         let publisher = b.connect(4, "127.0.0.1:2".parse().expect("addr"), NOW);
         for body in [&b"body-one"[..], b"body-two", b"body-three"] {
             b.apply(publisher, Command::Pub { topic: "t", body }, NOW);
