@@ -9,7 +9,6 @@ use crate::storage::DeadReason;
 use super::channel::{self, InFlight, Requeued};
 use super::client::{Client, ClientKey};
 use super::timeouts::ChannelKeys;
-use super::topic::VerifyEpoch;
 use super::{queue_pump, queue_storage, Broker, Now, TimerEvent};
 use crate::timer::TimerId;
 
@@ -82,7 +81,6 @@ impl Broker {
             return 0;
         }
         let mut handled = 0;
-        let epoch = VerifyEpoch::new(now.mono_ms, topic.log.cache_dropped_below());
         let keys = ChannelKeys {
             topic: tk,
             channel: chk,
@@ -109,16 +107,7 @@ impl Broker {
             let (offset, attempts) = (msg.offset, msg.attempts);
             // Every channel reads the same records, moments apart: the first read verifies
             // the CRC, the others trust it while its epoch lasts (see `VerifyEpoch`).
-            let verified = topic.verified.contains(epoch, msg.loc);
-            let read = if verified {
-                topic.log.read_already_verified(msg.loc)
-            } else {
-                topic.log.read(msg.loc)
-            };
-            if read.is_ok() && !verified {
-                topic.verified.note(epoch, msg.loc);
-            }
-            let rec = match read {
+            let rec = match topic.verified.read(&topic.log, msg.loc, now.mono_ms) {
                 Ok(rec) => rec,
                 Err(e) => {
                     // Corrupt (already counted and logged by the log) or missing: never deliver.

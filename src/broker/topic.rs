@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 
 use slab::Slab;
 
-use crate::storage::Log;
+use crate::storage::{Log, Record, StorageError};
 
 use super::channel::Channel;
 use super::durable::PendingAck;
@@ -293,6 +293,26 @@ impl VerifyEpoch {
 }
 
 impl VerifiedRange {
+    /// Reads the record at `loc` of `log` for a channel's delivery at loop time `mono_ms`:
+    /// its CRC is checked unless another channel's read checked it within the same
+    /// [`VerifyEpoch`], and a check that passed is noted for the channels that follow.
+    pub fn read<'a>(
+        &mut self,
+        log: &'a Log,
+        loc: u64,
+        mono_ms: u64,
+    ) -> Result<Record<'a>, StorageError> {
+        let epoch = VerifyEpoch::new(mono_ms, log.cache_dropped_below());
+        if self.contains(epoch, loc) {
+            return log.read_already_verified(loc);
+        }
+        let read = log.read(loc);
+        if read.is_ok() {
+            self.note(epoch, loc);
+        }
+        read
+    }
+
     /// Whether `offset` was verified in `epoch`.
     pub fn contains(&self, epoch: VerifyEpoch, offset: u64) -> bool {
         self.epoch == epoch
